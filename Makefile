@@ -1,0 +1,28 @@
+# LoveCS for QGIS — set-up, tests, packaging, demo, benchmarks.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SYS_PY := /usr/bin/python3
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1 segmentation-models-pytorch==0.6.0
+APT_PKGS := qgis python3-qgis qgis-providers gdal-bin python3-gdal
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup apt venv test test-core test-qgis package install-plugin bench demo screenshots clean
+
+setup: apt venv  ## install everything (apt QGIS + GDAL, venv with pinned torch)
+
+apt:
+	@if command -v qgis_process.bin >/dev/null && $(SYS_PY) -c "import qgis.core, osgeo.gdal" 2>/dev/null; then \
+	  echo "QGIS + GDAL already installed"; \
+	else \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $(APT_PKGS); \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(SYS_PY) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q -c constraints.txt $(TORCH_PINS)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@

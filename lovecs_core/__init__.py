@@ -1,0 +1,1 @@
+"""LoveCS engine."""

@@ -1,0 +1,6 @@
+"""``python -m lovecs_core`` runs the ``lovecs`` command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,251 @@
+"""Model card and model file.
+
+A model file (suffix ``.lovecs``) is a safetensors file: the weights as tensors, and the model card
+as JSON in the safetensors metadata under the key ``lovecs_card``. Opening one never runs code.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+
+FORMAT_NAME = "lovecs-model"
+FORMAT_VERSION = 1
+CARD_KEY = "lovecs_card"
+MODEL_SUFFIX = ".lovecs"
+DOMAINS = ("source", "target")
+_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+
+
+class ModelFileError(ValueError):
+    """A model file or card is missing, corrupt or inconsistent; the message says what is wrong."""
+
+
+@dataclass
+class ClassInfo:
+    code: int
+    name: str
+    color: str
+
+    def rgb(self) -> tuple[int, int, int]:
+        return tuple(int(self.color[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to use a model: architecture, classes, bands, statistics, GSD, tiling."""
+
+    architecture: dict[str, Any]
+    classes: list[ClassInfo]
+    band_names: list[str]
+    band_dtype: str = "uint8"
+    band_range: tuple[float, float] = (0.0, 255.0)
+    normalization: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    gsd: Optional[float] = None
+    tile_size: int = 512
+    overlap: int = 64
+    default_domain: str = "source"
+    name: str = "LoveCS land-cover model"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    adaptation: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived -------------------------------------------------------------------------------
+    @property
+    def band_count(self) -> int:
+        return len(self.band_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def class_codes(self) -> list[int]:
+        return [c.code for c in self.classes]
+
+    def stats(self, domain: str) -> tuple[list[float], list[float]]:
+        """(mean, std) per band for a domain; target falls back to source when not adapted yet."""
+        if domain not in DOMAINS:
+            raise ModelFileError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+        entry = self.normalization.get(domain) or self.normalization.get("source")
+        if entry is None:
+            raise ModelFileError("model card has no normalisation statistics")
+        return list(entry["mean"]), list(entry["std"])
+
+    def has_domain(self, domain: str) -> bool:
+        return domain in self.normalization
+
+    # -- (de)serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "architecture": self.architecture,
+            "classes": [{"code": c.code, "name": c.name, "color": c.color} for c in self.classes],
+            "bands": {"count": self.band_count, "names": self.band_names,
+                      "dtype": self.band_dtype, "range": list(self.band_range)},
+            "normalization": self.normalization,
+            "gsd": self.gsd,
+            "tile": {"size": self.tile_size, "overlap": self.overlap},
+            "default_domain": self.default_domain,
+            "provenance": self.provenance,
+            "adaptation": self.adaptation,
+            "scores": self.scores,
+        }
+
+    def to_json(self, indent: Optional[int] = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ModelCard":
+        validate_card_dict(data)
+        bands = data["bands"]
+        tile = data.get("tile", {})
+        return cls(
+            architecture=dict(data["architecture"]),
+            classes=classes_from_iterable(data["classes"]),
+            band_names=list(bands["names"]),
+            band_dtype=str(bands.get("dtype", "uint8")),
+            band_range=tuple(bands.get("range", (0.0, 255.0))),  # type: ignore[arg-type]
+            normalization=copy.deepcopy(data["normalization"]),
+            gsd=None if data.get("gsd") is None else float(data["gsd"]),
+            tile_size=int(tile.get("size", 512)),
+            overlap=int(tile.get("overlap", 64)),
+            default_domain=str(data.get("default_domain", "source")),
+            name=str(data.get("name", "LoveCS land-cover model")),
+            provenance=dict(data.get("provenance", {})),
+            adaptation=dict(data.get("adaptation", {})),
+            scores=dict(data.get("scores", {})),
+        )
+
+    def copy(self) -> "ModelCard":
+        return ModelCard.from_dict(copy.deepcopy(self.to_dict()))
+
+
+def _fail(msg: str) -> None:
+    raise ModelFileError(f"invalid model card: {msg}")
+
+
+def validate_card_dict(data: Any) -> None:
+    """Raise :class:`ModelFileError` naming the first problem found in a card dictionary."""
+    if not isinstance(data, dict):
+        _fail("the card is not a JSON object")
+    if data.get("format") != FORMAT_NAME:
+        _fail(f"'format' must be {FORMAT_NAME!r}, found {data.get('format')!r}")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        _fail(f"unsupported 'format_version' {version!r} (this engine reads 1..{FORMAT_VERSION})")
+    for key in ("architecture", "classes", "bands", "normalization"):
+        if key not in data:
+            _fail(f"missing required field {key!r}")
+    arch = data["architecture"]
+    if not isinstance(arch, dict) or "arch" not in arch:
+        _fail("'architecture' must be an object with an 'arch' name")
+    classes = data["classes"]
+    if not isinstance(classes, list) or not classes:
+        _fail("'classes' must be a non-empty list")
+    codes = set()
+    for i, c in enumerate(classes):
+        if not isinstance(c, dict) or not {"code", "name", "color"} <= set(c):
+            _fail(f"classes[{i}] needs 'code', 'name' and 'color'")
+        code = c["code"]
+        if not isinstance(code, int) or not 1 <= code <= 255:
+            _fail(f"classes[{i}].code must be an integer 1..255 (0 is nodata), found {code!r}")
+        if code in codes:
+            _fail(f"class code {code} appears twice")
+        codes.add(code)
+        if not isinstance(c["color"], str) or not _COLOR.match(c["color"]):
+            _fail(f"classes[{i}].color must look like '#RRGGBB', found {c['color']!r}")
+    bands = data["bands"]
+    if not isinstance(bands, dict) or not isinstance(bands.get("names"), list) or not bands["names"]:
+        _fail("'bands.names' must be a non-empty list")
+    n_bands = len(bands["names"])
+    if "count" in bands and bands["count"] != n_bands:
+        _fail(f"'bands.count' is {bands['count']} but {n_bands} band names are given")
+    norm = data["normalization"]
+    if not isinstance(norm, dict) or "source" not in norm:
+        _fail("'normalization' must hold statistics for the 'source' domain")
+    for domain, entry in norm.items():
+        if domain not in DOMAINS:
+            _fail(f"unknown normalisation domain {domain!r}")
+        for key in ("mean", "std"):
+            values = entry.get(key) if isinstance(entry, dict) else None
+            if not isinstance(values, list) or len(values) != n_bands:
+                _fail(f"normalization.{domain}.{key} must list {n_bands} numbers (one per band)")
+        if any(float(s) <= 0 for s in entry["std"]):
+            _fail(f"normalization.{domain}.std must be positive")
+    if data.get("default_domain", "source") not in DOMAINS:
+        _fail(f"'default_domain' must be one of {DOMAINS}")
+    gsd = data.get("gsd")
+    if gsd is not None and (not isinstance(gsd, (int, float)) or gsd <= 0):
+        _fail(f"'gsd' must be a positive number of metres or null, found {gsd!r}")
+
+
+def load_classes(path: str | os.PathLike[str]) -> list[ClassInfo]:
+    """Read a classes JSON (``{"classes": [{code, name, color}, ...]}`` or a bare list)."""
+    data = json.loads(Path(path).read_text())
+    return classes_from_iterable(data["classes"] if isinstance(data, dict) else data)
+
+
+def save_model(path: str | os.PathLike[str], card: ModelCard,
+               state_dict: dict[str, torch.Tensor]) -> Path:
+    """Write weights + card atomically (temporary name, then rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    try:
+        save_file(tensors, str(tmp), metadata={CARD_KEY: card.to_json(indent=None)})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """Read and validate only the card (cheap: the weights are not loaded)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for corrupt headers
+        raise ModelFileError(f"{path} is not a LoveCS model file (safetensors header "
+                             f"unreadable: {exc})") from exc
+    if CARD_KEY not in meta:
+        raise ModelFileError(f"{path} is a safetensors file without a LoveCS model card")
+    try:
+        data = json.loads(meta[CARD_KEY])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}: model card is not valid JSON ({exc})") from exc
+    try:
+        return ModelCard.from_dict(data)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{path}: {exc}") from exc
+
+
+def load_model_file(path: str | os.PathLike[str]) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+    """Read the card and the weights (on CPU)."""
+    from safetensors.torch import load_file
+
+    card = read_card(path)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise ModelFileError(f"{path}: weights are corrupt or truncated ({exc})") from exc
+    return card, tensors
+
+
+def classes_from_iterable(items: Iterable[dict[str, Any]]) -> list[ClassInfo]:
+    return [ClassInfo(int(c["code"]), str(c["name"]), str(c["color"]).upper()) for c in items]

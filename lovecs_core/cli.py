@@ -1,0 +1,109 @@
+"""The ``lovecs`` command line: ``info``, ``predict``, ``train``, ``adapt``, ``evaluate``.
+
+Progress goes to a tqdm bar on a terminal, or as JSON lines on stdout with ``--progress json``
+(what the QGIS plugin runner reads). Errors exit non-zero with a one-line message.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Callable, Optional, Sequence
+
+from .progress import Cancelled, JsonLinesSink, ProgressCallback, ProgressEvent, emit_json
+
+COMMANDS = ["info"]  # helpers append: "predict", "train", "adapt", "evaluate"
+EXIT_ERROR = 1
+EXIT_CANCELLED = 130
+
+
+class TqdmProgress:
+    """One tqdm bar per stage, on stderr."""
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._stage = ""
+
+    def __call__(self, event: ProgressEvent) -> None:
+        from tqdm import tqdm
+
+        if event.stage != self._stage or self._bar is None:
+            self.close()
+            self._stage = event.stage
+            self._bar = tqdm(total=100, desc=event.stage, unit="%", leave=True,
+                             bar_format="{desc}: {percentage:3.0f}%|{bar}| "
+                                        "[{elapsed}<{remaining}] {postfix}", file=sys.stderr)
+        self._bar.n = round(event.fraction * 100, 1)
+        if event.message:
+            self._bar.set_postfix_str(event.message, refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lovecs", description=__doc__.splitlines()[0])
+    parser.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
+                        help="progress display: a bar on a terminal, JSON lines for programs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"lovecs_core.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def _progress_sink(mode: str) -> tuple[Optional[ProgressCallback], Callable[[], None]]:
+    if mode == "auto":
+        mode = "bar" if sys.stderr.isatty() else "none"
+    if mode == "json":
+        return JsonLinesSink(sys.stdout), lambda: None
+    if mode == "bar":
+        bar = TqdmProgress()
+        return bar, bar.close
+    return None, lambda: None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    callback, close = _progress_sink(args.progress)
+    json_mode = args.progress == "json"
+    from .progress import CancelToken, Reporter
+
+    cancel = CancelToken()
+    reporter = Reporter(callback, cancel)
+    try:
+        return int(args.handler(args, reporter) or 0)
+    except Cancelled:
+        close()
+        if json_mode:
+            emit_json(sys.stdout, "cancelled")
+        print("lovecs: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        close()
+        if json_mode:
+            emit_json(sys.stdout, "cancelled")
+        print("lovecs: interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception as exc:  # every engine error ends here with a readable line
+        close()
+        if args.verbose:
+            logging.exception("failed")
+        if json_mode:
+            emit_json(sys.stdout, "error", message=str(exc), kind=type(exc).__name__)
+        print(f"lovecs {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
