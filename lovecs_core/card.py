@@ -77,6 +77,13 @@ class ModelCard:
             raise ModelFileError("model card has no normalisation statistics")
         return list(entry["mean"]), list(entry["std"])
 
+    def domain_gsd(self, domain: str) -> Optional[float]:
+        """Ground sample distance the model expects in a domain: an adapted model works on the
+        target scene's own pixels (``adaptation["target_gsd"]``), else the card's ``gsd``."""
+        if domain == "target" and self.adaptation.get("target_gsd"):
+            return float(self.adaptation["target_gsd"])
+        return self.gsd
+
     def has_domain(self, domain: str) -> bool:
         return domain in self.normalization
 
