@@ -11,9 +11,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-import torch
+if TYPE_CHECKING:  # the QGIS plugin reads cards without torch in its process
+    import torch
 
 FORMAT_NAME = "lovecs-model"
 FORMAT_VERSION = 1
@@ -201,7 +202,7 @@ def load_classes(path: str | os.PathLike[str]) -> list[ClassInfo]:
 
 
 def save_model(path: str | os.PathLike[str], card: ModelCard,
-               state_dict: dict[str, torch.Tensor]) -> Path:
+               state_dict: dict[str, "torch.Tensor"]) -> Path:
     """Write weights + card atomically (temporary name, then rename)."""
     from safetensors.torch import save_file
 
@@ -217,17 +218,34 @@ def save_model(path: str | os.PathLike[str], card: ModelCard,
     return path
 
 
-def read_card(path: str | os.PathLike[str]) -> ModelCard:
-    """Read and validate only the card (cheap: the weights are not loaded)."""
-    from safetensors import safe_open
+def _read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header, read with the standard library only (the
+    format: 8-byte little-endian header length, then a JSON header), so a QGIS Python without
+    torch or safetensors can read cards."""
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("file is shorter than a safetensors header")
+        length = int.from_bytes(head, "little")
+        if not 2 <= length <= 100_000_000:
+            raise ValueError(f"implausible header length {length}")
+        raw = f.read(length)
+    if len(raw) != length:
+        raise ValueError("header is truncated")
+    header = json.loads(raw.decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header.get("__metadata__") or {}
 
+
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """Read and validate only the card (cheap: the weights are not loaded; no torch needed)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as exc:  # safetensors raises several types for corrupt headers
+        meta = _read_safetensors_metadata(path)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"{path} is not a LoveCS model file (safetensors header "
                              f"unreadable: {exc})") from exc
     if CARD_KEY not in meta:
@@ -242,7 +260,7 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
         raise ModelFileError(f"{path}: {exc}") from exc
 
 
-def load_model_file(path: str | os.PathLike[str]) -> tuple[ModelCard, dict[str, torch.Tensor]]:
+def load_model_file(path: str | os.PathLike[str]) -> tuple[ModelCard, dict[str, "torch.Tensor"]]:
     """Read the card and the weights (on CPU)."""
     from safetensors.torch import load_file
 

@@ -93,7 +93,11 @@ def build_model(card: ModelCard) -> nn.Module:
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str = "model") -> None:
     """Load weights strictly, turning a mismatch into a clear :class:`ModelFileError`."""
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shape mismatch
+        raise ModelFileError(f"{path}: weights do not match the card's architecture "
+                             f"({str(exc).splitlines()[-1].strip()})") from exc
     if result.missing_keys or result.unexpected_keys:
         raise ModelFileError(
             f"{path}: weights do not match the card's architecture "
