@@ -26,3 +26,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt $(TORCH_PINS)
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
+
+# Tests and qgis_process keep their profile and temporary files inside the checkout.
+export TMPDIR := $(CURDIR)/.tmp
+export QGIS_CUSTOM_CONFIG_PATH := $(CURDIR)/.qgis-profile
+export LOVECS_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
+PYTEST_ARGS ?=
+
+$(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH):
+	mkdir -p $@
+
+test: venv | $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH)  ## every test, headless
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+test-core: venv | $(TMPDIR)  ## engine tests only (no QGIS)
+	$(PY) -m pytest -q -ra -p no:qgis tests/core $(PYTEST_ARGS)
