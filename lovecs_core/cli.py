@@ -1,4 +1,4 @@
-"""The ``lovecs`` command line: ``info``, ``predict``, ``train``, ``adapt``, ``evaluate``.
+"""The ``lovecs`` command line: ``info``, ``predict``, ``train``, ``adapt``, ``evaluate``, ``devices``.
 
 Progress goes to a tqdm bar on a terminal, or as JSON lines on stdout with ``--progress json``
 (what the QGIS plugin runner reads). Errors exit non-zero with a one-line message.
@@ -11,9 +11,10 @@ import logging
 import sys
 from typing import Callable, Optional, Sequence
 
-from .progress import Cancelled, JsonLinesSink, ProgressCallback, ProgressEvent, emit_json
+from .progress import (Cancelled, CancelToken, JsonLinesSink, ProgressCallback, ProgressEvent,
+                       emit_json)
 
-COMMANDS = ["info"]  # helpers append: "predict", "train", "adapt", "evaluate"
+COMMANDS = ["info", "predict", "train", "adapt", "evaluate", "devices"]
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
 
@@ -68,6 +69,24 @@ def _progress_sink(mode: str) -> tuple[Optional[ProgressCallback], Callable[[], 
     return None, lambda: None
 
 
+def _cancel_on_sigterm(cancel: CancelToken) -> Callable[[], None]:
+    """SIGTERM (what the QGIS plugin's runner sends to cancel) sets the cancel token, so the
+    engine stops at its next progress report and removes partial outputs; a second SIGTERM
+    interrupts at once. Returns a function restoring the previous handler."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # main() called outside the main thread: keep the default
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -78,6 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .progress import CancelToken, Reporter
 
     cancel = CancelToken()
+    restore_sigterm = _cancel_on_sigterm(cancel)
     reporter = Reporter(callback, cancel)
     try:
         return int(args.handler(args, reporter) or 0)
@@ -98,11 +118,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.verbose:
             logging.exception("failed")
         if json_mode:
-            emit_json(sys.stdout, "error", message=str(exc), kind=type(exc).__name__)
+            emit_json(sys.stdout, "error", message=str(exc), exception=type(exc).__name__)
         print(f"lovecs {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         close()
+        restore_sigterm()
 
 
 if __name__ == "__main__":

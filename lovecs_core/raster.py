@@ -1,10 +1,12 @@
-"""Raster input with GDAL: open, band selection, validity masks, windowed reads, ground sample distance."""
+"""Raster input with GDAL: open, band selection, validity masks, windowed reads, ground sample
+distance, extent windows, warped VRTs at another GSD."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 from osgeo import gdal, osr
@@ -26,6 +28,18 @@ class Window:
     ysize: int
 
 
+@contextlib.contextmanager
+def gdal_cache_limit(max_bytes: int = 128 * 1024 ** 2) -> Iterator[None]:
+    """Cap GDAL's (process-wide) block cache for a streaming job, then restore it. GDAL's
+    default is 5% of RAM; a pass over a huge raster would otherwise fill all of it."""
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(min(previous, max_bytes))
+    try:
+        yield
+    finally:
+        gdal.SetCacheMax(previous)
+
+
 def parse_bands(text: Optional[str | Sequence[int]]) -> Optional[list[int]]:
     """``"3,2,1"`` -> ``[3, 2, 1]`` (1-based GDAL band numbers); empty/None -> None (automatic)."""
     if text is None:
@@ -37,7 +51,8 @@ def parse_bands(text: Optional[str | Sequence[int]]) -> Optional[list[int]]:
         try:
             bands = [int(part) for part in text.replace(" ", "").split(",") if part]
         except ValueError as exc:
-            raise RasterError(f"bands must be comma-separated band numbers like 3,2,1: {text!r}") from exc
+            raise RasterError(f"bands must be comma-separated band numbers like 3,2,1: "
+                              f"{text!r}") from exc
     else:
         bands = [int(b) for b in text]
     if not bands or any(b < 1 for b in bands):
@@ -62,7 +77,12 @@ def data_band_numbers(ds: gdal.Dataset) -> list[int]:
 
 
 def pixel_size_metres(ds: gdal.Dataset) -> Optional[float]:
-    """Mean ground sample distance in metres, or None when the raster has no georeference."""
+    """Mean ground sample distance in metres, or None when the raster has no georeference.
+
+    Projected CRSs use their linear unit (US feet count as feet); geographic CRSs and (normal, not
+    transverse) Mercator projections such as Web Mercator, whose units grow with latitude, are
+    scaled by the cosine of the latitude at the raster centre.
+    """
     gt = ds.GetGeoTransform(can_return_null=True)
     wkt = ds.GetProjection()
     if gt is None or not wkt:
@@ -71,10 +91,77 @@ def pixel_size_metres(ds: gdal.Dataset) -> Optional[float]:
     py = math.hypot(gt[2], gt[5])
     size = (px + py) / 2.0
     srs = osr.SpatialReference(wkt=wkt)
+    lat = _centre_latitude(ds, srs, gt)
     if srs.IsGeographic():
-        lat = gt[3] + gt[5] * ds.RasterYSize / 2.0
-        return size * 111_320.0 * max(math.cos(math.radians(lat)), 1e-6)
-    return size * srs.GetLinearUnits()
+        return size * 111_320.0 * max(math.cos(math.radians(lat if lat is not None else 0.0)),
+                                      1e-6)
+    metres = size * srs.GetLinearUnits()
+    projection = (srs.GetAttrValue("PROJECTION") or "").lower()
+    if "mercator" in projection and "transverse" not in projection and lat is not None:
+        metres *= max(math.cos(math.radians(lat)), 1e-6)
+    return metres
+
+
+def _centre_latitude(ds: gdal.Dataset, srs: osr.SpatialReference,
+                     gt: Sequence[float]) -> Optional[float]:
+    col, row = ds.RasterXSize / 2.0, ds.RasterYSize / 2.0
+    x = gt[0] + col * gt[1] + row * gt[2]
+    y = gt[3] + col * gt[4] + row * gt[5]
+    if srs.IsGeographic():  # GDAL geotransforms are in (lon, lat) order
+        return y
+    try:
+        geo = srs.CloneGeogCS()
+        geo.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        src = srs.Clone()
+        src.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        _, lat, _ = osr.CoordinateTransformation(src, geo).TransformPoint(x, y)
+    except (RuntimeError, TypeError):
+        return None
+    return lat if math.isfinite(lat) else None
+
+
+def window_from_extent(ds: gdal.Dataset, extent: Sequence[float]) -> Window:
+    """The pixel window of ``(xmin, ymin, xmax, ymax)`` (raster CRS), widened to whole pixels and
+    clipped to the raster. Raises :class:`RasterError` for a rotated grid or an empty overlap."""
+    if len(extent) != 4:
+        raise RasterError(f"extent must be xmin,ymin,xmax,ymax, got {list(extent)}")
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    if not (xmin < xmax and ymin < ymax):
+        raise RasterError(f"extent must have xmin < xmax and ymin < ymax, got {list(extent)}")
+    gt = ds.GetGeoTransform(can_return_null=True)
+    if gt is None:
+        raise RasterError("an extent needs a georeferenced raster")
+    if gt[2] != 0 or gt[4] != 0:
+        raise RasterError("an extent cannot be used with a rotated raster grid")
+    c0, c1 = sorted(((xmin - gt[0]) / gt[1], (xmax - gt[0]) / gt[1]))
+    r0, r1 = sorted(((ymax - gt[3]) / gt[5], (ymin - gt[3]) / gt[5]))
+    eps = 1e-6
+    c0, r0 = max(0, math.floor(c0 + eps)), max(0, math.floor(r0 + eps))
+    c1 = min(ds.RasterXSize, math.ceil(c1 - eps))
+    r1 = min(ds.RasterYSize, math.ceil(r1 - eps))
+    if c1 <= c0 or r1 <= r0:
+        raise RasterError(f"extent {list(extent)} does not overlap the raster")
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def subset(ds: gdal.Dataset, window: Window) -> gdal.Dataset:
+    """A virtual (VRT) dataset of a window; nodata, alpha and mask bands carry over."""
+    return gdal.Translate("", ds, format="VRT",
+                          srcWin=[window.xoff, window.yoff, window.xsize, window.ysize])
+
+
+def warp_to_gsd(ds: gdal.Dataset, gsd: float) -> gdal.Dataset:
+    """A warped VRT of ``ds`` resampled to ``gsd`` metres (same CRS, north-up), with an alpha band
+    marking pixels without valid source data. Downsampling averages, upsampling is bilinear."""
+    current = pixel_size_metres(ds)
+    if current is None:
+        raise RasterError("cannot resample a raster without georeference")
+    gt = ds.GetGeoTransform()
+    factor = gsd / current
+    res_x = math.hypot(gt[1], gt[4]) * factor
+    res_y = math.hypot(gt[2], gt[5]) * factor
+    return gdal.Warp("", ds, format="VRT", xRes=res_x, yRes=res_y, dstAlpha=True,
+                     resampleAlg="average" if factor > 1 else "bilinear", multithread=False)
 
 
 class RasterReader:
@@ -113,6 +200,32 @@ class RasterReader:
             valid &= band.GetMaskBand().ReadAsArray(w.xoff, w.yoff, w.xsize, w.ysize) > 0
         valid &= np.isfinite(data).all(axis=0)
         return data, valid
+
+    def read_valid(self, window: Window) -> np.ndarray:
+        """Only the validity mask ``valid[h, w]`` of a window (the data are not decoded unless
+        a band's mask is derived from them)."""
+        w = window
+        valid = np.ones((w.ysize, w.xsize), dtype=bool)
+        for b in self.bands:
+            band = self.ds.GetRasterBand(b)
+            if band.GetMaskFlags() & gdal.GMF_ALL_VALID:
+                continue
+            valid &= band.GetMaskBand().ReadAsArray(w.xoff, w.yoff, w.xsize, w.ysize) > 0
+        return valid
+
+    def is_empty(self, window: Window) -> bool:
+        """Cheap test, without decoding pixels, that a window holds no valid pixel: true when a
+        selected band masked by its nodata value has no data stored there (sparse GeoTIFF
+        blocks read as nodata)."""
+        for b in self.bands:
+            band = self.ds.GetRasterBand(b)
+            if not band.GetMaskFlags() & gdal.GMF_NODATA:
+                continue
+            flags, _ = band.GetDataCoverageStatus(window.xoff, window.yoff, window.xsize,
+                                                  window.ysize)
+            if flags == gdal.GDAL_DATA_COVERAGE_STATUS_EMPTY:
+                return True
+        return False
 
     def close(self) -> None:
         self.ds = None  # type: ignore[assignment]

@@ -38,6 +38,7 @@ from .card import ModelCard, save_model
 from .csn import copy_source_to_target, csn_domain, csn_layers, has_csn, replace_bn_with_csn
 from .data import IN_MEMORY_PIXELS, RasterSource, WindowSampler, band_statistics, open_sources
 from .models import input_divisor
+from .presets import PRESETS
 from .progress import Reporter
 from .raster import pixel_size_metres
 from .train import (autocast, clip_and_step, grad_scaler, make_optimizer, masked_cross_entropy,
@@ -88,17 +89,6 @@ class AdaptConfig:
         return dataclasses.asdict(self)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # minutes on a 2-core CPU for a ~4 MPix scene
-    "fast": dict(iterations=120, refresh_every=60, batch_size=4, crop=256, n_scales=2,
-                 pl_tile=256, pl_batch=1, bn_windows=32),
-    "standard": dict(iterations=1500, refresh_every=500, batch_size=8, crop=512, n_scales=3,
-                     pl_tile=256, pl_batch=2, bn_windows=64),
-    # the paper: 5000 self-training iterations after 10000 source ones, refresh every 2000,
-    # batch 8, 512 crops, scales x2..x3.5 (4 scales)
-    "paper": dict(iterations=5000, refresh_every=2000, batch_size=8, crop=512, n_scales=4,
-                  pl_tile=512, pl_batch=4, bn_windows=128),
-}
 
 
 def make_config(preset: str = "standard", **overrides: Any) -> AdaptConfig:
@@ -130,12 +120,14 @@ def gsd_scales(source_gsd: Optional[float], target_gsd: Optional[float], n: int 
                span: tuple[float, float] = SCALE_SPAN) -> list[float]:
     """Upsampling factors for pseudo-labelling: ``n`` values evenly spanning
     ``[r * span[0], r * span[1]]`` for ``r = target_gsd / source_gsd`` (1 when unknown),
-    clipped to >= 1 and de-duplicated; ``n = 1`` gives ``[r]``."""
+    clipped to >= min(1, r) (never smaller than the source scale, nor than 1 for a coarser
+    target) and de-duplicated; ``n = 1`` gives ``[r]``."""
     r = target_gsd / source_gsd if source_gsd and target_gsd else 1.0
     values = [r] if n <= 1 else list(np.linspace(r * span[0], r * span[1], n))
+    floor = min(1.0, r)
     out: list[float] = []
     for v in values:
-        v = round(max(1.0, float(v)), 4)
+        v = round(max(floor, float(v)), 4)
         if v not in out:
             out.append(v)
     return out

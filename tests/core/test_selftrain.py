@@ -52,7 +52,8 @@ def test_gsd_scales_follow_the_ratio():
     assert gsd_scales(0.5, 1.5, 1) == [3.0]
     assert gsd_scales(1.0, 1.0, 4) == pytest.approx([1.0, 1.1667], abs=1e-4)  # 0.67, 0.83 -> 1
     assert gsd_scales(None, 1.5, 2) == pytest.approx([1.0, 1.1667], abs=1e-4)
-    assert gsd_scales(2.0, 1.0, 3) == [1.0]  # finer target: clipped to >= 1, de-duplicated
+    # finer target: scaled down towards the source GSD, never below it, de-duplicated
+    assert gsd_scales(2.0, 1.0, 3) == pytest.approx([0.5, 0.5833], abs=1e-4)
 
 
 class SizeProbe(nn.Module):

@@ -1,0 +1,16 @@
+"""Adaptation presets (plain data, no torch: the QGIS plugin reads them for time estimates)."""
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # minutes on a 2-core CPU for a ~4 MPix scene
+    "fast": dict(iterations=120, refresh_every=60, batch_size=4, crop=256, n_scales=2,
+                 pl_tile=256, pl_batch=1, bn_windows=32),
+    "standard": dict(iterations=1500, refresh_every=500, batch_size=8, crop=512, n_scales=3,
+                     pl_tile=256, pl_batch=2, bn_windows=64),
+    # the paper: 5000 self-training iterations after 10000 source ones, refresh every 2000,
+    # batch 8, 512 crops, scales x2..x3.5 (4 scales)
+    "paper": dict(iterations=5000, refresh_every=2000, batch_size=8, crop=512, n_scales=4,
+                  pl_tile=512, pl_batch=4, bn_windows=128),
+}
