@@ -8,7 +8,7 @@ APT_PKGS := qgis python3-qgis qgis-providers gdal-bin python3-gdal
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test test-core test-qgis package install-plugin bench demo screenshots clean
+.PHONY: setup apt venv test test-core test-qgis package install-plugin plugin-dev bench demo screenshots clean
 
 setup: apt venv  ## install everything (apt QGIS + GDAL, venv with pinned torch)
 
@@ -41,3 +41,16 @@ test: venv | $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH)  ## every test, headless
 
 test-core: venv | $(TMPDIR)  ## engine tests only (no QGIS)
 	$(PY) -m pytest -q -ra -p no:qgis tests/core $(PYTEST_ARGS)
+
+# The plugin: one folder lovecs_qgis/ carrying the plugin, metadata.txt, the engine and resources.
+QGIS_PLUGINS_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
+
+package:  ## dist/lovecs_qgis.zip, installable with QGIS's "Install from ZIP"
+	$(SYS_PY) scripts/package_plugin.py zip --out dist/lovecs_qgis.zip
+
+install-plugin: package  ## install the zip into QGIS_PLUGINS_DIR (engine Python: this venv)
+	$(SYS_PY) scripts/package_plugin.py install --zip dist/lovecs_qgis.zip \
+	  --plugins "$(QGIS_PLUGINS_DIR)" --engine-python "$(abspath $(PY))"
+
+plugin-dev:  ## build/plugins/lovecs_qgis, for tests and QGIS_PLUGINPATH=build/plugins
+	$(SYS_PY) scripts/package_plugin.py dir --out build/plugins --engine-python "$(abspath $(PY))"

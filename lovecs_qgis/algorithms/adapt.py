@@ -1,0 +1,126 @@
+"""``lovecs:adapt``: adapt a model to a scene from another sensor, without labels, and map it
+(``lovecs adapt``)."""
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingFeedback, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
+
+from ..styling import ensure_qml, map_layer_name, style_output_on_load
+from .base import (DEVICES, EngineAlgorithm, check_bands, choice_parameter, engine_args,
+                   output_path, raster_path, read_model_card)
+from .classify import model_parameter
+
+#: As in lovecs_core.selftrain (METHODS, PRESETS); a test keeps them equal.
+METHODS = ["lovecs", "cbst", "adabn", "source-only"]
+PRESETS = ["fast", "standard", "paper"]
+
+
+class AdaptAlgorithm(EngineAlgorithm):
+    COMMAND = "adapt"
+    INPUT, MODEL, METHOD, PRESET, BANDS, DEVICE = ("INPUT", "MODEL", "METHOD", "PRESET", "BANDS",
+                                                   "DEVICE")
+    SOURCE_IMAGES, SOURCE_LABELS, ITERATIONS, SEED = ("SOURCE_IMAGES", "SOURCE_LABELS",
+                                                      "ITERATIONS", "SEED")
+    BATCH_SIZE, CROP = "BATCH_SIZE", "CROP"
+    OUTPUT_MODEL, OUTPUT, CONFIDENCE = "OUTPUT_MODEL", "OUTPUT", "CONFIDENCE"
+
+    def name(self) -> str:
+        return "adapt"
+
+    def displayName(self) -> str:
+        return "Adapt a land-cover model to this image"
+
+    def shortHelpString(self) -> str:
+        return ("Adapts a model trained on one sensor to a scene from another sensor without new "
+                "labels, then maps the scene with the adapted model.<br><br>"
+                "<b>Method</b>: <i>lovecs</i> (cross-sensor normalisation + multi-scale, "
+                "class-balanced self-training; Wang et al., RSE 2022), <i>cbst</i> "
+                "(self-training without either), <i>adabn</i> (the scene's statistics only, no "
+                "training), <i>source-only</i> (no adaptation).<br>"
+                "<b>Preset</b>: <i>fast</i> takes minutes on a CPU; <i>standard</i> and "
+                "<i>paper</i> (the paper's schedule) want a GPU.<br>"
+                "<b>Source images/labels</b>: the labelled data the model was trained on "
+                "(default: the files recorded in the model).<br><br>"
+                "Outputs: the adapted model file (reuse it on other scenes of the same sensor) "
+                "and the styled land-cover map.")
+
+    def initAlgorithm(self, config: Any = None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Scene to adapt to"))
+        self.addParameter(model_parameter(self.MODEL, "Source model"))
+        self.addParameter(choice_parameter(self.METHOD, "Method", METHODS))
+        self.addParameter(choice_parameter(self.PRESET, "Preset", PRESETS))
+        self.addParameter(QgsProcessingParameterString(
+            self.BANDS, "Bands (e.g. 3,2,1; empty: all but alpha)", optional=True))
+        self.addParameter(choice_parameter(self.DEVICE, "Device", DEVICES))
+        advanced = [
+            QgsProcessingParameterMultipleLayers(
+                self.SOURCE_IMAGES, "Source images (default: those recorded in the model)",
+                QgsProcessing.TypeRaster, optional=True),
+            QgsProcessingParameterMultipleLayers(
+                self.SOURCE_LABELS, "Source label rasters (same names as the images)",
+                QgsProcessing.TypeRaster, optional=True),
+            QgsProcessingParameterNumber(
+                self.ITERATIONS, "Self-training iterations (0: the preset's)",
+                QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber(
+                self.BATCH_SIZE, "Windows per domain per iteration (0: the preset's)",
+                QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber(
+                self.CROP, "Training window in pixels (0: the preset's)",
+                QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+            QgsProcessingParameterNumber(self.SEED, "Random seed",
+                                         QgsProcessingParameterNumber.Integer, defaultValue=0),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_MODEL, "Adapted model", "LoveCS model (*.lovecs)"))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Land-cover map"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.CONFIDENCE, "Confidence (percent)", optional=True, createByDefault=False))
+
+    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
+                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        scene = raster_path(layer, "scene")
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        card = read_model_card(model)
+        bands = self.parameterAsString(parameters, self.BANDS, context).strip()
+        check_bands(card, layer, bands)
+        images = [raster_path(lyr, "source image") for lyr in
+                  self.parameterAsLayerList(parameters, self.SOURCE_IMAGES, context)]
+        labels = [raster_path(lyr, "source label") for lyr in
+                  self.parameterAsLayerList(parameters, self.SOURCE_LABELS, context)]
+        if bool(images) != bool(labels):
+            raise QgsProcessingException("give both source images and source labels, or neither")
+        adapted = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context))
+        destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        out = output_path(destination)
+        confidence = output_path(self.parameterAsOutputLayer(parameters, self.CONFIDENCE,
+                                                             context) or "")
+        args = engine_args(
+            model=model, target=scene, out=adapted,
+            method=self.choice(parameters, self.METHOD, context),
+            preset=self.choice(parameters, self.PRESET, context),
+            bands=bands or None, map=out, confidence=confidence or None,
+            source_images=images, source_labels=labels,
+            device=self.choice(parameters, self.DEVICE, context),
+            iterations=self.parameterAsInt(parameters, self.ITERATIONS, context) or None,
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
+            crop=self.parameterAsInt(parameters, self.CROP, context) or None,
+            seed=self.parameterAsInt(parameters, self.SEED, context))
+        self.run_engine(args, feedback, outputs=[adapted, out] + ([confidence] if confidence
+                                                                   else []))
+        ensure_qml(out, card.classes)
+        style_output_on_load(context, destination, card.classes, map_layer_name(layer.name()))
+        outputs = {self.OUTPUT_MODEL: adapted, self.OUTPUT: out}
+        if confidence:
+            outputs[self.CONFIDENCE] = confidence
+        return outputs

@@ -1,0 +1,440 @@
+"""Run the engine in a separate process and follow it: ``<python> -m lovecs_core --progress json
+<command> ...``.
+
+The child streams JSON lines on stdout (``progress``, ``result``, ``error``, ``cancelled``) and
+log text on stderr. A crash or out-of-memory error in torch ends the child, never QGIS. The child
+leads its own process group (a new session), so cancelling stops it and everything it started:
+SIGTERM first (the engine then stops at its next progress report and removes partial outputs),
+SIGKILL for the whole group after a grace period.
+
+:class:`EngineProcess` is plain Python, used by the Processing algorithms (a blocking loop that
+polls the feedback's cancel flag) and by :class:`EngineTask`, a ``QgsTask`` for the dock.
+"""
+from __future__ import annotations
+
+import collections
+import enum
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+from qgis.core import QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+from .environment import engine_env, find_engine_python
+
+GRACE_S = 10.0
+ORPHAN_WAIT_S = 2.0
+_WINDOWS = os.name == "nt"
+#: The child leads a new process group, so the whole group can be stopped.
+_NEW_GROUP: dict[str, Any] = ({"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+                              if _WINDOWS else {"start_new_session": True})
+LOG_TAIL_LINES = 200
+
+#: Overall progress (percent) spanned by each engine stage, per command.
+STAGES: dict[str, dict[str, tuple[float, float]]] = {
+    "predict": {"mapping": (0, 85), "resampling": (85, 92), "writing": (92, 100)},
+    "train": {"reading": (0, 5), "training": (5, 99)},
+    "adapt": {"reading": (0, 2), "statistics": (2, 6), "training": (6, 84),
+              "mapping": (84, 95), "resampling": (95, 97), "writing": (97, 100)},
+    "evaluate": {"evaluating": (0, 100)},
+}
+
+
+@dataclass
+class EngineEvent:
+    """One message from the child: ``progress``, ``result``, ``error``, ``cancelled`` (stdout JSON)
+    or ``log`` (a stderr line, or stdout text that is not JSON)."""
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage(self) -> str:
+        return str(self.data.get("stage", ""))
+
+    @property
+    def fraction(self) -> float:
+        return float(self.data.get("fraction", 0.0))
+
+    @property
+    def message(self) -> str:
+        return str(self.data.get("message", ""))
+
+    @property
+    def text(self) -> str:
+        """A human line: ``"mapping 41 %: 41/100 tiles"`` for progress, else the message."""
+        if self.type == "progress":
+            head = f"{self.stage} {100 * self.fraction:.0f} %"
+            return f"{head}: {self.message}" if self.message else head
+        return self.message
+
+
+def parse_line(line: str, stream: str = "stdout") -> EngineEvent:
+    """An event from one line of the child's output; anything not a JSON event is a log line."""
+    text = line.rstrip("\r\n")
+    if stream == "stdout" and text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("type"), str):
+            kind = data.pop("type")
+            return EngineEvent(kind, data)
+    return EngineEvent("log", {"message": text, "stream": stream})
+
+
+class Status(enum.Enum):
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class EngineOutcome:
+    """How a run ended: the ``result`` payload on success, a readable ``error`` otherwise."""
+
+    status: Status
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    returncode: Optional[int] = None
+    log_tail: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.SUCCESS
+
+
+class ProgressMap:
+    """Engine stage fractions -> one overall percentage that never goes backwards. Stages not in
+    the map (e.g. pseudo-labelling between training rounds) keep the current value."""
+
+    def __init__(self, stages: Mapping[str, tuple[float, float]]) -> None:
+        self.stages = dict(stages)
+        self.percent = 0.0
+
+    def update(self, event: EngineEvent) -> Optional[float]:
+        span = self.stages.get(event.stage)
+        if span is None:
+            return None
+        low, high = span
+        self.percent = max(self.percent, low + (high - low) * min(max(event.fraction, 0.0), 1.0))
+        return self.percent
+
+
+def _partial_patterns(output: Path) -> list[re.Pattern[str]]:
+    stem = re.escape(output.stem)
+    return [re.compile(rf"^\.{stem}\.[a-z]+-[0-9a-f]{{8}}\.tif(\.aux\.xml|\.ovr)?$"),
+            re.compile(rf"^{re.escape(output.name)}\.part$")]
+
+
+def remove_partial_outputs(outputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Delete temporary files the engine writes beside ``outputs`` before renaming them (left
+    behind only when the engine was killed); the outputs themselves are never touched."""
+    removed = []
+    for output in map(Path, outputs):
+        folder = output.parent
+        if not folder.is_dir():
+            continue
+        patterns = _partial_patterns(output)
+        for entry in folder.iterdir():
+            if any(p.match(entry.name) for p in patterns) and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(code).name
+    except ValueError:
+        return f"signal {code}"
+
+
+class EngineProcess:
+    """One engine run in a child process (see the module docstring). For example::
+
+        proc = EngineProcess("predict", ["--model", m, "--raster", r, "--out", o], outputs=[o])
+        outcome = proc.run(on_event=print, is_cancelled=feedback.isCanceled)
+    """
+
+    def __init__(self, command: str, args: Sequence[str], python: Optional[str] = None,
+                 env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
+                 outputs: Iterable[str | os.PathLike[str]] = (), grace: float = GRACE_S,
+                 argv: Optional[Sequence[str]] = None) -> None:
+        """``argv`` replaces the whole command line (tests use it for fake engines)."""
+        self.command = command
+        self.args = list(args)
+        self.python = python
+        self._argv = None if argv is None else list(argv)
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.outputs = [Path(p) for p in outputs]
+        self.grace = grace
+        self._proc: Optional[subprocess.Popen[str]] = None
+        self._events: "queue.Queue[Optional[EngineEvent]]" = queue.Queue()
+        self._readers: list[threading.Thread] = []
+        self._open_streams = 0
+        self._log: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._terminated_at: Optional[float] = None
+        self._killed = False
+        self._started_at = 0.0
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._proc is not None:
+            raise RuntimeError("the engine process was already started")
+        argv = self.argv
+        self._started_at = time.monotonic()
+        self._proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, cwd=self.cwd,
+            env=self.env if self.env is not None else engine_env(), **_NEW_GROUP)
+        self._open_streams = 2
+        for stream, name in ((self._proc.stdout, "stdout"), (self._proc.stderr, "stderr")):
+            reader = threading.Thread(target=self._read, args=(stream, name), daemon=True,
+                                      name=f"lovecs-{name}")
+            reader.start()
+            self._readers.append(reader)
+
+    def _read(self, stream: Any, name: str) -> None:
+        try:
+            for line in stream:
+                event = parse_line(line, name)
+                if event.type == "log":
+                    self._log.append(event.message)
+                self._events.put(event)
+        finally:
+            stream.close()
+            self._events.put(None)  # one end marker per stream
+
+    @property
+    def argv(self) -> list[str]:
+        """The child's command line (finding the engine's Python on first use)."""
+        if self._argv is None:
+            if self.python is None:
+                self.python = find_engine_python()
+            self._argv = [self.python, "-m", "lovecs_core", "--progress", "json", self.command,
+                          *self.args]
+        return self._argv
+
+    @property
+    def pid(self) -> Optional[int]:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> Optional[int]:
+        return None if self._proc is None else self._proc.poll()
+
+    def next_event(self, timeout: float = 0.1) -> Optional[EngineEvent]:
+        """The next event, or None after ``timeout`` seconds without one or when both output
+        streams are closed (see :attr:`drained`)."""
+        while self._open_streams:
+            try:
+                item = self._events.get(timeout=timeout)
+            except queue.Empty:
+                return None
+            if item is None:
+                self._open_streams -= 1
+                continue
+            return item
+        return None
+
+    @property
+    def drained(self) -> bool:
+        """Both of the child's output streams are closed and every event was read."""
+        return self._proc is not None and self._open_streams == 0
+
+    def terminate(self) -> None:
+        """Ask the engine to stop (SIGTERM to its process group); returns at once."""
+        if self._terminated_at is None:
+            self._terminated_at = time.monotonic()
+        self._signal_group(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Stop the engine and everything it started now (SIGKILL to its process group)."""
+        self._killed = True
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, sig: int) -> None:
+        if self._proc is None:
+            return
+        if _WINDOWS:  # no process groups to signal: end the process tree (untested here)
+            if self._proc.poll() is None:
+                subprocess.run(["taskkill", "/T", "/F", "/PID", str(self._proc.pid)],
+                               capture_output=True, check=False)
+            return
+        try:
+            os.killpg(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def cancel(self, grace: Optional[float] = None) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns once the child is gone."""
+        if self._proc is None:
+            return
+        self.terminate()
+        try:
+            self._proc.wait(timeout=self.grace if grace is None else grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self._proc.wait()
+        self._signal_group(signal.SIGKILL)  # whatever the engine started and left behind
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        return None if self._proc is None else self._proc.wait(timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(list(self._log)[-lines:])
+
+    def __enter__(self) -> "EngineProcess":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.running:
+            self.cancel(grace=1.0)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, on_event: Optional[Callable[[EngineEvent], None]] = None,
+            is_cancelled: Optional[Callable[[], bool]] = None,
+            poll: float = 0.1) -> EngineOutcome:
+        """Start (if needed), follow until the child ends, and say how it ended. ``is_cancelled``
+        is polled every ``poll`` seconds; when it turns true the child is stopped."""
+        if self._proc is None:
+            self.start()
+        assert self._proc is not None
+        result: Optional[dict[str, Any]] = None
+        error = ""
+        engine_cancelled = False
+        exited_at: Optional[float] = None
+        try:
+            while True:
+                event = self.next_event(poll)
+                if event is not None:
+                    if event.type == "result":
+                        result = event.data
+                    elif event.type == "error":
+                        error = event.message or str(event.data)
+                    elif event.type == "cancelled":
+                        engine_cancelled = True
+                    if on_event is not None:
+                        on_event(event)
+                if self._terminated_at is None and is_cancelled is not None and is_cancelled():
+                    self.terminate()
+                if (self._terminated_at is not None and not self._killed and self.running
+                        and time.monotonic() - self._terminated_at > self.grace):
+                    self.kill()
+                if exited_at is None and not self.running:
+                    exited_at = time.monotonic()
+                if exited_at is not None and not self.drained and (
+                        time.monotonic() - exited_at > ORPHAN_WAIT_S):
+                    self._signal_group(signal.SIGKILL)  # a grandchild holds the pipes open
+                if self.drained:
+                    if self._terminated_at is not None and not self._killed:
+                        try:
+                            self._proc.wait(timeout=max(0.0, self.grace - (
+                                time.monotonic() - self._terminated_at)))
+                        except subprocess.TimeoutExpired:
+                            self.kill()
+                    self._proc.wait()
+                    break
+        except BaseException:
+            self.cancel(grace=1.0)
+            raise
+        finally:
+            self._signal_group(signal.SIGKILL)  # no orphans: the whole group goes
+        code = self._proc.returncode
+        seconds = time.monotonic() - self._started_at
+        tail = self.log_tail()
+        if code == 0 and result is not None:
+            return EngineOutcome(Status.SUCCESS, result, "", code, tail, seconds)
+        remove_partial_outputs(self.outputs)
+        if self._terminated_at is not None or engine_cancelled:
+            return EngineOutcome(Status.CANCELLED, {}, "cancelled by the user", code, tail,
+                                 seconds)
+        if not error:
+            error = self._describe_failure(code)
+        return EngineOutcome(Status.FAILED, {}, error, code, tail, seconds)
+
+    def _describe_failure(self, code: Optional[int]) -> str:
+        last = [ln for ln in self._log if ln.strip()][-3:]
+        if code == 0:
+            head = "the engine finished without reporting a result"
+        elif code is not None and code < 0:
+            name = _signal_name(-code)
+            hint = " (out of memory?)" if name == "SIGKILL" else ""
+            head = f"the engine process was killed by {name}{hint}"
+        else:
+            head = f"the engine process failed (exit code {code})"
+        return head + (": " + " | ".join(last) if last else "")
+
+
+class EngineTask(QgsTask):
+    """A ``QgsTask`` running one engine command in a child process, for the dock.
+
+    Signals: ``engineEvent(EngineEvent)`` for every engine message (queued to the main thread for
+    receivers living there), ``done(EngineOutcome)`` from :meth:`finished`, on the main thread.
+    ``progressChanged`` (QgsTask's) carries the overall percentage. The task never touches
+    widgets; the receiver of ``done`` adds layers.
+    """
+
+    engineEvent = pyqtSignal(object)  # noqa: N815 (Qt naming)
+    done = pyqtSignal(object)
+
+    def __init__(self, description: str, command: str, args: Sequence[str],
+                 outputs: Iterable[str | os.PathLike[str]] = (), python: Optional[str] = None,
+                 grace: float = GRACE_S, argv: Optional[Sequence[str]] = None,
+                 on_finished: Optional[Callable[[EngineOutcome], None]] = None) -> None:
+        super().__init__(description, QgsTask.CanCancel)
+        self.command = command
+        self.args = list(args)
+        self.outputs = list(outputs)
+        self.python = python
+        self.grace = grace
+        self.argv = argv
+        self.on_finished = on_finished
+        self.outcome: Optional[EngineOutcome] = None
+        self.process: Optional[EngineProcess] = None
+        self._progress = ProgressMap(STAGES.get(command, {}))
+
+    def run(self) -> bool:  # worker thread
+        try:
+            self.process = EngineProcess(self.command, self.args, python=self.python,
+                                         outputs=self.outputs, grace=self.grace, argv=self.argv)
+            self.outcome = self.process.run(self._on_event, self.isCanceled)
+        except Exception as exc:  # the engine python was not found, could not start, ...
+            self.outcome = EngineOutcome(Status.FAILED, error=str(exc))
+        return self.outcome.ok
+
+    def _on_event(self, event: EngineEvent) -> None:
+        if event.type == "progress":
+            percent = self._progress.update(event)
+            if percent is not None:
+                self.setProgress(percent)
+        self.engineEvent.emit(event)
+
+    def cancel(self) -> None:
+        """Stop the child right away (SIGTERM; the worker escalates to SIGKILL after grace)."""
+        super().cancel()
+        if self.process is not None:
+            self.process.terminate()
+
+    def finished(self, result: bool) -> None:  # main thread
+        if self.outcome is None:  # cancelled before it started
+            self.outcome = EngineOutcome(Status.CANCELLED, error="cancelled by the user")
+        if self.on_finished is not None:
+            self.on_finished(self.outcome)
+        self.done.emit(self.outcome)
