@@ -1,10 +1,11 @@
-"""The plugin object QGIS creates (``classFactory``): Processing provider, toolbar button and
-Plugins-menu entries."""
+"""The plugin object QGIS creates (``classFactory``): Processing provider, the dock ("Adapt to
+this image") toggled by a toolbar button, and Plugins-menu entries."""
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
 from qgis.core import QgsApplication, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
@@ -27,6 +28,7 @@ class LoveCSPlugin:
         self.provider: Optional[LoveCSProvider] = None
         self.main_action: Optional[QAction] = None
         self.actions: list[QAction] = []
+        self.dock: Optional[Any] = None
 
     # -- Processing ------------------------------------------------------------------------------
     def initProcessing(self) -> None:  # noqa: N802 (QGIS calls this name)
@@ -39,10 +41,11 @@ class LoveCSPlugin:
         self.initProcessing()
         icon = QIcon(str(icon_path()))
         parent = self.iface.mainWindow()
-        self.main_action = QAction(icon, "LoveCS land cover", parent)
+        self.main_action = QAction(icon, "LoveCS land cover panel", parent)
         self.main_action.setObjectName("lovecsMainAction")
-        self.main_action.setToolTip("LoveCS land cover: classify the active raster layer")
-        self.main_action.triggered.connect(self.run)
+        self.main_action.setToolTip("LoveCS land cover: adapt a model to the active raster layer")
+        self.main_action.setCheckable(True)
+        self.main_action.toggled.connect(self.toggle_dock)
         self.iface.addToolBarIcon(self.main_action)
         self.iface.addPluginToMenu(MENU, self.main_action)
         self.actions = [self.main_action]
@@ -53,7 +56,29 @@ class LoveCSPlugin:
             self.iface.addPluginToMenu(MENU, action)
             self.actions.append(action)
 
+    def toggle_dock(self, visible: bool) -> None:
+        """Show or hide the "Adapt to this image" panel (created on first use)."""
+        if self.dock is None:
+            if not visible:
+                return
+            from .dock import LoveCSDock
+
+            self.dock = LoveCSDock(self.iface, self.iface.mainWindow())
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.dock.visibilityChanged.connect(self._sync_action)
+            self.dock.look_for_devices()
+        self.dock.setVisible(visible)
+
+    def _sync_action(self, visible: bool) -> None:
+        if self.main_action is not None and self.main_action.isChecked() != visible:
+            self.main_action.setChecked(visible)
+
     def unload(self) -> None:
+        if self.dock is not None:
+            self.dock.cancel()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
         for action in self.actions:
             self.iface.removePluginMenu(MENU, action)
         if self.main_action is not None:
@@ -62,10 +87,6 @@ class LoveCSPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
-
-    def run(self) -> None:
-        """The toolbar button: classify the active raster layer (Processing dialog)."""
-        self.open_dialog("classify")
 
     def _opener(self, name: str) -> Callable[[], None]:
         return lambda *_: self.open_dialog(name)

@@ -42,12 +42,17 @@ def test_class_factory_init_gui_and_unload(qgis_app, qgis_iface, qgis_processing
         for alg in provider.algorithms():  # runs in a background thread in the GUI
             assert not alg.flags() & alg.FlagNoThreading, alg.id()
         assert len(plugin.actions) == 1 + len(DIALOG_ENTRIES)
-        assert plugin.main_action.text() == "LoveCS land cover"
+        assert plugin.main_action.text() == "LoveCS land cover panel"
         assert not plugin.main_action.icon().isNull()
+        plugin.main_action.trigger()  # the toolbar button toggles the dock
+        assert plugin.dock is not None and not plugin.dock.isHidden()
+        assert plugin.dock.adapt_button.text() == "Adapt to this image"
+        plugin.main_action.trigger()
+        assert plugin.dock.isHidden()
     finally:
         plugin.unload()
     assert registry.providerById(PROVIDER_ID) is None
-    assert plugin.actions == [] and plugin.main_action is None
+    assert plugin.actions == [] and plugin.main_action is None and plugin.dock is None
 
 
 def test_init_processing_alone_registers_the_provider_once(qgis_app, qgis_iface, qgis_processing):

@@ -1,0 +1,137 @@
+"""Drive the real dock headless: pick a layer, press a button, wait for the task (Qt event loop)."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+
+from lovecs_qgis.dock import LoveCSDock, band_problem, format_seconds, free_path
+from lovecs_qgis.runner import Status
+
+from .conftest import CLASS_NAMES
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached in time")
+        QgsApplication.processEvents()
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def dock(qgis_iface, qgis_data: Path, tmp_path: Path) -> LoveCSDock:
+    widget = LoveCSDock(qgis_iface)
+    widget.model_widget.setFilePath(str(qgis_data / "tiny.lovecs"))
+    widget.output_widget.setFilePath(str(tmp_path / "out"))
+    widget.confidence_check.setChecked(True)
+    return widget
+
+
+def run_to_end(dock: LoveCSDock, button) -> object:
+    outcomes: list = []
+    button.click()
+    assert dock.task is not None, dock.log_view.toPlainText()
+    dock.task.done.connect(outcomes.append)
+    wait_until(lambda: bool(outcomes), timeout=300)
+    QgsApplication.processEvents()
+    return outcomes[0]
+
+
+def layer_named(name: str) -> QgsRasterLayer:
+    layers = QgsProject.instance().mapLayersByName(name)
+    assert layers, f"no layer {name!r} in {[l.name() for l in QgsProject.instance().mapLayers().values()]}"
+    return layers[0]
+
+
+def test_classify_only_adds_a_styled_layer_on_top(dock, scene_layer, tmp_path):
+    dock.layer_combo.setLayer(scene_layer)
+    assert [dock.legend.item(i).text() for i in range(dock.legend.count())] == \
+        [f"{i + 1}  {n}" for i, n in enumerate(CLASS_NAMES)]
+    outcome = run_to_end(dock, dock.classify_button)
+    assert outcome.status is Status.SUCCESS, outcome.error
+    layer = layer_named("scene — land cover (LoveCS)")
+    renderer = layer.renderer()
+    assert renderer.type() == "paletted"
+    assert [c.label for c in renderer.classes()] == CLASS_NAMES
+    root = QgsProject.instance().layerTreeRoot()
+    assert root.children()[0].layer() is layer  # on top
+    assert layer_named("scene — confidence (LoveCS)").isValid()
+    assert (tmp_path / "out" / "scene_landcover.tif").is_file()
+    assert (tmp_path / "out" / "scene_landcover.qml").is_file()
+    assert "Done" in dock.stage_label.text() and dock.adapt_button.isEnabled()
+
+
+def test_adapt_to_this_image_adds_the_map_and_saves_the_adapted_model(dock, scene_layer,
+                                                                      tmp_path):
+    dock.layer_combo.setLayer(scene_layer)
+    dock.preset_combo.setCurrentIndex(dock.preset_combo.findData("fast"))
+    outcome = run_to_end(dock, dock.adapt_button)
+    assert outcome.status is Status.SUCCESS, outcome.error + outcome.log_tail
+    layer = layer_named("scene — land cover (LoveCS)")
+    assert [c.label for c in layer.renderer().classes()] == CLASS_NAMES
+    adapted = tmp_path / "out" / "scene_adapted.lovecs"
+    from lovecs_core.card import read_card
+
+    card = read_card(adapted)
+    assert card.default_domain == "target" and "target" in card.normalization
+    assert "source data" in dock.log_view.toPlainText()  # the tiny model has none: said so
+
+
+def test_cancel_mid_run_stops_the_child_and_leaves_nothing(dock, qgis_data, tmp_path):
+    big = QgsRasterLayer(str(qgis_data / "big.tif"), "big")
+    QgsProject.instance().addMapLayer(big)
+    dock.layer_combo.setLayer(big)
+    dock.preset_combo.setCurrentIndex(dock.preset_combo.findData("paper"))  # long
+    outcomes: list = []
+    dock.adapt_button.click()
+    task = dock.task
+    assert task is not None
+    task.done.connect(outcomes.append)
+    wait_until(lambda: task.process is not None and task.process.pid is not None
+               and "training" in dock.stage_label.text(), timeout=120)
+    pid = task.process.pid
+    assert dock.cancel_button.isEnabled()
+    dock.cancel_button.click()
+    wait_until(lambda: bool(outcomes), timeout=60)
+    assert outcomes[0].status is Status.CANCELLED
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    leftovers = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert not [n for n in leftovers if n.endswith((".tif", ".lovecs", ".part"))], leftovers
+    assert not QgsProject.instance().mapLayersByName("big — land cover (LoveCS)")
+    assert "Cancelled" in dock.stage_label.text()
+
+
+def test_band_mismatch_gives_a_clear_message_and_no_task(dock, scene_layer, qgis_data):
+    dock.model_widget.setFilePath(str(qgis_data / "tiny2.lovecs"))
+    dock.layer_combo.setLayer(scene_layer)
+    dock.bands_edit.setText("")
+    assert dock.start("adapt") is None and dock.task is None
+    assert "expects 2 band(s)" in dock.log_view.toPlainText()
+    dock.bands_edit.setText("3,1")
+    assert band_problem(dock.card, scene_layer, "3,1") == ""
+
+
+def test_settings_persist_between_docks(qgis_iface, qgis_data, tmp_path):
+    first = LoveCSDock(qgis_iface)
+    first.model_widget.setFilePath(str(qgis_data / "tiny.lovecs"))
+    first.preset_combo.setCurrentIndex(first.preset_combo.findData("standard"))
+    first.output_widget.setFilePath(str(tmp_path / "kept"))
+    first.save_settings()
+    second = LoveCSDock(qgis_iface)
+    assert second.preset_combo.currentData() == "standard"
+    assert second.output_widget.filePath() == str(tmp_path / "kept")
+    assert second.model_widget.filePath() == str(qgis_data / "tiny.lovecs")
+
+
+def test_small_helpers(tmp_path):
+    (tmp_path / "a.tif").write_bytes(b"")
+    assert free_path(tmp_path, "a", ".tif").name == "a_2.tif"
+    assert format_seconds(59) == "59 s" and format_seconds(125) == "2 min 05 s"
+    assert format_seconds(3720) == "1 h 02 min"
