@@ -8,7 +8,7 @@ APT_PKGS := qgis python3-qgis qgis-providers gdal-bin python3-gdal
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test test-core test-qgis package install-plugin plugin-dev bench demo screenshots clean
+.PHONY: setup apt venv test test-core package install-plugin plugin-dev bench demo default-model screenshots clean
 
 setup: apt venv  ## install everything (apt QGIS + GDAL, venv with pinned torch)
 
@@ -30,11 +30,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # Tests and qgis_process keep their profile and temporary files inside the checkout.
 export TMPDIR := $(CURDIR)/.tmp
 export QGIS_CUSTOM_CONFIG_PATH := $(CURDIR)/.qgis-profile
+export XDG_RUNTIME_DIR := $(CURDIR)/.tmp/xdg-runtime
 export LOVECS_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
 PYTEST_ARGS ?=
 
 $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH):
 	mkdir -p $@
+	mkdir -p -m 700 $(XDG_RUNTIME_DIR)
 
 test: venv | $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH)  ## every test, headless
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
@@ -54,3 +56,20 @@ install-plugin: package  ## install the zip into QGIS_PLUGINS_DIR (engine Python
 
 plugin-dev:  ## build/plugins/lovecs_qgis, for tests and QGIS_PLUGINPATH=build/plugins
 	$(SYS_PY) scripts/package_plugin.py dir --out build/plugins --engine-python "$(abspath $(PY))"
+
+# The end-to-end demo on real imagery from two PyPI wheels (see README); DEMO_ARGS=--reduced for a quick run.
+DEMO_ARGS ?=
+demo: setup | $(TMPDIR)  ## train, adapt and map a real cross-sensor pair; styled map, preview, QGIS project
+	$(PY) scripts/demo.py $(DEMO_ARGS)
+
+bench: venv | $(TMPDIR)  ## benchmarks (CPU budget); see bench/RESULTS.md
+	$(PY) bench/adaptation.py --budget small --encoder mobilenet_v2
+
+default-model: venv | $(TMPDIR)  ## retrain resources/models/default.lovecs from ../shared/data/source
+	$(PY) scripts/default_model.py
+
+screenshots: venv | $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH)  ## README screenshots (offscreen grab of the dock)
+	$(PY) scripts/screenshots.py --out docs/screenshots
+
+clean:
+	rm -rf build dist .tmp .qgis-profile demo_out

@@ -101,17 +101,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reporter = Reporter(callback, cancel)
     try:
         return int(args.handler(args, reporter) or 0)
-    except Cancelled:
+    except (Cancelled, KeyboardInterrupt) as exc:
         close()
         if json_mode:
             emit_json(sys.stdout, "cancelled")
-        print("lovecs: cancelled", file=sys.stderr)
-        return EXIT_CANCELLED
-    except KeyboardInterrupt:
-        close()
-        if json_mode:
-            emit_json(sys.stdout, "cancelled")
-        print("lovecs: interrupted", file=sys.stderr)
+        print(f"lovecs: {'cancelled' if isinstance(exc, Cancelled) else 'interrupted'}",
+              file=sys.stderr)
         return EXIT_CANCELLED
     except Exception as exc:  # every engine error ends here with a readable line
         close()

@@ -192,12 +192,7 @@ class RasterReader:
         w = window
         data = self.ds.ReadAsArray(w.xoff, w.yoff, w.xsize, w.ysize, band_list=self.bands)
         data = np.asarray(data, dtype=np.float32).reshape(len(self.bands), w.ysize, w.xsize)
-        valid = np.ones((w.ysize, w.xsize), dtype=bool)
-        for b in self.bands:
-            band = self.ds.GetRasterBand(b)
-            if band.GetMaskFlags() & gdal.GMF_ALL_VALID:
-                continue
-            valid &= band.GetMaskBand().ReadAsArray(w.xoff, w.yoff, w.xsize, w.ysize) > 0
+        valid = self.read_valid(window)
         valid &= np.isfinite(data).all(axis=0)
         return data, valid
 

@@ -1,0 +1,108 @@
+"""Tiled-inference throughput: the full pipeline (read, normalise, model, blend, write) against
+the model alone on the same tiles. Not a unit test; writes a section of bench/RESULTS.md.
+
+    python bench/inference.py                       # the bundled model on target_b (CPU here)
+    python bench/inference.py --device cuda --repeat 4 --batch-size 16
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from adaptation import DEFAULT_DATA, device_description, write_section  # noqa: E402
+
+from lovecs_core.device import resolve_device  # noqa: E402
+from lovecs_core.models import input_divisor, model_from_file  # noqa: E402
+from lovecs_core.predict import predict_raster  # noqa: E402
+from lovecs_core.raster import RasterReader  # noqa: E402
+from lovecs_core.train import autocast, round_up  # noqa: E402
+
+
+def model_only_seconds(model: torch.nn.Module, device: torch.device, tiles: int, tile: int,
+                       bands: int, batch: int, amp: bool) -> float:
+    """Seconds for the model alone on ``tiles`` random tiles already on the device."""
+    x = torch.randn(batch, bands, tile, tile, device=device)
+    with torch.inference_mode(), autocast(device, amp):
+        model(x)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(max(1, -(-tiles // batch))):
+            model(x).float().softmax(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(ROOT / "resources" / "models" / "default.lovecs"))
+    p.add_argument("--raster", default=str(DEFAULT_DATA / "target_b" / "scene.tif"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--tile", type=int)
+    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    if not Path(args.raster).is_file():
+        print(f"raster not found: {args.raster} (set LOVECS_SHARED_DATA)", file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    amp = not args.no_amp
+    out = ROOT / "bench" / "out" / "inference"
+    out.mkdir(parents=True, exist_ok=True)
+    card, model = model_from_file(args.model)
+    model.to(device)
+    tile = round_up(args.tile or card.tile_size, input_divisor(card.architecture))
+    with RasterReader(args.raster) as reader:
+        pixels = reader.width * reader.height
+    # no resampling: the pipeline and the model-only loop see the same pixels
+    result = predict_raster((card, model), args.raster, out / "map.tif", tile=tile,
+                            device=str(device), batch_size=args.batch_size, amp=amp,
+                            resample=False)
+    processed = result.tiles_total - result.tiles_skipped
+    model_s = model_only_seconds(model, device, processed, tile, card.band_count,
+                                 args.batch_size, amp)
+    pipe_mpix = pixels / 1e6 / result.seconds
+    model_mpix = processed * tile * tile / 1e6 / model_s
+    tile_rate_pipe = processed / result.seconds
+    tile_rate_model = processed / model_s
+    text = "\n".join([
+        "### Tiled inference throughput",
+        "",
+        f"- command: `python bench/inference.py {' '.join(sys.argv[1:])}`",
+        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; device: "
+        f"{device_description(device)}; mixed precision: {amp and device.type == 'cuda'}",
+        f"- model: {card.name} ({card.architecture.get('arch')} "
+        f"{card.architecture.get('encoder', '')}); raster: {Path(args.raster).name}, "
+        f"{pixels / 1e6:.2f} MPix; tile {result.tile}, overlap {result.overlap}, "
+        f"batch {args.batch_size}; {processed} tiles run, {result.tiles_skipped} all-nodata tiles skipped",
+        "",
+        "| | seconds | tiles/s | MPix/s |",
+        "|---|---:|---:|---:|",
+        f"| full pipeline (read, normalise, model, blend, write, overviews) | {result.seconds:.1f} "
+        f"| {tile_rate_pipe:.2f} | {pipe_mpix:.2f} (raster pixels) |",
+        f"| model alone, same tiles, data already on the device | {model_s:.1f} "
+        f"| {tile_rate_model:.2f} | {model_mpix:.2f} (tile pixels) |",
+        "",
+        f"Pipeline tile rate / model-only tile rate: {100 * tile_rate_pipe / tile_rate_model:.0f} %.",
+    ])
+    print(text)
+    if not args.no_write:
+        write_section(Path(args.results), f"inference:{device.type}", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
