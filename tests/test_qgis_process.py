@@ -80,3 +80,30 @@ def test_qgis_process_reports_a_band_mismatch(qgis_process, tmp_path):
     assert proc.returncode != 0
     assert "expects 4 band(s)" in proc.stdout + proc.stderr
     assert not out.exists()
+
+
+def test_train_adapt_evaluate_chain_with_qgis_process(qgis_process, tmp_path):
+    """The three adaptation algorithms run headless, one feeding the next, as a batch script does."""
+    from lovecs_core.card import read_card
+    from tests.core.synthetic import write_classes, write_source, write_target
+
+    images, labels = write_source(tmp_path / "src", n=2, size=96)
+    scene, scene_labels = write_target(tmp_path / "tgt", size=96)
+    classes = write_classes(tmp_path / "classes.json")
+    source = tmp_path / "source.lovecs"
+    proc = qgis_process("run", "lovecs:trainsource", "--", f"IMAGE_FOLDER={images}",
+                        f"LABEL_FOLDER={labels}", f"CLASSES={classes}", "ARCH=tiny",
+                        "ITERATIONS=8", "BATCH_SIZE=2", "CROP=48", "DEVICE=cpu", f"OUTPUT={source}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    adapted, landcover = tmp_path / "adapted.lovecs", tmp_path / "landcover.tif"
+    proc = qgis_process("run", "lovecs:adapt", "--", f"INPUT={scene}", f"MODEL={source}",
+                        "METHOD=lovecs", "PRESET=fast", "ITERATIONS=4", "DEVICE=cpu",
+                        f"OUTPUT_MODEL={adapted}", f"OUTPUT={landcover}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert read_card(adapted).adaptation["method"] == "lovecs"
+    report = tmp_path / "report.html"
+    proc = qgis_process("run", "lovecs:evaluate", "--", f"PREDICTION={landcover}",
+                        f"LABELS={scene_labels}", f"OUTPUT_HTML={report}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "MIOU" in proc.stdout and "KAPPA" in proc.stdout
+    assert "IoU" in report.read_text()
