@@ -207,10 +207,12 @@ def save_model(path: str | os.PathLike[str], card: ModelCard,
     from safetensors.torch import save_file
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     try:
         save_file(tensors, str(tmp), metadata={CARD_KEY: card.to_json(indent=None)})
+        os.chmod(tmp, 0o644)  # safetensors writes 0600; a model is meant to be shared
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -9,10 +9,12 @@ from typing import Optional
 
 from .presets import PRESETS
 
-#: Seconds per megapixel of training windows (forward + backward), reference CPU.
-CPU_TRAIN_S_PER_MPIX = 2.8
-#: Seconds per megapixel of tiled inference at one scale, reference CPU.
-CPU_INFER_S_PER_MPIX = 1.0
+#: Seconds per megapixel of training windows (forward + backward), reference CPU: the default
+#: model's source training, 700 iterations x 8 x 256² px in 924 s (bench/RESULTS.md, 2026-11-24).
+CPU_TRAIN_S_PER_MPIX = 2.5
+#: Seconds per megapixel of tiled inference at one scale, reference CPU: 3.80 MPix in 4.9 s
+#: (bench/inference.py, 2026-11-24).
+CPU_INFER_S_PER_MPIX = 1.3
 
 
 def adapt_seconds(preset: str, pixels: int, gsd_ratio: float = 1.0) -> float:
