@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     dock.output_widget.setFilePath(str(ROOT / ".tmp" / "screenshots_run"))
     window.resize(1180, 760)
     window.show()
+    dock.look_for_devices()
 
     done: list = []
     button = dock.adapt_button if args.action == "adapt" else dock.classify_button
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the dock refused to start:\n" + dock.log_view.toPlainText(), file=sys.stderr)
         return 1
     dock.task.done.connect(done.append)
-    while not done:
+    while not done or dock.devices_task is not None:
         app.processEvents()
         time.sleep(0.05)
     app.processEvents()
