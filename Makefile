@@ -63,7 +63,9 @@ demo: setup | $(TMPDIR)  ## train, adapt and map a real cross-sensor pair; style
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 bench: venv | $(TMPDIR)  ## benchmarks (CPU budget); see bench/RESULTS.md
-	$(PY) bench/adaptation.py --budget small --encoder mobilenet_v2
+	$(PY) bench/adaptation.py --budget small --encoder mobilenet_v2 --source-iterations 2000 \
+	  --work bench/out/adaptation-small-2000
+	$(PY) bench/inference.py
 
 default-model: venv | $(TMPDIR)  ## retrain resources/models/default.lovecs from ../shared/data/source
 	$(PY) scripts/default_model.py
