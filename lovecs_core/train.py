@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import json
 import logging
 import math
 import os
@@ -220,7 +221,8 @@ def save_checkpoint(path: Path, **state: Any) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """Tensors and plain values only (``weights_only=True``): a checkpoint cannot run code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -259,7 +261,7 @@ def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, losses = int(state["iteration"]), list(state["losses"])
-        sampler.rng = state["rng"]
+        sampler.rng.bit_generator.state = json.loads(state["rng"])
         report("training", start / cfg.iterations, f"resumed at iteration {start}")
 
     model.train()
@@ -279,7 +281,8 @@ def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo
                eta_s=elapsed / max(done - start, 1) * (cfg.iterations - done))
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
             save_checkpoint(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            iteration=done, losses=losses, rng=sampler.rng)
+                            iteration=done, losses=losses,
+                            rng=json.dumps(sampler.rng.bit_generator.state))
 
     model.eval()
     seconds = time.monotonic() - t0
