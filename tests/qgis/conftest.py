@@ -1,7 +1,9 @@
 """Fixtures for plugin tests (pytest-qgis): the registered provider, small rasters, tiny models."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -49,3 +51,13 @@ def scene_layer(qgis_data: Path, qgis_new_project) -> QgsRasterLayer:
 
 
 CLASS_NAMES = [c.name for c in CLASSES]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 120.0,
+               what: str = "condition") -> None:
+    """Run the Qt event loop until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout:.0f} s"
+        QgsApplication.processEvents()
+        time.sleep(0.01)

@@ -13,7 +13,7 @@ from osgeo import gdal
 from qgis.core import (QgsApplication, QgsPalettedRasterRenderer, QgsProcessingAlgRunnerTask,
                        QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback,
                        QgsProject, QgsRasterLayer)
-from qgis.PyQt.QtCore import QCoreApplication, QTimer
+from qgis.PyQt.QtCore import QTimer
 
 from lovecs_core.card import read_card
 from lovecs_qgis.algorithms import ClassifyAlgorithm
@@ -22,6 +22,8 @@ from lovecs_qgis.algorithms import base, trainsource
 from lovecs_qgis.styling import renderer_classes
 from tests.core.helpers import CLASSES
 from tests.core.synthetic import write_classes, write_source, write_target
+
+from .conftest import wait_until
 
 
 def read_array(path: Path) -> np.ndarray:
@@ -82,11 +84,7 @@ def test_classify_runs_in_a_background_task_without_blocking_qgis(lovecs_provide
     timer.timeout.connect(lambda: ticks.append(time.monotonic()))
     timer.start(50)
     QgsApplication.taskManager().addTask(task)
-    deadline = time.monotonic() + 120
-    while not finished:
-        QCoreApplication.processEvents()
-        time.sleep(0.01)
-        assert time.monotonic() < deadline, "the task did not finish"
+    wait_until(lambda: bool(finished), 120, "the task's end")
     timer.stop()
     assert finished["ok"] and finished["results"]["OUTPUT"] == str(out) and out.is_file()
     assert len(ticks) >= 10  # the run took a while (a child Python importing torch) ...

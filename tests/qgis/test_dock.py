@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
@@ -12,16 +10,7 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from lovecs_qgis.dock import LoveCSDock, band_problem, format_seconds, free_path
 from lovecs_qgis.runner import Status
 
-from .conftest import CLASS_NAMES
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached in time")
-        QgsApplication.processEvents()
-        time.sleep(0.02)
+from .conftest import CLASS_NAMES, wait_until
 
 
 @pytest.fixture

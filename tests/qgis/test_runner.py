@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication
-from qgis.PyQt.QtCore import QCoreApplication
 
 from lovecs_qgis.runner import (EngineEvent, EngineProcess, EngineTask, ProgressMap, Status,
                                 parse_line, remove_partial_outputs)
+
+from .conftest import wait_until
 
 
 def fake(tmp_path: Path, body: str, name: str = "engine.py") -> list[str]:
@@ -203,11 +204,7 @@ def test_engine_task_reports_progress_and_outcome(tmp_path, qgis_app):
     task.engineEvent.connect(events.append)
     task.progressChanged.connect(progress.append)
     QgsApplication.taskManager().addTask(task)
-    deadline = time.monotonic() + 30
-    while not done:
-        QCoreApplication.processEvents()
-        time.sleep(0.01)
-        assert time.monotonic() < deadline
+    wait_until(lambda: bool(done), 30)
     outcome = done[0]
     assert outcome.status is Status.SUCCESS and outcome.result["output"] == "map.tif"
     assert len([e for e in events if e.type == "progress"]) == 5
@@ -225,17 +222,10 @@ def test_engine_task_cancel_stops_the_child(tmp_path, qgis_app):
     task.done.connect(done.append)
     task.engineEvent.connect(events.append)
     QgsApplication.taskManager().addTask(task)
-    deadline = time.monotonic() + 30
-    while not events:
-        QCoreApplication.processEvents()
-        time.sleep(0.01)
-        assert time.monotonic() < deadline
+    wait_until(lambda: bool(events), 30)
     pid = task.process.pid
     task.cancel()
-    while not done:
-        QCoreApplication.processEvents()
-        time.sleep(0.01)
-        assert time.monotonic() < deadline
+    wait_until(lambda: bool(done), 30)
     assert done[0].status is Status.CANCELLED
     assert not alive(pid)
 
@@ -245,11 +235,7 @@ def test_engine_task_without_engine_fails_with_a_message(tmp_path, qgis_app):
     task = EngineTask("broken", "predict", [], argv=[str(tmp_path / "missing-python")])
     task.done.connect(done.append)
     QgsApplication.taskManager().addTask(task)
-    deadline = time.monotonic() + 30
-    while not done:
-        QCoreApplication.processEvents()
-        time.sleep(0.01)
-        assert time.monotonic() < deadline
+    wait_until(lambda: bool(done), 30)
     assert done[0].status is Status.FAILED and "missing-python" in done[0].error
 
 
