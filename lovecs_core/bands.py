@@ -49,3 +49,34 @@ def match_bands(wanted: Sequence[str], raster: str | os.PathLike[str] | gdal.Dat
             return None
         found.append(hits[0])
     return found if len(set(found)) == len(found) else None
+
+
+def choose_bands(wanted: Sequence[str], raster: str | os.PathLike[str] | gdal.Dataset,
+                 bands: Optional[Sequence[int]] = None) -> tuple[Optional[list[int]], str]:
+    """The raster bands to feed a model whose card names ``wanted``, and a note saying how they
+    were chosen (empty when nothing needs saying).
+
+    Bands given by the user are kept. Otherwise: the bands whose names or colour
+    interpretations match the model's; else all non-alpha bands when their count matches (None:
+    the engine's default); else, when the raster has more bands than the model and their names
+    do not help, the first ones, and the note says so. None with an empty note leaves the
+    count mismatch to the caller's error."""
+    if bands:
+        return list(bands), ""
+    ds = raster if isinstance(raster, gdal.Dataset) else gdal.Open(str(raster))
+    data = [i for i in range(1, ds.RasterCount + 1)
+            if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand]
+    n = len(wanted)
+    found = match_bands(wanted, ds)
+    if found:
+        if found == data[:n] and len(data) == n:
+            return None, ""
+        return found, (f"bands {','.join(map(str, found))} chosen by their names for the "
+                       f"model's {', '.join(wanted)}")
+    if len(data) > n:
+        chosen = data[:n]
+        return chosen, (f"the raster has {len(data)} bands whose names do not identify the "
+                        f"model's {n} ({', '.join(wanted)}): using the first {n}, bands "
+                        f"{','.join(map(str, chosen))}; choose others with the band list "
+                        f"(e.g. --bands / BANDS)")
+    return None, ""

@@ -112,9 +112,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         close()
         if args.verbose:
             logging.exception("failed")
-        if json_mode:
+        if json_mode:  # the program reading the JSON shows the message: say it once
             emit_json(sys.stdout, "error", message=str(exc), exception=type(exc).__name__)
-        print(f"lovecs {args.command}: error: {exc}", file=sys.stderr)
+        else:
+            print(f"lovecs {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         close()

@@ -104,11 +104,41 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str = "mo
             f"(missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
 
 
+#: The most parameters a model file may declare (the paper's ResNet-50 FPN has about 28 M).
+MAX_PARAMETERS = 200_000_000
+
+
+def check_weights(card: ModelCard, state: dict[str, torch.Tensor], path: str = "model") -> None:
+    """Before allocating anything: build the card's network on the ``meta`` device (no memory),
+    refuse it when it is absurdly large, and compare its tensor shapes with the weights'."""
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(card)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an architecture entry smp cannot build
+        raise ModelFileError(f"{path}: cannot build the card's architecture ({exc})") from exc
+    expected = skeleton.state_dict()
+    n = sum(t.numel() for t in expected.values())
+    if n > MAX_PARAMETERS:
+        raise ModelFileError(
+            f"{path}: the card declares a network of {n / 1e6:.0f} million parameters (about "
+            f"{4 * n / 1e9:.1f} GB), more than this engine accepts "
+            f"({MAX_PARAMETERS / 1e6:.0f} million); the file is damaged or not meant for it")
+    for key, tensor in expected.items():
+        have = state.get(key)
+        if have is not None and tuple(have.shape) != tuple(tensor.shape):
+            raise ModelFileError(
+                f"{path}: weights do not match the card's architecture ({key}: the file holds "
+                f"{tuple(have.shape)}, the card describes {tuple(tensor.shape)})")
+
+
 def model_from_file(path: str) -> tuple[ModelCard, nn.Module]:
     """Load a model file: the card and the network with its weights, in eval mode on CPU."""
     from .card import load_model_file
 
     card, state = load_model_file(path)
+    check_weights(card, state, str(path))
     model = build_model(card)
     load_state(model, state, str(path))
     model.eval()

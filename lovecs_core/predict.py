@@ -475,6 +475,28 @@ class _Engine:
             batch.arrays = []
 
     def _forward(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
+        """Class probabilities of a batch. When the GPU runs out of memory, the batch is split
+        in halves (then quarters ...) and the smaller size is kept for the rest of the run; the
+        log says so. Only a single tile that does not fit is an error."""
+        n = x.shape[0]
+        chunk = min(n, getattr(self, "max_forward", None) or n)
+        while True:
+            try:
+                parts = [self._forward_once(x[i:i + chunk], grid) for i in range(0, n, chunk)]
+                return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            except torch.cuda.OutOfMemoryError:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if chunk == 1:
+                    raise RuntimeError(
+                        f"out of GPU memory even for a single tile of {self.tile} px: choose a "
+                        f"smaller tile size (--tile), or run on the CPU (--device cpu)") from None
+                smaller = max(1, chunk // 2)
+                log.warning("out of GPU memory with %d tiles per batch: going on with %d", chunk,
+                            smaller)
+                chunk = self.max_forward = smaller
+
+    def _forward_once(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
         x = x.to(self.dev, non_blocking=True)
         with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16,
                                                     enabled=self.amp):

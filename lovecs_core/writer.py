@@ -7,7 +7,9 @@ blocks and flushed from GDAL's cache at once, so memory stays ``O(block x width)
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -50,10 +52,48 @@ def _sidecars(path: Path) -> list[Path]:
 
 
 def remove_raster(path: Path) -> None:
-    """Delete a GeoTIFF and its GDAL sidecars, if present."""
+    """Delete a GeoTIFF and its GDAL sidecars, if present (never raises: this runs while
+    cleaning up after another error)."""
     for p in _sidecars(path):
-        if p.exists():
-            p.unlink()
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+class OutputError(OSError):
+    """An output could not be written; the message says why (``disk full``, a folder ...)."""
+
+
+#: Free space below which a failed write is reported as a full disk.
+DISK_FULL_BYTES = 1024 ** 2
+_DISK_FULL_TEXT = ("no space left", "disk full", "free disk space", "not enough space")
+
+
+def write_error(exc: BaseException, path: Path, final: Optional[Path] = None) -> BaseException:
+    """A readable :class:`OutputError` for a failed write of ``path`` (the temporary file of
+    ``final``): "disk full" when the disk is (nearly) full or the error says so."""
+    if isinstance(exc, OutputError):
+        return exc
+    final = final or path
+    text = str(exc)
+    errno_ = getattr(exc, "errno", None)
+    try:
+        free: Optional[int] = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if (errno_ == errno.ENOSPC or any(t in text.lower() for t in _DISK_FULL_TEXT)
+            or (free is not None and free < DISK_FULL_BYTES)):
+        where = f"{free / 1024 ** 2:.1f} MB free in {path.parent}" if free is not None else \
+            str(path.parent)
+        return OutputError(errno.ENOSPC, f"disk full: cannot write {final} ({where}); free some "
+                                         f"space or write to another disk")
+    if errno_ in (errno.EISDIR, errno.ENOTEMPTY) or final.is_dir():
+        return OutputError(errno.EISDIR, f"cannot write {final}: it is an existing folder; "
+                                         f"give a file name")
+    if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(errno_, f"cannot write {final}: permission denied ({text})")
+    return OutputError(errno_ or errno.EIO, f"cannot write {final}: {text}")
 
 
 class StripWriter:
@@ -70,9 +110,15 @@ class StripWriter:
         options = list(CREATION_OPTIONS)
         if predictor and self.dtype.kind == "f":
             options.append("PREDICTOR=3")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.ds: Optional[gdal.Dataset] = gdal.GetDriverByName("GTiff").Create(
-            str(self.path), width, height, bands, _GDAL_TYPES[self.dtype], options)
+        self._committed = False
+        self.ds: Optional[gdal.Dataset] = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.ds = gdal.GetDriverByName("GTiff").Create(
+                str(self.path), width, height, bands, _GDAL_TYPES[self.dtype], options)
+        except (OSError, RuntimeError) as exc:
+            remove_raster(self.path)
+            raise write_error(exc, self.path, self.final) from exc
         if geotransform is not None:
             self.ds.SetGeoTransform(tuple(geotransform))
         if projection:
@@ -85,7 +131,6 @@ class StripWriter:
         self._fill = 0
         self._written = 0
         self._next = 0
-        self._committed = False
 
     @property
     def rows_written(self) -> int:
@@ -115,13 +160,16 @@ class StripWriter:
     def _flush(self) -> None:
         if not self._fill or self.ds is None:
             return
-        for b in range(self.bands):
-            band = self.ds.GetRasterBand(b + 1)
-            band.WriteArray(self._buf[b, :self._fill], 0, self._written)
-            band = None
+        try:
+            for b in range(self.bands):
+                band = self.ds.GetRasterBand(b + 1)
+                band.WriteArray(self._buf[b, :self._fill], 0, self._written)
+                band = None
+            self.ds.FlushCache()  # compress and write the finished blocks, free GDAL's cache
+        except (OSError, RuntimeError) as exc:
+            raise write_error(exc, self.path, self.final) from exc
         self._written += self._fill
         self._fill = 0
-        self.ds.FlushCache()  # compress and write the finished blocks, free GDAL's cache
 
     def finish(self, resampling: str = "NEAREST",
                progress: Optional[Callable[[float], bool]] = None, overviews: bool = True) -> None:
@@ -136,35 +184,65 @@ class StripWriter:
         factors = overview_factors(self.width, self.height) if overviews else []
         if factors:
             callback = None
+            stopped: list[bool] = []
             if progress is not None:
                 def callback(fraction: float, *_: object) -> int:
-                    return 1 if progress(fraction) else 0
-            self.ds.BuildOverviews(resampling, factors, callback=callback)
+                    if progress(fraction):
+                        return 1
+                    stopped.append(True)
+                    return 0
+            try:
+                self.ds.BuildOverviews(resampling, factors, callback=callback)
+            except RuntimeError as exc:
+                if stopped:
+                    raise  # cancelled from the progress callback: the caller knows
+                raise write_error(exc, self.path, self.final) from exc
         self.close()
 
     def close(self) -> None:
-        if self.ds is not None:
-            self.ds.FlushCache()
-            self.ds = None
+        """Flush and close the file; the dataset is released even when the flush fails (a full
+        disk), and the error is raised as an :class:`OutputError`."""
+        ds, self.ds = self.ds, None
         self._buf = np.empty((0, 0, 0), dtype=self.dtype)
+        if ds is not None:
+            try:
+                ds.FlushCache()
+            except (OSError, RuntimeError) as exc:
+                raise write_error(exc, self.path, self.final) from exc
+            finally:
+                ds = None
 
     def commit(self) -> Path:
-        """Rename the finished temporary file (and its ``.aux.xml``) to the final name."""
-        self.close()
+        """Rename the finished temporary file (and its ``.aux.xml``) to the final name. Marked
+        done only once renamed; when the rename fails the temporary file is removed and the
+        final name keeps what it had."""
+        try:
+            self.close()
+            if self.path != self.final:
+                if self.final.is_dir():
+                    raise OutputError(errno.EISDIR, f"cannot write {self.final}: it is an "
+                                                    f"existing folder; give a file name")
+                os.replace(self.path, self.final)
+                for old in _sidecars(self.final)[1:]:  # stale sidecars describe the old file
+                    old.unlink(missing_ok=True)
+                aux = Path(str(self.path) + ".aux.xml")
+                if aux.exists():
+                    os.replace(aux, Path(str(self.final) + ".aux.xml"))
+        except BaseException as exc:
+            remove_raster(self.path)
+            if isinstance(exc, (OSError, RuntimeError)):
+                raise write_error(exc, self.path, self.final) from exc
+            raise
         self._committed = True
-        if self.path != self.final:
-            for old in _sidecars(self.final)[1:]:  # stale sidecars would describe the old file
-                if old.exists():
-                    old.unlink()
-            os.replace(self.path, self.final)
-            aux = Path(str(self.path) + ".aux.xml")
-            if aux.exists():
-                os.replace(aux, Path(str(self.final) + ".aux.xml"))
         return self.final
 
     def abort(self) -> None:
-        """Close and delete the file being written (no-op once committed)."""
-        self.close()
+        """Close and delete the file being written (no-op once committed). Never raises: a
+        failed flush (full disk) must not keep the file from being removed."""
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - the file is deleted anyway
+            pass
         if not self._committed:
             remove_raster(self.path)
 
@@ -259,7 +337,15 @@ class PredictionWriter:
         for i, writer in enumerate(self.writers):
             part = None if progress is None else (lambda f, i=i: progress((i + f) / n))
             writer.finish(CLASS_OVERVIEWS if writer is self.map else "AVERAGE", part, overviews)
-        return [w.commit() for w in self.writers]
+        done: list[Path] = []
+        try:
+            for w in self.writers:
+                done.append(w.commit())
+        except BaseException:
+            for path in done:  # all or nothing: a map without its confidence is not a result
+                remove_raster(path)
+            raise
+        return done
 
     def abort(self) -> None:
         for w in self.writers:

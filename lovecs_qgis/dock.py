@@ -93,16 +93,19 @@ def band_problem(card: ModelCard, layer: QgsRasterLayer, bands_text: str) -> str
 
 
 def auto_bands(card: ModelCard, layer: QgsRasterLayer) -> str:
-    """A band mapping from band names/colour interpretation, e.g. ``"3,2,1"``; empty when the
-    layer's bands already match by count and no better mapping is known."""
-    from lovecs_core.bands import match_bands
+    """A band mapping from band names/colour interpretation, e.g. ``"3,2,1"``; the first bands
+    when the layer has more than the model and their names do not help (as the engine does);
+    empty when the layer's bands already match by count and no better mapping is known."""
+    from lovecs_core.bands import choose_bands
 
     try:
-        found = match_bands(card.band_names, layer.source())
+        found, _ = choose_bands(card.band_names, layer.source())
     except Exception:  # not a GDAL source; the count check reports the rest
         found = None
     if found and found != list(range(1, card.band_count + 1)):
         return ",".join(map(str, found))
+    if found and data_band_count(layer) != card.band_count:
+        return ",".join(map(str, found))  # the first bands of a layer with more
     return ""
 
 

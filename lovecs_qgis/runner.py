@@ -133,7 +133,8 @@ class ProgressMap:
 
 def _partial_patterns(output: Path) -> list[re.Pattern[str]]:
     stem = re.escape(output.stem)
-    return [re.compile(rf"^\.{stem}\.[a-z]+-[0-9a-f]{{8}}\.tif(\.aux\.xml|\.ovr)?$"),
+    # tags: part, model-grid, model-grid-conf, model-grid-prob, input-grid (writer/predict)
+    return [re.compile(rf"^\.{stem}\.[a-z]+(-[a-z]+)*-[0-9a-f]{{8}}\.tif(\.aux\.xml|\.ovr)?$"),
             re.compile(rf"^{re.escape(output.name)}\.part$")]
 
 

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from ..progress import Reporter, emit_json
 from .train import floats, pair_of_floats
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ..raster import parse_bands
     from ..selftrain import AdaptError, adapt, make_config
 
+    early_checks(args)
     if bool(args.source_images) != bool(args.source_labels):
         raise AdaptError("give both --source-images and --source-labels")
     if args.confidence and not args.map:
@@ -88,3 +92,28 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             print(f"map: {result.map}" + (f", confidence: {result.confidence}"
                                           if result.confidence else ""))
     return 0
+
+
+def early_checks(args: argparse.Namespace) -> None:
+    """Everything that can be checked before the first iteration: the model card, the settings,
+    the outputs (distinct from the inputs, writable, disk not full) and the scene's bands. When
+    the scene has more bands than the model and their names do not say which to use, the first
+    ones are chosen (and the log says so)."""
+    from ..bands import choose_bands
+    from ..card import read_card
+    from ..checks import check_adapt_outputs, check_adapt_settings
+    from ..raster import open_dataset, parse_bands
+
+    check_adapt_settings(iterations=args.iterations, refresh_every=args.refresh_every,
+                         batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+                         portion=args.portion, source_weight=args.source_weight,
+                         pseudo_weight=args.pseudo_weight, scales=args.scales,
+                         n_scales=args.n_scales, scale_range=args.scale_range,
+                         pl_tile=args.pl_tile, bn_windows=args.bn_windows)
+    card = read_card(args.model)
+    check_adapt_outputs(args.model, args.target, args.out, args.map, args.confidence)
+    if not parse_bands(args.bands):
+        bands, note = choose_bands(card.band_names, open_dataset(args.target))
+        if note:
+            log.warning(note)
+            args.bands = ",".join(map(str, bands))

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Optional
 
 from ..progress import Reporter, emit_json
 from ..raster import RasterError, parse_bands
+
+log = logging.getLogger(__name__)
 
 
 def parse_extent(text: Optional[str]) -> Optional[tuple[float, float, float, float]]:
@@ -50,11 +53,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def early_checks(args: argparse.Namespace) -> Optional[list[int]]:
+    """Checks before torch is even imported: the model card, the outputs (not the input, not a
+    folder, writable, disk not full), the georeference, the bands (the first ones when the
+    raster has more than the model and their names do not help, which the log says) and the
+    input's data type and range (a warning). Returns the bands to use."""
+    from ..bands import choose_bands
+    from ..card import read_card
+    from ..checks import check_georeference, check_predict_outputs, input_value_warnings
+    from ..raster import open_dataset
+
+    card = read_card(args.model)
+    check_predict_outputs(args.raster, args.out, args.confidence, args.probabilities)
+    bands = parse_bands(args.bands)
+    try:
+        ds = open_dataset(args.raster)
+    except RasterError:
+        return bands  # predict_raster says why, in its own words
+    bands, note = choose_bands(card.band_names, ds, bands)
+    if note:
+        log.warning(note)
+    domain = args.domain or card.default_domain
+    check_georeference(card.domain_gsd(domain), ds, resample=not args.no_resample,
+                       hint="--no-resample")
+    for warning in input_value_warnings(card, ds, bands, domain):
+        log.warning(warning)
+    return bands
+
+
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    bands = early_checks(args)
     from ..predict import predict_raster  # torch is imported only when predicting
 
     result = predict_raster(
-        args.model, args.raster, args.out, bands=parse_bands(args.bands), tile=args.tile,
+        args.model, args.raster, args.out, bands=bands, tile=args.tile,
         overlap=args.overlap, device=args.device, batch_size=args.batch_size, domain=args.domain,
         confidence=args.confidence, extent=parse_extent(args.extent),
         resample=not args.no_resample, amp=not args.no_amp, reporter=reporter,

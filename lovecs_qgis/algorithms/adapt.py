@@ -12,8 +12,8 @@ from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingExcepti
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 
 from ..styling import ensure_qml, map_layer_name, style_output_on_load
-from .base import (DEVICES, EngineAlgorithm, check_bands, choice_parameter, engine_args,
-                   output_path, raster_path, read_model_card)
+from .base import (DEVICES, EngineAlgorithm, check_bands, checks_as_processing_errors,
+                   choice_parameter, engine_args, output_path, raster_path, read_model_card)
 from .classify import model_parameter
 
 #: As in lovecs_core.selftrain (METHODS, PRESETS); a test keeps them equal.
@@ -88,12 +88,14 @@ class AdaptAlgorithm(EngineAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        from lovecs_core.checks import check_adapt_outputs, check_adapt_settings
+
+        layer = self.input_layer(parameters, self.INPUT, context)
         scene = raster_path(layer, "scene")
         model = self.parameterAsFile(parameters, self.MODEL, context)
         card = read_model_card(model)
         bands = self.parameterAsString(parameters, self.BANDS, context).strip()
-        check_bands(card, layer, bands)
+        bands = check_bands(card, layer, bands, feedback)
         images = [raster_path(lyr, "source image") for lyr in
                   self.parameterAsLayerList(parameters, self.SOURCE_IMAGES, context)]
         labels = [raster_path(lyr, "source label") for lyr in
@@ -105,6 +107,12 @@ class AdaptAlgorithm(EngineAlgorithm):
         out = output_path(destination)
         confidence = output_path(self.parameterAsOutputLayer(parameters, self.CONFIDENCE,
                                                              context) or "")
+        with checks_as_processing_errors():  # before minutes of training, not after
+            check_adapt_settings(
+                iterations=self.parameterAsInt(parameters, self.ITERATIONS, context) or None,
+                batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
+                crop=self.parameterAsInt(parameters, self.CROP, context) or None)
+            check_adapt_outputs(model, scene, adapted, out, confidence or None)
         args = engine_args(
             model=model, target=scene, out=adapted,
             method=self.choice(parameters, self.METHOD, context),

@@ -2,14 +2,16 @@
 with progress and cancel through the feedback object, and turning layers into file paths."""
 from __future__ import annotations
 
+import contextlib
+import re
 import shlex
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
-                       QgsProcessingFeedback, QgsProcessingParameterEnum, QgsRaster,
-                       QgsRasterLayer)
+                       QgsProcessingFeedback, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFile, QgsRaster, QgsRasterLayer)
 from qgis.PyQt.QtGui import QIcon
 
 from lovecs_core.card import ModelCard
@@ -20,6 +22,26 @@ from ..runner import STAGES, EngineEvent, EngineProcess, ProgressMap, Status
 
 DEVICES = ["auto", "cpu", "cuda"]
 PROGRESS_TEXT_INTERVAL_S = 1.0
+#: An engine log line at WARNING level: ``WARNING lovecs_core.commands.predict: text``.
+_WARNING_LINE = re.compile(r"^WARNING [\w.]+: (.*)$")
+
+
+@contextlib.contextmanager
+def quiet_layer_loading() -> Iterator[None]:
+    """While QGIS opens an input raster for us: no ``.aux.xml`` statistics file written beside
+    the user's file (GDAL's PAM off in this thread; QGIS computes statistics for the default
+    renderer on load, 1.5 MB of histogram for a float64 scene), and no GDAL error lines such as
+    the statistics of a raster holding NaN or infinity, which look like a failure in
+    ``qgis_process`` (the layer's validity is checked, and the engine reads the file itself)."""
+    from osgeo import gdal
+
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
 
 
 def engine_args(**options: Any) -> list[str]:
@@ -73,10 +95,28 @@ def parse_band_list(text: Optional[str]) -> Optional[list[int]]:
     return bands
 
 
-def check_bands(card: ModelCard, layer: QgsRasterLayer, bands_text: Optional[str]) -> None:
-    """Fail early, in QGIS, when the bands fed to the model cannot match its card."""
+def check_bands(card: ModelCard, layer: QgsRasterLayer, bands_text: Optional[str],
+                feedback: Optional[QgsProcessingFeedback] = None) -> str:
+    """Fail early, in QGIS, when the bands fed to the model cannot match its card. Returns the
+    band list to give the engine: when none is given and the layer has more bands than the
+    model whose names do not help, the first ones (``feedback`` says so)."""
     count = layer.bandCount()
     bands = parse_band_list(bands_text)
+    if bands is None and layer.providerType() == "gdal":
+        from lovecs_core.bands import choose_bands
+
+        try:
+            from osgeo import gdal
+
+            with quiet_layer_loading():
+                ds = gdal.Open(layer.source())
+            chosen_bands, note = choose_bands(card.band_names, ds)
+        except Exception:  # noqa: BLE001 - not readable here: the count check below decides
+            chosen_bands, note = None, ""
+        if chosen_bands:
+            if note and feedback is not None:
+                feedback.pushWarning(note)
+            return ",".join(map(str, chosen_bands))
     if bands is not None:
         too_high = [b for b in bands if b > count]
         if too_high:
@@ -93,6 +133,7 @@ def check_bands(card: ModelCard, layer: QgsRasterLayer, bands_text: Optional[str
             f"the model '{card.name}' expects {card.band_count} band(s) "
             f"({', '.join(card.band_names)}) but {chosen} band(s) of '{layer.name()}' would be "
             f"used; choose {card.band_count} bands in 'Bands', e.g. {example}")
+    return ",".join(map(str, bands)) if bands else ""
 
 
 def read_model_card(path: str) -> ModelCard:
@@ -106,6 +147,18 @@ def read_model_card(path: str) -> ModelCard:
         raise QgsProcessingException(str(exc)) from None
 
 
+@contextlib.contextmanager
+def checks_as_processing_errors() -> Iterator[None]:
+    """The engine's early checks (``lovecs_core.checks``) raise CheckError; Processing wants a
+    QgsProcessingException with the same message."""
+    from lovecs_core.checks import CheckError
+
+    try:
+        yield
+    except CheckError as exc:
+        raise QgsProcessingException(str(exc)) from None
+
+
 class EngineAlgorithm(QgsProcessingAlgorithm):
     """Base class: subclasses build the engine arguments and call :meth:`run_engine`."""
 
@@ -116,6 +169,41 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self) -> "EngineAlgorithm":
         return type(self)()
+
+    def checkParameterValues(self, parameters: dict[str, Any],  # noqa: N802
+                             context: QgsProcessingContext) -> tuple[bool, str]:
+        """QGIS's check, with a message naming the parameter and the reason for file parameters
+        (QGIS itself only says "Incorrect parameter value for MODEL"); input rasters are opened
+        without statistics files or GDAL noise (see :func:`quiet_layer_loading`)."""
+        for definition in self.parameterDefinitions():
+            if not isinstance(definition, QgsProcessingParameterFile):
+                continue
+            value = parameters.get(definition.name())
+            if not isinstance(value, str) or not value:
+                continue
+            label = f"{definition.name()} ({definition.description()})"
+            if definition.behavior() == QgsProcessingParameterFile.Folder:
+                if not Path(value).is_dir():
+                    return False, f"{label}: folder not found: {value}"
+                continue
+            suffixes = ([definition.extension()] if definition.extension() else
+                        re.findall(r"\*(\.\w+)", definition.fileFilter()))
+            suffixes = [x if x.startswith(".") else "." + x for x in suffixes]
+            if suffixes and not value.lower().endswith(tuple(x.lower() for x in suffixes)):
+                why = (" (LoveCS model files end in .lovecs; rename it if it is one)"
+                       if ".lovecs" in suffixes else "")
+                return False, (f"{label}: '{value}' is not a {' or '.join(suffixes)} file"
+                               f"{why}")
+            if not Path(value).is_file():
+                return False, f"{label}: file not found: {value}"
+        with quiet_layer_loading():
+            return super().checkParameterValues(parameters, context)
+
+    def input_layer(self, parameters: dict[str, Any], name: str,
+                    context: QgsProcessingContext) -> Optional[QgsRasterLayer]:
+        """``parameterAsRasterLayer`` without statistics files or GDAL noise."""
+        with quiet_layer_loading():
+            return self.parameterAsRasterLayer(parameters, name, context)
 
     def choice(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """The chosen string of a :func:`choice_parameter`."""
@@ -144,7 +232,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                     feedback.setProgressText(event.text)
                     last_text[:] = [event.stage, now]
             elif event.type == "log" and event.message.strip():
-                feedback.pushConsoleInfo(event.message)
+                warning = _WARNING_LINE.match(event.message)
+                if warning:
+                    feedback.pushWarning(warning.group(1))
+                else:
+                    feedback.pushConsoleInfo(event.message)
 
         outcome = process.run(on_event, feedback.isCanceled)
         if outcome.status is Status.CANCELLED:

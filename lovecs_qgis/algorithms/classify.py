@@ -4,14 +4,18 @@ from __future__ import annotations
 from typing import Any
 
 from qgis.core import (QgsProcessingContext, QgsProcessingFeedback,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
                        QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 
 from ..paths import default_model_path
 from ..styling import ensure_qml, map_layer_name, style_output_on_load
-from .base import (DEVICES, EngineAlgorithm, check_bands, choice_parameter, engine_args,
-                   output_path, raster_path, read_model_card)
+from .base import (DEVICES, EngineAlgorithm, check_bands, checks_as_processing_errors,
+                   choice_parameter, engine_args, output_path, raster_path, read_model_card)
+
+#: How Processing users map a raster at its own pixels (named in the engine's messages).
+NO_RESAMPLE_HINT = "NO_RESAMPLE=true (\"Map at the raster's own pixels\")"
 
 
 def model_parameter(name: str = "MODEL", description: str = "Land-cover model") -> (
@@ -27,6 +31,7 @@ class ClassifyAlgorithm(EngineAlgorithm):
     COMMAND = "predict"
     INPUT, MODEL, BANDS, DEVICE = "INPUT", "MODEL", "BANDS", "DEVICE"
     TILE_SIZE, OVERLAP, OUTPUT, CONFIDENCE = "TILE_SIZE", "OVERLAP", "OUTPUT", "CONFIDENCE"
+    NO_RESAMPLE = "NO_RESAMPLE"
 
     def name(self) -> str:
         return "classify"
@@ -59,29 +64,41 @@ class ClassifyAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.OVERLAP, "Tile overlap in pixels (empty: the model's)",
             QgsProcessingParameterNumber.Integer, optional=True, minValue=0))
+        no_resample = QgsProcessingParameterBoolean(
+            self.NO_RESAMPLE, "Map at the raster's own pixels (no resampling to the model's "
+            "pixel size; needed for a raster without georeference)", defaultValue=False)
+        no_resample.setFlags(no_resample.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(no_resample)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Land-cover map"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.CONFIDENCE, "Confidence (percent)", optional=True, createByDefault=False))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        from lovecs_core.checks import check_georeference, check_predict_outputs
+
+        layer = self.input_layer(parameters, self.INPUT, context)
         raster = raster_path(layer)
         model = self.parameterAsFile(parameters, self.MODEL, context)
         card = read_model_card(model)
         bands = self.parameterAsString(parameters, self.BANDS, context).strip()
-        check_bands(card, layer, bands)
+        bands = check_bands(card, layer, bands, feedback)
         destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         out = output_path(destination)
         confidence = output_path(self.parameterAsOutputLayer(parameters, self.CONFIDENCE,
                                                              context) or "")
+        no_resample = self.parameterAsBoolean(parameters, self.NO_RESAMPLE, context)
+        with checks_as_processing_errors():
+            check_predict_outputs(raster, out, confidence or None)
+            check_georeference(card.domain_gsd(card.default_domain), raster,
+                               resample=not no_resample, hint=NO_RESAMPLE_HINT)
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         overlap = (self.parameterAsInt(parameters, self.OVERLAP, context)
                    if parameters.get(self.OVERLAP) not in (None, "") else None)
         device = self.choice(parameters, self.DEVICE, context)
         args = engine_args(model=model, raster=raster, out=out, bands=bands or None,
                            tile=tile or None, overlap=overlap, device=device,
-                           confidence=confidence or None)
+                           confidence=confidence or None, no_resample=no_resample)
         result = self.run_engine(args, feedback, outputs=[out] + ([confidence] if confidence
                                                                    else []))
         ensure_qml(out, card.classes)

@@ -1,0 +1,390 @@
+"""Checks made before any long work starts, so that a run that cannot succeed fails in a second
+with a message naming the problem, never after an hour of training or with a file lost.
+
+Torch-free (GDAL and the standard library only): the QGIS plugin calls the same functions in
+its own process, so the command line and Processing say the same thing.
+
+- :func:`check_adapt_outputs`: the adapted model, map and confidence files differ from the
+  inputs and from each other, and can be written (folder writable, disk not full).
+- :func:`check_adapt_settings`: adaptation settings in range (``crop``, ``iterations`` ...).
+- :func:`check_predict_outputs`: the same for a classification's outputs.
+- :func:`check_georeference`: a raster without geotransform or CRS is refused when the model
+  expects a pixel size, unless the user asked to map at the raster's own pixels.
+- :func:`input_value_warnings`: the input's data type or value range differ from the model's.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+__all__ = ["CheckError", "check_adapt_outputs", "check_adapt_settings", "check_predict_outputs",
+           "check_output_path", "check_free_space", "check_georeference",
+           "input_value_warnings", "same_path", "MIN_FREE_BYTES"]
+
+#: Below this much free space in an output folder a run is refused up front ("disk full").
+MIN_FREE_BYTES = 16 * 1024 ** 2
+
+
+class CheckError(ValueError):
+    """A run cannot start as asked; the message says what is wrong and what to do."""
+
+
+PathArg = str | os.PathLike[str]
+
+
+def same_path(a: Optional[PathArg], b: Optional[PathArg]) -> bool:
+    """Whether two paths name the same file (also through links and ``..``)."""
+    if a is None or b is None or str(a) == "" or str(b) == "":
+        return False
+    pa, pb = Path(a), Path(b)
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
+    return pa.resolve() == pb.resolve()
+
+
+def _existing_folder(path: Path) -> Path:
+    """The nearest folder above ``path`` that exists."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1024 ** 2:.1f} MB"
+
+
+def check_free_space(folder: PathArg, needed: int = 0, what: str = "the output") -> None:
+    """Refuse when ``folder`` has less than ``max(needed, MIN_FREE_BYTES)`` bytes free."""
+    folder = Path(folder)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # cannot tell; the writer reports a full disk if it happens
+    want = max(int(needed), MIN_FREE_BYTES)
+    if free < want:
+        raise CheckError(f"disk full: {folder} has {_mb(free)} free, {what} needs about "
+                         f"{_mb(want)}; free some space or write to another disk")
+
+
+def check_output_path(path: PathArg, what: str = "output", needed: int = 0) -> Path:
+    """An output file can be created: not a folder, its folder writable (probed with a real
+    file, as permissions alone do not show read-only mounts), and the disk not full. Returns
+    the absolute path."""
+    p = Path(path).absolute()
+    if not p.name:
+        raise CheckError(f"the {what} path is empty")
+    if p.is_dir():
+        raise CheckError(f"the {what} {p} is an existing folder; give a file name, e.g. "
+                         f"{p / 'result.tif'}")
+    folder = _existing_folder(p)
+    if not folder.is_dir():
+        raise CheckError(f"cannot write the {what} {p}: {folder} is a file, not a folder")
+    if folder != p.parent and not os.access(folder, os.W_OK | os.X_OK):
+        raise CheckError(f"cannot write the {what} {p}: its folder {p.parent} does not exist "
+                         f"and cannot be created in {folder}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".lovecs-probe-", dir=folder)
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.ENOSPC:
+            raise CheckError(f"disk full: cannot write the {what} in {folder}; free some space "
+                             f"or write to another disk") from None
+        raise CheckError(f"cannot write the {what} {p}: the folder {folder} is not writable "
+                         f"({exc.strerror or exc}); choose another folder") from None
+    os.close(fd)
+    os.unlink(probe)
+    check_free_space(folder, needed, f"the {what}")
+    return p
+
+
+def _distinct(named: Sequence[tuple[str, Optional[PathArg]]],
+              inputs: Sequence[tuple[str, Optional[PathArg]]]) -> None:
+    for i, (name, path) in enumerate(named):
+        if not path:
+            continue
+        for in_name, in_path in inputs:
+            if same_path(path, in_path):
+                raise CheckError(f"the {name} would overwrite the {in_name} {in_path}; "
+                                 f"choose another file name for the {name}")
+        for other_name, other in named[i + 1:]:
+            if same_path(path, other):
+                raise CheckError(f"the {name} and the {other_name} are the same file {path}; "
+                                 f"give them different names")
+
+
+def _raster_size(path: Optional[PathArg]) -> int:
+    """Pixels of a raster (0 when it cannot be opened here)."""
+    if not path:
+        return 0
+    try:
+        from osgeo import gdal
+
+        with _quiet_gdal():
+            ds = gdal.Open(str(path))
+        return 0 if ds is None else ds.RasterXSize * ds.RasterYSize
+    except Exception:
+        return 0
+
+
+def check_adapt_outputs(model: PathArg, target: PathArg, out: PathArg,
+                        map_path: Optional[PathArg] = None,
+                        confidence_path: Optional[PathArg] = None) -> None:
+    """Before adapting: the adapted model file, the map and the confidence differ from the
+    source model, the target scene and each other, and each can be written. Raises
+    :class:`CheckError`."""
+    if not out:
+        raise CheckError("no file name for the adapted model")
+    if confidence_path and not map_path:
+        raise CheckError("a confidence file needs a map file too")
+    named = [("adapted model", out), ("map", map_path), ("confidence", confidence_path)]
+    _distinct(named, [("source model", model), ("target scene", target)])
+    model_size = Path(model).stat().st_size if Path(model).is_file() else 0
+    check_output_path(out, "adapted model", needed=2 * model_size)
+    pixels = _raster_size(target) if map_path else 0
+    for name, path in named[1:]:
+        if path:
+            # a compressed class map takes well under a byte per pixel; ask for a quarter
+            check_output_path(path, name, needed=pixels // 4)
+
+
+def check_predict_outputs(raster: PathArg, out: PathArg, confidence: Optional[PathArg] = None,
+                          probabilities: Optional[PathArg] = None) -> None:
+    """Before classifying: outputs differ from the input and from each other and can be
+    written. Raises :class:`CheckError`."""
+    named = [("map", out), ("confidence", confidence), ("probabilities", probabilities)]
+    _distinct(named, [("input raster", raster)])
+    for name, path in named:
+        if path:
+            check_output_path(path, name)
+
+
+#: Adaptation settings: (test, what is required). ``None`` values are not checked (the preset's).
+def _int_at_least(low: int):  # noqa: ANN202
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
+            f"a whole number of at least {low}")
+
+
+def _number(low: float, high: float = math.inf, low_open: bool = False):  # noqa: ANN202
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and v <= high
+    bound = f"above {low:g}" if low_open else f"at least {low:g}"
+    return ok, f"a number {bound}" + ("" if high == math.inf else f" and at most {high:g}")
+
+
+ADAPT_RULES: dict[str, tuple[Any, str]] = {
+    "iterations": _int_at_least(1),
+    "refresh_every": _int_at_least(1),
+    "batch_size": _int_at_least(1),
+    "crop": _int_at_least(16),
+    "lr": _number(0.0, 10.0, low_open=True),
+    "momentum": _number(0.0, 1.0),
+    "weight_decay": _number(0.0, 1.0),
+    "power": _number(0.0, 10.0, low_open=True),
+    "grad_clip": _number(0.0, low_open=True),
+    "portion": _number(0.0, 1.0, low_open=True),
+    "source_weight": _number(0.0),
+    "pseudo_weight": _number(0.0),
+    "n_scales": _int_at_least(1),
+    "pl_tile": _int_at_least(16),
+    "pl_margin": _int_at_least(0),
+    "pl_batch": _int_at_least(1),
+    "bn_windows": _int_at_least(1),
+    "in_memory_pixels": _int_at_least(0),
+}
+#: The largest training window / pseudo-labelling tile accepted (pixels per side).
+MAX_WINDOW = 8192
+_FLAGS = {"refresh_every": "refresh-every", "batch_size": "batch-size",
+          "source_weight": "source-weight", "pseudo_weight": "pseudo-weight",
+          "n_scales": "n-scales", "pl_tile": "pl-tile", "bn_windows": "bn-windows",
+          "scale_range": "scale-range"}
+
+
+def check_adapt_settings(**settings: Any) -> None:
+    """Adaptation settings in range, before anything runs: pass the overrides given by the user
+    (``None`` = the preset's, not checked) or a whole ``AdaptConfig.to_dict()``; keys not known
+    here (``seed``, ``device`` ...) are ignored. Raises :class:`CheckError` naming the
+    setting, e.g. ``crop must be a whole number of at least 16, got 0``."""
+    for key, value in settings.items():
+        if value is None:
+            continue
+        name = _FLAGS.get(key, key)
+        rule = ADAPT_RULES.get(key)
+        if rule is not None:
+            ok, need = rule
+            if not ok(value):
+                raise CheckError(f"{name} must be {need}, got {value!r}")
+            if key in ("crop", "pl_tile") and value > MAX_WINDOW:
+                raise CheckError(f"{name} must be at most {MAX_WINDOW} pixels, got {value!r}")
+        elif key == "scales":
+            values = list(value)
+            if not values or not all(_number(0.0, 100.0, low_open=True)[0](v) for v in values):
+                raise CheckError(f"scales must be positive numbers (at most 100), got {value!r}")
+        elif key == "scale_range":
+            lo, hi = value
+            if not (_number(0.0, 100.0, low_open=True)[0](lo) and
+                    _number(0.0, 100.0, low_open=True)[0](hi) and lo <= hi):
+                raise CheckError(f"{name} must be MIN,MAX with 0 < MIN <= MAX, got {value!r}")
+
+
+# -- georeference and input values -------------------------------------------------------------
+
+class _quiet_gdal:
+    """Silence GDAL's error printing (and raise no exceptions) inside the block."""
+
+    def __enter__(self) -> "_quiet_gdal":
+        from osgeo import gdal
+
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from osgeo import gdal
+
+        gdal.PopErrorHandler()
+
+
+def georeference_problem(ds: Any) -> str:
+    """Empty when the raster has a geotransform and a CRS, else what is missing."""
+    gt = ds.GetGeoTransform(can_return_null=True)
+    missing = []
+    if gt is None:
+        missing.append("no geotransform")
+    if not ds.GetProjection():
+        missing.append("no coordinate reference system")
+    return " and ".join(missing)
+
+
+def check_georeference(model_gsd: Optional[float], raster: Any, resample: bool = True,
+                       hint: str = "--no-resample") -> None:
+    """A raster without geotransform or CRS has an unknown pixel size: refuse it when the model
+    expects a pixel size (``model_gsd``) and resampling is on, instead of mapping at a scale
+    nobody chose. ``hint`` names the switch that maps at the raster's own pixels in the
+    caller's interface. ``raster``: a path or an open GDAL dataset."""
+    if not model_gsd or not resample:
+        return
+    ds = raster
+    if isinstance(raster, (str, os.PathLike)):
+        from osgeo import gdal
+
+        try:
+            with _quiet_gdal():
+                ds = gdal.Open(str(raster))
+        except RuntimeError:
+            ds = None
+        if ds is None:
+            return  # not readable: the reader reports it with its own message
+    problem = georeference_problem(ds)
+    if problem:
+        name = Path(ds.GetDescription() or str(raster)).name
+        raise CheckError(
+            f"{name} has {problem}, so its pixel size is unknown, and the model expects "
+            f"{model_gsd:g} m pixels: georeference the raster (GDAL: gdal_edit.py -a_srs ... "
+            f"-a_ullr ...; QGIS: the Georeferencer), or map it at its own pixels with {hint}")
+
+
+_DTYPE_NAMES = {"byte": "uint8"}
+SAMPLE_SIDE = 256
+
+
+def _sample(ds: Any, bands: Sequence[int]) -> list[Any]:
+    """Valid values of each band on a decimated grid (at most SAMPLE_SIDE² pixels)."""
+    import numpy as np
+
+    w, h = ds.RasterXSize, ds.RasterYSize
+    bw, bh = min(w, SAMPLE_SIDE), min(h, SAMPLE_SIDE)
+    out = []
+    valid = np.ones((bh, bw), bool)
+    arrays = []
+    for b in bands:
+        band = ds.GetRasterBand(b)
+        a = band.ReadAsArray(0, 0, w, h, buf_xsize=bw, buf_ysize=bh).astype(np.float64)
+        if not band.GetMaskFlags() & 1:  # GMF_ALL_VALID
+            valid &= band.GetMaskBand().ReadAsArray(0, 0, w, h, buf_xsize=bw,
+                                                    buf_ysize=bh) > 0
+        arrays.append(a)
+    for a in arrays:
+        valid &= np.isfinite(a)
+    for a in arrays:
+        out.append(a[valid])
+    return out
+
+
+def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] = None,
+                         domain: Optional[str] = None) -> list[str]:
+    """Warnings when the raster's data type or values differ from what the model was made for
+    (they are not rescaled here, and a model fed the wrong range maps one or two classes).
+    ``card``: a ModelCard; ``raster``: a path or GDAL dataset; ``bands``: 1-based (default:
+    the non-alpha bands); ``domain``: the normalisation domain used (default: the card's)."""
+    import numpy as np
+    from osgeo import gdal
+
+    ds = raster
+    if isinstance(raster, (str, os.PathLike)):
+        try:
+            with _quiet_gdal():
+                ds = gdal.Open(str(raster))
+        except RuntimeError:
+            return []
+    if ds is None:
+        return []
+    if not bands:
+        bands = [i for i in range(1, ds.RasterCount + 1)
+                 if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand]
+    bands = [b for b in bands if 1 <= b <= ds.RasterCount]
+    if len(bands) != card.band_count:
+        return []  # the band-count error comes elsewhere
+    name = Path(ds.GetDescription() or str(raster)).name
+    warnings: list[str] = []
+    dtype = gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType).lower()
+    dtype = _DTYPE_NAMES.get(dtype, dtype)
+    domain = domain or card.default_domain
+    source_stats = domain == "source" or "target" not in card.normalization
+    lo, hi = (float(v) for v in card.band_range)
+    if source_stats and dtype != card.band_dtype:
+        warnings.append(
+            f"{name} holds {dtype} values but the model was made for {card.band_dtype} "
+            f"({lo:g}-{hi:g}); the values are used as they are, so the map may show only one "
+            f"or two classes. Convert the raster to the model's range, or adapt the model to it")
+    try:
+        with _quiet_gdal():
+            samples = _sample(ds, bands)
+    except Exception:
+        return warnings
+    if not samples or samples[0].size == 0:
+        return warnings
+    values = np.concatenate(samples)
+    p1, p99 = (float(v) for v in np.percentile(values, [1, 99]))
+    span = max(hi - lo, 1e-9)
+    if source_stats and not warnings and (p99 > hi + 0.5 * span or p99 < lo + 0.1 * span
+                                          or p1 < lo - 0.5 * span):
+        warnings.append(
+            f"{name}'s values span about {p1:.4g}-{p99:.4g} but the model was made for values "
+            f"in {lo:g}-{hi:g}; they are used as they are, so the map may be poor. Convert the "
+            f"raster to the model's range, or adapt the model to it")
+    elif not source_stats:
+        mean, std = card.stats(domain)
+        z = [abs(float(np.mean(s)) - m) / sd for s, m, sd in zip(samples, mean, std) if s.size]
+        if z and max(z) > 4.0:
+            warnings.append(
+                f"{name}'s values differ strongly from the statistics of the model's "
+                f"'{domain}' domain (band means {', '.join(f'{float(np.mean(s)):.4g}' for s in samples)}"
+                f" vs {', '.join(f'{m:.4g}' for m in mean)}); is this the scene the model was "
+                f"adapted to?")
+    return warnings
+
+
+def check_band_numbers(bands: Iterable[int], count: int, name: str = "the raster") -> None:
+    too_high = [b for b in bands if not 1 <= b <= count]
+    if too_high:
+        raise CheckError(f"{name} has {count} band(s); band(s) {too_high} do not exist")
