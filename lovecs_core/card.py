@@ -221,7 +221,7 @@ def validate_card_dict(data: Any) -> None:
 MAX_BANDS = 64
 MAX_TILE = 8192
 ARCH_LIMITS: dict[str, tuple[int, int]] = {
-    "width": (1, 1024), "depth": (1, 64),  # tiny
+    "width": (1, 1024), "depth": (0, 64),  # tiny
     "pyramid_channels": (1, 2048), "segmentation_channels": (1, 2048),  # fpn
 }
 

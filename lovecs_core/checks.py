@@ -388,3 +388,43 @@ def check_band_numbers(bands: Iterable[int], count: int, name: str = "the raster
     too_high = [b for b in bands if not 1 <= b <= count]
     if too_high:
         raise CheckError(f"{name} has {count} band(s); band(s) {too_high} do not exist")
+
+
+#: The largest raster mapped in one run (pixels); 10⁶ x 10⁶ would take months on a CPU.
+MAX_PIXELS = 20_000_000_000
+
+
+def check_raster_data(raster: Any, bands: Optional[Sequence[int]] = None,
+                      max_pixels: int = MAX_PIXELS) -> None:
+    """Data the engine cannot use, refused with the reason: complex values, or a raster so
+    large (e.g. a virtual raster declaring 10⁶ x 10⁶ pixels) that the run would not end; the
+    message gives the estimate and the way out (a smaller extent)."""
+    from osgeo import gdal
+
+    from .estimate import classify_seconds
+
+    ds = raster
+    if isinstance(raster, (str, os.PathLike)):
+        try:
+            with _quiet_gdal():
+                ds = gdal.Open(str(raster))
+        except RuntimeError:
+            return
+    if ds is None:
+        return
+    name = Path(ds.GetDescription() or str(raster)).name
+    for b in bands or range(1, ds.RasterCount + 1):
+        if 1 <= b <= ds.RasterCount:
+            dtype = ds.GetRasterBand(b).DataType
+            if gdal.DataTypeIsComplex(dtype):
+                raise CheckError(
+                    f"{name} band {b} holds complex values ({gdal.GetDataTypeName(dtype)}); "
+                    f"the models take real values: convert it first, e.g. the amplitude with "
+                    f"gdal_calc.py or the Raster calculator")
+    pixels = ds.RasterXSize * ds.RasterYSize
+    if pixels > max_pixels:
+        days = classify_seconds(pixels) / 86400
+        raise CheckError(
+            f"{name} has {ds.RasterXSize} x {ds.RasterYSize} = {pixels:.3g} pixels; mapping it "
+            f"would take about {days:,.0f} days on a 2-core CPU (the limit is "
+            f"{max_pixels:.3g} pixels per run): map a part of it (--extent / a clipped copy)")

@@ -101,7 +101,7 @@ def early_checks(args: argparse.Namespace) -> None:
     ones are chosen (and the log says so)."""
     from ..bands import choose_bands
     from ..card import read_card
-    from ..checks import check_adapt_outputs, check_adapt_settings
+    from ..checks import check_adapt_outputs, check_adapt_settings, check_raster_data
     from ..raster import open_dataset, parse_bands
 
     check_adapt_settings(iterations=args.iterations, refresh_every=args.refresh_every,
@@ -112,8 +112,10 @@ def early_checks(args: argparse.Namespace) -> None:
                          pl_tile=args.pl_tile, bn_windows=args.bn_windows)
     card = read_card(args.model)
     check_adapt_outputs(args.model, args.target, args.out, args.map, args.confidence)
+    scene = open_dataset(args.target)
     if not parse_bands(args.bands):
-        bands, note = choose_bands(card.band_names, open_dataset(args.target))
+        bands, note = choose_bands(card.band_names, scene)
         if note:
             log.warning(note)
             args.bands = ",".join(map(str, bands))
+    check_raster_data(scene, parse_bands(args.bands))

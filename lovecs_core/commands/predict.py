@@ -60,7 +60,8 @@ def early_checks(args: argparse.Namespace) -> Optional[list[int]]:
     input's data type and range (a warning). Returns the bands to use."""
     from ..bands import choose_bands
     from ..card import read_card
-    from ..checks import check_georeference, check_predict_outputs, input_value_warnings
+    from ..checks import (check_georeference, check_predict_outputs, check_raster_data,
+                          input_value_warnings)
     from ..raster import open_dataset
 
     card = read_card(args.model)
@@ -73,6 +74,7 @@ def early_checks(args: argparse.Namespace) -> Optional[list[int]]:
     bands, note = choose_bands(card.band_names, ds, bands)
     if note:
         log.warning(note)
+    check_raster_data(ds, bands)
     domain = args.domain or card.default_domain
     check_georeference(card.domain_gsd(domain), ds, resample=not args.no_resample,
                        hint="--no-resample")
