@@ -133,8 +133,11 @@ class ProgressMap:
 
 def _partial_patterns(output: Path) -> list[re.Pattern[str]]:
     stem = re.escape(output.stem)
-    # tags: part, model-grid, model-grid-conf, model-grid-prob, input-grid (writer/predict)
-    return [re.compile(rf"^\.{stem}\.[a-z]+(-[a-z]+)*-[0-9a-f]{{8}}\.tif(\.aux\.xml|\.ovr)?$"),
+    # ``.map.part-1a2b3c4d.tif``; a resampled run's stages (tags model-grid, model-grid-conf,
+    # model-grid-prob, input-grid) are written in turn under a temporary name of their own:
+    # ``..map.model-grid-1a2b3c4d.part-5e6f7a8b.tif``
+    return [re.compile(rf"^\.\.?{stem}\.[a-z]+(-[a-z]+)*-[0-9a-f]{{8}}(\.part-[0-9a-f]{{8}})?"
+                       rf"\.tif(\.aux\.xml|\.ovr)?$"),
             re.compile(rf"^{re.escape(output.name)}\.part$")]
 
 
