@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 if TYPE_CHECKING:  # the QGIS plugin reads cards without torch in its process
+    import numpy as np
     import torch
 
 FORMAT_NAME = "lovecs-model"
@@ -57,6 +58,9 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
     adaptation: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
+    #: the source sensor's radiometry (``reference``, see radiometry.py) and, for an adapted or
+    #: aligned model, the ``alignment`` applied to its scene
+    radiometry: dict[str, Any] = field(default_factory=dict)
 
     # -- derived -------------------------------------------------------------------------------
     @property
@@ -106,6 +110,7 @@ class ModelCard:
             "provenance": self.provenance,
             "adaptation": self.adaptation,
             "scores": self.scores,
+            "radiometry": self.radiometry,
         }
 
     def to_json(self, indent: Optional[int] = 2) -> str:
@@ -131,6 +136,7 @@ class ModelCard:
             provenance=dict(data.get("provenance", {})),
             adaptation=dict(data.get("adaptation", {})),
             scores=dict(data.get("scores", {})),
+            radiometry=dict(data.get("radiometry") or {}),
         )
 
     def copy(self) -> "ModelCard":
@@ -253,6 +259,10 @@ def load_classes(path: str | os.PathLike[str]) -> list[ClassInfo]:
     return classes_from_iterable(data["classes"] if isinstance(data, dict) else data)
 
 
+#: Tensors of the labelled source sample a model file may carry (not weights; see data.py).
+SAMPLE_IMAGES, SAMPLE_LABELS = "sample.images", "sample.labels"
+
+
 def save_model(path: str | os.PathLike[str], card: ModelCard,
                state_dict: dict[str, "torch.Tensor"]) -> Path:
     """Write weights + card atomically (temporary name, then rename)."""
@@ -326,6 +336,22 @@ def load_model_file(path: str | os.PathLike[str]) -> tuple[ModelCard, dict[str, 
     except Exception as exc:
         raise ModelFileError(f"{path}: weights are corrupt or truncated ({exc})") from exc
     return card, tensors
+
+
+def read_source_sample(path: str | os.PathLike[str]
+                       ) -> Optional[tuple["np.ndarray", "np.ndarray"]]:
+    """The labelled source sample carried in a model file, ``(images[N, C, H, W], labels[N, H,
+    W] uint8 codes)``, or None when the file has none."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            keys = set(f.keys())
+            if not {SAMPLE_IMAGES, SAMPLE_LABELS} <= keys:
+                return None
+            return f.get_tensor(SAMPLE_IMAGES), f.get_tensor(SAMPLE_LABELS)
+    except Exception as exc:  # noqa: BLE001 - any safetensors failure is a corrupt file
+        raise ModelFileError(f"{path}: source sample unreadable ({exc})") from exc
 
 
 def classes_from_iterable(items: Iterable[dict[str, Any]]) -> list[ClassInfo]:

@@ -13,10 +13,11 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .augment import SensorRandomisation, randomise
 from .raster import RasterError, RasterReader, Window
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
@@ -256,14 +257,17 @@ class WindowSampler:
     proportional to the number of labelled pixels in the cell (``weighting="labels"``), to the
     number of valid pixels (``"valid"``), or uniformly (``"uniform"``). The window side is
     ``crop / scale`` for a log-uniform random scale in ``scale_range``; it is resampled to
-    ``crop`` pixels, rotated/flipped at random (``augment``), and normalised with ``mean``/``std``
-    (invalid pixels become 0 and their labels "ignore").
+    ``crop`` pixels, rotated/flipped at random (``augment``), sensor-randomised
+    (``randomisation``, see :mod:`.augment`; data units ``0..value_max``), and normalised with
+    ``mean``/``std`` (invalid pixels become 0 and their labels "ignore").
     """
 
     def __init__(self, sources: Sequence[RasterSource], codes: Sequence[int], crop: int,
                  mean: Sequence[float], std: Sequence[float],
                  scale_range: tuple[float, float] = (1.0, 1.0), augment: bool = True,
-                 weighting: str = "labels", cell: int = 32, seed: Optional[int] = None) -> None:
+                 weighting: str = "labels", cell: int = 32, seed: Optional[int] = None,
+                 randomisation: Optional[SensorRandomisation] = None,
+                 value_max: float = 255.0) -> None:
         if weighting not in ("labels", "valid", "uniform"):
             raise ValueError(f"unknown weighting {weighting!r}")
         if weighting == "labels" and any(s.labels is None for s in sources):
@@ -277,6 +281,8 @@ class WindowSampler:
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"invalid scale range {scale_range}")
         self.augment = augment
+        self.randomisation = randomisation
+        self.value_max = float(value_max)
         self.weighting = weighting
         self.cell = int(cell)
         self.rng = np.random.default_rng(seed)
@@ -353,6 +359,8 @@ class WindowSampler:
             k, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
             data, valid = dihedral(data, k, flip), dihedral(valid, k, flip)
             labels = None if labels is None else dihedral(labels, k, flip)
+        if self.randomisation is not None:
+            data = randomise(data, self.rng, self.randomisation, self.value_max)
         image = ((data - self.mean) / self.std).astype(np.float32)
         image[:, ~valid] = 0.0
         if labels is None:
@@ -373,3 +381,94 @@ def _clamp_start(start: int, side: int, extent: int) -> int:
     if side >= extent:
         return -((side - extent) // 2)
     return min(max(start, 0), extent - side)
+
+
+class ArraySource(RasterSource):
+    """An in-memory image with labels (e.g. the source sample carried in a model file)."""
+
+    def __init__(self, data: np.ndarray, labels: np.ndarray, name: str = "sample",
+                 valid: Optional[np.ndarray] = None) -> None:  # noqa: D107 (no GDAL reader)
+        self.path = Path(name)
+        self.bands = list(range(1, data.shape[0] + 1))
+        self.height, self.width = int(data.shape[1]), int(data.shape[2])
+        self.dtype_name = {np.dtype(np.uint8): "byte", np.dtype(np.uint16): "uint16"}.get(
+            data.dtype, "float32")
+        self.label_path = None
+        self.labels = labels.astype(np.uint8)
+        self._data = data
+        self._valid = np.ones(labels.shape, dtype=bool) if valid is None else valid
+
+    def load(self, strip: int = 1024) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def sample_array_sources(images: np.ndarray, labels: np.ndarray) -> list[ArraySource]:
+    """One :class:`ArraySource` per crop of ``images[N, C, H, W]`` / ``labels[N, H, W]``."""
+    return [ArraySource(images[i], labels[i], f"sample {i}") for i in range(images.shape[0])]
+
+
+def draw_source_sample(sources: Sequence[RasterSource], codes: Sequence[int], crops: int,
+                       side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``crops`` labelled windows of ``side`` pixels in the sources' own units and resolution
+    (``images[N, C, side, side]`` in the sources' dtype, ``labels[N, side, side]`` uint8 codes,
+    0 = no label): a small labelled source sample that a model file can carry, so adaptation
+    keeps its source term on machines without the source data."""
+    n_bands = sources[0].band_count
+    sampler = WindowSampler(sources, codes, side, [0.0] * n_bands, [1.0] * n_bands,
+                            augment=False, seed=seed)
+    images, labels = [], []
+    for _ in range(crops):
+        i, cx, cy = sampler._centre()
+        source = sources[i]
+        x0 = _clamp_start(cx - side // 2, side, source.width)
+        y0 = _clamp_start(cy - side // 2, side, source.height)
+        data, valid, lab = source.read_padded(x0, y0, side, side)
+        assert lab is not None
+        images.append(np.where(valid[None], data, 0))
+        labels.append(np.where(valid, lab, 0))
+    dtype = {"byte": np.uint8, "uint16": np.uint16}.get(sources[0].dtype_name, np.float32)
+    return np.stack(images).astype(dtype), np.stack(labels).astype(np.uint8)
+
+
+class WindowBatches:
+    """Batches from a :class:`WindowSampler`, optionally prepared in DataLoader worker processes
+    so that window reading and augmentation overlap with the model's compute. With ``workers=0``
+    the batches are exactly ``sampler.sample(batch_size)`` in turn."""
+
+    def __init__(self, sampler: WindowSampler, batch_size: int, workers: int = 0,
+                 seed: Optional[int] = None) -> None:
+        self.sampler, self.batch_size, self.workers = sampler, int(batch_size), int(workers)
+        self.seed = seed
+        self._iter: Optional[Iterable[tuple[np.ndarray, np.ndarray]]] = None
+
+    def _dataset(self) -> "Any":
+        import torch
+        from torch.utils.data import IterableDataset, get_worker_info
+
+        sampler, batch, seed = self.sampler, self.batch_size, self.seed
+
+        class _Windows(IterableDataset):  # type: ignore[type-arg]
+            def __iter__(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+                info = get_worker_info()
+                if info is not None:  # each worker: its own stream, reproducible from the seed
+                    base = 0 if seed is None else seed
+                    sampler.rng = np.random.default_rng([base, info.id, 7919])
+                while True:
+                    x, y = sampler.sample(batch)
+                    yield torch.from_numpy(x), torch.from_numpy(y)
+
+        return _Windows()
+
+    def __iter__(self) -> "Any":
+        if self.workers <= 0:
+            while True:
+                yield self.sampler.sample(self.batch_size)
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(self._dataset(), batch_size=None, num_workers=self.workers,
+                            prefetch_factor=2, persistent_workers=False)
+        for x, y in loader:
+            yield x.numpy(), y.numpy()

@@ -138,6 +138,7 @@ def model_from_file(path: str) -> tuple[ModelCard, nn.Module]:
     from .card import load_model_file
 
     card, state = load_model_file(path)
+    state = {k: v for k, v in state.items() if not k.startswith("sample.")}
     check_weights(card, state, str(path))
     model = build_model(card)
     load_state(model, state, str(path))

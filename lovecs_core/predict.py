@@ -30,6 +30,7 @@ from torch import nn
 
 from .card import ModelCard
 from .csn import csn_domain
+from .radiometry import scene_alignment
 from .device import resolve_device
 from .models import input_divisor, model_from_file
 from .progress import Cancelled, Reporter
@@ -76,6 +77,7 @@ class PredictResult:
     resampled: bool = False
     tile: int = 0
     overlap: int = 0
+    alignment: Optional[dict[str, Any]] = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -136,7 +138,7 @@ def predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | o
                    resample: bool = True, amp: bool = True, reporter: Optional[Reporter] = None,
                    confidence_dtype: str = "uint8",
                    probabilities: Optional[str | os.PathLike[str]] = None,
-                   write_style: bool = True) -> PredictResult:
+                   write_style: bool = True, align: bool = True) -> PredictResult:
     """Classify ``raster`` with ``model`` into the GeoTIFF ``out`` (uint8 class codes, nodata 0)
     plus ``out``'s ``.qml`` style.
 
@@ -148,13 +150,16 @@ def predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | o
     in the raster's CRS; only that window of the input grid is classified and written.
     ``model`` may be a ``(card, module)`` pair: the module is moved to the device and used in
     eval mode (its train/eval mode is restored afterwards).
+    ``align``: a model not adapted to this scene sees the scene through the sensor alignment of
+    :mod:`.radiometry` (bit depth, out-of-range bands), folded into its normalisation.
     """
     with gdal_cache_limit(MAPPING_CACHE_BYTES):
         return _predict_raster(model, raster, out, bands=bands, tile=tile, overlap=overlap,
                                device=device, batch_size=batch_size, domain=domain,
                                confidence=confidence, extent=extent, resample=resample, amp=amp,
                                reporter=reporter, confidence_dtype=confidence_dtype,
-                               probabilities=probabilities, write_style=write_style)
+                               probabilities=probabilities, write_style=write_style,
+                               align=align)
 
 
 def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | os.PathLike[str],
@@ -164,7 +169,7 @@ def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | 
                     extent: Optional[tuple[float, float, float, float]], resample: bool,
                     amp: bool, reporter: Optional[Reporter], confidence_dtype: str,
                     probabilities: Optional[str | os.PathLike[str]],
-                    write_style: bool) -> PredictResult:
+                    write_style: bool, align: bool) -> PredictResult:
     start = time.perf_counter()
     reporter = reporter or Reporter()
     card, net = load_model(model)
@@ -193,6 +198,12 @@ def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | 
             f"{source.band_count} band(s) were selected from {raster} (bands "
             f"{','.join(map(str, source.bands))}); choose {card.band_count} bands with --bands, "
             f"e.g. --bands {','.join(str(b) for b in range(1, card.band_count + 1))}")
+    alignment = None
+    if align and domain == "source":
+        alignment = scene_alignment(card, ds, source.bands)
+        mean, std = (list(v) for v in alignment.normalization(mean, std).values())
+        reporter("reading", 0.0, f"sensor alignment: {alignment.describe()}")
+        log.info("sensor alignment: %s", alignment.describe())
     tile_px, overlap_px = tile_settings(card, tile, overlap)
     model_gsd, raster_gsd = card.domain_gsd(domain), pixel_size_metres(ds)
     resampled = bool(resample and model_gsd and raster_gsd
@@ -252,7 +263,8 @@ def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | 
     with contextlib.suppress(Cancelled):  # done: a late cancel changes nothing
         reporter("writing", 1.0, str(out))
     return PredictResult(out, conf_path, total, skipped, time.perf_counter() - start, str(dev),
-                         prob_path, domain, resampled, tile_px, overlap_px)
+                         prob_path, domain, resampled, tile_px, overlap_px,
+                         alignment.to_dict() if alignment else None)
 
 
 # -- strips to output arrays ------------------------------------------------------------------

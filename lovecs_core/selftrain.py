@@ -10,12 +10,20 @@ Methods (one code path):
 * ``lovecs``: cross-sensor normalisation (separate source/target statistics; source and target
   batches always forwarded separately) + multi-scale class-balanced self-training.
 
-Self-training: per-band target statistics from the scene itself; rounds of pseudo-labelling in
-eval mode (target CSN for ``lovecs``) with softmax averaged over scales derived from the
-source/target GSD ratio, class-balanced selection (per class, the ``portion`` most confident of
-the pixels predicted as that class; the rest ignored), then training with
-``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)``; pseudo-labels are refreshed
-every ``refresh_every`` iterations.
+Every method first aligns the scene to the source sensor (:mod:`.radiometry`: bit depth and
+out-of-range bands, never the scene's own mean/std, which would mix its class content into its
+radiometry) and maps it with the aligned source model: the *reference map*. Self-training then
+runs rounds of pseudo-labelling in eval mode (target CSN for ``lovecs``) with softmax averaged over
+scales derived from the source/target GSD ratio and guarded class-balanced selection
+(:mod:`.pseudolabels`: minimum support, confidence floor, class priors from the reference map),
+the reference map's most confident pixels staying labelled in every round (the anchor), and trains
+with ``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)``. The source term uses the
+labelled source data when given, else the labelled source sample carried in the model file.
+
+Every adaptation ends with a health check (:mod:`.health`) comparing the adapted model's map with
+the reference map. When the verdict is "likely harmful", the model written to ``out`` is the
+aligned source model (the safe result) and the adapted one is kept beside it
+(``*.rejected.lovecs``), unless ``keep_adapted`` is set.
 """
 from __future__ import annotations
 
@@ -34,23 +42,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .card import ModelCard, save_model
+from .card import ModelCard, read_source_sample, save_model
 from .csn import copy_source_to_target, csn_domain, csn_layers, has_csn, replace_bn_with_csn
-from .data import IN_MEMORY_PIXELS, RasterSource, WindowSampler, band_statistics, open_sources
+from .data import (IN_MEMORY_PIXELS, RasterSource, WindowSampler, open_sources,
+                   sample_array_sources)
+from .health import HARMFUL, HealthReport, health_check
 from .models import input_divisor
 from .presets import PRESETS
 from .progress import Reporter
+from .pseudolabels import (CONF_SCALE, NO_CLASS, SCALE_SPAN, SelectionRules,  # noqa: F401
+                           class_balanced_pseudo_labels, class_shares, class_thresholds,
+                           gsd_scales, multiscale_probabilities, predict_scene,
+                           select_pseudo_labels)
+from .radiometry import Alignment, scene_alignment
 from .raster import pixel_size_metres
 from .train import (autocast, clip_and_step, grad_scaler, make_optimizer, masked_cross_entropy,
-                    poly_lr, resolve_device, round_up, seed_everything, set_lr)
+                    poly_schedule, resolve_device, round_up, seed_everything)
 
 log = logging.getLogger(__name__)
 
 METHODS = ("source-only", "adabn", "cbst", "lovecs")
-#: Multi-scale span relative to the GSD ratio r: the paper's x2..x3.5 for r ~ 3.
-SCALE_SPAN = (2.0 / 3.0, 7.0 / 6.0)
-NO_CLASS = 255  # "not predicted" in the per-pixel prediction arrays
-CONF_SCALE = 65535  # scene confidences are kept as uint16: round(probability * CONF_SCALE)
 
 
 class AdaptError(ValueError):
@@ -71,6 +82,10 @@ class AdaptConfig:
     power: float = 0.9
     grad_clip: float = 35.0
     portion: float = 0.1            # class-balanced: top 10 % per predicted class
+    min_share: float = 0.005        # classes predicted on less of the scene get no pseudo-labels
+    min_confidence: float = 0.5     # no pseudo-label below this probability
+    prior_cap: float = 2.0          # a class's candidates: at most ~2x its reference share
+    anchor_portion: float = 0.2     # reference map's most confident pixels kept labelled (0: off)
     source_weight: float = 1.0
     pseudo_weight: float = 0.5
     scales: Optional[list[float]] = None  # None: derived from the GSD ratio
@@ -113,136 +128,12 @@ class AdaptResult:
     device: str = "cpu"
     map: Optional[Path] = None
     confidence: Optional[Path] = None
+    health: Optional[HealthReport] = None
+    rejected: Optional[Path] = None   # the adapted model kept aside when judged harmful
 
-
-# -- multi-scale, class-balanced pseudo-labels -----------------------------------------------------
-def gsd_scales(source_gsd: Optional[float], target_gsd: Optional[float], n: int = 4,
-               span: tuple[float, float] = SCALE_SPAN) -> list[float]:
-    """Upsampling factors for pseudo-labelling: ``n`` values evenly spanning
-    ``[r * span[0], r * span[1]]`` for ``r = target_gsd / source_gsd`` (1 when unknown),
-    clipped to >= min(1, r) (never smaller than the source scale, nor than 1 for a coarser
-    target) and de-duplicated; ``n = 1`` gives ``[r]``."""
-    r = target_gsd / source_gsd if source_gsd and target_gsd else 1.0
-    values = [r] if n <= 1 else list(np.linspace(r * span[0], r * span[1], n))
-    floor = min(1.0, r)
-    out: list[float] = []
-    for v in values:
-        v = round(max(floor, float(v)), 4)
-        if v not in out:
-            out.append(v)
-    return out
-
-
-@torch.no_grad()
-def multiscale_probabilities(model: nn.Module, images: torch.Tensor, scales: Sequence[float],
-                             divisor: int = 1) -> torch.Tensor:
-    """Softmax averaged over scales: the batch is resized by each factor (bilinear; sides rounded
-    up to a multiple of ``divisor``), forwarded, and the probabilities are brought back to the
-    input size (area averaging when shrinking)."""
-    h, w = images.shape[-2:]
-    total: Optional[torch.Tensor] = None
-    for s in scales:
-        size = (round_up(max(1, round(h * s)), divisor), round_up(max(1, round(w * s)), divisor))
-        x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear",
-                                                        align_corners=False)
-        probs = torch.softmax(model(x).float(), dim=1)
-        if probs.shape[-2:] != (h, w):
-            shrink = probs.shape[-2] >= h and probs.shape[-1] >= w
-            probs = F.interpolate(probs, size=(h, w), mode="area") if shrink else \
-                F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
-        total = probs if total is None else total + probs
-    assert total is not None
-    return total / len(scales)
-
-
-def predict_scene(model: nn.Module, scene: RasterSource, mean: Sequence[float],
-                  std: Sequence[float], scales: Sequence[float], *, device: torch.device,
-                  tile: int = 256, margin: int = 16, batch: int = 4, amp: bool = True,
-                  divisor: int = 1, reporter: Optional[Reporter] = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Multi-scale prediction over the whole scene in tiles (each with ``margin`` pixels of
-    context). Returns ``(class index uint8[H, W], NO_CLASS where invalid; confidence
-    uint16[H, W] = round(max probability * CONF_SCALE), 0 where invalid)``: 3 bytes a pixel.
-    The model's mode and CSN domain are the caller's."""
-    report = reporter or Reporter()
-    m = np.asarray(mean, dtype=np.float32)[:, None, None]
-    sd = np.asarray(std, dtype=np.float32)[:, None, None]
-    pred = np.full((scene.height, scene.width), NO_CLASS, dtype=np.uint8)
-    conf = np.zeros((scene.height, scene.width), dtype=np.uint16)
-    origins = [(x, y) for y in range(0, scene.height, tile) for x in range(0, scene.width, tile)]
-    side = tile + 2 * margin
-    pending: list[tuple[int, int, np.ndarray]] = []
-
-    def flush() -> None:
-        x = torch.from_numpy(np.stack([p[2] for p in pending])).to(device)
-        valid_stack = x[:, -1] > 0
-        with autocast(device, amp):
-            probs = multiscale_probabilities(model, x[:, :-1], scales, divisor)
-        c, k = probs.max(dim=1)
-        k = torch.where(valid_stack, k, torch.full_like(k, NO_CLASS))
-        c = torch.where(valid_stack, c, torch.zeros_like(c))
-        c_np = torch.round(c * CONF_SCALE).cpu().numpy().astype(np.uint16)
-        k_np = k.cpu().numpy().astype(np.uint8)
-        for (x0, y0, _), ci, ki in zip(pending, c_np, k_np):
-            th, tw = min(tile, scene.height - y0), min(tile, scene.width - x0)
-            pred[y0:y0 + th, x0:x0 + tw] = ki[margin:margin + th, margin:margin + tw]
-            conf[y0:y0 + th, x0:x0 + tw] = ci[margin:margin + th, margin:margin + tw]
-        pending.clear()
-
-    for n, (x0, y0) in enumerate(origins):
-        data, valid, _ = scene.read_padded(x0 - margin, y0 - margin, side, side)
-        if valid.any():
-            normed = np.where(valid[None], (data - m) / sd, 0.0).astype(np.float32)
-            pending.append((x0, y0, np.concatenate([normed, valid[None].astype(np.float32)])))
-        if len(pending) >= batch:
-            flush()
-        report("pseudo-labels", (n + 1) / len(origins), f"tile {n + 1}/{len(origins)}",
-               tile=n + 1, tiles=len(origins))
-    if pending:
-        flush()
-    return pred, conf
-
-
-def class_thresholds(pred: np.ndarray, conf: np.ndarray, num_classes: int, portion: float,
-                     max_samples: int = 20_000_000, seed: int = 0) -> np.ndarray:
-    """Per class ``c``: the confidence of the ``max(1, floor(n_c * portion))``-th most confident
-    of the ``n_c`` pixels predicted as ``c`` (so keeping ``conf >= threshold`` keeps the top
-    ``portion``; ties at the threshold are kept too); ``inf`` for classes never predicted. Very
-    large inputs are subsampled evenly to about ``max_samples`` pixels."""
-    p, c = pred.ravel(), conf.ravel()
-    if p.size > max_samples:
-        step = int(math.ceil(p.size / max_samples))
-        offset = int(np.random.default_rng(seed).integers(step))
-        p, c = p[offset::step], c[offset::step]
-    thresholds = np.full(num_classes, np.inf, dtype=np.float64)
-    for k in range(num_classes):
-        values = c[p == k]
-        if values.size == 0:
-            continue
-        keep = max(1, int(math.floor(values.size * portion)))
-        thresholds[k] = float(np.partition(values, values.size - keep)[values.size - keep])
-    return thresholds
-
-
-def select_pseudo_labels(pred: np.ndarray, conf: np.ndarray, thresholds: np.ndarray,
-                         codes: Sequence[int]) -> np.ndarray:
-    """Class codes (uint8) where the confidence reaches the predicted class's threshold, 0
-    (ignored) elsewhere and where nothing was predicted."""
-    code_of = np.zeros(256, dtype=np.uint8)
-    code_of[:len(codes)] = np.asarray(codes, dtype=np.uint8)
-    known = pred < len(codes)
-    thr = np.full(pred.shape, np.inf)
-    thr[known] = thresholds[pred[known]]
-    keep = known & (conf >= thr)
-    return np.where(keep, code_of[pred], 0).astype(np.uint8)
-
-
-def class_balanced_pseudo_labels(pred: np.ndarray, conf: np.ndarray, codes: Sequence[int],
-                                 portion: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(pseudo-label codes uint8, thresholds)``: :func:`class_thresholds` then
-    :func:`select_pseudo_labels`."""
-    thresholds = class_thresholds(pred, conf, len(codes), portion)
-    return select_pseudo_labels(pred, conf, thresholds, codes), thresholds
+    @property
+    def fell_back(self) -> bool:
+        return self.rejected is not None
 
 
 # -- AdaBN -----------------------------------------------------------------------------------------
@@ -294,6 +185,23 @@ def source_pairs_from_card(card: ModelCard) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def source_data_available(card: ModelCard) -> bool:
+    """Whether adaptation can use a source term without being given source data: the model file
+    carries a labelled source sample, or the recorded source files exist here."""
+    if card.provenance.get("source_sample"):
+        return True
+    try:
+        return bool(source_pairs_from_card(card))
+    except AdaptError:
+        return False
+
+
+def rejected_path(out: str | os.PathLike[str]) -> Path:
+    """Where an adapted model judged harmful is kept: ``NAME.rejected.lovecs`` beside ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.rejected{out.suffix or '.lovecs'}")
+
+
 def _load(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module]
           ) -> tuple[ModelCard, nn.Module]:
     if isinstance(model, tuple):
@@ -304,6 +212,49 @@ def _load(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module]
     return model_from_file(str(model))
 
 
+@dataclass
+class _Scene:
+    """The target scene as adaptation sees it."""
+
+    source: RasterSource
+    alignment: Alignment
+    mean: list[float]
+    std: list[float]
+    gsd: Optional[float]
+    ratio: Optional[float]
+
+
+def _open_scene(card: ModelCard, target: str | os.PathLike[str],
+                bands: Optional[Sequence[int]], cfg: AdaptConfig, report: Reporter) -> _Scene:
+    report("reading", 0.0, f"opening {Path(target).name}")
+    scene = RasterSource(target, bands, in_memory=False)
+    if scene.band_count != card.band_count:
+        raise AdaptError(f"the model expects {card.band_count} band(s) "
+                         f"({', '.join(card.band_names)}) but {Path(target).name} gives "
+                         f"{scene.band_count}; choose bands with --bands")
+    if scene.pixels <= cfg.in_memory_pixels:  # small scenes are read once; else window by window
+        scene.load()
+    gsd = pixel_size_metres(scene.reader.ds)
+    ratio = gsd / card.gsd if gsd and card.gsd else None
+    if ratio is None:
+        log.warning("GSD of the model or the scene unknown: multi-scale factors assume equal GSD")
+    try:
+        alignment = scene_alignment(card, scene.reader.ds, scene.bands)
+    except ValueError as exc:
+        raise AdaptError(f"{Path(target).name}: {exc}") from exc
+    norm = alignment.normalization(*card.stats("source"))
+    report("reading", 1.0, f"{scene.width}x{scene.height} px, GSD "
+                           f"{gsd if gsd else 'unknown'} m; sensor alignment: "
+                           f"{alignment.describe()}")
+    return _Scene(scene, alignment, norm["mean"], norm["std"], gsd, ratio)
+
+
+def source_scale(ratio: Optional[float]) -> float:
+    """The factor that brings scene pixels to the source GSD, as mapping an unadapted model does
+    (no resampling within 10 %)."""
+    return ratio if ratio and abs(ratio - 1.0) > 0.1 else 1.0
+
+
 def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
           target: str | os.PathLike[str], out: str | os.PathLike[str], *,
           method: str = "lovecs", config: Optional[AdaptConfig] = None,
@@ -312,10 +263,13 @@ def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
           source_bands: Optional[Sequence[int]] = None,
           map_path: Optional[str | os.PathLike[str]] = None,
           confidence_path: Optional[str | os.PathLike[str]] = None,
+          keep_adapted: bool = False,
           reporter: Optional[Reporter] = None) -> AdaptResult:
     """Adapt ``model`` (a model file or ``(card, module)``) to the ``target`` scene with
-    ``method`` and write the adapted model to ``out`` (atomically, only when done); optionally
-    map the scene with it."""
+    ``method`` and write the result to ``out`` (atomically, only when done): the adapted model,
+    or the aligned source model when the health check finds the adaptation likely harmful (then
+    the adapted one goes to :func:`rejected_path`; ``keep_adapted`` writes it to ``out``
+    anyway). Optionally map the scene with the result."""
     if method not in METHODS:
         raise AdaptError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     cfg = config or make_config("standard")
@@ -325,91 +279,123 @@ def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
     t0 = time.monotonic()
 
     card, net = _load(model)
+    sample = None if isinstance(model, tuple) else read_source_sample(model)
     if not has_csn(net):  # a plain-BN model: give it CSN layers (both slots = its statistics)
         replace_bn_with_csn(net, per_domain_affine=bool(card.architecture.get("per_domain_affine")))
         card.architecture = {**card.architecture, "csn": True}
     net.to(device)
     copy_source_to_target(net)
+    source_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
-    report("reading", 0.0, f"opening {Path(target).name}")
-    scene = RasterSource(target, bands, in_memory=False)
-    if scene.band_count != card.band_count:
-        raise AdaptError(f"the model expects {card.band_count} band(s) "
-                         f"({', '.join(card.band_names)}) but {Path(target).name} gives "
-                         f"{scene.band_count}; choose bands with --bands")
-    if scene.pixels <= cfg.in_memory_pixels:  # small scenes are read once; else window by window
-        scene.load()
-    scene_gsd = pixel_size_metres(scene.reader.ds)
-    source_gsd = card.gsd
-    ratio = scene_gsd / source_gsd if scene_gsd and source_gsd else None
-    if ratio is None:
-        log.warning("GSD of the model or the scene unknown: multi-scale factors assume equal GSD")
-    stats = band_statistics([scene])
-    report("reading", 1.0, f"{scene.width}x{scene.height} px, "
-                           f"GSD {scene_gsd if scene_gsd else 'unknown'} m")
-
+    sc = _open_scene(card, target, bands, cfg, report)
+    scene = sc.source
     codes = card.class_codes()
+    names = [c.name for c in card.classes]
     divisor = input_divisor(card.architecture)
     adaptation: dict[str, Any] = {
         "method": method, "scene": str(Path(target).resolve()),
-        "bands": list(scene.bands), "scene_gsd": scene_gsd, "source_gsd": source_gsd,
-        "settings": cfg.to_dict(),
+        "bands": list(scene.bands), "scene_gsd": sc.gsd, "source_gsd": card.gsd,
+        "alignment": sc.alignment.to_dict(), "settings": cfg.to_dict(),
     }
+    out_card = card.copy()
+    out_card.radiometry = {**card.radiometry, "alignment": sc.alignment.to_dict()}
+    target_norm = {"mean": sc.mean, "std": sc.std}
     rounds: list[dict[str, Any]] = []
     losses: list[float] = []
-    out_card = card.copy()
-    target_norm = {"mean": stats.mean, "std": stats.std}
 
+    ref_pred = ref_conf = None
+    if method != "source-only":  # the reference: the aligned source model's map of the scene
+        net.eval()
+        with csn_domain(net, "source"):
+            ref_pred, ref_conf = predict_scene(
+                net, scene, sc.mean, sc.std, [source_scale(sc.ratio)], device=device,
+                tile=cfg.pl_tile, margin=cfg.pl_margin, batch=cfg.pl_batch, amp=cfg.amp,
+                divisor=divisor, reporter=_StageReporter(report, "statistics",
+                                                         "source model's map"))
+        adaptation["reference_shares"] = {
+            n: round(float(v), 4) for n, v in zip(names, class_shares(ref_pred, len(codes)))}
+
+    final_scale = 1.0
     if method == "source-only":
         out_card.default_domain = "source"
-        adaptation["target_gsd"] = source_gsd
+        adaptation["target_gsd"] = card.gsd
     elif method == "adabn":
-        scale = max(1.0, ratio) if ratio else 1.0
-        sampler = WindowSampler([scene], codes, round_up(cfg.crop, divisor), stats.mean,
-                                stats.std, scale_range=(scale, scale), augment=False,
+        final_scale = max(1.0, sc.ratio) if sc.ratio else 1.0
+        sampler = WindowSampler([scene], codes, round_up(cfg.crop, divisor), sc.mean, sc.std,
+                                scale_range=(final_scale, final_scale), augment=False,
                                 weighting="valid", seed=cfg.seed)
         recompute_target_statistics(net, sampler, cfg.bn_windows, cfg.batch_size, device,
                                     cfg.amp, report)
         out_card.normalization["target"] = target_norm
         out_card.default_domain = "target"
-        adaptation["target_gsd"] = scene_gsd / scale if scene_gsd else None
-        adaptation["target_scale"] = scale
+        adaptation["target_gsd"] = sc.gsd / final_scale if sc.gsd else None
+        adaptation["target_scale"] = final_scale
     else:
-        pairs: list[tuple[Path, Path]] = []
-        if cfg.source_weight > 0:
-            pairs = list(source_pairs) if source_pairs else source_pairs_from_card(card)
-        if cfg.source_weight > 0 and not pairs:
-            raise AdaptError(
-                f"{method} trains with a source cross-entropy term and needs the labelled source "
-                "data, but the model card records none; pass --source-images and "
-                "--source-labels, or --source-weight 0 to train on pseudo-labels only")
+        src_sampler_sources, source_kind = _source_term(card, cfg, method, source_pairs,
+                                                        source_bands, sample, report)
         use_csn = method == "lovecs"
         scales = ([1.0] if not use_csn else
-                  (list(cfg.scales) if cfg.scales else gsd_scales(source_gsd, scene_gsd,
+                  (list(cfg.scales) if cfg.scales else gsd_scales(card.gsd, sc.gsd,
                                                                    cfg.n_scales)))
+        assert ref_pred is not None and ref_conf is not None
         rounds, losses = _self_train(
-            net, card, scene, stats.mean, stats.std, pairs, source_bands if source_bands else card.provenance.get("bands"), cfg, scales,
-            "target" if use_csn else "source", device, divisor, report)
+            net, card, scene, sc.mean, sc.std, src_sampler_sources, cfg, scales,
+            "target" if use_csn else "source", device, divisor, report, ref_pred, ref_conf)
         if not use_csn:  # one set of statistics shared by both domains
             copy_source_to_target(net)
         out_card.normalization["target"] = target_norm
         out_card.default_domain = "target"
-        adaptation["target_gsd"] = scene_gsd
+        adaptation["target_gsd"] = sc.gsd
         adaptation["scales"] = scales
         adaptation["csn"] = use_csn
-        adaptation["source_data"] = bool(pairs)
+        adaptation["source_data"] = source_kind != "none"
+        adaptation["source_term"] = source_kind
         adaptation["rounds"] = rounds
         adaptation["final_loss"] = float(np.mean(losses[-20:])) if losses else None
+
+    health = None
+    if ref_pred is not None and ref_conf is not None:
+        net.eval()
+        with csn_domain(net, out_card.default_domain):
+            pred, conf = predict_scene(
+                net, scene, sc.mean, sc.std, [final_scale], device=device, tile=cfg.pl_tile,
+                margin=cfg.pl_margin, batch=cfg.pl_batch, amp=cfg.amp, divisor=divisor,
+                reporter=_StageReporter(report, "statistics", "health check"))
+        health = health_check(ref_pred, ref_conf, pred, conf, names, NO_CLASS, CONF_SCALE)
+        del pred, conf
+        adaptation["health"] = health.to_dict()
+        log.info("%s", health.summary())
+        report("statistics", 1.0, health.summary(), health=health.to_dict())
+    del ref_pred, ref_conf
 
     net.eval()
     seconds = time.monotonic() - t0
     adaptation.update(device=str(device), seconds=round(seconds, 1),
                       date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    rejected = None
+    if health is not None and health.verdict == HARMFUL and not keep_adapted:
+        rejected = rejected_path(out)
+        adapted_card = out_card.copy()
+        adapted_card.adaptation = {**adaptation, "result": "adapted model, rejected"}
+        adapted_card.name = f"{card.name} (adapted: {method}, judged likely harmful)"
+        save_model(rejected, adapted_card, net.state_dict())
+        net.load_state_dict(source_state)
+        out_card = card.copy()
+        out_card.default_domain = "source"
+        out_card.normalization.pop("target", None)
+        out_card.radiometry = {**card.radiometry, "alignment": sc.alignment.to_dict()}
+        adaptation["result"] = "aligned source model (adaptation judged likely harmful)"
+        adaptation["rejected_model"] = str(rejected)
+        adaptation["target_gsd"] = card.gsd
+        out_card.name = f"{card.name} (aligned to {Path(target).name}; adaptation rejected)"
+    else:
+        adaptation["result"] = "adapted model" if method != "source-only" else "source model"
+        out_card.name = f"{card.name} (adapted: {method})"
     out_card.adaptation = adaptation
-    out_card.name = f"{card.name} (adapted: {method})"
     path = save_model(out, out_card, net.state_dict())
     scene.close()
-    result = AdaptResult(path, out_card, method, rounds, losses, seconds, str(device))
+    result = AdaptResult(path, out_card, method, rounds, losses, seconds, str(device),
+                         health=health, rejected=rejected)
     if map_path is not None:
         from .predict import predict_raster
 
@@ -421,28 +407,61 @@ def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
     return result
 
 
+def _source_term(card: ModelCard, cfg: AdaptConfig, method: str,
+                 source_pairs: Optional[Sequence[tuple[Path, Path]]],
+                 source_bands: Optional[Sequence[int]],
+                 sample: Optional[tuple[np.ndarray, np.ndarray]], report: Reporter
+                 ) -> tuple[list[RasterSource], str]:
+    """The labelled source rasters of the source CE term and where they come from: the given
+    pairs, else the sample carried in the model file, else the card's recorded files."""
+    if cfg.source_weight <= 0:
+        return [], "none"
+    if source_pairs:
+        pairs, kind = list(source_pairs), "source data"
+    elif sample is not None:
+        report("reading", 0.0, f"source term: the model file's labelled sample "
+                               f"({sample[0].shape[0]} crops)")
+        return sample_array_sources(*sample), "model file sample"
+    else:
+        pairs, kind = source_pairs_from_card(card), "recorded source data"
+    if not pairs:
+        raise AdaptError(
+            f"{method} trains with a source cross-entropy term and needs the labelled source "
+            "data, but the model card records none; pass --source-images and "
+            "--source-labels, or --source-weight 0 to train on pseudo-labels only")
+    report("reading", 0.0, f"source data: {len(pairs)} image/label pair(s)")
+    bands = source_bands if source_bands else card.provenance.get("bands")
+    sources = open_sources(pairs, bands)
+    if sources[0].band_count != card.band_count:
+        raise AdaptError(f"the source images give {sources[0].band_count} band(s), the model "
+                         f"expects {card.band_count}")
+    return sources, kind
+
+
 def _self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Sequence[float],
-                std: Sequence[float], pairs: Sequence[tuple[Path, Path]],
-                source_bands: Optional[Sequence[int]], cfg: AdaptConfig, scales: list[float],
-                target_domain: str, device: torch.device, divisor: int, report: Reporter
+                std: Sequence[float], sources: Sequence[RasterSource], cfg: AdaptConfig,
+                scales: list[float], target_domain: str, device: torch.device, divisor: int,
+                report: Reporter, ref_pred: np.ndarray, ref_conf: np.ndarray
                 ) -> tuple[list[dict[str, Any]], list[float]]:
     """Rounds of pseudo-labelling and training (CBST and LoveCS)."""
     codes = card.class_codes()
     crop = round_up(cfg.crop, divisor)
     src_sampler = None
-    if pairs:
-        report("reading", 0.0, f"source data: {len(pairs)} image/label pair(s)")
-        sources = open_sources(pairs, source_bands)
-        if sources[0].band_count != card.band_count:
-            raise AdaptError(f"the source images give {sources[0].band_count} band(s), the model "
-                             f"expects {card.band_count}")
+    if sources:
         smean, sstd = card.stats("source")
         src_sampler = WindowSampler(sources, codes, crop, smean, sstd,
                                     scale_range=cfg.scale_range, seed=cfg.seed)
+    rules = SelectionRules(cfg.portion, cfg.min_share, cfg.min_confidence, cfg.prior_cap)
+    priors = class_shares(ref_pred, len(codes))
+    anchor = None
+    if cfg.anchor_portion > 0:  # the reference map's most confident pixels stay labelled
+        anchor, _ = class_balanced_pseudo_labels(ref_pred, ref_conf, codes, cfg.anchor_portion,
+                                                 rules, priors)
     scene.labels = np.zeros((scene.height, scene.width), dtype=np.uint8)
     optimizer = make_optimizer(net, cfg.lr, cfg.momentum, cfg.weight_decay)
-    scaler = grad_scaler(device, cfg.amp)
     total = max(1, cfg.iterations)
+    scheduler = poly_schedule(optimizer, total, cfg.power)
+    scaler = grad_scaler(device, cfg.amp)
     n_rounds = int(math.ceil(total / max(1, cfg.refresh_every)))
     rounds: list[dict[str, Any]] = []
     losses: list[float] = []
@@ -455,7 +474,10 @@ def _self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Sequ
                                        tile=cfg.pl_tile, margin=cfg.pl_margin,
                                        batch=cfg.pl_batch, amp=cfg.amp, divisor=divisor,
                                        reporter=_RoundReporter(report, r, n_rounds))
-        labels, thresholds = class_balanced_pseudo_labels(pred, conf, codes, cfg.portion)
+        labels, thresholds = class_balanced_pseudo_labels(pred, conf, codes, cfg.portion, rules,
+                                                          priors)
+        if anchor is not None:
+            labels = np.where(labels > 0, labels, anchor)
         valid = int((pred != NO_CLASS).sum())
         counts = np.bincount(labels.ravel(), minlength=256)[list(codes)]
         rounds.append({"round": r, "iteration": it,
@@ -465,7 +487,9 @@ def _self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Sequ
                        "class_pixels": counts.tolist()})
         del pred, conf
         if not (labels > 0).any():
-            raise AdaptError("no pseudo-labels could be selected on the scene (no valid pixels?)")
+            raise AdaptError("no pseudo-labels could be selected on the scene: the model is not "
+                             "confident anywhere (no valid pixels, or a scene unlike anything "
+                             "the model knows)")
         scene.labels = labels
         tgt_sampler = WindowSampler([scene], codes, crop, mean, std,
                                     scale_range=cfg.scale_range, seed=None if cfg.seed is None
@@ -473,25 +497,25 @@ def _self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Sequ
         net.train()
         steps = min(cfg.refresh_every, total - it)
         for _ in range(steps):
-            lr = poly_lr(cfg.lr, it, total, cfg.power)
-            set_lr(optimizer, lr)
+            lr = optimizer.param_groups[0]["lr"]
             optimizer.zero_grad(set_to_none=True)
             source_loss = 0.0
             if src_sampler is not None and cfg.source_weight > 0:
                 xs, ys = (torch.from_numpy(a).to(device)
                           for a in src_sampler.sample(cfg.batch_size))
-                with csn_domain(net, "source"), autocast(device, cfg.amp):
+                with csn_domain(net, "source"), autocast(device, cfg.amp, cpu_bf16=True):
                     ls = masked_cross_entropy(net(xs), ys)
                 scaler.scale(cfg.source_weight * ls).backward()
                 source_loss = float(ls.detach())
                 del xs, ys, ls
             xt, yt = (torch.from_numpy(a).to(device) for a in tgt_sampler.sample(cfg.batch_size))
-            with csn_domain(net, target_domain), autocast(device, cfg.amp):
+            with csn_domain(net, target_domain), autocast(device, cfg.amp, cpu_bf16=True):
                 lt = masked_cross_entropy(net(xt), yt)
             scaler.scale(cfg.pseudo_weight * lt).backward()
             pseudo_loss = float(lt.detach())
             del xt, yt, lt
             clip_and_step(net, optimizer, scaler, cfg.grad_clip)
+            scheduler.step()
             it += 1
             loss = cfg.source_weight * source_loss + cfg.pseudo_weight * pseudo_loss
             losses.append(loss)
@@ -504,6 +528,17 @@ def _self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Sequ
     net.eval()
     scene.labels = None
     return rounds, losses
+
+
+class _StageReporter(Reporter):
+    """Reports a sub-task under another stage name, prefixing its messages."""
+
+    def __init__(self, parent: Reporter, stage: str, what: str) -> None:
+        super().__init__(parent.callback, parent.cancel)
+        self.stage, self.what = stage, what
+
+    def __call__(self, stage: str, fraction: float, message: str = "", **extra: Any) -> None:
+        super().__call__(self.stage, fraction, f"{self.what}: {message}", **extra)
 
 
 class _RoundReporter(Reporter):

@@ -26,10 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .card import ClassInfo, ModelCard, save_model
+from .augment import SensorRandomisation
+from .card import SAMPLE_IMAGES, SAMPLE_LABELS, ClassInfo, ModelCard, save_model
 from .csn import change_csn
 from .device import resolve_device
-from .data import BandStats, RasterSource, WindowSampler, band_statistics, open_sources
+from .data import (BandStats, RasterSource, WindowBatches, WindowSampler, band_statistics,
+                   draw_source_sample, open_sources)
+from .radiometry import nominal_maximum, reference_from_images
 from .models import architecture, build_model, input_divisor
 from .progress import Reporter
 
@@ -38,11 +41,23 @@ IGNORE = -1
 
 
 # -- precision -------------------------------------------------------------------------------------
-def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision on CUDA only (bfloat16 where supported, else float16)."""
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 is slow."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # older torch
+        return False
+
+
+def autocast(device: torch.device, amp: bool, cpu_bf16: bool = False
+             ) -> contextlib.AbstractContextManager[Any]:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); on a CPU only when
+    ``cpu_bf16`` is asked for (training) and the CPU has native bfloat16."""
     if amp and device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
+    if amp and cpu_bf16 and device.type == "cpu" and cpu_bf16_supported():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -53,20 +68,17 @@ def grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
 
 
 # -- optimisation ----------------------------------------------------------------------------------
-def poly_lr(base: float, iteration: int, total: int, power: float = 0.9) -> float:
-    """``base * (1 - iteration / total) ** power``."""
-    return base * max(0.0, 1.0 - iteration / max(total, 1)) ** power
+def poly_schedule(optimizer: torch.optim.Optimizer, total: int, power: float = 0.9
+                  ) -> torch.optim.lr_scheduler.PolynomialLR:
+    """The paper's poly schedule, ``lr = base * (1 - iteration / total) ** power``."""
+    return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(int(total), 1),
+                                                 power=power)
 
 
 def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float
                    ) -> torch.optim.Optimizer:
     return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
                            momentum=momentum, weight_decay=weight_decay)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -133,6 +145,13 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     checkpoint_every: int = 0  # iterations between resumable checkpoints (0: none)
+    #: sensor randomisation (see augment.py) as a dict of SensorRandomisation fields; None: off
+    randomisation: Optional[dict[str, Any]] = field(
+        default_factory=lambda: SensorRandomisation().to_dict())
+    workers: int = 0           # DataLoader worker processes preparing windows (0: in-process)
+    channels_last: bool = True
+    sample_crops: int = 32     # labelled source crops carried in the model file (0: none)
+    sample_side: int = 192
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -226,12 +245,32 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 # -- the loop --------------------------------------------------------------------------------------
+def radiometric_reference(sources: Sequence[RasterSource], stats: BandStats,
+                          per_image: int = 200_000) -> dict[str, Any]:
+    """The card's ``radiometry.reference`` from the training images (see radiometry.py)."""
+    rng = np.random.default_rng(0)
+    samples = []
+    for s in sources:
+        values = np.concatenate([d[:, v] for d, v in s.strips(rows=256)], axis=1)
+        if values.shape[1] > per_image:
+            values = values[:, rng.choice(values.shape[1], per_image, replace=False)]
+        samples.append(values)
+    vmax, _ = nominal_maximum(np.concatenate(samples, axis=1), sources[0].dtype_name)
+    return reference_from_images(samples, vmax).to_dict()
+
+
+def training_randomisation(cfg: TrainConfig) -> Optional[SensorRandomisation]:
+    return None if not cfg.randomisation else SensorRandomisation(**cfg.randomisation)
+
+
 def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo],
                  out: str | os.PathLike[str], *, arch: Optional[dict[str, Any]] = None,
                  bands: Optional[Sequence[int]] = None, gsd: Optional[float] = None,
                  config: Optional[TrainConfig] = None, name: str = "LoveCS land-cover model",
-                 resume: bool = False, reporter: Optional[Reporter] = None) -> TrainResult:
-    """Train a model on image/label raster pairs and write it to ``out`` (atomically)."""
+                 resume: bool = False, held_out: Sequence[str | os.PathLike[str]] = (),
+                 reporter: Optional[Reporter] = None) -> TrainResult:
+    """Train a model on image/label raster pairs and write it to ``out`` (atomically).
+    ``held_out`` (image paths kept out of training for evaluation) is recorded in the card."""
     cfg = config or TrainConfig()
     report = reporter or Reporter()
     arch = arch or fpn_architecture()
@@ -244,15 +283,21 @@ def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo
     report("reading", 0.5, "band statistics")
     stats = band_statistics(sources)
     card = source_card(sources, classes, stats, arch, gsd, name)
+    card.radiometry = {"reference": radiometric_reference(sources, stats)}
     report("reading", 1.0, f"{sum(s.pixels for s in sources) / 1e6:.1f} MPix, "
                            f"{card.band_count} band(s)")
     crop = round_up(cfg.crop, input_divisor(arch))
     sampler = WindowSampler(sources, card.class_codes(), crop, stats.mean, stats.std,
-                            scale_range=cfg.scale_range, augment=cfg.augment, seed=cfg.seed)
+                            scale_range=cfg.scale_range, augment=cfg.augment, seed=cfg.seed,
+                            randomisation=training_randomisation(cfg),
+                            value_max=card.radiometry["reference"]["value_max"])
 
     model = build_model(card).to(device)
     change_csn(model, source=True)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+    scheduler = poly_schedule(optimizer, cfg.iterations, cfg.power)
     scaler = grad_scaler(device, cfg.amp)
     start, losses = 0, []
     ckpt = checkpoint_path(out)
@@ -260,18 +305,21 @@ def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo
         state = load_checkpoint(ckpt)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
         start, losses = int(state["iteration"]), list(state["losses"])
         sampler.rng.bit_generator.state = json.loads(state["rng"])
         report("training", start / cfg.iterations, f"resumed at iteration {start}")
 
     model.train()
+    batches = iter(WindowBatches(sampler, cfg.batch_size, cfg.workers, cfg.seed))
+    memory = torch.channels_last if cfg.channels_last else torch.contiguous_format
     for it in range(start, cfg.iterations):
-        lr = poly_lr(cfg.lr, it, cfg.iterations, cfg.power)
-        set_lr(optimizer, lr)
-        x, y = batch_to(device, *sampler.sample(cfg.batch_size))
-        with autocast(device, cfg.amp):
-            loss = masked_cross_entropy(model(x), y)
+        lr = optimizer.param_groups[0]["lr"]
+        x, y = batch_to(device, *next(batches))
+        with autocast(device, cfg.amp, cpu_bf16=True):
+            loss = masked_cross_entropy(model(x.contiguous(memory_format=memory)), y)
         optimizer_step(model, optimizer, loss, scaler, cfg.grad_clip)
+        scheduler.step()
         losses.append(float(loss.detach()))
         done = it + 1
         elapsed = time.monotonic() - t0
@@ -281,7 +329,7 @@ def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo
                eta_s=elapsed / max(done - start, 1) * (cfg.iterations - done))
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
             save_checkpoint(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            iteration=done, losses=losses,
+                            scheduler=scheduler.state_dict(), iteration=done, losses=losses,
                             rng=json.dumps(sampler.rng.bit_generator.state))
 
     model.eval()
@@ -289,14 +337,24 @@ def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo
     card.provenance = {
         "source_images": [str(Path(p[0]).resolve()) for p in pairs],
         "source_labels": [str(Path(p[1]).resolve()) for p in pairs],
+        "held_out_images": [str(Path(p).resolve()) for p in held_out],
         "bands": list(sources[0].bands),
-        "training": {**cfg.to_dict(), "crop": crop},
+        "training": {**cfg.to_dict(), "crop": crop,
+                     "cpu_bf16": bool(cfg.amp and device.type == "cpu" and cpu_bf16_supported())},
         "training_pixels": stats.pixels,
         "final_loss": float(np.mean(losses[-20:])) if losses else None,
         "device": str(device), "seconds": round(seconds, 1),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    path = save_model(out, card, model.state_dict())
+    extra: dict[str, torch.Tensor] = {}
+    if cfg.sample_crops > 0:
+        images, labels = draw_source_sample(sources, card.class_codes(), cfg.sample_crops,
+                                            cfg.sample_side, seed=cfg.seed or 0)
+        extra = {SAMPLE_IMAGES: torch.from_numpy(images), SAMPLE_LABELS: torch.from_numpy(labels)}
+        card.provenance["source_sample"] = {"crops": int(images.shape[0]),
+                                            "side": int(images.shape[-1]),
+                                            "dtype": str(images.dtype)}
+    path = save_model(out, card, {**model.state_dict(), **extra})
     if ckpt.is_file():
         ckpt.unlink()
     for s in sources:

@@ -52,6 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="training-window scale augmentation")
     g.add_argument("--pl-tile", type=int, help="pseudo-labelling tile side (scene pixels)")
     g.add_argument("--bn-windows", type=int, help="adabn: target windows for the statistics")
+    g.add_argument("--anchor-portion", type=float, help="share of the source model's most "
+                                                         "confident pixels kept labelled (0.2)")
+    g.add_argument("--min-share", type=float, help="classes predicted on less of the scene get "
+                                                    "no pseudo-labels (0.005)")
+    p.add_argument("--keep-adapted", action="store_true",
+                   help="write the adapted model to --out even when the health check judges it "
+                        "likely harmful (default: the aligned source model is written instead)")
     p.set_defaults(handler=run)
 
 
@@ -71,23 +78,34 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
                          source_weight=args.source_weight, pseudo_weight=args.pseudo_weight,
                          scales=args.scales, n_scales=args.n_scales, scale_range=args.scale_range,
                          pl_tile=args.pl_tile, bn_windows=args.bn_windows, seed=args.seed,
+                         anchor_portion=args.anchor_portion, min_share=args.min_share,
                          device=args.device, amp=not args.no_amp)
     pairs = pair_rasters(args.source_images, args.source_labels) if args.source_images else None
     result = adapt(args.model, args.target, args.out, method=args.method, config=config,
                    bands=parse_bands(args.bands), source_pairs=pairs,
                    source_bands=parse_bands(args.source_bands), map_path=args.map,
-                   confidence_path=args.confidence, reporter=reporter)
+                   confidence_path=args.confidence, keep_adapted=args.keep_adapted,
+                   reporter=reporter)
+    health = result.health.to_dict() if result.health else None
     if args.progress == "json":
         emit_json(sys.stdout, "result", output=str(result.output), method=result.method,
                   map=str(result.map) if result.map else None,
                   confidence=str(result.confidence) if result.confidence else None,
                   seconds=result.seconds, device=result.device, rounds=result.rounds,
-                  adaptation=result.card.adaptation)
+                  adaptation=result.card.adaptation, health=health,
+                  rejected=str(result.rejected) if result.rejected else None)
     else:
         print(f"wrote {result.output} ({result.method}, {result.seconds:.0f} s on {result.device})")
+        print(f"  sensor alignment: {result.card.adaptation['alignment']['summary']}")
         for r in result.rounds:
             print(f"  round {r['round']}: pseudo-labelled {100 * r['labelled_fraction']:.1f} % "
                   f"of the scene, class thresholds {r['thresholds']}")
+        if result.health:
+            print(f"  {result.health.summary()}")
+        if result.rejected:
+            print(f"  the adaptation would likely make the map worse: {result.output} is the "
+                  f"source model, aligned to the scene (the safe result); the adapted model is "
+                  f"kept in {result.rejected} (use it, or rerun with --keep-adapted, to keep it)")
         if result.map:
             print(f"map: {result.map}" + (f", confidence: {result.confidence}"
                                           if result.confidence else ""))

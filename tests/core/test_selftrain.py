@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+from osgeo import gdal
 import pytest
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from lovecs_core.csn import CrossSensorNorm, csn_layers, replace_bn_with_csn
 from lovecs_core.data import RasterSource, WindowSampler, band_statistics, pair_rasters
 from lovecs_core.models import model_from_file
 from lovecs_core.progress import CancelToken, Cancelled, Reporter
+from lovecs_core.radiometry import scene_alignment
 from lovecs_core.selftrain import (CONF_SCALE, NO_CLASS, AdaptError, adapt,
                                    class_balanced_pseudo_labels, class_thresholds, gsd_scales,
                                    make_config, multiscale_probabilities, predict_scene,
@@ -149,29 +151,39 @@ def test_domains_are_forwarded_separately(small_setup, method):
     tmp_path, model, scene, pairs = small_setup
     card, net = model_from_file(str(model))
     calls = spy_domains(net)
-    cfg = make_config("fast", iterations=4, refresh_every=2, crop=32, batch_size=2,
+    cfg = make_config("fast", iterations=4, refresh_every=2, crop=32, batch_size=2, min_confidence=0,
                       pl_tile=32, device="cpu")
     result = adapt((card, net), scene, tmp_path / "a.lovecs", method=method, config=cfg,
                    source_pairs=pairs)
     train_calls = [c for c in calls if c[0]]
     eval_calls = [c for c in calls if not c[0]]
     assert len(train_calls) == 8  # 4 iterations x (source batch, target batch)
+    # eval passes: the reference map (aligned source model, source slot), then the rounds'
+    # pseudo-labels, then the health check's map with the adapted model
+    first_target = next(i for i, c in enumerate(eval_calls) if not c[1]) if method == "lovecs" \
+        else None
     if method == "lovecs":
         assert [c[1] for c in train_calls] == [True, False] * 4
-        assert eval_calls and not any(c[1] for c in eval_calls)  # pseudo-labels: target mode
+        assert first_target and all(c[1] for c in eval_calls[:first_target])
+        assert not any(c[1] for c in eval_calls[first_target:])  # pseudo-labels: target mode
         assert result.card.adaptation["scales"] == pytest.approx([1.3333, 2.3333], abs=1e-3)
     else:
-        assert all(c[1] for c in calls)  # one set of statistics: always the source slot
+        assert all(c[1] for c in train_calls)  # one set of statistics: always the source slot
         assert result.card.adaptation["scales"] == [1.0]
         layer = csn_layers(net)[0]
         assert torch.equal(layer.running_mean, layer.target_running_mean)
     assert len(result.rounds) == 2
     saved = read_card(result.output)
     assert saved.default_domain == "target" and saved.adaptation["method"] == method
-    stats = band_statistics([RasterSource(scene)])
-    assert saved.normalization["target"]["mean"] == pytest.approx(stats.mean)
+    # the scene is seen through the sensor alignment, never standardised with its own statistics
+    expected = scene_alignment(card, gdal.Open(str(scene)), [1, 2, 3]).normalization(
+        *card.stats("source"))
+    assert saved.normalization["target"]["mean"] == pytest.approx(expected["mean"])
+    assert saved.normalization["target"]["mean"] != pytest.approx(
+        band_statistics([RasterSource(scene)]).mean)
+    assert saved.adaptation["health"]["verdict"] in ("improved", "uncertain", "likely harmful")
     assert saved.adaptation["target_gsd"] == pytest.approx(2.0)
-    assert 0.05 < result.rounds[0]["labelled_fraction"] < 0.2
+    assert 0.05 < result.rounds[0]["labelled_fraction"] < 0.35  # top 10 % per class + anchor
 
 
 def test_source_only_and_adabn_cards(small_setup):
@@ -190,7 +202,7 @@ def test_source_only_and_adabn_cards(small_setup):
 
 def test_missing_source_data_is_explained(small_setup):
     tmp_path, model, scene, _ = small_setup
-    cfg = make_config("fast", iterations=2, refresh_every=2, crop=32, batch_size=2,
+    cfg = make_config("fast", iterations=2, refresh_every=2, crop=32, batch_size=2, min_confidence=0,
                       pl_tile=32, device="cpu")
     with pytest.raises(AdaptError, match="--source-images"):
         adapt(model, scene, tmp_path / "a.lovecs", method="lovecs", config=cfg)
@@ -216,7 +228,7 @@ def test_cancel_leaves_no_model_file(small_setup):
         if event.stage == "training":
             token.cancel()
 
-    cfg = make_config("fast", iterations=6, refresh_every=3, crop=32, batch_size=2,
+    cfg = make_config("fast", iterations=6, refresh_every=3, crop=32, batch_size=2, min_confidence=0,
                       pl_tile=32, device="cpu")
     with pytest.raises(Cancelled):
         adapt(model, scene, tmp_path / "a.lovecs", method="lovecs", config=cfg,
@@ -248,7 +260,7 @@ def test_recorded_source_data_is_used_or_reported_missing(small_setup):
     tmp_path, model, scene, pairs = small_setup
     card, net = model_from_file(str(model))
     card.provenance = {"source_images": [str(pairs[0][0])], "source_labels": [str(pairs[0][1])]}
-    cfg = make_config("fast", iterations=2, refresh_every=2, crop=32, batch_size=2,
+    cfg = make_config("fast", iterations=2, refresh_every=2, crop=32, batch_size=2, min_confidence=0,
                       pl_tile=32, device="cpu")
     result = adapt((card, net), scene, tmp_path / "a.lovecs", method="lovecs", config=cfg)
     assert result.card.adaptation["source_data"] is True

@@ -11,7 +11,8 @@ from lovecs_core.data import RasterSource, band_statistics, pair_rasters
 from lovecs_core.models import architecture, model_from_file
 from lovecs_core.progress import CancelToken, Cancelled, Reporter
 from lovecs_core.train import (IGNORE, TrainConfig, checkpoint_path, fpn_architecture,
-                               masked_cross_entropy, poly_lr, train_source)
+                               make_optimizer, masked_cross_entropy, poly_schedule,
+                               train_source)
 
 from .synthetic import write_classes, write_source
 
@@ -26,9 +27,16 @@ def source(tmp_path: Path):
 
 
 def test_poly_schedule_and_ignored_loss():
-    assert poly_lr(0.01, 0, 100) == pytest.approx(0.01)
-    assert poly_lr(0.01, 50, 100) == pytest.approx(0.01 * 0.5 ** 0.9)
-    assert poly_lr(0.01, 100, 100) == 0.0
+    optimizer = make_optimizer(torch.nn.Linear(2, 2), 0.01, 0.9, 0.0)
+    schedule = poly_schedule(optimizer, 100, 0.9)
+    seen = []
+    for _ in range(100):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert seen[0] == pytest.approx(0.01)
+    assert seen[50] == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     target = torch.full((2, 4, 4), IGNORE)
     loss = masked_cross_entropy(logits, target)

@@ -1,0 +1,226 @@
+"""Sensor alignment: bring a scene's radiometry to the model's before anything else.
+
+Scene-content-robust by construction (no torch, GDAL only to read a decimated copy):
+
+1. **Bit depth / value range.** A scene's nominal maximum comes from its data type, the GeoTIFF
+   ``NBITS`` tag, or the smallest common bit depth (8, 10, 11, 12, 14, 16) that holds its 99.99th
+   percentile; floats in 0..1 are reflectance-like. Values are scaled so the nominal maximum
+   becomes the model's (``card.band_range``). This does not depend on what the scene shows.
+2. **Minimal per-band correction.** The model card keeps, per band, the range that each
+   training image's 2nd and 98th percentiles spanned (:class:`Reference`). A scene whose
+   percentiles fall inside that range is *not* changed: the same sensor can see a dark forest or a
+   bright desert, and standardising either to an "average" scene is what destroyed maps of scenes
+   with an unusual class mix. Only the part outside anything the source sensor produced is
+   corrected, by the smallest per-band affine map that brings the percentiles back in range.
+
+The result is an affine map per band ``x' = gain * x + offset``, which is folded into the
+normalisation statistics (:meth:`Alignment.normalization`), so inference needs no new code path.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+LOW, HIGH = 2.0, 98.0  #: percentiles describing a band's spread
+BIT_DEPTHS = (8, 10, 11, 12, 14, 16)
+SAMPLE_PIXELS = 4_000_000  #: a scene is read decimated to about this many pixels
+
+
+@dataclass
+class Reference:
+    """The source sensor's radiometry, as recorded in the model card (``radiometry``)."""
+
+    value_max: float                      # nominal maximum of the source data (255 for 8 bits)
+    low: list[float]                      # pooled 2nd percentile per band
+    high: list[float]                     # pooled 98th percentile per band
+    low_range: list[tuple[float, float]]  # per band: min..max of the images' 2nd percentiles
+    high_range: list[tuple[float, float]]  # per band: min..max of the images' 98th percentiles
+    images: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(map(list, v)) if k.endswith("_range") else v)
+                for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Reference":
+        return cls(value_max=float(data["value_max"]), low=[float(v) for v in data["low"]],
+                   high=[float(v) for v in data["high"]],
+                   low_range=[(float(a), float(b)) for a, b in data["low_range"]],
+                   high_range=[(float(a), float(b)) for a, b in data["high_range"]],
+                   images=int(data.get("images", 0)))
+
+
+@dataclass
+class SceneRadiometry:
+    """What alignment needs to know about a scene (from a decimated read)."""
+
+    value_max: float
+    bit_depth: Optional[int]
+    low: list[float]
+    high: list[float]
+    pixels: int
+    dtype: str
+
+
+@dataclass
+class Alignment:
+    """Per-band ``x' = gain * x + offset`` (scene units -> the model's units) and why."""
+
+    gain: list[float]
+    offset: list[float]
+    range_scale: float = 1.0
+    scene_value_max: Optional[float] = None
+    bit_depth: Optional[int] = None
+    corrected_bands: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def identity(cls, bands: int) -> "Alignment":
+        return cls([1.0] * bands, [0.0] * bands)
+
+    @property
+    def is_identity(self) -> bool:
+        return all(abs(g - 1) < 1e-6 for g in self.gain) and all(abs(o) < 1e-6
+                                                                for o in self.offset)
+
+    def apply(self, data: np.ndarray) -> np.ndarray:
+        """Aligned copy of ``data[C, ...]`` (float32)."""
+        shape = (-1,) + (1,) * (data.ndim - 1)
+        g = np.asarray(self.gain, dtype=np.float32).reshape(shape)
+        o = np.asarray(self.offset, dtype=np.float32).reshape(shape)
+        return (data.astype(np.float32) * g + o).astype(np.float32)
+
+    def normalization(self, mean: Sequence[float], std: Sequence[float]) -> dict[str, list[float]]:
+        """Statistics that standardise raw scene values exactly like ``(align(x) - mean) / std``:
+        ``mean' = (mean - offset) / gain``, ``std' = std / gain``."""
+        return {"mean": [(m - o) / g for m, o, g in zip(mean, self.offset, self.gain)],
+                "std": [s / g for s, g in zip(std, self.gain)]}
+
+    def describe(self) -> str:
+        parts = []
+        if self.bit_depth and abs(self.range_scale - 1) > 1e-6:
+            parts.append(f"{self.bit_depth}-bit values scaled by {self.range_scale:.4g}")
+        elif abs(self.range_scale - 1) > 1e-6:
+            parts.append(f"values scaled by {self.range_scale:.4g}")
+        if self.corrected_bands:
+            parts.append("bands " + ",".join(str(b + 1) for b in self.corrected_bands)
+                         + " brought into the source sensor's range")
+        return "; ".join(parts) if parts else "scene already in the model's radiometric range"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "summary": self.describe()}
+
+
+# -- describing data -------------------------------------------------------------------------------
+def percentiles(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per band 2nd and 98th percentiles of ``values[C, N]``."""
+    q = np.percentile(values.astype(np.float64), [LOW, HIGH], axis=1)
+    return q[0].tolist(), q[1].tolist()
+
+
+def nominal_maximum(values: np.ndarray, dtype: str, nbits: Optional[int] = None
+                    ) -> tuple[float, Optional[int]]:
+    """``(nominal maximum, bit depth or None)`` of data of type ``dtype`` (GDAL's name)."""
+    dtype = dtype.lower()
+    if dtype == "byte":
+        return 255.0, 8
+    if nbits:
+        return float(2 ** nbits - 1), int(nbits)
+    top = float(np.percentile(values, 99.99)) if values.size else 0.0
+    if dtype.startswith("float"):
+        if top <= 1.0 + 1e-6:
+            return 1.0, None
+        if top <= 255.0:
+            return 255.0, 8
+    for bits in BIT_DEPTHS:
+        if top <= 2 ** bits - 1:
+            return float(2 ** bits - 1), bits
+    return max(top, 1.0), None
+
+
+def reference_from_images(per_image: Sequence[np.ndarray], value_max: float) -> Reference:
+    """A :class:`Reference` from per-image samples of valid pixels (``[C, N]`` each)."""
+    lows, highs = zip(*(percentiles(v) for v in per_image if v.shape[1]))
+    pooled = np.concatenate([v for v in per_image if v.shape[1]], axis=1)
+    low, high = percentiles(pooled)
+    lo, hi = np.asarray(lows), np.asarray(highs)
+    return Reference(value_max=float(value_max), low=low, high=high,
+                     low_range=[(float(a), float(b)) for a, b in zip(lo.min(0), lo.max(0))],
+                     high_range=[(float(a), float(b)) for a, b in zip(hi.min(0), hi.max(0))],
+                     images=len(lows))
+
+
+def read_sample(ds: Any, bands: Sequence[int], max_pixels: int = SAMPLE_PIXELS
+                ) -> tuple[np.ndarray, str, Optional[int]]:
+    """A decimated read of ``bands`` of a GDAL dataset: ``(valid values [C, N], GDAL dtype name,
+    NBITS or None)``. Nodata, masks and non-finite values are left out."""
+    from osgeo import gdal
+
+    step = max(1, int(math.ceil(math.sqrt(ds.RasterXSize * ds.RasterYSize / max_pixels))))
+    w, h = max(1, ds.RasterXSize // step), max(1, ds.RasterYSize // step)
+    arrays, valid = [], np.ones((h, w), dtype=bool)
+    for b in bands:
+        band = ds.GetRasterBand(int(b))
+        a = band.ReadAsArray(buf_xsize=w, buf_ysize=h,
+                             resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float64)
+        mask = band.GetMaskBand().ReadAsArray(buf_xsize=w, buf_ysize=h,
+                                              resample_alg=gdal.GRIORA_NearestNeighbour)
+        valid &= (mask > 0) & np.isfinite(a)
+        arrays.append(a)
+    first = ds.GetRasterBand(int(bands[0]))
+    nbits = first.GetMetadataItem("NBITS", "IMAGE_STRUCTURE")
+    dtype = gdal.GetDataTypeName(first.DataType)
+    return np.stack(arrays)[:, valid], dtype, int(nbits) if nbits else None
+
+
+def describe_scene(ds: Any, bands: Sequence[int]) -> SceneRadiometry:
+    values, dtype, nbits = read_sample(ds, bands)
+    if values.shape[1] == 0:
+        raise ValueError("the scene has no valid pixels")
+    vmax, bits = nominal_maximum(values, dtype, nbits)
+    low, high = percentiles(values)
+    return SceneRadiometry(vmax, bits, low, high, int(values.shape[1]), dtype)
+
+
+# -- aligning --------------------------------------------------------------------------------------
+def align(reference: Reference, scene: SceneRadiometry, correct_bands: bool = True) -> Alignment:
+    """The alignment of ``scene`` to ``reference``: range scaling, then the minimal per-band
+    affine correction that brings each band's 2nd/98th percentiles into the range the source
+    images spanned (no change for a band already inside it)."""
+    n = len(reference.low)
+    if len(scene.low) != n:
+        raise ValueError(f"the scene has {len(scene.low)} band(s), the reference {n}")
+    scale = reference.value_max / scene.value_max if scene.value_max > 0 else 1.0
+    gains, offsets, corrected, notes = [], [], [], []
+    for b in range(n):
+        lo, hi = scene.low[b] * scale, scene.high[b] * scale
+        g, o = scale, 0.0
+        if correct_bands and hi - lo > 1e-6 * reference.value_max:
+            lo2 = float(np.clip(lo, *reference.low_range[b]))
+            hi2 = float(np.clip(hi, *reference.high_range[b]))
+            if hi2 - lo2 > 0 and (abs(lo2 - lo) > 1e-9 or abs(hi2 - hi) > 1e-9):
+                k = (hi2 - lo2) / (hi - lo)
+                g, o = scale * k, lo2 - k * lo
+                corrected.append(b)
+                notes.append(f"band {b + 1}: {lo:.1f}..{hi:.1f} -> {lo2:.1f}..{hi2:.1f}")
+        gains.append(float(g))
+        offsets.append(float(o))
+    return Alignment(gains, offsets, float(scale), scene.value_max, scene.bit_depth, corrected,
+                     notes)
+
+
+def scene_alignment(card: Any, ds: Any, bands: Sequence[int]) -> Alignment:
+    """The alignment of a GDAL dataset's ``bands`` to a model card. Cards without a recorded
+    reference get range scaling only (from the card's ``band_range``)."""
+    scene = describe_scene(ds, bands)
+    ref_data = getattr(card, "radiometry", None) or {}
+    if ref_data.get("reference"):
+        return align(Reference.from_dict(ref_data["reference"]), scene)
+    if str(getattr(card, "band_dtype", "")) != "uint8":  # no reference: nothing safe to do
+        return Alignment.identity(len(scene.low))
+    unbounded = [(-math.inf, math.inf)] * len(scene.low)
+    return align(Reference(255.0, scene.low, scene.high, unbounded, unbounded), scene,
+                 correct_bands=False)
