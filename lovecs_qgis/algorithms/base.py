@@ -44,6 +44,44 @@ def quiet_layer_loading() -> Iterator[None]:
         gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
 
 
+_GDAL_HANDLER: list[Any] = []  # keeps the Python error handler alive
+#: GDAL complaints QGIS's statistics of a raster holding NaN or infinity cause, harmless for us.
+_STATISTICS_NOISE = ("should be finite", "no valid pixels found in sampling")
+
+
+def quiet_qgis_process_inputs(args: Optional[Sequence[str]] = None) -> bool:
+    """For ``qgis_process run lovecs:...`` only: ``qgis_process`` opens the input rasters
+    itself, before any algorithm code runs, and QGIS computes statistics for the default
+    renderer, which GDAL writes as an ``.aux.xml`` beside the user's file (1.5 MB for a float64
+    scene) and, for a raster holding NaN or infinity, reports as an ``ERROR 5`` line that
+    reads like a failure. In such a process (it runs one algorithm of ours, and the engine
+    writes every output in a process of its own) GDAL's sidecar files are turned off and these
+    statistics complaints dropped; other GDAL errors are printed as GDAL prints them. Called
+    when the provider's algorithms are imported; returns whether it applied."""
+    from osgeo import gdal
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    args = list(QCoreApplication.arguments() if args is None else args)
+    if (_GDAL_HANDLER or not args or not Path(args[0]).name.startswith("qgis_process")
+            or not any(a.startswith("lovecs:") for a in args[1:])):
+        return False
+    import sys
+
+    gdal.SetConfigOption("GDAL_PAM_ENABLED", "NO")
+
+    def handler(err_class: int, err_no: int, message: str) -> None:
+        if any(text in message for text in _STATISTICS_NOISE):
+            return
+        if err_class >= gdal.CE_Failure:
+            print(f"ERROR {err_no}: {message}", file=sys.stderr)
+        elif err_class == gdal.CE_Warning:
+            print(f"Warning {err_no}: {message}", file=sys.stderr)
+
+    _GDAL_HANDLER.append(handler)
+    gdal.PushErrorHandler(handler)
+    return True
+
+
 def engine_args(**options: Any) -> list[str]:
     """``--flag value`` pairs for options that are set (None/''/False left out; True: flag only;
     lists: the flag then every item). Keys use ``_`` for ``-``."""
@@ -250,3 +288,6 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 def output_path(value: str) -> str:
     """An absolute output path (the engine runs in another working directory)."""
     return str(Path(value).absolute()) if value else ""
+
+
+quiet_qgis_process_inputs()
