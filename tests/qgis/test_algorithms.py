@@ -20,7 +20,7 @@ from lovecs_qgis.algorithms import ClassifyAlgorithm
 from lovecs_qgis.algorithms import adapt as adapt_alg
 from lovecs_qgis.algorithms import base, trainsource
 from lovecs_qgis.styling import renderer_classes
-from tests.core.helpers import CLASSES
+from tests.core.helpers import CLASSES, tiny_model_file
 from tests.core.synthetic import write_classes, write_source, write_target
 
 from .conftest import wait_until
@@ -94,13 +94,13 @@ def test_classify_runs_in_a_background_task_without_blocking_qgis(lovecs_provide
 def test_band_mismatch_is_a_clear_error_before_any_work(lovecs_provider, qgis_data,
                                                         scene_layer, tmp_path):
     out = tmp_path / "never.tif"
-    with pytest.raises(QgsProcessingException) as err:
-        processing.run("lovecs:classify", {"INPUT": scene_layer,
-                                           "MODEL": str(qgis_data / "tiny2.lovecs"),
+    four = tiny_model_file(tmp_path / "four.lovecs", bands=4)  # (with fewer bands than the
+    with pytest.raises(QgsProcessingException) as err:         # scene: the first ones, warned)
+        processing.run("lovecs:classify", {"INPUT": scene_layer, "MODEL": str(four),
                                            "OUTPUT": str(out)})
     message = str(err.value)
-    assert "expects 2 band(s)" in message and "3 band(s) of 'scene'" in message
-    assert "e.g. 1,2" in message
+    assert "expects 4 band(s)" in message and "3 band(s) of 'scene'" in message
+    assert "e.g. 1,2,3,4" in message
     with pytest.raises(QgsProcessingException, match="band.* \\[5\\] do not exist"):
         processing.run("lovecs:classify", {"INPUT": scene_layer, "BANDS": "1,5",
                                            "MODEL": str(qgis_data / "tiny2.lovecs"),
@@ -109,13 +109,13 @@ def test_band_mismatch_is_a_clear_error_before_any_work(lovecs_provider, qgis_da
 
 
 def test_engine_errors_reach_the_user(lovecs_provider, qgis_data, scene_layer, tmp_path):
-    """An error found by the engine (here: a band list the plugin accepts but the engine cannot
-    use, a duplicate output) comes back as the engine's own message."""
-    with pytest.raises(QgsProcessingException, match="LoveCS predict: .*must differ"):
+    """An error found by the engine (here: an overlap the plugin accepts but the engine cannot
+    use) comes back as the engine's own message."""
+    with pytest.raises(QgsProcessingException, match="LoveCS predict: overlap must be between"):
         processing.run("lovecs:classify", {"INPUT": scene_layer,
                                            "MODEL": str(qgis_data / "tiny.lovecs"),
-                                           "OUTPUT": str(tmp_path / "same.tif"),
-                                           "CONFIDENCE": str(tmp_path / "same.tif")})
+                                           "TILE_SIZE": 32, "OVERLAP": 30,
+                                           "OUTPUT": str(tmp_path / "x.tif")})
     bad_model = tmp_path / "bad.lovecs"
     bad_model.write_bytes(b"not a model")
     with pytest.raises(QgsProcessingException, match="not a LoveCS model file"):

@@ -37,7 +37,7 @@ def test_class_factory_init_gui_and_unload(qgis_app, qgis_iface, qgis_processing
         classify = registry.algorithmById("lovecs:classify")
         assert classify.displayName() == "Classify raster with a land-cover model"
         names = [p.name() for p in classify.parameterDefinitions()]
-        assert names == ["INPUT", "MODEL", "BANDS", "DEVICE", "TILE_SIZE", "OVERLAP", "OUTPUT",
+        assert names == ["INPUT", "MODEL", "BANDS", "DEVICE", "TILE_SIZE", "OVERLAP", "NO_RESAMPLE", "OUTPUT",
                          "CONFIDENCE"]
         for alg in provider.algorithms():  # runs in a background thread in the GUI
             assert not alg.flags() & alg.FlagNoThreading, alg.id()
