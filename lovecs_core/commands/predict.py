@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "band per class, nodata -1) to this GeoTIFF")
     p.add_argument("--extent", help="classify only xmin,ymin,xmax,ymax (raster CRS)")
     p.add_argument("--no-resample", action="store_true",
-                   help="do not resample to the model's ground sample distance")
+                   help="do not resample to the model's ground sample distance: map at the "
+                        "raster's own pixels (needed for a raster without georeference)")
     p.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
     p.set_defaults(handler=run)
 
