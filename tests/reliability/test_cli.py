@@ -35,7 +35,6 @@ PREDICT_RASTERS = [
     ("float64", [], 0, "holds float64 values"),
     ("complex", [], 1, "holds complex values"),
     ("nan_inf", [], 0, ""),
-    ("all_nodata", [], 0, ""),
     ("one_pixel", [], 0, ""),
     ("three_pixels", [], 0, ""),
     ("huge_vrt", [], 1, "map a part of it"),
@@ -82,12 +81,22 @@ def test_nan_and_inf_pixels_become_nodata(cli, tmp_path):
     assert (codes[10:28, 10:28] > 0).all()
 
 
-def test_all_nodata_gives_an_all_nodata_map(cli, tmp_path):
-    out = tmp_path / "map.tif"
-    rc, log = cli("predict", "--model", make_model(tmp_path, "good"), "--raster",
-                  make_raster(tmp_path, "all_nodata"), "--out", out)
-    assert rc == 0, log
-    assert (read_band(out) == 0).all()
+def test_all_nodata_is_refused_or_an_all_nodata_map(cli, tmp_path):
+    """Nothing to map: refused by the sensor alignment ("no valid pixels"), or without it an
+    all-nodata map; never a crash, never a partial file."""
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    outputs.mkdir()
+    raster = make_raster(inputs, "all_nodata")
+    model = make_model(inputs, "good")
+    before = snapshot(inputs)
+    out = outputs / "map.tif"
+    rc, log = cli("predict", "--model", model, "--raster", raster, "--out", out)
+    if rc:
+        assert rc == 1 and "no valid pixels" in log and list(outputs.iterdir()) == []
+    else:
+        assert (read_band(out) == 0).all()
+    assert snapshot(inputs) == before and temporary_files(outputs) == []
 
 
 # (model kind, text of the error)
