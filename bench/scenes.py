@@ -44,3 +44,130 @@ def held_out_pairs(pairs: list[tuple[Path, Path]]) -> tuple[list, list]:
     train = [p for p in pairs if p[0].stem not in HELD_OUT]
     held = [p for p in pairs if p[0].stem in HELD_OUT]
     return train, held
+
+
+# -- building the scenes ---------------------------------------------------------------------------
+GAP = 8  # nodata pixels between the images of a mosaic
+
+
+def _read(path: Path) -> tuple[np.ndarray, tuple]:
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    return ds.ReadAsArray(), ds.GetGeoTransform()
+
+
+def mosaic(pairs: list[tuple[Path, Path]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """Images side by side (``GAP`` px apart): ``(image[C, H, W], labels[H, W], valid[H, W],
+    geotransform of the first image)``."""
+    items = [(_read(i)[0], _read(l)[0]) for i, l in pairs]
+    height = max(im.shape[1] for im, _ in items)
+    width = sum(im.shape[2] for im, _ in items) + GAP * (len(items) - 1)
+    image = np.zeros((items[0][0].shape[0], height, width), dtype=items[0][0].dtype)
+    labels = np.zeros((height, width), dtype=np.uint8)
+    valid = np.zeros((height, width), dtype=bool)
+    x = 0
+    for im, lab in items:
+        h, w = im.shape[1:]
+        image[:, :h, x:x + w] = im
+        labels[:h, x:x + w] = lab
+        valid[:h, x:x + w] = True
+        x += w + GAP
+    return image, labels, valid, _read(pairs[0][0])[1]
+
+
+def write(path: Path, data: np.ndarray, gt: tuple, valid: Optional[np.ndarray] = None,
+          projection_from: Optional[Path] = None) -> Path:
+    """A GeoTIFF (UTM 40N like the source) with an optional per-dataset mask."""
+    from osgeo import gdal, osr
+
+    types = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.uint16): gdal.GDT_UInt16}
+    data = data if data.ndim == 3 else data[None]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp), data.shape[2], data.shape[1],
+                                              data.shape[0], types[data.dtype],
+                                              ["COMPRESS=DEFLATE", "TILED=YES"])
+    ds.SetGeoTransform(gt)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32640)
+    ds.SetProjection(srs.ExportToWkt())
+    for b in range(data.shape[0]):
+        ds.GetRasterBand(b + 1).WriteArray(data[b])
+    if valid is not None:
+        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+        ds.GetRasterBand(1).GetMaskBand().WriteArray(valid.astype(np.uint8) * 255)
+    ds = None
+    tmp.rename(path)
+    return path
+
+
+def sensor_c(image: np.ndarray) -> np.ndarray:
+    """A made-up 12-bit sensor: per-band gains, a dark offset, its own gamma; BGR order."""
+    x = image.astype(np.float64) / 255.0
+    x = np.clip(x * np.array([1.15, 0.95, 0.8])[:, None, None] + 0.03, 0, 1) ** 0.8
+    rng = np.random.default_rng(3)
+    x = np.clip(x + rng.normal(0, 0.004, x.shape), 0, 1)
+    return np.round(x * 4095).astype(np.uint16)[::-1].copy()
+
+
+def rural_b(image: np.ndarray, labels: np.ndarray, valid: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A coarser spaceborne-like sensor: linearise, MTF blur, x2 area downsampling, haze, a tone
+    curve of its own, 11-bit quantisation with noise. Labels: majority of each 2x2 block."""
+    import torch
+    import torch.nn.functional as F
+
+    from lovecs_core.augment import gaussian_blur
+
+    x = (image.astype(np.float32) / 255.0) ** 2.2
+    x = gaussian_blur(x, 1.0)
+    h, w = (x.shape[1] // 2) * 2, (x.shape[2] // 2) * 2
+    x = F.avg_pool2d(torch.from_numpy(np.ascontiguousarray(x[:, :h, :w]))[None], 2)[0].numpy()
+    x = x * 0.85 + 0.15 * np.array([0.75, 0.8, 0.9], dtype=np.float32)[:, None, None]
+    x = x ** (1 / 1.8)
+    rng = np.random.default_rng(5)
+    x = np.clip(x + rng.normal(0, 0.003, x.shape), 0, 1)
+    out = np.round(x * 2047).astype(np.uint16)
+    blocks = labels[:h, :w].reshape(h // 2, 2, w // 2, 2).transpose(0, 2, 1, 3).reshape(
+        h // 2, w // 2, 4)
+    counts = np.stack([(blocks == c).sum(-1) for c in range(6)], -1)
+    lab = counts.argmax(-1).astype(np.uint8)
+    ok = valid[:h, :w].reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
+    return out, np.where(ok, lab, 0).astype(np.uint8), ok
+
+
+def build_scenes(data: Path, out: Path) -> list[Scene]:
+    """The benchmark's evaluation scenes (built once into ``out``)."""
+    src = data / "source"
+    pair = {s: (src / "images" / f"{s}.tif", src / "labels" / f"{s}.tif") for s in HELD_OUT}
+    scenes = [Scene("target_b", data / "target_b" / "scene.tif", data / "target_b" / "labels.tif",
+                    None, "the shared simulated spaceborne scene (10-bit, 1.5 m; 73 % bare land)")]
+    specs = [("vegetation", VEGETATION, "held-out source-sensor images, mostly vegetation (0.5 m)"),
+             ("water", WATER, "held-out source-sensor images, mostly water (0.5 m)")]
+    for name, stems, text in specs:
+        img, lab = out / f"{name}.tif", out / f"{name}_labels.tif"
+        if not (img.is_file() and lab.is_file()):
+            image, labels, valid, gt = mosaic([pair[s] for s in stems])
+            write(lab, labels, gt)
+            write(img, image, gt, valid)
+        scenes.append(Scene(name, img, lab, None, text))
+    img, lab = out / "sensor_c.tif", out / "sensor_c_labels.tif"
+    if not (img.is_file() and lab.is_file()):
+        image, labels, valid, gt = mosaic([pair[s] for s in MIXED])
+        write(lab, labels, gt)
+        write(img, sensor_c(image), gt, valid)
+    scenes.append(Scene("sensor_c", img, lab, [3, 2, 1],
+                        "held-out mixed source images through a made-up 12-bit sensor (gains "
+                        "1.15/0.95/0.8, dark offset, gamma 0.8, BGR order; 0.5 m)"))
+    img, lab = out / "rural_b.tif", out / "rural_b_labels.tif"
+    if not (img.is_file() and lab.is_file()):
+        image, labels, valid, gt = mosaic([pair[s] for s in VEGETATION])
+        coarse, clab, cvalid = rural_b(image, labels, valid)
+        gt2 = (gt[0], gt[1] * 2, gt[2], gt[3], gt[4], gt[5] * 2)
+        write(lab, clab, gt2)
+        write(img, coarse, gt2, cvalid)
+    scenes.append(Scene("rural_b", img, lab, None,
+                        "the vegetation scene through a coarser spaceborne-like sensor (blur, "
+                        "1 m, haze, tone curve, 11-bit)"))
+    return scenes

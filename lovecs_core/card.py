@@ -93,6 +93,23 @@ class ModelCard:
     def has_domain(self, domain: str) -> bool:
         return domain in self.normalization
 
+    def recorded_source_data(self) -> tuple[list[tuple[Path, Path]], list[str]]:
+        """``(image/label pairs recorded in the provenance, those of their files missing here)``."""
+        images = self.provenance.get("source_images") or []
+        labels = self.provenance.get("source_labels") or []
+        if not images or len(images) != len(labels):
+            return [], []
+        pairs = [(Path(i), Path(lab)) for i, lab in zip(images, labels)]
+        return pairs, [str(p) for pair in pairs for p in pair if not p.is_file()]
+
+    def has_source_term(self) -> bool:
+        """Whether adaptation can train with a source term without being given source data: the
+        model file carries a labelled source sample, or the recorded source files exist here."""
+        if self.provenance.get("source_sample"):
+            return True
+        pairs, missing = self.recorded_source_data()
+        return bool(pairs) and not missing
+
     # -- (de)serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

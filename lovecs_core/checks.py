@@ -321,11 +321,12 @@ def _sample(ds: Any, bands: Sequence[int]) -> list[Any]:
 
 
 def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] = None,
-                         domain: Optional[str] = None) -> list[str]:
+                         domain: Optional[str] = None, aligned: bool = False) -> list[str]:
     """Warnings when the raster's data type or values differ from what the model was made for
     (they are not rescaled here, and a model fed the wrong range maps one or two classes).
     ``card``: a ModelCard; ``raster``: a path or GDAL dataset; ``bands``: 1-based (default:
-    the non-alpha bands); ``domain``: the normalisation domain used (default: the card's)."""
+    the non-alpha bands); ``domain``: the normalisation domain used (default: the card's);
+    ``aligned``: the sensor alignment (radiometry.py) will rescale the values."""
     import numpy as np
     from osgeo import gdal
 
@@ -351,6 +352,12 @@ def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] 
     domain = domain or card.default_domain
     source_stats = domain == "source" or "target" not in card.normalization
     lo, hi = (float(v) for v in card.band_range)
+    if source_stats and dtype != card.band_dtype and aligned:
+        warnings.append(
+            f"{name} holds {dtype} values but the model was made for {card.band_dtype} "
+            f"({lo:g}-{hi:g}): the sensor alignment rescales them to the model's range (see the "
+            f"'sensor alignment' line); a model adapted to this sensor may map it better")
+        return warnings
     if source_stats and dtype != card.band_dtype:
         warnings.append(
             f"{name} holds {dtype} values but the model was made for {card.band_dtype} "
@@ -366,7 +373,7 @@ def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] 
     values = np.concatenate(samples)
     p1, p99 = (float(v) for v in np.percentile(values, [1, 99]))
     span = max(hi - lo, 1e-9)
-    if source_stats and not warnings and (p99 > hi + 0.5 * span or p99 < lo + 0.1 * span
+    if source_stats and not aligned and not warnings and (p99 > hi + 0.5 * span or p99 < lo + 0.1 * span
                                           or p1 < lo - 0.5 * span):
         warnings.append(
             f"{name}'s values span about {p1:.4g}-{p99:.4g} but the model was made for values "

@@ -172,28 +172,12 @@ def recompute_target_statistics(model: nn.Module, sampler: WindowSampler, window
 # -- the adaptation driver -------------------------------------------------------------------------
 def source_pairs_from_card(card: ModelCard) -> list[tuple[Path, Path]]:
     """The labelled source data recorded in the card's provenance (files must still exist)."""
-    images = card.provenance.get("source_images") or []
-    labels = card.provenance.get("source_labels") or []
-    if not images or len(images) != len(labels):
-        return []
-    pairs = [(Path(i), Path(l)) for i, l in zip(images, labels)]
-    missing = [str(p) for pair in pairs for p in pair if not p.is_file()]
+    pairs, missing = card.recorded_source_data()
     if missing:
         raise AdaptError(f"the source data recorded in the model card is missing "
                          f"({len(missing)} file(s), e.g. {missing[0]}); pass the source images and "
                          f"labels explicitly (--source-images/--source-labels)")
     return pairs
-
-
-def source_data_available(card: ModelCard) -> bool:
-    """Whether adaptation can use a source term without being given source data: the model file
-    carries a labelled source sample, or the recorded source files exist here."""
-    if card.provenance.get("source_sample"):
-        return True
-    try:
-        return bool(source_pairs_from_card(card))
-    except AdaptError:
-        return False
 
 
 def rejected_path(out: str | os.PathLike[str]) -> Path:
@@ -476,6 +460,12 @@ def _self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Sequ
                                        reporter=_RoundReporter(report, r, n_rounds))
         labels, thresholds = class_balanced_pseudo_labels(pred, conf, codes, cfg.portion, rules,
                                                           priors)
+        if not (labels > 0).any() and rules.min_confidence > 0:
+            log.warning("no pixel reaches the confidence floor %.2f: selecting without it (the "
+                        "health check will judge the result)", rules.min_confidence)
+            loose = dataclasses.replace(rules, min_confidence=0.0)
+            labels, thresholds = class_balanced_pseudo_labels(pred, conf, codes, cfg.portion,
+                                                              loose, priors)
         if anchor is not None:
             labels = np.where(labels > 0, labels, anchor)
         valid = int((pred != NO_CLASS).sum())

@@ -119,12 +119,6 @@ def clip_to_extent(raster: str, extent: Any, vrt: Path) -> Path:
     return vrt
 
 
-def source_data_available(card: ModelCard) -> bool:
-    images = card.provenance.get("source_images") or []
-    labels = card.provenance.get("source_labels") or []
-    return bool(images) and all(Path(p).is_file() for p in [*images, *labels])
-
-
 class LoveCSDock(QgsDockWidget):
     """The panel; ``iface`` is QGIS's interface (or pytest-qgis's)."""
 
@@ -383,10 +377,11 @@ class LoveCSDock(QgsDockWidget):
             args = engine_args(model=model, target=raster, out=str(model_out),
                                preset=self.preset_combo.currentData(), map=str(map_path),
                                confidence=str(conf_path), **options)
-            if not source_data_available(self.card):
+            if not self.card.has_source_term():
                 args += ["--source-weight", "0"]
-                notes.append("The model's labelled source data is not on this computer: "
-                             "adapting with pseudo-labels and cross-sensor statistics only.")
+                notes.append("The model's labelled source data is not on this computer and the "
+                             "model file carries no source sample: adapting with pseudo-labels "
+                             "and cross-sensor statistics only.")
             classes_model = Path(model)
         else:
             model_out = None
@@ -483,7 +478,15 @@ class LoveCSDock(QgsDockWidget):
         self.progress_bar.setValue(100)
         self.stage_label.setText(f"Done in {format_seconds(outcome.seconds)}.")
         self.add_result_layers(job)
-        if job.model_out is not None and job.model_out.is_file():
+        verdict = health_text(outcome.result)
+        if verdict:
+            self.log(verdict)
+            self.stage_label.setText(f"Done in {format_seconds(outcome.seconds)}. "
+                                     f"{verdict.split(' (')[0]}.")
+        rejected = outcome.result.get("rejected")
+        if rejected and Path(rejected).is_file():
+            self._offer_rejected(Path(rejected), verdict)
+        elif job.model_out is not None and job.model_out.is_file():
             self._offer_model(job.model_out)
 
     def add_result_layers(self, job: Job) -> QgsRasterLayer:
@@ -512,6 +515,28 @@ class LoveCSDock(QgsDockWidget):
         widget.layout().addWidget(button)
         bar.pushWidget(widget, Qgis.Success, 15)
 
+    def _offer_rejected(self, model: Path, verdict: str) -> None:
+        """The adaptation was judged likely harmful: say so, and offer the adapted map anyway."""
+        bar = self.iface.messageBar()
+        widget = bar.createMessage(
+            "LoveCS", "Adapting would likely have made this map worse, so you got the source "
+                      "model's map, aligned to this scene (the safe result).")
+        keep = QPushButton("Keep adapted model anyway", widget)
+        keep.setToolTip(f"Map the scene with the adapted model ({model.name})")
+        keep.clicked.connect(lambda: self.use_rejected_model(model))
+        details = QPushButton("Details", widget)
+        details.clicked.connect(self.show_log)
+        widget.layout().addWidget(keep)
+        widget.layout().addWidget(details)
+        bar.pushWidget(widget, Qgis.Warning, 0)
+        self.log(f"The adapted model is kept in {model}. 'Keep adapted model anyway' maps the "
+                 f"scene with it.")
+
+    def use_rejected_model(self, model: Path) -> Optional[EngineTask]:
+        """Select the adapted model the health check rejected and map the scene with it."""
+        self.model_widget.setFilePath(str(model))
+        return self.start("predict")
+
     def _push_error(self, error: str) -> None:
         bar = self.iface.messageBar()
         widget = bar.createMessage("LoveCS failed", error.splitlines()[0][:200])
@@ -525,6 +550,22 @@ class LoveCSDock(QgsDockWidget):
         self.show()
         self.raise_()
         QMessageBox.information(self, "LoveCS log", self.log_view.toPlainText()[-6000:])
+
+
+def health_text(result: dict[str, Any]) -> str:
+    """The health check in plain words, for the log and the status line ('' if none)."""
+    health = result.get("health") or {}
+    if not health:
+        return ""
+    meaning = {"improved": "the adapted map agrees with what the source model was sure of and "
+                           "is more confident",
+               "uncertain": "the adapted map changed more than expected; check it",
+               "likely harmful": "the adapted map contradicts what the source model was sure of"}
+    return (f"Health check: {health['verdict']} ({meaning.get(health['verdict'], '')}; "
+            f"agreement on confident pixels {100 * health['agreement_confident']:.0f} %, class "
+            f"shares moved {100 * health['class_shift']:.0f} %, mean confidence "
+            f"{100 * health['confidence_before']:.0f} % -> "
+            f"{100 * health['confidence_after']:.0f} %)")
 
 
 def stage_text(event: EngineEvent) -> str:

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not resample to the model's ground sample distance: map at the "
                         "raster's own pixels (needed for a raster without georeference)")
     p.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
+    p.add_argument("--no-align", action="store_true",
+                   help="feed the raster's values as they are (no sensor alignment of bit depth "
+                        "and out-of-range bands to the model's source sensor)")
     p.set_defaults(handler=run)
 
 
@@ -79,7 +82,8 @@ def early_checks(args: argparse.Namespace) -> Optional[list[int]]:
     domain = args.domain or card.default_domain
     check_georeference(card.domain_gsd(domain), ds, resample=not args.no_resample,
                        hint="--no-resample")
-    for warning in input_value_warnings(card, ds, bands, domain):
+    for warning in input_value_warnings(card, ds, bands, domain,
+                                        aligned=domain == "source" and not args.no_align):
         log.warning(warning)
     return bands
 
@@ -94,7 +98,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         confidence=args.confidence, extent=parse_extent(args.extent),
         resample=not args.no_resample, amp=not args.no_amp, reporter=reporter,
         confidence_dtype="float32" if args.confidence_float else "uint8",
-        probabilities=args.probabilities)
+        probabilities=args.probabilities, align=not args.no_align)
     if args.progress == "json":
         emit_json(sys.stdout, "result", **result.to_dict())
     else:

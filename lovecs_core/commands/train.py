@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 from ..card import load_classes
 from ..progress import Reporter, emit_json
@@ -28,6 +28,17 @@ def pair_of_floats(text: str) -> tuple[float, float]:
 def pair_of_ints(text: str) -> tuple[int, int]:
     a, b = floats(text, 2)
     return int(a), int(b)
+
+
+def randomisation(parts: str, probability: float) -> Optional[dict[str, Any]]:
+    """``--randomise`` -> the TrainConfig field (None: off)."""
+    from ..augment import PARTS, SensorRandomisation
+
+    text = parts.strip().lower()
+    if text == "none":
+        return None
+    chosen = list(PARTS) if text == "all" else [p.strip() for p in text.split(",") if p.strip()]
+    return SensorRandomisation(parts=chosen, probability=probability).to_dict()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,6 +73,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scale-range", type=pair_of_floats, metavar="MIN,MAX",
                    help="random scale augmentation (0.5,1.75)")
     p.add_argument("--no-augment", action="store_true", help="no flips or rotations")
+    p.add_argument("--randomise", default="all", metavar="PARTS",
+                   help="sensor randomisation parts, comma-separated, from mixing,gain,haze,blur,"
+                        "tone,noise,quantise; 'all' (default) or 'none'")
+    p.add_argument("--randomise-probability", type=float, default=0.4, metavar="P",
+                   help="probability of each randomisation part per window (0.4)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes preparing windows (0: in the main process)")
+    p.add_argument("--sample-crops", type=int, default=32, metavar="N",
+                   help="labelled source crops (192 px) carried in the model file, so adaptation "
+                        "keeps a source term anywhere (0: none; 32 crops of RGB uint8: 4.7 MB)")
     p.add_argument("--bands", help="image bands to use, e.g. 3,2,1 (default: all but alpha)")
     p.add_argument("--gsd", type=float, help="ground sample distance of the images in metres "
                                              "(default: from their georeference)")
@@ -95,7 +116,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             values[key] = getattr(args, key)
     config = TrainConfig(**values, augment=not args.no_augment, seed=args.seed,
                          device=args.device, amp=not args.no_amp,
-                         checkpoint_every=args.checkpoint_every)
+                         checkpoint_every=args.checkpoint_every,
+                         randomisation=randomisation(args.randomise, args.randomise_probability),
+                         workers=args.workers, sample_crops=args.sample_crops)
     pairs = pair_rasters(args.images, args.labels)
     result = train_source(pairs, load_classes(args.classes), args.out, arch=arch,
                           bands=parse_bands(args.bands), gsd=args.gsd, config=config,

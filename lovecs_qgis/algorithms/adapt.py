@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException,
-                       QgsProcessingFeedback, QgsProcessingParameterDefinition,
+                       QgsProcessingFeedback, QgsProcessingOutputString,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
                        QgsProcessingParameterFileDestination,
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterDestination,
@@ -27,8 +28,9 @@ class AdaptAlgorithm(EngineAlgorithm):
                                                    "DEVICE")
     SOURCE_IMAGES, SOURCE_LABELS, ITERATIONS, SEED = ("SOURCE_IMAGES", "SOURCE_LABELS",
                                                       "ITERATIONS", "SEED")
-    BATCH_SIZE, CROP = "BATCH_SIZE", "CROP"
+    BATCH_SIZE, CROP, KEEP_ADAPTED = "BATCH_SIZE", "CROP", "KEEP_ADAPTED"
     OUTPUT_MODEL, OUTPUT, CONFIDENCE = "OUTPUT_MODEL", "OUTPUT", "CONFIDENCE"
+    VERDICT, REJECTED_MODEL = "VERDICT", "REJECTED_MODEL"
 
     def name(self) -> str:
         return "adapt"
@@ -47,8 +49,14 @@ class AdaptAlgorithm(EngineAlgorithm):
                 "<i>paper</i> (the paper's schedule) want a GPU.<br>"
                 "<b>Source images/labels</b>: the labelled data the model was trained on "
                 "(default: the files recorded in the model).<br><br>"
-                "Outputs: the adapted model file (reuse it on other scenes of the same sensor) "
-                "and the styled land-cover map.")
+                "Every adaptation ends with a <b>health check</b> (no labels needed) comparing "
+                "the adapted map with the source model's: <i>improved</i>, <i>uncertain</i> or "
+                "<i>likely harmful</i>. When it is likely harmful, the model file and the map are "
+                "those of the source model aligned to the scene (the safe result), and the "
+                "adapted model is kept beside it as <i>NAME.rejected.lovecs</i>; tick <i>Keep "
+                "the adapted model even if judged harmful</i> to override.<br><br>"
+                "Outputs: the adapted model file (reuse it on other scenes of the same sensor), "
+                "the styled land-cover map, and the verdict.")
 
     def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Scene to adapt to"))
@@ -76,6 +84,8 @@ class AdaptAlgorithm(EngineAlgorithm):
                 QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
             QgsProcessingParameterNumber(self.SEED, "Random seed",
                                          QgsProcessingParameterNumber.Integer, defaultValue=0),
+            QgsProcessingParameterBoolean(self.KEEP_ADAPTED, "Keep the adapted model even if "
+                                          "judged harmful", defaultValue=False),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -85,6 +95,9 @@ class AdaptAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Land-cover map"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.CONFIDENCE, "Confidence (percent)", optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputString(self.VERDICT, "Health check verdict"))
+        self.addOutput(QgsProcessingOutputString(self.REJECTED_MODEL,
+                                                 "Adapted model judged harmful (if any)"))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
@@ -123,12 +136,44 @@ class AdaptAlgorithm(EngineAlgorithm):
             iterations=self.parameterAsInt(parameters, self.ITERATIONS, context) or None,
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
             crop=self.parameterAsInt(parameters, self.CROP, context) or None,
-            seed=self.parameterAsInt(parameters, self.SEED, context))
-        self.run_engine(args, feedback, outputs=[adapted, out] + ([confidence] if confidence
-                                                                   else []))
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            keep_adapted=self.parameterAsBool(parameters, self.KEEP_ADAPTED, context))
+        result = self.run_engine(args, feedback, outputs=[adapted, out] + (
+            [confidence] if confidence else [])) or {}
+        verdict = report_health(result, feedback)
         ensure_qml(out, card.classes)
         style_output_on_load(context, destination, card.classes, map_layer_name(layer.name()))
-        outputs = {self.OUTPUT_MODEL: adapted, self.OUTPUT: out}
+        outputs = {self.OUTPUT_MODEL: adapted, self.OUTPUT: out, self.VERDICT: verdict,
+                   self.REJECTED_MODEL: result.get("rejected") or ""}
         if confidence:
             outputs[self.CONFIDENCE] = confidence
         return outputs
+
+
+def report_health(result: dict[str, Any], feedback: QgsProcessingFeedback) -> str:
+    """Tell the user the sensor alignment and the health check's verdict; returns the verdict."""
+    adaptation = result.get("adaptation") or {}
+    alignment = (adaptation.get("alignment") or {}).get("summary")
+    if alignment:
+        feedback.pushInfo(f"Sensor alignment: {alignment}")
+    health = result.get("health") or {}
+    verdict = str(health.get("verdict") or "")
+    if not health:
+        return verdict
+    figures = (f"agreement with the source model on its confident pixels "
+               f"{100 * health['agreement_confident']:.0f} %, class shares moved "
+               f"{100 * health['class_shift']:.0f} %, mean confidence "
+               f"{100 * health['confidence_before']:.0f} % -> "
+               f"{100 * health['confidence_after']:.0f} %")
+    if result.get("rejected"):
+        feedback.pushWarning(
+            f"Health check: {verdict} ({figures}; {'; '.join(health.get('reasons') or [])}). "
+            f"Adapting would likely make this map worse, so the map and the model file are the "
+            f"source model's, aligned to the scene (the safe result). The adapted model is kept "
+            f"in {result['rejected']}; set KEEP_ADAPTED to use it anyway.")
+    elif verdict == "uncertain":
+        feedback.pushWarning(f"Health check: uncertain ({figures}). The adapted model was kept; "
+                             "check the map, or compare it with Classify on the source model.")
+    else:
+        feedback.pushInfo(f"Health check: {verdict} ({figures}).")
+    return verdict
