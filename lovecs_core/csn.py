@@ -14,11 +14,15 @@ are filled from the source slot when a checkpoint lacks them.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from .data import WindowSampler
+    from .progress import Reporter
 
 _TARGET_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -152,3 +156,39 @@ def csn_domain(model: nn.Module, domain: str) -> Iterator[nn.Module]:
     finally:
         for layer, was_source in zip(csn_layers(model), previous):
             layer.source = was_source
+
+
+# -- AdaBN ----------------------------------------------------------------------------------
+@torch.no_grad()
+def recompute_target_statistics(model: nn.Module, sampler: "WindowSampler", windows: int,
+                                batch: int, device: torch.device, amp: bool = True,
+                                reporter: Optional["Reporter"] = None) -> None:
+    """AdaBN: reset the target CSN statistics and re-estimate them (cumulative average) by
+    forwarding ``windows`` target windows in train mode, without gradients."""
+    from .progress import Reporter
+    from .train import autocast
+
+    report = reporter or Reporter()
+    layers = csn_layers(model)
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.momentum = None
+        layer.target_running_mean.zero_()
+        layer.target_running_var.fill_(1.0)
+        layer.target_num_batches_tracked.zero_()
+    was_training = model.training
+    model.train()
+    done = 0
+    try:
+        with csn_domain(model, "target"):
+            while done < windows:
+                n = min(batch, windows - done)
+                images, _ = sampler.sample(n)
+                with autocast(device, amp):
+                    model(torch.from_numpy(images).to(device))
+                done += n
+                report("statistics", done / windows, f"target windows {done}/{windows}")
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        model.train(was_training)

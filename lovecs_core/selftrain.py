@@ -43,12 +43,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .card import ModelCard, read_source_sample, save_model
-from .csn import copy_source_to_target, csn_domain, csn_layers, has_csn, replace_bn_with_csn
-from .data import (IN_MEMORY_PIXELS, RasterSource, WindowSampler, open_sources,
-                   sample_array_sources)
+from .adapt_config import METHODS, AdaptConfig, AdaptError, make_config  # noqa: F401
+from .csn import (copy_source_to_target, csn_domain, has_csn, recompute_target_statistics,
+                  replace_bn_with_csn)
+from .data import RasterSource, WindowSampler, open_sources, sample_array_sources
 from .health import HARMFUL, HealthReport, health_check
 from .models import input_divisor
-from .presets import PRESETS
+from .presets import PRESETS  # noqa: F401
 from .progress import Reporter
 from .pseudolabels import (CONF_SCALE, NO_CLASS, SCALE_SPAN, SelectionRules,  # noqa: F401
                            class_balanced_pseudo_labels, class_shares, class_thresholds,
@@ -60,62 +61,6 @@ from .train import (autocast, clip_and_step, grad_scaler, make_optimizer, masked
                     poly_schedule, resolve_device, round_up, seed_everything)
 
 log = logging.getLogger(__name__)
-
-METHODS = ("source-only", "adabn", "cbst", "lovecs")
-
-
-class AdaptError(ValueError):
-    """Adaptation cannot run as asked; the message says why and what to do."""
-
-
-@dataclass
-class AdaptConfig:
-    """Adaptation settings; :data:`PRESETS` fills them, every one can be overridden."""
-
-    iterations: int = 5000          # self-training iterations in all
-    refresh_every: int = 2000       # pseudo-labels regenerated every K iterations
-    batch_size: int = 8             # per domain
-    crop: int = 512
-    lr: float = 0.01 * (1.0 / 3.0) ** 0.9  # the paper's poly schedule continued from 10k of 15k
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    power: float = 0.9
-    grad_clip: float = 35.0
-    portion: float = 0.1            # class-balanced: top 10 % per predicted class
-    min_share: float = 0.005        # classes predicted on less of the scene get no pseudo-labels
-    min_confidence: float = 0.5     # no pseudo-label below this probability
-    prior_cap: float = 2.0          # a class's candidates: at most ~2x its reference share
-    anchor_portion: float = 0.2     # reference map's most confident pixels kept labelled (0: off)
-    source_weight: float = 1.0
-    pseudo_weight: float = 0.5
-    scales: Optional[list[float]] = None  # None: derived from the GSD ratio
-    n_scales: int = 4
-    scale_range: tuple[float, float] = (0.5, 1.75)  # training-window scale augmentation
-    pl_tile: int = 256              # pseudo-labelling tile side, native target pixels
-    pl_margin: int = 16             # context around each tile, native pixels
-    pl_batch: int = 4
-    bn_windows: int = 64            # adabn: target windows for the statistics
-    seed: Optional[int] = 0
-    device: str = "auto"
-    amp: bool = True
-    in_memory_pixels: int = IN_MEMORY_PIXELS
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-
-
-def make_config(preset: str = "standard", **overrides: Any) -> AdaptConfig:
-    """An :class:`AdaptConfig` from a preset, with ``None`` overrides ignored."""
-    if preset not in PRESETS:
-        raise AdaptError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    unknown = set(values) - {f.name for f in dataclasses.fields(AdaptConfig)}
-    if unknown:
-        raise AdaptError(f"unknown adaptation settings {sorted(unknown)}")
-    return AdaptConfig(**values)
-
 
 @dataclass
 class AdaptResult:
@@ -134,39 +79,6 @@ class AdaptResult:
     @property
     def fell_back(self) -> bool:
         return self.rejected is not None
-
-
-# -- AdaBN -----------------------------------------------------------------------------------------
-@torch.no_grad()
-def recompute_target_statistics(model: nn.Module, sampler: WindowSampler, windows: int,
-                                batch: int, device: torch.device, amp: bool = True,
-                                reporter: Optional[Reporter] = None) -> None:
-    """AdaBN: reset the target CSN statistics and re-estimate them (cumulative average) by
-    forwarding ``windows`` target windows in train mode, without gradients."""
-    report = reporter or Reporter()
-    layers = csn_layers(model)
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = None
-        layer.target_running_mean.zero_()
-        layer.target_running_var.fill_(1.0)
-        layer.target_num_batches_tracked.zero_()
-    was_training = model.training
-    model.train()
-    done = 0
-    try:
-        with csn_domain(model, "target"):
-            while done < windows:
-                n = min(batch, windows - done)
-                images, _ = sampler.sample(n)
-                with autocast(device, amp):
-                    model(torch.from_numpy(images).to(device))
-                done += n
-                report("statistics", done / windows, f"target windows {done}/{windows}")
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-        model.train(was_training)
 
 
 # -- the adaptation driver -------------------------------------------------------------------------
