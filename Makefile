@@ -62,12 +62,15 @@ DEMO_ARGS ?=
 demo: setup | $(TMPDIR)  ## train, adapt and map a real cross-sensor pair; styled map, preview, QGIS project
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
-bench: venv | $(TMPDIR)  ## benchmarks (CPU budget); see bench/RESULTS.md
-	$(PY) bench/adaptation.py --budget small --encoder mobilenet_v2 --source-iterations 2000 \
-	  --work bench/out/adaptation-small-2000
+SOURCE_MODEL := bench/out/source-v2/source.lovecs
+$(SOURCE_MODEL): | $(TMPDIR)
+	$(PY) bench/train_source.py --iterations 5000 --out $@
+
+bench: venv $(SOURCE_MODEL) | $(TMPDIR)  ## benchmarks (CPU budget); see bench/RESULTS.md
+	$(PY) bench/adaptation.py --source-model $(SOURCE_MODEL) --work bench/out/adaptation-small-fast
 	$(PY) bench/inference.py
 
-default-model: venv | $(TMPDIR)  ## retrain resources/models/default.lovecs from ../shared/data/source
+default-model: venv | $(TMPDIR)  ## retrain resources/models/default.lovecs (train, benchmark, card)
 	$(PY) scripts/default_model.py
 
 screenshots: venv | $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH)  ## README screenshots (offscreen grab of the dock)

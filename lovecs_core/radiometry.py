@@ -8,8 +8,8 @@ Scene-content-robust by construction (no torch, GDAL only to read a decimated co
    becomes the model's (``card.band_range``). This does not depend on what the scene shows.
 2. **Minimal per-band correction.** The model card keeps, per band, the range that each
    training image's 2nd and 98th percentiles spanned (:class:`Reference`). A scene whose
-   percentiles fall inside that range is *not* changed: the same sensor can see a dark forest or a
-   bright desert, and standardising either to an "average" scene is what destroyed maps of scenes
+   percentiles fall inside that range (give or take ``TOLERANCE``) is *not* changed: the same
+   sensor can see a dark forest or a bright desert, and standardising either to an "average" scene is what destroyed maps of scenes
    with an unusual class mix. Only the part outside anything the source sensor produced is
    corrected, by the smallest per-band affine map that brings the percentiles back in range.
 
@@ -27,6 +27,8 @@ import numpy as np
 LOW, HIGH = 2.0, 98.0  #: percentiles describing a band's spread
 BIT_DEPTHS = (8, 10, 11, 12, 14, 16)
 SAMPLE_PIXELS = 4_000_000  #: a scene is read decimated to about this many pixels
+#: Percentiles this close to the source range (fraction of the value range) count as inside it.
+TOLERANCE = 0.02
 
 
 @dataclass
@@ -199,8 +201,11 @@ def align(reference: Reference, scene: SceneRadiometry, correct_bands: bool = Tr
         lo, hi = scene.low[b] * scale, scene.high[b] * scale
         g, o = scale, 0.0
         if correct_bands and hi - lo > 1e-6 * reference.value_max:
-            lo2 = float(np.clip(lo, *reference.low_range[b]))
-            hi2 = float(np.clip(hi, *reference.high_range[b]))
+            tol = TOLERANCE * reference.value_max
+            lo2 = float(np.clip(lo, reference.low_range[b][0] - tol,
+                                reference.low_range[b][1] + tol))
+            hi2 = float(np.clip(hi, reference.high_range[b][0] - tol,
+                                reference.high_range[b][1] + tol))
             if hi2 - lo2 > 0 and (abs(lo2 - lo) > 1e-9 or abs(hi2 - hi) > 1e-9):
                 k = (hi2 - lo2) / (hi - lo)
                 g, o = scale * k, lo2 - k * lo

@@ -5,7 +5,8 @@ import argparse
 import sys
 from typing import Any, Optional
 
-from ..card import load_classes
+from ..contract import (ARCHITECTURES, DEFAULT_TRAIN_PRESET, RESULT, TRAIN_PRESET_NAMES,
+                        parse_bands)
 from ..progress import Reporter, emit_json
 
 
@@ -42,8 +43,6 @@ def randomisation(parts: str, probability: float) -> Optional[dict[str, Any]]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..train import TRAIN_PRESETS
-
     p = sub.add_parser("train", help="train a land-cover model on labelled rasters (source domain)",
                        description="Train a Semantic FPN (with cross-sensor normalisation "
                                    "layers) on image/label raster pairs. Defaults follow the "
@@ -55,10 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "images by file name")
     p.add_argument("--classes", required=True, help="classes JSON (code, name, color)")
     p.add_argument("--out", required=True, help="output model file (.lovecs)")
-    p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="paper",
+    p.add_argument("--preset", choices=TRAIN_PRESET_NAMES, default=DEFAULT_TRAIN_PRESET,
                    help="starting values for the encoder, iterations, batch and crop "
                         "(default: paper)")
-    p.add_argument("--arch", choices=("fpn", "tiny"), default="fpn",
+    p.add_argument("--arch", choices=ARCHITECTURES, default=ARCHITECTURES[0],
                    help="fpn: Semantic FPN; tiny: a few conv layers (tests, demos)")
     p.add_argument("--encoder", help="FPN encoder, e.g. resnet50, resnet18, mobilenet_v2")
     p.add_argument("--decoder-channels", type=pair_of_ints, metavar="PYRAMID,SEGMENTATION",
@@ -83,6 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-crops", type=int, default=32, metavar="N",
                    help="labelled source crops (192 px) carried in the model file, so adaptation "
                         "keeps a source term anywhere (0: none; 32 crops of RGB uint8: 4.7 MB)")
+    p.add_argument("--sample-side", type=int, default=192, metavar="PX",
+                   help="side of the carried source crops in pixels (192)")
     p.add_argument("--bands", help="image bands to use, e.g. 3,2,1 (default: all but alpha)")
     p.add_argument("--gsd", type=float, help="ground sample distance of the images in metres "
                                              "(default: from their georeference)")
@@ -97,10 +98,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    from ..card import load_classes
     from ..data import pair_rasters
     from ..models import architecture
-    from ..raster import parse_bands
-    from ..train import TRAIN_PRESETS, TrainConfig, fpn_architecture, train_source
+    from ..presets import TRAIN_PRESETS
+    from ..train import TrainConfig, fpn_architecture, train_source
 
     preset = TRAIN_PRESETS[args.preset]
     if args.arch == "tiny":
@@ -118,13 +120,14 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
                          device=args.device, amp=not args.no_amp,
                          checkpoint_every=args.checkpoint_every,
                          randomisation=randomisation(args.randomise, args.randomise_probability),
-                         workers=args.workers, sample_crops=args.sample_crops)
+                         workers=args.workers, sample_crops=args.sample_crops,
+                         sample_side=args.sample_side)
     pairs = pair_rasters(args.images, args.labels)
     result = train_source(pairs, load_classes(args.classes), args.out, arch=arch,
                           bands=parse_bands(args.bands), gsd=args.gsd, config=config,
                           name=args.name, resume=args.resume, reporter=reporter)
     if args.progress == "json":
-        emit_json(sys.stdout, "result", output=str(result.output), seconds=result.seconds,
+        emit_json(sys.stdout, RESULT, output=str(result.output), seconds=result.seconds,
                   device=result.device, final_loss=result.card.provenance.get("final_loss"),
                   card=result.card.to_dict())
     else:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal
 
-from lovecs_core.card import read_card
+from lovecs_core.card import load_model_file, read_card
 from lovecs_core.cli import main
 
 from .synthetic import write_classes, write_source, write_target
@@ -70,3 +70,49 @@ def test_train_adapt_evaluate_cli(tmp_path: Path, capsys):
     assert scores["lovecs"]["miou"] > 0.8
     assert scores["lovecs"]["pixels"] == int((np.ones((96, 96)).sum() - 20 * 20))
     assert time.monotonic() - start < 60
+
+
+def test_run_away_adaptation_is_detected_and_rolled_back(tmp_path: Path, capsys):
+    """Self-training that diverges (a learning rate 1000x too high) floods the map with one class: the
+    health check calls it likely harmful, the user gets the aligned source model, and the
+    adapted model is kept aside (or written anyway with --keep-adapted)."""
+    images, labels = write_source(tmp_path / "src", n=2, size=96, gsd=1.0)
+    scene, _ = write_target(tmp_path / "tgt", size=96, gsd=1.0)
+    classes = write_classes(tmp_path / "classes.json")
+    model = tmp_path / "src.lovecs"
+    assert main(["train", "--images", str(images), "--labels", str(labels), "--classes",
+                 str(classes), "--out", str(model), "--arch", "tiny", "--iterations", "60",
+                 "--batch-size", "4", "--crop", "48", "--lr", "0.05", "--device", "cpu",
+                 "--randomise", "none", "--sample-crops", "4", "--sample-side", "48"]) == 0
+    source_map = tmp_path / "source.tif"
+    assert main(["predict", "--model", str(model), "--raster", str(scene), "--out",
+                 str(source_map), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    common = ["adapt", "--model", str(model), "--target", str(scene), "--method", "lovecs",
+              "--preset", "fast", "--iterations", "10", "--refresh-every", "5", "--crop", "48",
+              "--pl-tile", "64", "--lr", "10", "--device", "cpu"]
+    out, map_tif = tmp_path / "adapted.lovecs", tmp_path / "map.tif"
+    assert main(common + ["--out", str(out), "--map", str(map_tif)]) == 0
+    text = capsys.readouterr().out
+    assert "health check: likely harmful" in text and "the safe result" in text
+    rejected = tmp_path / "adapted.rejected.lovecs"
+    assert rejected.is_file() and f"kept in {rejected}" in text
+    card = read_card(out)
+    assert card.default_domain == "source" and card.adaptation["health"]["verdict"] == \
+        "likely harmful"
+    assert card.adaptation["source_term"] == "model file sample"
+    assert read_card(rejected).adaptation["result"] == "adapted model, rejected"
+    # rolled back: the source model's weights, and the very map `lovecs predict` makes
+    _, source_state = load_model_file(model)
+    _, out_state = load_model_file(out)
+    for key, value in source_state.items():
+        if not key.startswith("sample.") and "target_" not in key:
+            assert np.array_equal(value.numpy(), out_state[key].numpy()), key
+    assert np.array_equal(gdal.Open(str(map_tif)).ReadAsArray(),
+                          gdal.Open(str(source_map)).ReadAsArray())
+    # --keep-adapted: the user insists
+    kept = tmp_path / "kept.lovecs"
+    assert main(common + ["--out", str(kept), "--keep-adapted"]) == 0
+    assert "likely harmful" in capsys.readouterr().out
+    assert read_card(kept).default_domain == "target"
+    assert not (tmp_path / "kept.rejected.lovecs").exists()

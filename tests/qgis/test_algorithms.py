@@ -188,6 +188,40 @@ def test_presets_and_methods_match_the_engine():
     assert sorted(trainsource.PRESETS) == sorted(TRAIN_PRESETS)
 
 
+class LogFeedback(QgsProcessingFeedback):
+    """Keeps everything an algorithm tells the user."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802
+        self.lines.append(info)
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        self.lines.append(warning)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def test_harmful_verdict_is_a_warning_that_names_the_safe_result():
+    from lovecs_qgis.algorithms.adapt import report_health
+
+    feedback = LogFeedback()
+    health = {"verdict": "likely harmful", "agreement_confident": 0.4, "class_shift": 0.5,
+              "confidence_before": 0.7, "confidence_after": 0.9,
+              "reasons": ["building grew from 2 % to 60 % of the scene"]}
+    verdict = report_health({"health": health, "rejected": "/x/a.rejected.lovecs",
+                             "adaptation": {"alignment": {"summary": "10-bit values scaled"}}},
+                            feedback)
+    assert verdict == "likely harmful"
+    assert "Sensor alignment: 10-bit values scaled" in feedback.text
+    assert "the safe result" in feedback.text and "/x/a.rejected.lovecs" in feedback.text
+    assert "building grew" in feedback.text and "KEEP_ADAPTED" in feedback.text
+
+
 def test_train_adapt_evaluate(lovecs_provider, tmp_path, qgis_new_project):
     images, labels = write_source(tmp_path / "src", n=2, size=64)
     scene, scene_labels = write_target(tmp_path / "tgt", size=64, gsd=2.0)
@@ -205,11 +239,16 @@ def test_train_adapt_evaluate(lovecs_provider, tmp_path, qgis_new_project):
     adapted, out = tmp_path / "adapted.lovecs", tmp_path / "adapted.tif"
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
+    feedback = LogFeedback()
     result = processing.runAndLoadResults("lovecs:adapt", {
         "INPUT": scene_layer, "MODEL": str(model), "METHOD": "lovecs", "PRESET": "fast",
         "ITERATIONS": 2, "BATCH_SIZE": 1, "CROP": 32, "DEVICE": "cpu",
-        "OUTPUT_MODEL": str(adapted), "OUTPUT": str(out)}, context=context)
+        "OUTPUT_MODEL": str(adapted), "OUTPUT": str(out)}, context=context, feedback=feedback)
     assert result["OUTPUT_MODEL"] == str(adapted) and result["OUTPUT"] == str(out)
+    # the verdict: an output, in the Processing log, and in the model card
+    verdict = read_card(adapted).adaptation["health"]["verdict"]
+    assert result["VERDICT"] == verdict
+    assert f"Health check: {verdict}" in feedback.text and "Sensor alignment:" in feedback.text
     assert read_card(adapted).adaptation["method"] == "lovecs"
     assert read_array(out).shape == (64, 64)
     layer = [lyr for lyr in QgsProject.instance().mapLayers().values()

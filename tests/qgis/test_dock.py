@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
-from lovecs_qgis.dock import LoveCSDock, band_problem, format_seconds, free_path
+from lovecs_qgis.dock import LoveCSDock
+from lovecs_qgis.jobs import band_problem, format_seconds, free_path
 from lovecs_qgis.runner import Status
 
 from .conftest import CLASS_NAMES, wait_until
@@ -70,6 +71,62 @@ def test_adapt_to_this_image_adds_the_map_and_saves_the_adapted_model(dock, scen
     card = read_card(adapted)
     assert card.default_domain == "target" and "target" in card.normalization
     assert "source data" in dock.log_view.toPlainText()  # the tiny model has none: said so
+    assert "Health check:" in dock.log_view.toPlainText()  # the verdict, in plain words
+    assert card.adaptation["health"]["verdict"].split()[-1] in dock.stage_label.text()
+
+
+def harmful_adaptation(tmp_path: Path, scene: Path) -> dict:
+    """A real run-away adaptation through the engine (a trained tiny model, a learning rate 1000x
+    too high): its JSON result."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.core.synthetic import write_classes, write_source
+
+    images, labels = write_source(tmp_path / "src", n=2, size=96)
+    model = tmp_path / "src.lovecs"
+    engine = [sys.executable, "-m", "lovecs_core"]
+    subprocess.run(engine + ["train", "--images", str(images), "--labels", str(labels),
+                             "--classes", str(write_classes(tmp_path / "c.json")), "--out",
+                             str(model), "--arch", "tiny", "--iterations", "60", "--batch-size",
+                             "4", "--crop", "48", "--lr", "0.05", "--device", "cpu",
+                             "--randomise", "none", "--sample-crops", "4", "--sample-side",
+                             "48"], check=True, capture_output=True)
+    run = subprocess.run(engine + ["--progress", "json", "adapt", "--model", str(model),
+                                   "--target", str(scene), "--out", str(tmp_path / "a.lovecs"),
+                                   "--map", str(tmp_path / "a.tif"), "--preset", "fast",
+                                   "--iterations", "10", "--refresh-every", "5", "--crop", "48",
+                                   "--pl-tile", "64", "--lr", "10", "--device", "cpu"],
+                         check=True, capture_output=True, text=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_harmful_adaptation_gives_the_safe_map_and_a_way_to_keep_the_adapted_one(
+        dock, scene_layer, qgis_data, tmp_path):
+    from qgis.PyQt.QtWidgets import QPushButton
+
+    from lovecs_qgis.runner import EngineOutcome
+
+    result = harmful_adaptation(tmp_path, qgis_data / "scene.tif")
+    assert result["health"]["verdict"] == "likely harmful" and result["rejected"]
+    dock.layer_combo.setLayer(scene_layer)
+    job = dock.prepare("adapt")
+    job.map_path = Path(result["map"])
+    dock.job = job
+    dock.on_done(EngineOutcome(Status.SUCCESS, result=result, seconds=1.0))
+    text = dock.log_view.toPlainText()
+    assert "Health check: likely harmful" in text and result["rejected"] in text
+    assert "likely harmful" in dock.stage_label.text()
+    buttons = {b.text(): b for b in dock.iface.messageBar().findChildren(QPushButton)}
+    assert "Keep adapted model anyway" in buttons and "Use this model" not in buttons
+    outcomes: list = []
+    buttons["Keep adapted model anyway"].click()
+    assert dock.task is not None and dock.model_widget.filePath() == result["rejected"]
+    dock.task.done.connect(outcomes.append)
+    wait_until(lambda: bool(outcomes), timeout=300)
+    assert outcomes[0].status is Status.SUCCESS, outcomes[0].error
+    assert dock.job.map_path.is_file()
 
 
 def test_cancel_mid_run_stops_the_child_and_leaves_nothing(dock, qgis_data, tmp_path):
@@ -104,7 +161,7 @@ def test_band_mismatch_gives_a_clear_message_and_no_task(dock, scene_layer, qgis
     assert dock.start("adapt") is None and dock.task is None
     assert "expects 2 band(s)" in dock.log_view.toPlainText()
     dock.bands_edit.setText("3,1")
-    assert band_problem(dock.card, scene_layer, "3,1") == ""
+    assert band_problem(dock.card, scene_layer.name(), scene_layer.bandCount(), 3, "3,1") == ""
 
 
 def test_settings_persist_between_docks(qgis_iface, qgis_data, tmp_path):

@@ -1,0 +1,69 @@
+"""The health check's verdicts on crafted maps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lovecs_core.health import HARMFUL, IMPROVED, UNCERTAIN, health_check
+
+NAMES = ["building", "road", "water", "bare land", "vegetation"]
+SCALE = 65535
+
+
+def source_map(n: int = 50_000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    pred = rng.choice(5, n, p=[0.02, 0.04, 0.02, 0.02, 0.90]).astype(np.uint8)  # rural scene
+    conf = np.round(rng.uniform(0.4, 1.0, n) * SCALE).astype(np.uint16)
+    return pred, conf
+
+
+def test_a_small_confident_refinement_is_improved():
+    pred, conf = source_map()
+    adapted = pred.copy()
+    unsure = conf < 0.5 * SCALE
+    adapted[unsure & (np.arange(pred.size) % 3 == 0)] = 3  # relabels a few unsure pixels
+    report = health_check(pred, conf, adapted, np.minimum(conf.astype(np.int64) + 3000,
+                                                          SCALE).astype(np.uint16), NAMES)
+    assert report.verdict == IMPROVED, report.summary()
+    assert report.agreement_confident == 1.0 and report.class_shift < 0.1
+
+
+def test_building_flooding_a_rural_scene_is_likely_harmful():
+    """The first release's failure: building and water flood the vegetation."""
+    pred, conf = source_map()
+    adapted = pred.copy()
+    flood = np.random.default_rng(1).random(pred.size) < 0.6
+    adapted[flood] = 0
+    report = health_check(pred, conf, adapted, conf, NAMES)
+    assert report.verdict == HARMFUL
+    assert report.largest_gain_class == "building" and report.largest_gain > 0.5
+    assert any("building grew" in r for r in report.reasons)
+    assert "likely harmful" in report.summary()
+
+
+def test_confident_pixels_relabelled_without_a_share_shift_is_harmful():
+    pred, conf = source_map()
+    adapted = pred.copy()
+    confident = conf >= np.quantile(conf, 0.5)
+    swap = confident & (np.random.default_rng(2).random(pred.size) < 0.4)
+    adapted[swap] = (pred[swap] + 1) % 5
+    report = health_check(pred, conf, adapted, conf, NAMES)
+    assert report.verdict == HARMFUL and report.agreement_confident < 0.75
+
+
+def test_a_moderate_change_is_uncertain():
+    pred, conf = source_map()
+    adapted = pred.copy()
+    change = np.random.default_rng(3).random(pred.size) < 0.14
+    adapted[change] = 3
+    report = health_check(pred, conf, adapted, conf, NAMES)
+    assert report.verdict == UNCERTAIN, report.summary()
+
+
+def test_invalid_pixels_are_ignored_and_no_overlap_is_an_error():
+    pred, conf = source_map(100)
+    pred[:10] = 255
+    report = health_check(pred, conf, pred, conf, NAMES)
+    assert sum(report.shares_before.values()) == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError):
+        health_check(np.full(5, 255, np.uint8), conf[:5], pred[:5], conf[:5], NAMES)
