@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from .data import WindowSampler
+    from .sampling import WindowSampler
     from .progress import Reporter
 
 _TARGET_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
@@ -166,7 +166,7 @@ def recompute_target_statistics(model: nn.Module, sampler: "WindowSampler", wind
     """AdaBN: reset the target CSN statistics and re-estimate them (cumulative average) by
     forwarding ``windows`` target windows in train mode, without gradients."""
     from .progress import Reporter
-    from .train import autocast
+    from .runtime import autocast
 
     report = reporter or Reporter()
     layers = csn_layers(model)

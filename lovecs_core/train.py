@@ -9,12 +9,10 @@ clip 35, batch 8, 512 crops, 10 000 iterations).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as _dt
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -30,41 +28,16 @@ from .augment import SensorRandomisation
 from .card import SAMPLE_IMAGES, SAMPLE_LABELS, ClassInfo, ModelCard, save_model
 from .csn import change_csn
 from .device import resolve_device
-from .data import (BandStats, RasterSource, WindowBatches, WindowSampler, band_statistics,
-                   draw_source_sample, open_sources)
+from .data import BandStats, RasterSource, band_statistics, open_sources
+from .sampling import WindowBatches, WindowSampler, draw_source_sample
 from .radiometry import nominal_maximum, reference_from_images
 from .models import architecture, build_model, input_divisor
+from .presets import TRAIN_PRESETS  # noqa: F401 (lovecs_core.train.TRAIN_PRESETS)
 from .progress import Reporter
+from .runtime import autocast, cpu_bf16_supported, grad_scaler, round_up, seed_everything
 
 log = logging.getLogger(__name__)
 IGNORE = -1
-
-
-# -- precision -------------------------------------------------------------------------------------
-def cpu_bf16_supported() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 is slow."""
-    try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-    except AttributeError:  # older torch
-        return False
-
-
-def autocast(device: torch.device, amp: bool, cpu_bf16: bool = False
-             ) -> contextlib.AbstractContextManager[Any]:
-    """Mixed precision on CUDA (bfloat16 where supported, else float16); on a CPU only when
-    ``cpu_bf16`` is asked for (training) and the CPU has native bfloat16."""
-    if amp and device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    if amp and cpu_bf16 and device.type == "cpu" and cpu_bf16_supported():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def grad_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
-    """A loss scaler, enabled only for float16 autocast."""
-    enabled = amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    return torch.amp.GradScaler("cuda", enabled=enabled)
 
 
 # -- optimisation ----------------------------------------------------------------------------------
@@ -116,16 +89,6 @@ def clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer,
     scaler.update()
 
 
-def round_up(value: int, divisor: int) -> int:
-    return int(math.ceil(value / divisor) * divisor)
-
-
-def seed_everything(seed: Optional[int]) -> None:
-    if seed is not None:
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-
-
 # -- configuration ---------------------------------------------------------------------------------
 @dataclass
 class TrainConfig:
@@ -155,17 +118,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-#: Named starting points for source training; every value can be overridden.
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "fast": dict(iterations=500, batch_size=8, crop=256, encoder="resnet18",
-                 decoder_channels=(128, 64)),
-    "standard": dict(iterations=4000, batch_size=8, crop=512, encoder="resnet34",
-                     decoder_channels=(256, 128)),
-    "paper": dict(iterations=10000, batch_size=8, crop=512, encoder="resnet50",
-                  decoder_channels=(256, 128)),
-}
 
 
 @dataclass

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from lovecs_core.augment import PARTS, SensorRandomisation, randomise
-from lovecs_core.data import RasterSource, WindowBatches, WindowSampler, pair_rasters
+from lovecs_core.data import RasterSource, pair_rasters
+from lovecs_core.sampling import WindowBatches, WindowSampler
 
 from .synthetic import write_source
 

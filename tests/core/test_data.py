@@ -3,8 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lovecs_core.data import (RasterSource, WindowSampler, band_statistics, code_lookup,
-                              open_sources, pair_rasters)
+from lovecs_core.data import (RasterSource, band_statistics, code_lookup, open_sources,
+                              pair_rasters)
+from lovecs_core.sampling import WindowSampler
 from lovecs_core.raster import RasterError
 
 from .helpers import write_geotiff

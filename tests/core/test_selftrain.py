@@ -8,14 +8,16 @@ from torch import nn
 
 from lovecs_core.card import read_card
 from lovecs_core.csn import CrossSensorNorm, csn_layers, replace_bn_with_csn
-from lovecs_core.data import RasterSource, WindowSampler, band_statistics, pair_rasters
+from lovecs_core.data import RasterSource, band_statistics, pair_rasters
+from lovecs_core.sampling import WindowSampler
 from lovecs_core.models import model_from_file
 from lovecs_core.progress import CancelToken, Cancelled, Reporter
 from lovecs_core.radiometry import scene_alignment
-from lovecs_core.selftrain import (CONF_SCALE, NO_CLASS, AdaptError, adapt,
-                                   class_balanced_pseudo_labels, class_thresholds, gsd_scales,
-                                   make_config, multiscale_probabilities, predict_scene,
-                                   recompute_target_statistics)
+from lovecs_core.csn import recompute_target_statistics
+from lovecs_core.pseudolabels import (CONF_SCALE, NO_CLASS, class_balanced_pseudo_labels,
+                                      class_thresholds, gsd_scales, multiscale_probabilities,
+                                      predict_scene)
+from lovecs_core.selftrain import AdaptError, adapt, make_config
 
 from .helpers import tiny_model_file, write_geotiff
 from .synthetic import write_source, write_target
