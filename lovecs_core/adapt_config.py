@@ -6,10 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from .contract import METHODS  # noqa: F401 (imported from here by selftrain)
 from .data import IN_MEMORY_PIXELS
 from .presets import PRESETS
-
-METHODS = ("source-only", "adabn", "cbst", "lovecs")
 
 
 class AdaptError(ValueError):

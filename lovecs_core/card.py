@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
+from .contract import DOMAINS, part_path
+
 if TYPE_CHECKING:  # the QGIS plugin reads cards without torch in its process
     import numpy as np
     import torch
@@ -22,7 +24,6 @@ FORMAT_NAME = "lovecs-model"
 FORMAT_VERSION = 1
 CARD_KEY = "lovecs_card"
 MODEL_SUFFIX = ".lovecs"
-DOMAINS = ("source", "target")
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
@@ -287,7 +288,7 @@ def save_model(path: str | os.PathLike[str], card: ModelCard,
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
+    tmp = part_path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     try:
         save_file(tensors, str(tmp), metadata={CARD_KEY: card.to_json(indent=None)})

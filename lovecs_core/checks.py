@@ -8,9 +8,8 @@ its own process, so the command line and Processing say the same thing.
   inputs and from each other, and can be written (folder writable, disk not full).
 - :func:`check_adapt_settings`: adaptation settings in range (``crop``, ``iterations`` ...).
 - :func:`check_predict_outputs`: the same for a classification's outputs.
-- :func:`check_georeference`: a raster without geotransform or CRS is refused when the model
-  expects a pixel size, unless the user asked to map at the raster's own pixels.
-- :func:`input_value_warnings`: the input's data type or value range differ from the model's.
+
+The checks of an input raster (georeference, values, bands, size) are in :mod:`.rasterchecks`.
 """
 from __future__ import annotations
 
@@ -19,11 +18,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-__all__ = ["CheckError", "check_adapt_outputs", "check_adapt_settings", "check_predict_outputs",
-           "check_output_path", "check_free_space", "check_georeference",
-           "input_value_warnings", "same_path", "MIN_FREE_BYTES"]
+from .contract import PROBE_PREFIX
+
+__all__ = ["MIN_FREE_BYTES", "CheckError", "check_adapt_outputs", "check_adapt_settings",
+           "check_free_space", "check_output_path", "check_predict_outputs", "same_path"]
 
 #: Below this much free space in an output folder a run is refused up front ("disk full").
 MIN_FREE_BYTES = 16 * 1024 ** 2
@@ -91,7 +91,7 @@ def check_output_path(path: PathArg, what: str = "output", needed: int = 0) -> P
         raise CheckError(f"cannot write the {what} {p}: its folder {p.parent} does not exist "
                          f"and cannot be created in {folder}")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".lovecs-probe-", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
     except OSError as exc:
         import errno
 
@@ -128,7 +128,9 @@ def _raster_size(path: Optional[PathArg]) -> int:
     try:
         from osgeo import gdal
 
-        with _quiet_gdal():
+        from .rasterchecks import quiet_gdal
+
+        with quiet_gdal():
             ds = gdal.Open(str(path))
         return 0 if ds is None else ds.RasterXSize * ds.RasterYSize
     except Exception:
@@ -235,203 +237,3 @@ def check_adapt_settings(**settings: Any) -> None:
             if not (_number(0.0, 100.0, low_open=True)[0](lo) and
                     _number(0.0, 100.0, low_open=True)[0](hi) and lo <= hi):
                 raise CheckError(f"{name} must be MIN,MAX with 0 < MIN <= MAX, got {value!r}")
-
-
-# -- georeference and input values -------------------------------------------------------------
-
-class _quiet_gdal:
-    """Silence GDAL's error printing (and raise no exceptions) inside the block."""
-
-    def __enter__(self) -> "_quiet_gdal":
-        from osgeo import gdal
-
-        gdal.PushErrorHandler("CPLQuietErrorHandler")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        from osgeo import gdal
-
-        gdal.PopErrorHandler()
-
-
-def georeference_problem(ds: Any) -> str:
-    """Empty when the raster has a geotransform and a CRS, else what is missing."""
-    gt = ds.GetGeoTransform(can_return_null=True)
-    missing = []
-    if gt is None:
-        missing.append("no geotransform")
-    if not ds.GetProjection():
-        missing.append("no coordinate reference system")
-    return " and ".join(missing)
-
-
-def check_georeference(model_gsd: Optional[float], raster: Any, resample: bool = True,
-                       hint: str = "--no-resample") -> None:
-    """A raster without geotransform or CRS has an unknown pixel size: refuse it when the model
-    expects a pixel size (``model_gsd``) and resampling is on, instead of mapping at a scale
-    nobody chose. ``hint`` names the switch that maps at the raster's own pixels in the
-    caller's interface. ``raster``: a path or an open GDAL dataset."""
-    if not model_gsd or not resample:
-        return
-    ds = raster
-    if isinstance(raster, (str, os.PathLike)):
-        from osgeo import gdal
-
-        try:
-            with _quiet_gdal():
-                ds = gdal.Open(str(raster))
-        except RuntimeError:
-            ds = None
-        if ds is None:
-            return  # not readable: the reader reports it with its own message
-    problem = georeference_problem(ds)
-    if problem:
-        name = Path(ds.GetDescription() or str(raster)).name
-        raise CheckError(
-            f"{name} has {problem}, so its pixel size is unknown, and the model expects "
-            f"{model_gsd:g} m pixels: georeference the raster (GDAL: gdal_edit.py -a_srs ... "
-            f"-a_ullr ...; QGIS: the Georeferencer), or map it at its own pixels with {hint}")
-
-
-_DTYPE_NAMES = {"byte": "uint8"}
-SAMPLE_SIDE = 256
-
-
-def _sample(ds: Any, bands: Sequence[int]) -> list[Any]:
-    """Valid values of each band on a decimated grid (at most SAMPLE_SIDE² pixels)."""
-    import numpy as np
-
-    w, h = ds.RasterXSize, ds.RasterYSize
-    bw, bh = min(w, SAMPLE_SIDE), min(h, SAMPLE_SIDE)
-    out = []
-    valid = np.ones((bh, bw), bool)
-    arrays = []
-    for b in bands:
-        band = ds.GetRasterBand(b)
-        a = band.ReadAsArray(0, 0, w, h, buf_xsize=bw, buf_ysize=bh).astype(np.float64)
-        if not band.GetMaskFlags() & 1:  # GMF_ALL_VALID
-            valid &= band.GetMaskBand().ReadAsArray(0, 0, w, h, buf_xsize=bw,
-                                                    buf_ysize=bh) > 0
-        arrays.append(a)
-    for a in arrays:
-        valid &= np.isfinite(a)
-    for a in arrays:
-        out.append(a[valid])
-    return out
-
-
-def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] = None,
-                         domain: Optional[str] = None, aligned: bool = False) -> list[str]:
-    """Warnings when the raster's data type or values differ from what the model was made for
-    (they are not rescaled here, and a model fed the wrong range maps one or two classes).
-    ``card``: a ModelCard; ``raster``: a path or GDAL dataset; ``bands``: 1-based (default:
-    the non-alpha bands); ``domain``: the normalisation domain used (default: the card's);
-    ``aligned``: the sensor alignment (radiometry.py) will rescale the values."""
-    import numpy as np
-    from osgeo import gdal
-
-    ds = raster
-    if isinstance(raster, (str, os.PathLike)):
-        try:
-            with _quiet_gdal():
-                ds = gdal.Open(str(raster))
-        except RuntimeError:
-            return []
-    if ds is None:
-        return []
-    if not bands:
-        bands = [i for i in range(1, ds.RasterCount + 1)
-                 if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand]
-    bands = [b for b in bands if 1 <= b <= ds.RasterCount]
-    if len(bands) != card.band_count:
-        return []  # the band-count error comes elsewhere
-    name = Path(ds.GetDescription() or str(raster)).name
-    warnings: list[str] = []
-    dtype = gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType).lower()
-    dtype = _DTYPE_NAMES.get(dtype, dtype)
-    domain = domain or card.default_domain
-    source_stats = domain == "source" or "target" not in card.normalization
-    lo, hi = (float(v) for v in card.band_range)
-    if source_stats and dtype != card.band_dtype and aligned:
-        warnings.append(
-            f"{name} holds {dtype} values but the model was made for {card.band_dtype} "
-            f"({lo:g}-{hi:g}): the sensor alignment rescales them to the model's range (see the "
-            f"'sensor alignment' line); a model adapted to this sensor may map it better")
-        return warnings
-    if source_stats and dtype != card.band_dtype:
-        warnings.append(
-            f"{name} holds {dtype} values but the model was made for {card.band_dtype} "
-            f"({lo:g}-{hi:g}); the values are used as they are, so the map may show only one "
-            f"or two classes. Convert the raster to the model's range, or adapt the model to it")
-    try:
-        with _quiet_gdal():
-            samples = _sample(ds, bands)
-    except Exception:
-        return warnings
-    if not samples or samples[0].size == 0:
-        return warnings
-    values = np.concatenate(samples)
-    p1, p99 = (float(v) for v in np.percentile(values, [1, 99]))
-    span = max(hi - lo, 1e-9)
-    if source_stats and not aligned and not warnings and (p99 > hi + 0.5 * span or p99 < lo + 0.1 * span
-                                          or p1 < lo - 0.5 * span):
-        warnings.append(
-            f"{name}'s values span about {p1:.4g}-{p99:.4g} but the model was made for values "
-            f"in {lo:g}-{hi:g}; they are used as they are, so the map may be poor. Convert the "
-            f"raster to the model's range, or adapt the model to it")
-    elif not source_stats:
-        mean, std = card.stats(domain)
-        z = [abs(float(np.mean(s)) - m) / sd for s, m, sd in zip(samples, mean, std) if s.size]
-        if z and max(z) > 4.0:
-            warnings.append(
-                f"{name}'s values differ strongly from the statistics of the model's "
-                f"'{domain}' domain (band means {', '.join(f'{float(np.mean(s)):.4g}' for s in samples)}"
-                f" vs {', '.join(f'{m:.4g}' for m in mean)}); is this the scene the model was "
-                f"adapted to?")
-    return warnings
-
-
-def check_band_numbers(bands: Iterable[int], count: int, name: str = "the raster") -> None:
-    too_high = [b for b in bands if not 1 <= b <= count]
-    if too_high:
-        raise CheckError(f"{name} has {count} band(s); band(s) {too_high} do not exist")
-
-
-#: The largest raster mapped in one run (pixels); 10⁶ x 10⁶ would take months on a CPU.
-MAX_PIXELS = 20_000_000_000
-
-
-def check_raster_data(raster: Any, bands: Optional[Sequence[int]] = None,
-                      max_pixels: int = MAX_PIXELS) -> None:
-    """Data the engine cannot use, refused with the reason: complex values, or a raster so
-    large (e.g. a virtual raster declaring 10⁶ x 10⁶ pixels) that the run would not end; the
-    message gives the estimate and the way out (a smaller extent)."""
-    from osgeo import gdal
-
-    from .estimate import classify_seconds
-
-    ds = raster
-    if isinstance(raster, (str, os.PathLike)):
-        try:
-            with _quiet_gdal():
-                ds = gdal.Open(str(raster))
-        except RuntimeError:
-            return
-    if ds is None:
-        return
-    name = Path(ds.GetDescription() or str(raster)).name
-    for b in bands or range(1, ds.RasterCount + 1):
-        if 1 <= b <= ds.RasterCount:
-            dtype = ds.GetRasterBand(b).DataType
-            if gdal.DataTypeIsComplex(dtype):
-                raise CheckError(
-                    f"{name} band {b} holds complex values ({gdal.GetDataTypeName(dtype)}); "
-                    f"the models take real values: convert it first, e.g. the amplitude with "
-                    f"gdal_calc.py or the Raster calculator")
-    pixels = ds.RasterXSize * ds.RasterYSize
-    if pixels > max_pixels:
-        days = classify_seconds(pixels) / 86400
-        raise CheckError(
-            f"{name} has {ds.RasterXSize} x {ds.RasterYSize} = {pixels:.3g} pixels; mapping it "
-            f"would take about {days:,.0f} days on a 2-core CPU (the limit is "
-            f"{max_pixels:.3g} pixels per run): map a part of it (--extent / a clipped copy)")

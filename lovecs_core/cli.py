@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import Callable, Optional, Sequence
 
+from .contract import CANCELLED, ERROR
 from .progress import (Cancelled, CancelToken, JsonLinesSink, ProgressCallback, ProgressEvent,
                        emit_json)
 
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        module = importlib.import_module(f"lovecs_core.commands.{name}")
+        module = importlib.import_module(f".commands.{name}", __package__)
         module.register(sub)
     return parser
 
@@ -104,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (Cancelled, KeyboardInterrupt) as exc:
         close()
         if json_mode:
-            emit_json(sys.stdout, "cancelled")
+            emit_json(sys.stdout, CANCELLED)
         print(f"lovecs: {'cancelled' if isinstance(exc, Cancelled) else 'interrupted'}",
               file=sys.stderr)
         return EXIT_CANCELLED
@@ -113,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.verbose:
             logging.exception("failed")
         if json_mode:  # the program reading the JSON shows the message: say it once
-            emit_json(sys.stdout, "error", message=str(exc), exception=type(exc).__name__)
+            emit_json(sys.stdout, ERROR, message=str(exc), exception=type(exc).__name__)
         else:
             print(f"lovecs {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
+from .contract import DEVICES
+
 if TYPE_CHECKING:
     import torch
 
@@ -54,17 +56,26 @@ def resolve_device(spec: Union[str, "torch.device", None] = "auto") -> "torch.de
     if kind == "auto":
         return torch.device("cuda", 0) if available else torch.device("cpu")
     if not available:
-        build = torch.version.cuda
-        why = (f"this torch build has CUDA {build} but finds no usable GPU (driver?)" if build
-               else "this torch build has no CUDA support")
-        raise DeviceError(f"device {spec!r} was requested but CUDA is not available: {why}; "
-                          f"use --device cpu (or auto)")
+        raise DeviceError(f"device {spec!r} was requested but CUDA is not available: "
+                          f"{cuda_unavailable_reason()}; use --device cpu (or auto)")
     count = torch.cuda.device_count()
     n = int(index) if index is not None else 0
     if n >= count:
         raise DeviceError(f"device {spec!r} does not exist: {count} CUDA GPU(s) found "
                           f"(cuda:0 .. cuda:{count - 1})")
     return torch.device("cuda", n)
+
+
+def cuda_unavailable_reason() -> str:
+    """Why no GPU can be used, in plain words (empty when CUDA works)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return ""
+    if torch.version.cuda is None:
+        return "this PyTorch build has no CUDA support (CPU-only build)"
+    return (f"PyTorch was built for CUDA {torch.version.cuda} but finds no usable NVIDIA GPU "
+            "(no GPU, or no matching driver)")
 
 
 def list_devices() -> list[DeviceInfo]:
@@ -88,4 +99,4 @@ def list_devices() -> list[DeviceInfo]:
 
 def device_choices() -> list[str]:
     """What a device picker offers: ``auto``, ``cpu`` and one entry per CUDA GPU."""
-    return ["auto", "cpu"] + [d.name for d in list_devices()]
+    return [d for d in DEVICES if d != "cuda"] + [d.name for d in list_devices()]

@@ -7,10 +7,9 @@ import torch
 from torch import nn
 
 from .card import ModelCard, ModelFileError
+from .contract import ENCODERS  # noqa: F401 (offered to users; the paper's is resnet50)
 from .csn import replace_bn_with_csn
 
-#: Encoders offered to users; the paper's is resnet50, the lighter ones serve CPU users.
-ENCODERS = ("resnet50", "resnet34", "resnet18", "mobilenet_v2", "efficientnet-b0")
 
 
 class SemanticFPN(nn.Module):

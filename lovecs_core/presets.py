@@ -1,4 +1,5 @@
-"""Adaptation presets (plain data, no torch: the QGIS plugin reads them for time estimates)."""
+"""Adaptation and source-training presets (plain data, no torch: the QGIS plugin reads them for
+time estimates, and the CLI offers their names without importing torch)."""
 from __future__ import annotations
 
 from typing import Any
@@ -13,4 +14,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # batch 8, 512 crops, scales x2..x3.5 (4 scales)
     "paper": dict(iterations=5000, refresh_every=2000, batch_size=8, crop=512, n_scales=4,
                   pl_tile=512, pl_batch=4, bn_windows=128),
+}
+
+#: Named starting points for source training (``lovecs train --preset``); every value can be
+#: overridden.
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "fast": dict(iterations=500, batch_size=8, crop=256, encoder="resnet18",
+                 decoder_channels=(128, 64)),
+    "standard": dict(iterations=4000, batch_size=8, crop=512, encoder="resnet34",
+                     decoder_channels=(256, 128)),
+    "paper": dict(iterations=10000, batch_size=8, crop=512, encoder="resnet50",
+                  decoder_channels=(256, 128)),
 }

@@ -7,6 +7,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional, TextIO
 
+from .contract import EVENT_TYPES, PROGRESS
+
 
 class Cancelled(Exception):
     """Raised inside the engine when a :class:`CancelToken` was cancelled."""
@@ -22,7 +24,7 @@ class ProgressEvent:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"type": "progress", **asdict(self)}, default=float)
+        return json.dumps({"type": PROGRESS, **asdict(self)}, default=float)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -88,6 +90,8 @@ class JsonLinesSink:
 
 
 def emit_json(stream: TextIO, kind: str, **payload: Any) -> None:
-    """Write a non-progress JSON line (``result``, ``error``, ``log``)."""
+    """Write a non-progress JSON line (``result``, ``error``, ``cancelled``)."""
+    if kind not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {kind!r}; the plugin reads {EVENT_TYPES}")
     stream.write(json.dumps({"type": kind, **payload}, default=str) + "\n")
     stream.flush()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .card import ClassInfo
+from .contract import part_path
 
 QGIS_VERSION = "3.22.0-Białowieża"
 DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
@@ -62,7 +63,7 @@ def write_qml(path: str | os.PathLike[str], classes: Iterable[ClassInfo], band: 
               opacity: float = 1.0) -> Path:
     """Write the QML to ``path`` atomically (temporary name, then rename); returns the path."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".part")
+    tmp = part_path(path)
     try:
         tmp.write_text(qml_text(classes, band, opacity), encoding="utf-8")
         os.replace(tmp, path)

@@ -40,26 +40,6 @@ def gdal_cache_limit(max_bytes: int = 128 * 1024 ** 2) -> Iterator[None]:
         gdal.SetCacheMax(previous)
 
 
-def parse_bands(text: Optional[str | Sequence[int]]) -> Optional[list[int]]:
-    """``"3,2,1"`` -> ``[3, 2, 1]`` (1-based GDAL band numbers); empty/None -> None (automatic)."""
-    if text is None:
-        return None
-    if isinstance(text, str):
-        text = text.strip()
-        if not text:
-            return None
-        try:
-            bands = [int(part) for part in text.replace(" ", "").split(",") if part]
-        except ValueError as exc:
-            raise RasterError(f"bands must be comma-separated band numbers like 3,2,1: "
-                              f"{text!r}") from exc
-    else:
-        bands = [int(b) for b in text]
-    if not bands or any(b < 1 for b in bands):
-        raise RasterError(f"band numbers start at 1: {bands}")
-    return bands
-
-
 def open_dataset(path: str | os.PathLike[str]) -> gdal.Dataset:
     try:
         ds = gdal.Open(str(path), gdal.GA_ReadOnly)

@@ -26,6 +26,7 @@ from torch import nn
 
 from .augment import SensorRandomisation
 from .card import SAMPLE_IMAGES, SAMPLE_LABELS, ClassInfo, ModelCard, save_model
+from .contract import part_path
 from .csn import change_csn
 from .device import resolve_device
 from .data import BandStats, RasterSource, band_statistics, open_sources
@@ -186,7 +187,7 @@ def checkpoint_path(out: str | os.PathLike[str]) -> Path:
 
 
 def save_checkpoint(path: Path, **state: Any) -> None:
-    tmp = path.with_name(path.name + ".part")
+    tmp = part_path(path)
     torch.save(state, tmp)
     os.replace(tmp, path)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 from osgeo import gdal
 
 from .card import ClassInfo
+from .contract import temporary_path
 
 gdal.UseExceptions()
 
@@ -31,11 +31,6 @@ PROBABILITY_NODATA = -1.0
 #: Overview resampling of class maps: NEAREST keeps codes and costs a fraction of MODE's time.
 CLASS_OVERVIEWS = "NEAREST"
 _GDAL_TYPES = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.float32): gdal.GDT_Float32}
-
-
-def temporary_path(final: Path, tag: str = "part") -> Path:
-    """A unique hidden name beside ``final`` (same folder, so a rename is atomic)."""
-    return final.with_name(f".{final.stem}.{tag}-{uuid.uuid4().hex[:8]}.tif")
 
 
 def overview_factors(width: int, height: int, smallest: int = 128) -> list[int]:

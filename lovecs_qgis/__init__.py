@@ -2,11 +2,10 @@
 
 The plugin is thin: Processing algorithms and a panel that run the ``lovecs_core`` engine in a
 separate Python process. The engine travels inside the plugin folder (or sits beside it in a
-source checkout); only its torch-free modules (model card, QML) are imported inside QGIS.
+source checkout); only its torch-free modules (contract, model card, checks, QML) are imported
+inside QGIS, through :mod:`lovecs_qgis.engine`, and every import is package-relative: the
+plugin never changes ``sys.path``.
 """
-from .paths import ensure_engine_importable
-
-ensure_engine_importable()
 
 
 def classFactory(iface):  # noqa: N802 (QGIS's name)

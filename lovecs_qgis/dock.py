@@ -5,14 +5,12 @@ dock only touches widgets on the main thread, and adds layers when the task's ``
 """
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsMapLayerProxyModel,
-                       QgsProject, QgsRaster, QgsRasterLayer, QgsSettings)
+                       QgsProject, QgsRasterLayer, QgsSettings)
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QStandardPaths, QTimer
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
@@ -20,93 +18,19 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout,
                                  QLineEdit, QListWidget, QListWidgetItem, QMessageBox,
                                  QPlainTextEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
-from lovecs_core.card import ModelCard, ModelFileError, read_card
-from lovecs_core.estimate import describe_estimate
-from lovecs_core.presets import PRESETS
-
-from .algorithms.base import engine_args
+from .algorithms.base import data_band_count
+from .engine import card as model_card
+from .engine import contract, estimate
+from .jobs import (Job, JobError, JobRequest, auto_bands, band_problem, build_job,
+                   format_seconds, free_path, health_text, safe_name, stage_text)
 from .paths import default_model_path
-from .runner import EngineEvent, EngineOutcome, EngineTask, Status
-from .styling import apply_class_style, map_layer_name
+from .runner import EngineEvent, EngineOutcome, Status
+from .styling import apply_class_style
+from .task import EngineTask
 
 SETTINGS = "lovecs/dock/"
 AREAS = ("Whole layer", "Current map extent")
-
-
-@dataclass
-class Job:
-    """One run the dock starts: the engine command, its arguments, and what it will produce."""
-
-    command: str  # "adapt" or "predict"
-    args: list[str]
-    map_path: Path
-    confidence_path: Optional[Path]
-    model_out: Optional[Path]
-    layer_name: str
-    classes_model: Path  # whose card styles the map
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def outputs(self) -> list[Path]:
-        return [p for p in (self.map_path, self.confidence_path, self.model_out) if p is not None]
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "scene"
-
-
-def free_path(folder: Path, stem: str, suffix: str) -> Path:
-    """``folder/stem.suffix``, or ``stem_2.suffix``... so an earlier result is never overwritten."""
-    path = folder / f"{stem}{suffix}"
-    n = 2
-    while path.exists() or path.with_suffix(".qml").exists():
-        path = folder / f"{stem}_{n}{suffix}"
-        n += 1
-    return path
-
-
-def data_band_count(layer: QgsRasterLayer) -> int:
-    provider = layer.dataProvider()
-    return sum(1 for b in range(1, layer.bandCount() + 1)
-               if provider.colorInterpretation(b) != QgsRaster.AlphaBand)
-
-
-def band_problem(card: ModelCard, layer: QgsRasterLayer, bands_text: str) -> str:
-    """Why the layer's bands cannot feed the model (empty when they can)."""
-    text = bands_text.replace(" ", "")
-    if text:
-        try:
-            bands = [int(b) for b in text.split(",") if b]
-        except ValueError:
-            return f"bands must be comma-separated band numbers like 3,2,1, not '{bands_text}'"
-        missing = [b for b in bands if not 1 <= b <= layer.bandCount()]
-        if missing:
-            return f"'{layer.name()}' has {layer.bandCount()} band(s): no band {missing[0]}"
-        chosen = len(bands)
-    else:
-        chosen = data_band_count(layer)
-    if chosen != card.band_count:
-        return (f"the model expects {card.band_count} band(s) ({', '.join(card.band_names)}) but "
-                f"{chosen} band(s) of '{layer.name()}' would be used: set the band mapping, "
-                f"e.g. {','.join(str(i) for i in range(1, card.band_count + 1))}")
-    return ""
-
-
-def auto_bands(card: ModelCard, layer: QgsRasterLayer) -> str:
-    """A band mapping from band names/colour interpretation, e.g. ``"3,2,1"``; the first bands
-    when the layer has more than the model and their names do not help (as the engine does);
-    empty when the layer's bands already match by count and no better mapping is known."""
-    from lovecs_core.bands import choose_bands
-
-    try:
-        found, _ = choose_bands(card.band_names, layer.source())
-    except Exception:  # not a GDAL source; the count check reports the rest
-        found = None
-    if found and found != list(range(1, card.band_count + 1)):
-        return ",".join(map(str, found))
-    if found and data_band_count(layer) != card.band_count:
-        return ",".join(map(str, found))  # the first bands of a layer with more
-    return ""
+ModelCard = model_card.ModelCard
 
 
 def clip_to_extent(raster: str, extent: Any, vrt: Path) -> Path:
@@ -168,7 +92,7 @@ class LoveCSDock(QgsDockWidget):
         self.device_note.setWordWrap(True)
         form.addRow("", self.device_note)
         self.preset_combo = QComboBox(body)
-        for preset in PRESETS:
+        for preset in contract.ADAPT_PRESETS:
             self.preset_combo.addItem(preset, preset)
         form.addRow("Preset", self.preset_combo)
         self.estimate_label = QLabel(body)
@@ -263,7 +187,7 @@ class LoveCSDock(QgsDockWidget):
 
     def on_layer_changed(self, layer: Any) -> None:
         if isinstance(layer, QgsRasterLayer) and self.card is not None:
-            self.bands_edit.setText(auto_bands(self.card, layer))
+            self.bands_edit.setText(auto_bands(self.card, layer.source(), data_band_count(layer)))
         self.update_estimate()
 
     def on_model_changed(self, path: str) -> None:
@@ -273,8 +197,8 @@ class LoveCSDock(QgsDockWidget):
             self.model_label.setText("Choose a model file (.lovecs)")
             return
         try:
-            self.card = read_card(path)
-        except ModelFileError as exc:
+            self.card = model_card.read_card(path)
+        except model_card.ModelFileError as exc:
             self.model_label.setText(f"<span style='color:#b00'>{exc}</span>")
             return
         card = self.card
@@ -301,7 +225,7 @@ class LoveCSDock(QgsDockWidget):
                 pixels = min(pixels, int(extent.width() * extent.height() / max(px, 1e-12)))
         device = self.device_combo.currentData() or "auto"
         gpu = device.startswith("cuda") or (device == "auto" and self.device_combo.count() > 2)
-        self.estimate_label.setText(describe_estimate(self.preset_combo.currentData(), pixels, gpu))
+        self.estimate_label.setText(estimate.describe_estimate(self.preset_combo.currentData(), pixels, gpu))
 
     def set_devices(self, outcome: EngineOutcome) -> None:
         """Fill the device list from ``lovecs devices`` (run in the background at start)."""
@@ -351,45 +275,31 @@ class LoveCSDock(QgsDockWidget):
                                 "first (Export → Save As…).")
         if self.card is None:
             return self._refuse("Choose a valid LoveCS model file.")
-        problem = band_problem(self.card, layer, self.bands_edit.text())
-        if problem:
-            return self._refuse(problem.capitalize())
+        problem = band_problem(self.card, layer.name(), layer.bandCount(), data_band_count(layer),
+                               self.bands_edit.text())
+        if problem:  # before any file is written (the view's VRT)
+            return self._refuse(problem[0].upper() + problem[1:])
         folder = Path(self.output_widget.filePath() or ".").expanduser()
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return self._refuse(f"Cannot create the output folder {folder}: {exc}")
-        stem = safe_name(layer.name())
-        map_path = free_path(folder, f"{stem}_landcover", ".tif")
-        conf_path = free_path(folder, f"{map_path.stem}_confidence", ".tif")
-        model = self.model_widget.filePath()
-        options: dict[str, Any] = dict(bands=self.bands_edit.text().replace(" ", ""),
-                                       device=self.device_combo.currentData())
         raster = layer.source()
         if self.area_combo.currentIndex() == 1:
             extent = self._extent_in_layer_crs(layer)
             if extent is None:
                 return self._refuse("The map view does not overlap the layer.")
-            raster = str(clip_to_extent(raster, extent, free_path(folder, f"{stem}_view", ".vrt")))
-        notes: list[str] = []
-        if command == "adapt":
-            model_out = free_path(folder, f"{stem}_adapted", ".lovecs")
-            args = engine_args(model=model, target=raster, out=str(model_out),
-                               preset=self.preset_combo.currentData(), map=str(map_path),
-                               confidence=str(conf_path), **options)
-            if not self.card.has_source_term():
-                args += ["--source-weight", "0"]
-                notes.append("The model's labelled source data is not on this computer and the "
-                             "model file carries no source sample: adapting with pseudo-labels "
-                             "and cross-sensor statistics only.")
-            classes_model = Path(model)
-        else:
-            model_out = None
-            args = engine_args(model=model, raster=raster, out=str(map_path),
-                               confidence=str(conf_path), **options)
-            classes_model = Path(model)
-        return Job(command, args, map_path, conf_path, model_out,
-                   map_layer_name(layer.name()), classes_model, notes)
+            if not folder.is_dir():
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    return self._refuse(f"Cannot create the output folder {folder}: {exc}")
+            vrt = free_path(folder, f"{safe_name(layer.name())}_view", ".vrt")
+            raster = str(clip_to_extent(raster, extent, vrt))
+        request = JobRequest(command, layer.name(), raster, layer.bandCount(),
+                             data_band_count(layer), self.model_widget.filePath(),
+                             self.bands_edit.text(), self.device_combo.currentData(),
+                             self.preset_combo.currentData(), folder)
+        try:
+            return build_job(request, self.card)
+        except JobError as exc:
+            return self._refuse(str(exc))
 
     def _refuse(self, message: str) -> None:
         self.iface.messageBar().pushMessage("LoveCS", message, level=Qgis.Warning, duration=8)
@@ -490,8 +400,8 @@ class LoveCSDock(QgsDockWidget):
             self._offer_model(job.model_out)
 
     def add_result_layers(self, job: Job) -> QgsRasterLayer:
-        classes = read_card(job.model_out if job.model_out and job.model_out.is_file()
-                            else job.classes_model).classes
+        classes = model_card.read_card(job.model_out if job.model_out and job.model_out.is_file()
+                                       else job.classes_model).classes
         project = QgsProject.instance()
         root = project.layerTreeRoot()
         if (self.confidence_check.isChecked() and job.confidence_path is not None
@@ -550,41 +460,3 @@ class LoveCSDock(QgsDockWidget):
         self.show()
         self.raise_()
         QMessageBox.information(self, "LoveCS log", self.log_view.toPlainText()[-6000:])
-
-
-def health_text(result: dict[str, Any]) -> str:
-    """The health check in plain words, for the log and the status line ('' if none)."""
-    health = result.get("health") or {}
-    if not health:
-        return ""
-    meaning = {"improved": "the adapted map agrees with what the source model was sure of and "
-                           "is more confident",
-               "uncertain": "the adapted map changed more than expected; check it",
-               "likely harmful": "the adapted map contradicts what the source model was sure of"}
-    return (f"Health check: {health['verdict']} ({meaning.get(health['verdict'], '')}; "
-            f"agreement on confident pixels {100 * health['agreement_confident']:.0f} %, class "
-            f"shares moved {100 * health['class_shift']:.0f} %, mean confidence "
-            f"{100 * health['confidence_before']:.0f} % -> "
-            f"{100 * health['confidence_after']:.0f} %)")
-
-
-def stage_text(event: EngineEvent) -> str:
-    """``"training 350/1000"``-style text for the stage label."""
-    extra = event.data.get("extra") or {}
-    if "round" in extra and "rounds" in extra:
-        head = f"{event.stage}, round {extra['round']}/{extra['rounds']}"
-    else:
-        head = f"{event.stage} {100 * event.fraction:.0f} %"
-    return f"{head}: {event.message}" if event.message else head
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-

@@ -5,7 +5,6 @@ its resources (``lovecs_qgis/resources``); in a source checkout both are sibling
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -17,21 +16,13 @@ DEFAULT_MODEL_NAME = "default.lovecs"
 
 def engine_root() -> Path:
     """The folder holding the ``lovecs_core`` package: the plugin folder when it carries the
-    engine, else its parent (a source checkout)."""
+    engine, else its parent (a source checkout). The engine's child process gets it on its
+    ``PYTHONPATH``; QGIS's own ``sys.path`` is never changed (see :mod:`lovecs_qgis.engine`)."""
     for folder in (PLUGIN_DIR, PLUGIN_DIR.parent):
         if (folder / ENGINE_PACKAGE / "__init__.py").is_file():
             return folder
     raise FileNotFoundError(f"the LoveCS engine ({ENGINE_PACKAGE}) is neither in {PLUGIN_DIR} "
                             f"nor beside it; reinstall the plugin")
-
-
-def ensure_engine_importable() -> Path:
-    """Put :func:`engine_root` first on ``sys.path`` so ``import lovecs_core`` finds the engine
-    that travels with the plugin (only its torch-free modules are imported inside QGIS)."""
-    root = engine_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    return root
 
 
 def resources_dir() -> Path:

@@ -7,8 +7,11 @@ leads its own process group (a new session), so cancelling stops it and everythi
 SIGTERM first (the engine then stops at its next progress report and removes partial outputs),
 SIGKILL for the whole group after a grace period.
 
-:class:`EngineProcess` is plain Python, used by the Processing algorithms (a blocking loop that
-polls the feedback's cancel flag) and by :class:`EngineTask`, a ``QgsTask`` for the dock.
+This module is plain Python (no QGIS import): :class:`EngineProcess` is used by the Processing
+algorithms (a blocking loop that polls the feedback's cancel flag) and by
+:class:`~lovecs_qgis.task.EngineTask`, the ``QgsTask`` the dock runs. What the child writes
+(event types, stage names and weights, temporary-file names) is defined in the engine's
+``contract`` module.
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ import enum
 import json
 import os
 import queue
-import re
 import signal
 import subprocess
 import threading
@@ -26,9 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-from qgis.core import QgsTask
-from qgis.PyQt.QtCore import pyqtSignal
-
+from .engine import contract
 from .environment import engine_env, find_engine_python
 
 GRACE_S = 10.0
@@ -40,13 +40,7 @@ _NEW_GROUP: dict[str, Any] = ({"creationflags": getattr(subprocess, "CREATE_NEW_
 LOG_TAIL_LINES = 200
 
 #: Overall progress (percent) spanned by each engine stage, per command.
-STAGES: dict[str, dict[str, tuple[float, float]]] = {
-    "predict": {"mapping": (0, 85), "resampling": (85, 92), "writing": (92, 100)},
-    "train": {"reading": (0, 5), "training": (5, 99)},
-    "adapt": {"reading": (0, 2), "statistics": (2, 6), "training": (6, 84),
-              "mapping": (84, 95), "resampling": (95, 97), "writing": (97, 100)},
-    "evaluate": {"evaluating": (0, 100)},
-}
+STAGES: dict[str, dict[str, tuple[float, float]]] = contract.STAGES
 
 
 @dataclass
@@ -72,7 +66,7 @@ class EngineEvent:
     @property
     def text(self) -> str:
         """A human line: ``"mapping 41 %: 41/100 tiles"`` for progress, else the message."""
-        if self.type == "progress":
+        if self.type == contract.PROGRESS:
             head = f"{self.stage} {100 * self.fraction:.0f} %"
             return f"{head}: {self.message}" if self.message else head
         return self.message
@@ -89,7 +83,7 @@ def parse_line(line: str, stream: str = "stdout") -> EngineEvent:
         if isinstance(data, dict) and isinstance(data.get("type"), str):
             kind = data.pop("type")
             return EngineEvent(kind, data)
-    return EngineEvent("log", {"message": text, "stream": stream})
+    return EngineEvent(contract.LOG, {"message": text, "stream": stream})
 
 
 class Status(enum.Enum):
@@ -131,30 +125,32 @@ class ProgressMap:
         return self.percent
 
 
-def _partial_patterns(output: Path) -> list[re.Pattern[str]]:
-    stem = re.escape(output.stem)
-    # ``.map.part-1a2b3c4d.tif``; a resampled run's stages (tags model-grid, model-grid-conf,
-    # model-grid-prob, input-grid) are written in turn under a temporary name of their own:
-    # ``..map.model-grid-1a2b3c4d.part-5e6f7a8b.tif``
-    return [re.compile(rf"^\.\.?{stem}\.[a-z]+(-[a-z]+)*-[0-9a-f]{{8}}(\.part-[0-9a-f]{{8}})?"
-                       rf"\.tif(\.aux\.xml|\.ovr)?$"),
-            re.compile(rf"^{re.escape(output.name)}\.part$")]
-
-
 def remove_partial_outputs(outputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
     """Delete temporary files the engine writes beside ``outputs`` before renaming them (left
     behind only when the engine was killed); the outputs themselves are never touched."""
     removed = []
     for output in map(Path, outputs):
-        folder = output.parent
-        if not folder.is_dir():
-            continue
-        patterns = _partial_patterns(output)
-        for entry in folder.iterdir():
-            if any(p.match(entry.name) for p in patterns) and entry.is_file():
-                entry.unlink(missing_ok=True)
-                removed.append(entry)
+        for entry in contract.partial_files(output):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
     return removed
+
+
+def engine_args(**options: Any) -> list[str]:
+    """``--flag value`` pairs for options that are set (None/''/False left out; True: flag only;
+    lists: the flag then every item). Keys use ``_`` for ``-``."""
+    args: list[str] = []
+    for key, value in options.items():
+        if value is None or value is False or value == "" or value == []:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif isinstance(value, (list, tuple)):
+            args += [flag, *map(str, value)]
+        else:
+            args += [flag, str(value)]
+    return args
 
 
 def _signal_name(code: int) -> str:
@@ -214,7 +210,7 @@ class EngineProcess:
         try:
             for line in stream:
                 event = parse_line(line, name)
-                if event.type == "log":
+                if event.type == contract.LOG:
                     self._log.append(event.message)
                 self._events.put(event)
         finally:
@@ -328,11 +324,11 @@ class EngineProcess:
             while True:
                 event = self.next_event(poll)
                 if event is not None:
-                    if event.type == "result":
+                    if event.type == contract.RESULT:
                         result = event.data
-                    elif event.type == "error":
+                    elif event.type == contract.ERROR:
                         error = event.message or str(event.data)
-                    elif event.type == "cancelled":
+                    elif event.type == contract.CANCELLED:
                         engine_cancelled = True
                     if on_event is not None:
                         on_event(event)
@@ -384,61 +380,3 @@ class EngineProcess:
         else:
             head = f"the engine process failed (exit code {code})"
         return head + (": " + " | ".join(last) if last else "")
-
-
-class EngineTask(QgsTask):
-    """A ``QgsTask`` running one engine command in a child process, for the dock.
-
-    Signals: ``engineEvent(EngineEvent)`` for every engine message (queued to the main thread for
-    receivers living there), ``done(EngineOutcome)`` from :meth:`finished`, on the main thread.
-    ``progressChanged`` (QgsTask's) carries the overall percentage. The task never touches
-    widgets; the receiver of ``done`` adds layers.
-    """
-
-    engineEvent = pyqtSignal(object)  # noqa: N815 (Qt naming)
-    done = pyqtSignal(object)
-
-    def __init__(self, description: str, command: str, args: Sequence[str],
-                 outputs: Iterable[str | os.PathLike[str]] = (), python: Optional[str] = None,
-                 grace: float = GRACE_S, argv: Optional[Sequence[str]] = None,
-                 on_finished: Optional[Callable[[EngineOutcome], None]] = None) -> None:
-        super().__init__(description, QgsTask.CanCancel)
-        self.command = command
-        self.args = list(args)
-        self.outputs = list(outputs)
-        self.python = python
-        self.grace = grace
-        self.argv = argv
-        self.on_finished = on_finished
-        self.outcome: Optional[EngineOutcome] = None
-        self.process: Optional[EngineProcess] = None
-        self._progress = ProgressMap(STAGES.get(command, {}))
-
-    def run(self) -> bool:  # worker thread
-        try:
-            self.process = EngineProcess(self.command, self.args, python=self.python,
-                                         outputs=self.outputs, grace=self.grace, argv=self.argv)
-            self.outcome = self.process.run(self._on_event, self.isCanceled)
-        except Exception as exc:  # the engine python was not found, could not start, ...
-            self.outcome = EngineOutcome(Status.FAILED, error=str(exc))
-        return self.outcome.ok
-
-    def _on_event(self, event: EngineEvent) -> None:
-        if event.type == "progress":
-            percent = self._progress.update(event)
-            if percent is not None:
-                self.setProgress(percent)
-        self.engineEvent.emit(event)
-
-    def cancel(self) -> None:
-        """Stop the child right away (SIGTERM; the worker escalates to SIGKILL after grace)."""
-        super().cancel()
-        if self.process is not None:
-            self.process.terminate()
-
-    def finished(self, result: bool) -> None:  # main thread
-        if self.outcome is None:  # cancelled before it started
-            self.outcome = EngineOutcome(Status.CANCELLED, error="cancelled by the user")
-        if self.on_finished is not None:
-            self.on_finished(self.outcome)
-        self.done.emit(self.outcome)

@@ -12,8 +12,10 @@ from qgis.core import (QgsMapLayer, QgsPalettedRasterRenderer, QgsProcessingCont
                        QgsRasterLayer)
 from qgis.PyQt.QtGui import QColor
 
-from lovecs_core.card import ClassInfo, read_card
-from lovecs_core.qml import qml_path, read_qml_classes, write_qml
+from .engine import card as model_card
+from .engine import qml
+
+ClassInfo = model_card.ClassInfo
 
 LAYER_SUFFIX = "land cover (LoveCS)"
 
@@ -37,9 +39,9 @@ def renderer_classes(layer: QgsRasterLayer) -> list[ClassInfo]:
 def ensure_qml(raster: str | os.PathLike[str], classes: Sequence[ClassInfo]) -> Path:
     """Write ``map.qml`` beside ``map.tif`` unless it is there already (the engine writes it;
     this covers files from elsewhere). QGIS applies it whenever it opens the GeoTIFF."""
-    path = qml_path(raster)
+    path = qml.qml_path(raster)
     if not path.is_file():
-        write_qml(path, classes)
+        qml.write_qml(path, classes)
     return path
 
 
@@ -50,19 +52,19 @@ def apply_class_style(layer: QgsRasterLayer, classes: Sequence[ClassInfo],
     layer.setRenderer(class_renderer(layer, classes))
     layer.triggerRepaint()
     if save_qml and layer.providerType() == "gdal" and Path(layer.source()).is_file():
-        if not qml_path(layer.source()).is_file():
+        if not qml.qml_path(layer.source()).is_file():
             layer.saveDefaultStyle()
 
 
 def classes_for_model(model: str | os.PathLike[str]) -> list[ClassInfo]:
     """The classes of a model file (reads only the card: no torch)."""
-    return read_card(model).classes
+    return model_card.read_card(model).classes
 
 
 def classes_for_map(raster: str | os.PathLike[str]) -> list[ClassInfo]:
     """The classes in a map's ``.qml`` sidecar (empty when there is none)."""
-    path = qml_path(raster)
-    return read_qml_classes(path) if path.is_file() else []
+    path = qml.qml_path(raster)
+    return qml.read_qml_classes(path) if path.is_file() else []
 
 
 def map_layer_name(input_name: Optional[str]) -> str:

@@ -5,6 +5,8 @@ import argparse
 import logging
 import sys
 
+from ..contract import (ADAPT_PRESETS, ADAPT_RESULT_KEYS, DEFAULT_ADAPT_PRESET, DEFAULT_METHOD,
+                        METHODS, RESULT, format_bands, parse_bands)
 from ..progress import Reporter, emit_json
 from .train import floats, pair_of_floats
 
@@ -12,8 +14,6 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..selftrain import METHODS, PRESETS
-
     p = sub.add_parser("adapt", help="adapt a model to a scene from another sensor (no labels)",
                        description="Cross-sensor adaptation of a model to one unlabelled scene: "
                                    "LoveCS (cross-sensor normalisation + multi-scale "
@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="source model file (.lovecs)")
     p.add_argument("--target", required=True, help="the target scene (raster)")
     p.add_argument("--out", required=True, help="adapted model file (.lovecs)")
-    p.add_argument("--method", choices=METHODS, default="lovecs")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="standard",
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
+    p.add_argument("--preset", choices=ADAPT_PRESETS, default=DEFAULT_ADAPT_PRESET,
                    help="fast: minutes on a CPU; paper: the paper's schedule (GPU)")
     p.add_argument("--bands", help="scene bands matching the model's, e.g. 3,2,1")
     p.add_argument("--map", help="also map the scene with the adapted model (GeoTIFF)")
@@ -64,7 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ..data import pair_rasters
-    from ..raster import parse_bands
     from ..selftrain import AdaptError, adapt, make_config
 
     early_checks(args)
@@ -88,12 +87,14 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
                    reporter=reporter)
     health = result.health.to_dict() if result.health else None
     if args.progress == "json":
-        emit_json(sys.stdout, "result", output=str(result.output), method=result.method,
-                  map=str(result.map) if result.map else None,
-                  confidence=str(result.confidence) if result.confidence else None,
-                  seconds=result.seconds, device=result.device, rounds=result.rounds,
-                  adaptation=result.card.adaptation, health=health,
-                  rejected=str(result.rejected) if result.rejected else None)
+        payload = dict(output=str(result.output), method=result.method,
+                       map=str(result.map) if result.map else None,
+                       confidence=str(result.confidence) if result.confidence else None,
+                       seconds=result.seconds, device=result.device, rounds=result.rounds,
+                       adaptation=result.card.adaptation, health=health,
+                       rejected=str(result.rejected) if result.rejected else None)
+        assert tuple(payload) == ADAPT_RESULT_KEYS  # what the plugin reads (contract.py)
+        emit_json(sys.stdout, RESULT, **payload)
     else:
         print(f"wrote {result.output} ({result.method}, {result.seconds:.0f} s on {result.device})")
         print(f"  sensor alignment: {result.card.adaptation['alignment']['summary']}")
@@ -119,8 +120,9 @@ def early_checks(args: argparse.Namespace) -> None:
     ones are chosen (and the log says so)."""
     from ..bands import choose_bands
     from ..card import read_card
-    from ..checks import check_adapt_outputs, check_adapt_settings, check_raster_data
-    from ..raster import open_dataset, parse_bands
+    from ..checks import check_adapt_outputs, check_adapt_settings
+    from ..rasterchecks import check_raster_data
+    from ..raster import open_dataset
 
     check_adapt_settings(iterations=args.iterations, refresh_every=args.refresh_every,
                          batch_size=args.batch_size, crop=args.crop, lr=args.lr,
@@ -135,5 +137,5 @@ def early_checks(args: argparse.Namespace) -> None:
         bands, note = choose_bands(card.band_names, scene)
         if note:
             log.warning(note)
-            args.bands = ",".join(map(str, bands))
+            args.bands = format_bands(bands)
     check_raster_data(scene, parse_bands(args.bands))

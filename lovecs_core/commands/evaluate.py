@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..contract import RESULT
 from ..progress import Reporter, emit_json
 
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(scores, indent=2))
     if args.progress == "json":
-        emit_json(sys.stdout, "result", json=args.json, miou=scores["miou"],
+        emit_json(sys.stdout, RESULT, json=args.json, miou=scores["miou"],
                   overall_accuracy=scores["overall_accuracy"], kappa=scores["kappa"],
                   scores=scores)
     else:

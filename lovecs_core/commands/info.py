@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..card import read_card
+from ..contract import RESULT
 from ..progress import Reporter, emit_json
 
 
@@ -19,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     card = read_card(args.model)
     if args.progress == "json":
-        emit_json(sys.stdout, "result", card=card.to_dict())
+        emit_json(sys.stdout, RESULT, card=card.to_dict())
         return 0
     if args.json:
         print(json.dumps(card.to_dict(), indent=2))

@@ -6,8 +6,8 @@ import logging
 import sys
 from typing import Optional
 
+from ..contract import DOMAINS, RESULT, parse_bands
 from ..progress import Reporter, emit_json
-from ..raster import RasterError, parse_bands
 
 log = logging.getLogger(__name__)
 
@@ -19,9 +19,9 @@ def parse_extent(text: Optional[str]) -> Optional[tuple[float, float, float, flo
     try:
         values = tuple(float(v) for v in text.replace(" ", "").split(","))
     except ValueError as exc:
-        raise RasterError(f"extent must be xmin,ymin,xmax,ymax (numbers): {text!r}") from exc
+        raise ValueError(f"extent must be xmin,ymin,xmax,ymax (numbers): {text!r}") from exc
     if len(values) != 4:
-        raise RasterError(f"extent must have four numbers xmin,ymin,xmax,ymax: {text!r}")
+        raise ValueError(f"extent must have four numbers xmin,ymin,xmax,ymax: {text!r}")
     return values  # type: ignore[return-value]
 
 
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the card's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default 4)")
-    p.add_argument("--domain", choices=("source", "target"),
+    p.add_argument("--domain", choices=DOMAINS,
                    help="normalisation statistics and CSN domain (default: the card's)")
     p.add_argument("--confidence", help="also write the per-pixel confidence (max class "
                                         "probability, percent, nodata 0) to this GeoTIFF")
@@ -64,9 +64,9 @@ def early_checks(args: argparse.Namespace) -> Optional[list[int]]:
     input's data type and range (a warning). Returns the bands to use."""
     from ..bands import choose_bands
     from ..card import read_card
-    from ..checks import (check_georeference, check_predict_outputs, check_raster_data,
-                          input_value_warnings)
-    from ..raster import open_dataset
+    from ..checks import check_predict_outputs
+    from ..rasterchecks import check_georeference, check_raster_data, input_value_warnings
+    from ..raster import RasterError, open_dataset
 
     card = read_card(args.model)
     check_predict_outputs(args.raster, args.out, args.confidence, args.probabilities)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         confidence_dtype="float32" if args.confidence_float else "uint8",
         probabilities=args.probabilities, align=not args.no_align)
     if args.progress == "json":
-        emit_json(sys.stdout, "result", **result.to_dict())
+        emit_json(sys.stdout, RESULT, **result.to_dict())
     else:
         close_bar = getattr(reporter.callback, "close", None)
         if callable(close_bar):  # end the terminal progress bar before the summary

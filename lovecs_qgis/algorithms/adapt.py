@@ -12,14 +12,17 @@ from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingExcepti
                        QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 
+from ..engine import checks, contract
+from ..jobs import health_figures
 from ..styling import ensure_qml, map_layer_name, style_output_on_load
+from ..runner import engine_args
 from .base import (DEVICES, EngineAlgorithm, check_bands, checks_as_processing_errors,
-                   choice_parameter, engine_args, output_path, raster_path, read_model_card)
+                   choice_parameter, output_path, raster_path, read_model_card)
 from .classify import model_parameter
 
-#: As in lovecs_core.selftrain (METHODS, PRESETS); a test keeps them equal.
-METHODS = ["lovecs", "cbst", "adabn", "source-only"]
-PRESETS = ["fast", "standard", "paper"]
+METHODS = list(contract.METHODS)
+#: The dock and Processing offer the quickest preset first.
+PRESETS = list(contract.ADAPT_PRESETS)
 
 
 class AdaptAlgorithm(EngineAlgorithm):
@@ -101,8 +104,6 @@ class AdaptAlgorithm(EngineAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        from lovecs_core.checks import check_adapt_outputs, check_adapt_settings
-
         layer = self.input_layer(parameters, self.INPUT, context)
         scene = raster_path(layer, "scene")
         model = self.parameterAsFile(parameters, self.MODEL, context)
@@ -121,11 +122,11 @@ class AdaptAlgorithm(EngineAlgorithm):
         confidence = output_path(self.parameterAsOutputLayer(parameters, self.CONFIDENCE,
                                                              context) or "")
         with checks_as_processing_errors():  # before minutes of training, not after
-            check_adapt_settings(
+            checks.check_adapt_settings(
                 iterations=self.parameterAsInt(parameters, self.ITERATIONS, context) or None,
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
                 crop=self.parameterAsInt(parameters, self.CROP, context) or None)
-            check_adapt_outputs(model, scene, adapted, out, confidence or None)
+            checks.check_adapt_outputs(model, scene, adapted, out, confidence or None)
         args = engine_args(
             model=model, target=scene, out=adapted,
             method=self.choice(parameters, self.METHOD, context),
@@ -160,11 +161,7 @@ def report_health(result: dict[str, Any], feedback: QgsProcessingFeedback) -> st
     verdict = str(health.get("verdict") or "")
     if not health:
         return verdict
-    figures = (f"agreement with the source model on its confident pixels "
-               f"{100 * health['agreement_confident']:.0f} %, class shares moved "
-               f"{100 * health['class_shift']:.0f} %, mean confidence "
-               f"{100 * health['confidence_before']:.0f} % -> "
-               f"{100 * health['confidence_after']:.0f} %")
+    figures = health_figures(health)
     if result.get("rejected"):
         feedback.pushWarning(
             f"Health check: {verdict} ({figures}; {'; '.join(health.get('reasons') or [])}). "

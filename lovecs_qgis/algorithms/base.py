@@ -14,13 +14,15 @@ from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessi
                        QgsProcessingParameterFile, QgsRaster, QgsRasterLayer)
 from qgis.PyQt.QtGui import QIcon
 
-from lovecs_core.card import ModelCard
-
+from ..engine import bands as engine_bands
+from ..engine import card as model_card
+from ..engine import checks, contract
 from ..environment import EngineNotFound, find_engine_python
 from ..paths import icon_path
 from ..runner import STAGES, EngineEvent, EngineProcess, ProgressMap, Status
 
-DEVICES = ["auto", "cpu", "cuda"]
+ModelCard = model_card.ModelCard
+DEVICES = list(contract.DEVICES)
 PROGRESS_TEXT_INTERVAL_S = 1.0
 #: An engine log line at WARNING level: ``WARNING lovecs_core.commands.predict: text``.
 _WARNING_LINE = re.compile(r"^WARNING [\w.]+: (.*)$")
@@ -82,23 +84,6 @@ def quiet_qgis_process_inputs(args: Optional[Sequence[str]] = None) -> bool:
     return True
 
 
-def engine_args(**options: Any) -> list[str]:
-    """``--flag value`` pairs for options that are set (None/''/False left out; True: flag only;
-    lists: the flag then every item). Keys use ``_`` for ``-``."""
-    args: list[str] = []
-    for key, value in options.items():
-        if value is None or value is False or value == "" or value == []:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(flag)
-        elif isinstance(value, (list, tuple)):
-            args += [flag, *map(str, value)]
-        else:
-            args += [flag, str(value)]
-    return args
-
-
 def choice_parameter(name: str, description: str, options: Sequence[str],
                      default: Optional[str] = None) -> QgsProcessingParameterEnum:
     """A choice whose values are the option strings themselves (``DEVICE=cuda`` in scripts and
@@ -120,17 +105,17 @@ def raster_path(layer: Optional[QgsRasterLayer], what: str = "input") -> str:
 
 def parse_band_list(text: Optional[str]) -> Optional[list[int]]:
     """``"3,2,1"`` -> ``[3, 2, 1]``; empty -> None (the engine then uses every non-alpha band)."""
-    text = (text or "").replace(" ", "")
-    if not text:
-        return None
     try:
-        bands = [int(b) for b in text.split(",") if b]
-    except ValueError:
-        raise QgsProcessingException(f"bands must be comma-separated band numbers like 3,2,1, "
-                                     f"not {text!r}") from None
-    if not bands or min(bands) < 1:
-        raise QgsProcessingException(f"band numbers start at 1: {text!r}")
-    return bands
+        return contract.parse_bands(text)
+    except contract.BandListError as exc:
+        raise QgsProcessingException(str(exc)) from None
+
+
+def data_band_count(layer: QgsRasterLayer) -> int:
+    """The layer's bands that are not alpha (what the engine uses when no bands are given)."""
+    provider = layer.dataProvider()
+    return sum(1 for b in range(1, layer.bandCount() + 1)
+               if provider.colorInterpretation(b) != QgsRaster.AlphaBand)
 
 
 def check_bands(card: ModelCard, layer: QgsRasterLayer, bands_text: Optional[str],
@@ -141,47 +126,31 @@ def check_bands(card: ModelCard, layer: QgsRasterLayer, bands_text: Optional[str
     count = layer.bandCount()
     bands = parse_band_list(bands_text)
     if bands is None and layer.providerType() == "gdal":
-        from lovecs_core.bands import choose_bands
-
         try:
             from osgeo import gdal
 
             with quiet_layer_loading():
                 ds = gdal.Open(layer.source())
-            chosen_bands, note = choose_bands(card.band_names, ds)
+            chosen_bands, note = engine_bands.choose_bands(card.band_names, ds)
         except Exception:  # noqa: BLE001 - not readable here: the count check below decides
             chosen_bands, note = None, ""
         if chosen_bands:
             if note and feedback is not None:
                 feedback.pushWarning(note)
-            return ",".join(map(str, chosen_bands))
-    if bands is not None:
-        too_high = [b for b in bands if b > count]
-        if too_high:
-            raise QgsProcessingException(f"'{layer.name()}' has {count} band(s); band(s) "
-                                         f"{too_high} do not exist")
-        chosen = len(bands)
-    else:
-        provider = layer.dataProvider()
-        chosen = sum(1 for b in range(1, count + 1)
-                     if provider.colorInterpretation(b) != QgsRaster.AlphaBand)
-    if chosen != card.band_count:
-        example = ",".join(str(b) for b in range(1, card.band_count + 1))
-        raise QgsProcessingException(
-            f"the model '{card.name}' expects {card.band_count} band(s) "
-            f"({', '.join(card.band_names)}) but {chosen} band(s) of '{layer.name()}' would be "
-            f"used; choose {card.band_count} bands in 'Bands', e.g. {example}")
-    return ",".join(map(str, bands)) if bands else ""
+            return contract.format_bands(chosen_bands)
+    problem = contract.band_list_problem(card.band_names, bands_text, count,
+                                         data_band_count(layer), f"'{layer.name()}'", "'Bands'")
+    if problem:
+        raise QgsProcessingException(problem)
+    return contract.format_bands(bands)
 
 
 def read_model_card(path: str) -> ModelCard:
-    from lovecs_core.card import ModelFileError, read_card
-
     if not path:
         raise QgsProcessingException("no model file given")
     try:
-        return read_card(path)
-    except ModelFileError as exc:
+        return model_card.read_card(path)
+    except model_card.ModelFileError as exc:
         raise QgsProcessingException(str(exc)) from None
 
 
@@ -189,11 +158,9 @@ def read_model_card(path: str) -> ModelCard:
 def checks_as_processing_errors() -> Iterator[None]:
     """The engine's early checks (``lovecs_core.checks``) raise CheckError; Processing wants a
     QgsProcessingException with the same message."""
-    from lovecs_core.checks import CheckError
-
     try:
         yield
-    except CheckError as exc:
+    except checks.CheckError as exc:
         raise QgsProcessingException(str(exc)) from None
 
 
@@ -261,7 +228,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         last_text: list[Any] = ["", 0.0]
 
         def on_event(event: EngineEvent) -> None:
-            if event.type == "progress":
+            if event.type == contract.PROGRESS:
                 percent = progress.update(event)
                 if percent is not None:
                     feedback.setProgress(percent)
@@ -269,7 +236,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 if event.stage != last_text[0] or now - last_text[1] >= PROGRESS_TEXT_INTERVAL_S:
                     feedback.setProgressText(event.text)
                     last_text[:] = [event.stage, now]
-            elif event.type == "log" and event.message.strip():
+            elif event.type == contract.LOG and event.message.strip():
                 warning = _WARNING_LINE.match(event.message)
                 if warning:
                     feedback.pushWarning(warning.group(1))

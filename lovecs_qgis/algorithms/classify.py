@@ -9,10 +9,12 @@ from qgis.core import (QgsProcessingContext, QgsProcessingFeedback,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
 
+from ..engine import checks, rasterchecks
 from ..paths import default_model_path
 from ..styling import ensure_qml, map_layer_name, style_output_on_load
+from ..runner import engine_args
 from .base import (DEVICES, EngineAlgorithm, check_bands, checks_as_processing_errors,
-                   choice_parameter, engine_args, output_path, raster_path, read_model_card)
+                   choice_parameter, output_path, raster_path, read_model_card)
 
 #: How Processing users map a raster at its own pixels (named in the engine's messages).
 NO_RESAMPLE_HINT = "NO_RESAMPLE=true (\"Map at the raster's own pixels\")"
@@ -75,8 +77,6 @@ class ClassifyAlgorithm(EngineAlgorithm):
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
-        from lovecs_core.checks import check_georeference, check_predict_outputs
-
         layer = self.input_layer(parameters, self.INPUT, context)
         raster = raster_path(layer)
         model = self.parameterAsFile(parameters, self.MODEL, context)
@@ -89,8 +89,8 @@ class ClassifyAlgorithm(EngineAlgorithm):
                                                              context) or "")
         no_resample = self.parameterAsBoolean(parameters, self.NO_RESAMPLE, context)
         with checks_as_processing_errors():
-            check_predict_outputs(raster, out, confidence or None)
-            check_georeference(card.domain_gsd(card.default_domain), raster,
+            checks.check_predict_outputs(raster, out, confidence or None)
+            rasterchecks.check_georeference(card.domain_gsd(card.default_domain), raster,
                                resample=not no_resample, hint=NO_RESAMPLE_HINT)
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         overlap = (self.parameterAsInt(parameters, self.OVERLAP, context)

@@ -10,12 +10,12 @@ from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingExcepti
                        QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
                        QgsProcessingParameterString)
 
-from .base import (DEVICES, EngineAlgorithm, choice_parameter, engine_args, output_path,
-                   raster_path)
+from ..engine import contract
+from ..runner import engine_args
+from .base import DEVICES, EngineAlgorithm, choice_parameter, output_path, raster_path
 
-#: As in lovecs_core.train.TRAIN_PRESETS; a test keeps them equal.
-PRESETS = ["fast", "standard", "paper"]
-ARCHITECTURES = ["fpn", "tiny"]
+PRESETS = list(contract.TRAIN_PRESET_NAMES)
+ARCHITECTURES = list(contract.ARCHITECTURES)
 
 
 class TrainSourceAlgorithm(EngineAlgorithm):

@@ -5,21 +5,10 @@ import pytest
 from osgeo import gdal, osr
 
 from lovecs_core.raster import (RasterError, RasterReader, Window, gdal_cache_limit, open_dataset,
-                                parse_bands, pixel_size_metres, subset, warp_to_gsd,
+                                pixel_size_metres, subset, warp_to_gsd,
                                 window_from_extent)
 
 from .helpers import write_geotiff
-
-
-def test_parse_bands():
-    assert parse_bands("3,2,1") == [3, 2, 1]
-    assert parse_bands(" 1, 4 ") == [1, 4]
-    assert parse_bands("") is None and parse_bands(None) is None
-    assert parse_bands([2, 1]) == [2, 1]
-    with pytest.raises(RasterError, match="comma-separated"):
-        parse_bands("red,green")
-    with pytest.raises(RasterError, match="start at 1"):
-        parse_bands("0,1")
 
 
 def test_open_missing_raster_is_a_raster_error(tmp_path: Path):

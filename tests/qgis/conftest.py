@@ -11,7 +11,6 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
 from tests.core.helpers import CLASSES, tiny_model_file, write_geotiff
 
-import lovecs_qgis  # noqa: F401  (puts the engine on sys.path)
 from lovecs_qgis.provider import PROVIDER_ID, LoveCSProvider
 
 _KEEP: list[LoveCSProvider] = []

@@ -38,16 +38,21 @@ def test_installed_plugin_imports_its_own_engine(tmp_path):
                                                                      .absolute())
     package_plugin.install(archive, plugins)  # reinstalling replaces the folder
     assert not (target / "engine_python.txt").exists()
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import lovecs_qgis, lovecs_core; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); before = list(sys.path); "
+            "import lovecs_qgis.plugin, lovecs_qgis.dock; "
+            "from lovecs_qgis import engine; "
             "from lovecs_qgis.paths import default_model_path, icon_path; "
-            "print(lovecs_core.__file__); print(icon_path().is_file())")
+            "assert sys.path == before, 'the plugin changed sys.path'; "
+            "print(engine.card.__file__); print(icon_path().is_file()); "
+            "print('runner' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", code, str(plugins)], capture_output=True,
                           text=True, cwd=str(tmp_path), env=env, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    engine_file, icon_ok = proc.stdout.split()
+    engine_file, icon_ok, top_level_runner = proc.stdout.split()
     assert Path(engine_file).parent == target / "lovecs_core"  # not the checkout's copy
     assert icon_ok == "True"
+    assert top_level_runner == "False"  # package-relative imports only
 
 
 def test_dev_folder_matches_the_zip(tmp_path):

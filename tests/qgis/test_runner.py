@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsApplication
 
-from lovecs_qgis.runner import (EngineEvent, EngineProcess, EngineTask, ProgressMap, Status,
+from lovecs_qgis.runner import (EngineEvent, EngineProcess, ProgressMap, Status,
                                 parse_line, remove_partial_outputs)
+from lovecs_qgis.task import EngineTask
 
 from .conftest import wait_until
 
@@ -171,13 +172,20 @@ def test_cancel_kills_a_stubborn_engine_and_its_children(tmp_path):
 
 
 def test_remove_partial_outputs_only_touches_temporary_names(tmp_path):
+    """Every name the engine's contract gives a temporary file (each tag, nested, sidecars) is
+    removed; finished files and other outputs' temporary files are kept."""
+    from lovecs_core.contract import TEMPORARY_TAGS, part_path, temporary_path
+
     out = tmp_path / "map.tif"
-    keep = [out, tmp_path / "map.qml", tmp_path / ".other.part-01234567.tif",
-            tmp_path / ".map.part-xyz.tif"]
-    drop = [tmp_path / ".map.part-01234567.tif", tmp_path / ".map.part-01234567.tif.aux.xml",
-            tmp_path / ".map.conf-89abcdef.tif"]
+    keep = [out, tmp_path / "map.qml", tmp_path / ".map.part-xyz.tif",
+            temporary_path(tmp_path / "other.tif"), tmp_path / "map.tif.aux.xml"]
+    drop = []
+    for tag in TEMPORARY_TAGS:
+        stage = temporary_path(out, tag)
+        nested = temporary_path(stage)  # a stage file written through a name of its own
+        drop += [stage, nested, Path(f"{stage}.aux.xml"), Path(f"{nested}.ovr")]
     model = tmp_path / "adapted.lovecs"
-    drop.append(tmp_path / "adapted.lovecs.part")
+    drop.append(part_path(model))
     for path in keep + drop:
         path.write_text("x")
     removed = remove_partial_outputs([out, model, tmp_path / "missing" / "x.tif"])

@@ -165,11 +165,11 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def temporary_files(folder: Path) -> list[str]:
-    """Hidden partial outputs or probes the engine writes before renaming."""
-    return [p.name for p in folder.rglob("*")
-            if p.name.startswith(".") and (".part" in p.name or "-grid" in p.name
-                                           or "probe" in p.name)
-            or p.name.endswith(".part")]
+    """Hidden partial outputs or probes the engine writes before renaming (the contract's
+    names: lovecs_core/contract.py)."""
+    from lovecs_core.contract import is_temporary_name
+
+    return [p.name for p in folder.rglob("*") if is_temporary_name(p.name)]
 
 
 @pytest.fixture

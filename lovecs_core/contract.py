@@ -1,0 +1,206 @@
+"""What the QGIS plugin and the engine must agree on, in one place.
+
+The engine runs in a child process (``python -m lovecs_core --progress json COMMAND ...``), so
+the plugin and the engine talk through strings: command-line choices, JSON event types, stage
+names, the names of temporary files. This module holds every one of them. It imports nothing
+but the standard library and :mod:`lovecs_core.presets` (plain data): no torch, no GDAL, no
+numpy, so the plugin imports it inside QGIS and the CLI builds its parser from it in a few
+milliseconds (``tests/core/test_contract.py`` checks both).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .presets import PRESETS, TRAIN_PRESETS
+
+# -- names the user chooses from -----------------------------------------------------------------
+
+#: Adaptation methods (``lovecs adapt --method``); the first is the default everywhere.
+METHODS: tuple[str, ...] = ("lovecs", "cbst", "adabn", "source-only")
+DEFAULT_METHOD = METHODS[0]
+#: Adaptation presets (``lovecs adapt --preset``), from :data:`lovecs_core.presets.PRESETS`.
+ADAPT_PRESETS: tuple[str, ...] = tuple(PRESETS)
+DEFAULT_ADAPT_PRESET = "standard"
+#: Source-training presets (``lovecs train --preset``).
+TRAIN_PRESET_NAMES: tuple[str, ...] = tuple(TRAIN_PRESETS)
+DEFAULT_TRAIN_PRESET = "paper"
+#: Architectures (``lovecs train --arch``): Semantic FPN, or a few conv layers for tests/demos.
+ARCHITECTURES: tuple[str, ...] = ("fpn", "tiny")
+#: FPN encoders a model card may name (segmentation-models-pytorch names).
+ENCODERS: tuple[str, ...] = ("resnet50", "resnet34", "resnet18", "mobilenet_v2", "efficientnet-b0")
+#: Device choices offered by the Processing algorithms (the engine also takes ``cuda:N``).
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: Normalisation domains of a model card.
+DOMAINS: tuple[str, ...] = ("source", "target")
+
+# -- the JSON lines on the engine's stdout (``--progress json``) ----------------------------------
+
+PROGRESS, RESULT, ERROR, CANCELLED = "progress", "result", "error", "cancelled"
+#: ``log`` is never written by the engine: the plugin's name for stderr lines and non-JSON text.
+LOG = "log"
+EVENT_TYPES: tuple[str, ...] = (PROGRESS, RESULT, ERROR, CANCELLED)
+#: Keys of ``lovecs adapt``'s result event (the plugin reads ``health`` and ``rejected``).
+ADAPT_RESULT_KEYS: tuple[str, ...] = (
+    "output", "method", "map", "confidence", "seconds", "device", "rounds", "adaptation",
+    "health", "rejected",
+)
+
+# -- stages and the plugin's progress bar --------------------------------------------------------
+
+READING, STATISTICS, TRAINING, PSEUDO_LABELS = "reading", "statistics", "training", "pseudo-labels"
+MAPPING, RESAMPLING, WRITING, EVALUATING = "mapping", "resampling", "writing", "evaluating"
+
+#: Overall progress (percent) spanned by each stage the engine reports, per command. A stage
+#: missing here (``reading`` in predict, ``pseudo-labels`` between training rounds) keeps the
+#: bar where it is. Adaptation reports ``statistics`` twice: for the source model's reference
+#: map before training and for the health check at the end; the bar never goes backwards.
+STAGES: dict[str, dict[str, tuple[float, float]]] = {
+    "predict": {MAPPING: (0, 85), RESAMPLING: (85, 92), WRITING: (92, 100)},
+    "train": {READING: (0, 5), TRAINING: (5, 99)},
+    "adapt": {
+        READING: (0, 2), STATISTICS: (2, 6), TRAINING: (6, 84), MAPPING: (84, 95),
+        RESAMPLING: (95, 97), WRITING: (97, 100),
+    },
+    "evaluate": {EVALUATING: (0, 100)},
+}
+#: Stages reported without a share of the bar.
+UNWEIGHTED_STAGES: dict[str, tuple[str, ...]] = {
+    "predict": (READING,),
+    "adapt": (PSEUDO_LABELS,),
+}
+
+# -- temporary files ------------------------------------------------------------------------------
+#
+# Outputs are written under a hidden temporary name in the output's folder and renamed when
+# complete. When the engine is killed (out of memory, the plugin's grace timeout) they stay, and
+# the plugin removes them with :func:`partial_files`; the names and the pattern live together.
+
+#: Tags of hidden temporary rasters: the output itself, and the stages of a resampled run (the
+#: map on the model's grid, its confidence and probabilities, each warped back to the input grid).
+PART, MODEL_GRID, MODEL_GRID_CONF, MODEL_GRID_PROB, INPUT_GRID = (
+    "part", "model-grid", "model-grid-conf", "model-grid-prob", "input-grid")
+TEMPORARY_TAGS: tuple[str, ...] = (PART, MODEL_GRID, MODEL_GRID_CONF, MODEL_GRID_PROB, INPUT_GRID)
+#: Suffix of a non-raster file being written (a model file, a .qml, a checkpoint).
+PART_SUFFIX = ".part"
+#: Prefix of the probe file the early checks create (and delete) to test a folder.
+PROBE_PREFIX = ".lovecs-probe-"
+_TOKEN = r"[0-9a-f]{8}"
+#: GDAL's sidecars of a temporary raster.
+_SIDECARS = r"(\.aux\.xml|\.ovr)?"
+
+
+def temporary_path(final: Path, tag: str = PART) -> Path:
+    """A unique hidden raster name beside ``final`` (same folder, so the rename is atomic):
+    ``.map.part-1a2b3c4d.tif``. A stage file is itself written through a temporary name, so
+    names nest: ``..map.model-grid-1a2b3c4d.part-5e6f7a8b.tif``."""
+    if tag not in TEMPORARY_TAGS:
+        raise ValueError(f"unknown temporary-file tag {tag!r}; add it to TEMPORARY_TAGS")
+    return final.with_name(f".{final.stem}.{tag}-{uuid.uuid4().hex[:8]}.tif")
+
+
+def part_path(final: Path) -> Path:
+    """The temporary name of a non-raster output: ``model.lovecs.part``."""
+    return final.with_name(final.name + PART_SUFFIX)
+
+
+def partial_pattern(output: Path) -> re.Pattern[str]:
+    """Matches every name :func:`temporary_path` and :func:`part_path` give for ``output`` (with
+    one level of nesting and GDAL's sidecars), and nothing else."""
+    stem, tags = re.escape(output.stem), "|".join(map(re.escape, TEMPORARY_TAGS))
+    raster = rf"\.\.?{stem}\.(?:{tags})-{_TOKEN}(?:\.{PART}-{_TOKEN})?\.tif{_SIDECARS}"
+    return re.compile(rf"^(?:{raster}|{re.escape(output.name + PART_SUFFIX)})$")
+
+
+def partial_files(output: Path) -> list[Path]:
+    """The temporary files of ``output`` present in its folder (never ``output`` itself)."""
+    folder = output.parent
+    if not folder.is_dir():
+        return []
+    pattern = partial_pattern(output)
+    return sorted(p for p in folder.iterdir() if pattern.match(p.name) and p.is_file())
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name is one of the engine's temporary names, for any output."""
+    tags = "|".join(map(re.escape, TEMPORARY_TAGS))
+    return bool(
+        re.match(rf"^\.\.?.+\.(?:{tags})-{_TOKEN}(?:\.{PART}-{_TOKEN})?\.tif{_SIDECARS}$", name)
+        or name.endswith(PART_SUFFIX)
+        or name.startswith(PROBE_PREFIX)
+    )
+
+
+# -- bands --------------------------------------------------------------------------------------
+
+
+class BandListError(ValueError):
+    """A band list the user typed cannot be read; the message says how to write one."""
+
+
+def parse_bands(text: str | Sequence[int] | None) -> list[int] | None:
+    """``"3,2,1"`` -> ``[3, 2, 1]`` (1-based band numbers, the CLI's ``--bands`` and the
+    plugin's ``BANDS``); empty or None -> None (the engine's automatic choice)."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        text = text.replace(" ", "")
+        if not text:
+            return None
+        try:
+            bands = [int(part) for part in text.split(",") if part]
+        except ValueError:
+            raise BandListError(
+                f"bands must be comma-separated band numbers like 3,2,1, not {text!r}"
+            ) from None
+    else:
+        bands = [int(b) for b in text]
+    if not bands or any(b < 1 for b in bands):
+        raise BandListError(f"band numbers start at 1: {text!r}")
+    return bands
+
+
+def format_bands(bands: Iterable[int] | None) -> str:
+    """``[3, 2, 1]`` -> ``"3,2,1"``; None -> ``""``."""
+    return ",".join(map(str, bands)) if bands else ""
+
+
+def missing_bands_problem(bands: Iterable[int], count: int, name: str = "the raster") -> str:
+    """Why band numbers do not exist in a raster of ``count`` bands ('' when they all do)."""
+    missing = [b for b in bands if not 1 <= b <= count]
+    return f"{name} has {count} band(s); band(s) {missing} do not exist" if missing else ""
+
+
+def band_count_problem(band_names: Sequence[str], chosen: int, where: str,
+                       how: str = "--bands") -> str:
+    """Why ``chosen`` bands of ``where`` cannot feed a model whose card names ``band_names``
+    ('' when the counts agree). ``how`` names the way to choose bands in the caller's
+    interface (``--bands``, ``'Bands'``, the band mapping)."""
+    expected = len(band_names)
+    if chosen == expected:
+        return ""
+    example = format_bands(range(1, expected + 1))
+    return (
+        f"the model expects {expected} band(s) ({', '.join(band_names)}) but {chosen} band(s) "
+        f"of {where} would be used; choose {expected} bands with {how}, e.g. {example}"
+    )
+
+
+def band_list_problem(band_names: Sequence[str], bands_text: str | None, band_count: int,
+                      data_band_count: int, where: str, how: str = "--bands") -> str:
+    """The whole check of a band list a user typed against a model, before anything runs: it
+    parses, names bands the raster has, and gives the model's band count ('' when it does).
+    ``band_count``: the raster's bands; ``data_band_count``: those that are not alpha (what
+    an empty list means); ``where``: the raster as the message names it."""
+    try:
+        bands = parse_bands(bands_text)
+    except BandListError as exc:
+        return str(exc)
+    if bands:
+        problem = missing_bands_problem(bands, band_count, where)
+        if problem:
+            return problem
+    return band_count_problem(band_names, len(bands) if bands else data_band_count, where, how)

@@ -1,0 +1,301 @@
+"""The pipeline that runs a model over a raster, tile by tile, in three overlapping stages.
+
+A reader thread reads windows with GDAL, normalises them with the card's statistics of the
+chosen domain and stacks batches into a bounded queue; the calling thread runs the model on the
+chosen device (mixed precision on CUDA); a blender thread merges the overlapping tiles with
+smooth weights into row strips and hands them to a sink (:func:`strip_sink` turns them into the
+class map, confidence and probabilities). Memory is ``O(classes x tile x width)``, whatever the
+raster's height. When the GPU runs out of memory, batches are split and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .card import ModelCard
+from .contract import MAPPING
+from .csn import csn_domain
+from .models import input_divisor
+from .progress import Reporter
+from .raster import RasterReader
+from .tiling import Strip, StripAccumulator, Tile, TileGrid, make_grid
+from .writer import CLASS_NODATA, CONFIDENCE_NODATA, PROBABILITY_NODATA, PredictionWriter
+
+log = logging.getLogger(__name__)
+
+#: Batches waiting between the stages (reader -> model -> blender).
+PREFETCH = 3
+#: Rows converted to output arrays at a time.
+SINK_ROWS = 64
+#: At most this many tiles (computed or skipped) per batch, so progress keeps flowing.
+MAX_TILES_PER_BATCH = 256
+
+
+def normalize(data: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """Per-band ``(x - mean) / std`` of ``data[C, ...]`` as float32."""
+    data = np.asarray(data)
+    if data.shape[0] != len(mean) or len(mean) != len(std):
+        raise ValueError(f"{data.shape[0]} bands but {len(mean)} means and {len(std)} stds")
+    shape = (-1,) + (1,) * (data.ndim - 1)
+    m = np.asarray(mean, dtype=np.float32).reshape(shape)
+    s = np.asarray(std, dtype=np.float32).reshape(shape)
+    return ((data.astype(np.float32, copy=False) - m) / s).astype(np.float32, copy=False)
+
+
+def strip_sink(writer: PredictionWriter, card: ModelCard) -> Callable[[Strip], None]:
+    """A sink writing finished strips into ``writer``: class codes, confidence, probabilities."""
+    codes = np.asarray(card.class_codes(), dtype=np.uint8)
+    want_conf = writer.conf is not None
+    want_probs = writer.probs is not None
+    as_percent = writer.confidence_dtype == "uint8"
+
+    def write_rows(row_off: int, probs: np.ndarray, ok: np.ndarray) -> None:
+        h, w = ok.shape
+        if not ok.any():
+            classes = np.zeros((h, w), np.uint8)
+            conf = np.full((h, w), CONFIDENCE_NODATA, writer.confidence_dtype) if want_conf \
+                else None
+            probs_out = np.full((len(codes), h, w), PROBABILITY_NODATA, np.float32) \
+                if want_probs else None
+            writer.write(row_off, classes, conf, probs_out)
+            return
+        classes = np.where(ok, codes[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
+        conf = probs_out = None
+        if want_conf:
+            pmax = probs.max(axis=0)
+            if as_percent:
+                pmax = np.clip(np.rint(pmax * 100.0), 1, 100)
+            conf = np.where(ok, pmax, CONFIDENCE_NODATA).astype(writer.confidence_dtype)
+        if want_probs:
+            probs_out = np.where(ok[None], probs, PROBABILITY_NODATA).astype(np.float32)
+        writer.write(row_off, classes, conf, probs_out)
+
+    def sink(strip: Strip) -> None:
+        ok = strip.valid & strip.covered
+        for r in range(0, strip.rows, SINK_ROWS):  # bounded temporaries on very wide rasters
+            rows = slice(r, r + SINK_ROWS)
+            write_rows(strip.row_off + r, strip.probs[:, rows], ok[rows])
+
+    return sink
+
+
+_END = object()
+
+
+@dataclass
+class _Batch:
+    tiles: list[Tile] = field(default_factory=list)
+    valid: list[Optional[np.ndarray]] = field(default_factory=list)
+    compute: list[int] = field(default_factory=list)  # positions in ``tiles`` to run the model on
+    arrays: list[np.ndarray] = field(default_factory=list)
+    stacked: Optional[torch.Tensor] = None
+    probs: Optional[np.ndarray] = None
+
+    @property
+    def skipped(self) -> int:
+        return len(self.tiles) - len(self.compute)
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+def _put(q: "queue.Queue[Any]", item: Any, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _pad(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad ``[C, h, w]`` at the bottom/right to ``height x width`` by reflection."""
+    _, h, w = array.shape
+    if h == height and w == width:
+        return array
+    mode = "reflect" if h > 1 and w > 1 else "edge"
+    return np.pad(array, ((0, 0), (0, height - h), (0, width - w)), mode=mode)
+
+
+class TileEngine:
+    """Runs one model over one :class:`RasterReader`, feeding finished strips to a sink."""
+
+    def __init__(self, card: ModelCard, net: nn.Module, dev: torch.device, domain: str,
+                 mean: Sequence[float], std: Sequence[float], tile: int, overlap: int,
+                 batch_size: int, amp: bool, reporter: Reporter) -> None:
+        self.card, self.net, self.dev, self.domain = card, net, dev, domain
+        self.mean, self.std = list(mean), list(std)
+        self.tile, self.overlap = tile, overlap
+        self.batch_size = batch_size
+        self.amp = bool(amp and dev.type == "cuda")
+        self.reporter = reporter
+        self.divisor = input_divisor(card.architecture)
+
+    def run(self, reader: RasterReader, sink: Callable[[Strip], None]) -> tuple[int, int]:
+        """Predict every tile of ``reader``; returns ``(tiles_total, tiles_skipped)``."""
+        grid = make_grid(reader.width, reader.height, self.tile, self.overlap)
+        div = self.divisor
+        pad_h = math.ceil(grid.tile_h / div) * div
+        pad_w = math.ceil(grid.tile_w / div) * div
+        accumulator = StripAccumulator(grid, self.card.num_classes)
+        stop = threading.Event()
+        to_model: "queue.Queue[Any]" = queue.Queue(maxsize=PREFETCH)
+        to_blend: "queue.Queue[Any]" = queue.Queue(maxsize=PREFETCH)
+        blend_errors: list[BaseException] = []
+        pin = self.dev.type == "cuda"
+
+        def read_tiles() -> None:
+            try:
+                batch = _Batch()
+                for t in grid.tiles():
+                    if stop.is_set():
+                        return
+                    if reader.is_empty(t.window):
+                        batch.tiles.append(t)
+                        batch.valid.append(None)
+                    else:
+                        data, valid = reader.read(t.window)
+                        batch.tiles.append(t)
+                        if valid.any():
+                            x = normalize(data, self.mean, self.std)
+                            x[:, ~valid] = 0.0
+                            batch.valid.append(valid)
+                            batch.compute.append(len(batch.tiles) - 1)
+                            batch.arrays.append(_pad(x, pad_h, pad_w))
+                        else:
+                            batch.valid.append(None)
+                    if (len(batch.compute) >= self.batch_size
+                            or len(batch.tiles) >= MAX_TILES_PER_BATCH):
+                        self._stack(batch, pin)
+                        if not _put(to_model, batch, stop):
+                            return
+                        batch = _Batch()
+                if batch.tiles:
+                    self._stack(batch, pin)
+                    _put(to_model, batch, stop)
+            except BaseException as exc:  # handed to the model thread, which raises it
+                _put(to_model, _Failure(exc), stop)
+            finally:
+                _put(to_model, _END, stop)
+
+        def blend() -> None:
+            try:
+                while not stop.is_set():
+                    try:
+                        item = to_blend.get(timeout=0.05)
+                    except queue.Empty:
+                        continue
+                    if item is _END:
+                        return
+                    k = 0
+                    for i, (t, valid) in enumerate(zip(item.tiles, item.valid)):
+                        probs = None
+                        if k < len(item.compute) and item.compute[k] == i:
+                            probs = item.probs[k]
+                            k += 1
+                        for strip in accumulator.add(t, probs, valid):
+                            sink(strip)
+            except BaseException as exc:
+                blend_errors.append(exc)
+                stop.set()
+
+        reader_thread = threading.Thread(target=read_tiles, name="lovecs-read", daemon=True)
+        blend_thread = threading.Thread(target=blend, name="lovecs-blend", daemon=True)
+        total, done, skipped = len(grid), 0, 0
+        was_training = self.net.training
+        self.net.eval()
+        self.net.to(self.dev)
+        reader_thread.start()
+        blend_thread.start()
+        try:
+            self.reporter(MAPPING, 0.0, f"0/{total} tiles")
+            with csn_domain(self.net, self.domain):
+                while True:
+                    try:
+                        item = to_model.get(timeout=0.05)
+                    except queue.Empty:
+                        self._check(blend_errors)
+                        continue
+                    if item is _END:
+                        break
+                    if isinstance(item, _Failure):
+                        raise item.error
+                    if item.compute:
+                        item.probs = self._forward(item.stacked, grid)
+                    item.stacked = None
+                    if not _put(to_blend, item, stop):
+                        self._check(blend_errors)
+                    done += len(item.tiles)
+                    skipped += item.skipped
+                    self.reporter(MAPPING, done / total, f"{done}/{total} tiles")
+                    self._check(blend_errors)
+            _put(to_blend, _END, stop)
+            blend_thread.join()
+            self._check(blend_errors)
+        finally:
+            stop.set()
+            while True:  # unblock the reader
+                try:
+                    to_model.get_nowait()
+                except queue.Empty:
+                    break
+            reader_thread.join()
+            blend_thread.join()
+            self.net.train(was_training)
+        return total, skipped
+
+    def _check(self, errors: list[BaseException]) -> None:
+        if errors:
+            raise errors[0]
+        self.reporter.check()
+
+    def _stack(self, batch: _Batch, pin: bool) -> None:
+        if batch.arrays:
+            stacked = torch.from_numpy(np.stack(batch.arrays))
+            batch.stacked = stacked.pin_memory() if pin else stacked
+            batch.arrays = []
+
+    def _forward(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
+        """Class probabilities of a batch. When the GPU runs out of memory, the batch is split
+        in halves (then quarters ...) and the smaller size is kept for the rest of the run; the
+        log says so. Only a single tile that does not fit is an error."""
+        n = x.shape[0]
+        chunk = min(n, getattr(self, "max_forward", None) or n)
+        while True:
+            try:
+                parts = [self._forward_once(x[i:i + chunk], grid) for i in range(0, n, chunk)]
+                return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            except torch.cuda.OutOfMemoryError:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if chunk == 1:
+                    raise RuntimeError(
+                        f"out of GPU memory even for a single tile of {self.tile} px: choose a "
+                        f"smaller tile size (--tile), or run on the CPU (--device cpu)") from None
+                smaller = max(1, chunk // 2)
+                log.warning("out of GPU memory with %d tiles per batch: going on with %d", chunk,
+                            smaller)
+                chunk = self.max_forward = smaller
+
+    def _forward_once(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
+        x = x.to(self.dev, non_blocking=True)
+        with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16,
+                                                    enabled=self.amp):
+            logits = self.net(x)
+        if logits.shape[-2:] != x.shape[-2:]:
+            raise RuntimeError(f"the model returned {tuple(logits.shape[-2:])} pixels for an "
+                               f"input of {tuple(x.shape[-2:])}")
+        probs = torch.softmax(logits.float(), dim=1)[:, :, :grid.tile_h, :grid.tile_w]
+        return probs.cpu().numpy()

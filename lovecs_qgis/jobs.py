@@ -1,0 +1,175 @@
+"""What the dock runs, built from plain values: no widgets, no layers (tests build jobs directly).
+
+The dock reads its widgets into a :class:`JobRequest`; :func:`build_job` checks it against the
+model card and turns it into a :class:`Job`: the engine command, its arguments and the files it
+will write, named so that an earlier result is never overwritten. The texts the dock shows
+(stage, health verdict, times) are made here too.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .engine import bands as engine_bands
+from .engine import card as model_card
+from .engine import contract
+from .runner import EngineEvent, engine_args
+from .styling import map_layer_name
+
+ModelCard = model_card.ModelCard
+
+
+class JobError(ValueError):
+    """The dock cannot start this job; the message says why, for the user."""
+
+
+@dataclass
+class JobRequest:
+    """What the dock's widgets say: the layer (as facts), the model and the options."""
+
+    command: str  # "adapt" or "predict"
+    layer_name: str
+    raster: str  # the GDAL source to map (the layer's file, or a VRT of the map view)
+    band_count: int
+    data_band_count: int  # bands that are not alpha
+    model: str
+    bands: str = ""
+    device: str = "auto"
+    preset: str = contract.ADAPT_PRESETS[0]
+    folder: Path = Path(".")
+
+
+@dataclass
+class Job:
+    """One run the dock starts: the engine command, its arguments, and what it will produce."""
+
+    command: str  # "adapt" or "predict"
+    args: list[str]
+    map_path: Path
+    confidence_path: Optional[Path]
+    model_out: Optional[Path]
+    layer_name: str
+    classes_model: Path  # whose card styles the map
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.map_path, self.confidence_path, self.model_out) if p is not None]
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "scene"
+
+
+def free_path(folder: Path, stem: str, suffix: str) -> Path:
+    """``folder/stem.suffix``, or ``stem_2.suffix``... so an earlier result is never overwritten."""
+    path = folder / f"{stem}{suffix}"
+    n = 2
+    while path.exists() or path.with_suffix(".qml").exists():
+        path = folder / f"{stem}_{n}{suffix}"
+        n += 1
+    return path
+
+
+def band_problem(card: ModelCard, layer_name: str, band_count: int, data_band_count: int,
+                 bands_text: str) -> str:
+    """Why the layer's bands cannot feed the model (empty when they can)."""
+    return contract.band_list_problem(card.band_names, bands_text, band_count, data_band_count,
+                                      f"'{layer_name}'", "the band mapping")
+
+
+def auto_bands(card: ModelCard, source: str, data_band_count: int) -> str:
+    """A band mapping from band names/colour interpretation, e.g. ``"3,2,1"``; the first bands
+    when the layer has more than the model and their names do not help (as the engine does);
+    empty when the layer's bands already match by count and no better mapping is known."""
+    try:
+        found, _ = engine_bands.choose_bands(card.band_names, source)
+    except Exception:  # not a GDAL source; the count check reports the rest
+        found = None
+    if found and (found != list(range(1, card.band_count + 1))
+                  or data_band_count != card.band_count):
+        return contract.format_bands(found)
+    return ""
+
+
+def build_job(request: JobRequest, card: ModelCard) -> Job:
+    """The job for ``request``; raises :class:`JobError` when the bands cannot feed the model
+    or the output folder cannot be made."""
+    problem = band_problem(card, request.layer_name, request.band_count,
+                           request.data_band_count, request.bands)
+    if problem:
+        raise JobError(problem[0].upper() + problem[1:])
+    folder = Path(request.folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"Cannot create the output folder {folder}: {exc}") from None
+    stem = safe_name(request.layer_name)
+    map_path = free_path(folder, f"{stem}_landcover", ".tif")
+    conf_path = free_path(folder, f"{map_path.stem}_confidence", ".tif")
+    options: dict[str, Any] = dict(bands=request.bands.replace(" ", ""), device=request.device)
+    notes: list[str] = []
+    if request.command == "adapt":
+        model_out: Optional[Path] = free_path(folder, f"{stem}_adapted", ".lovecs")
+        args = engine_args(model=request.model, target=request.raster, out=str(model_out),
+                           preset=request.preset, map=str(map_path), confidence=str(conf_path),
+                           **options)
+        if not card.has_source_term():
+            args += ["--source-weight", "0"]
+            notes.append("The model's labelled source data is not on this computer and the "
+                         "model file carries no source sample: adapting with pseudo-labels "
+                         "and cross-sensor statistics only.")
+    elif request.command == "predict":
+        model_out = None
+        args = engine_args(model=request.model, raster=request.raster, out=str(map_path),
+                           confidence=str(conf_path), **options)
+    else:
+        raise JobError(f"unknown command {request.command!r}")
+    return Job(request.command, args, map_path, conf_path, model_out,
+               map_layer_name(request.layer_name), Path(request.model), notes)
+
+
+def health_figures(health: dict[str, Any]) -> str:
+    """The health check's numbers (the ``health`` entry of ``lovecs adapt``'s result)."""
+    return (f"agreement with the source model on its confident pixels "
+            f"{100 * health['agreement_confident']:.0f} %, class shares moved "
+            f"{100 * health['class_shift']:.0f} %, mean confidence "
+            f"{100 * health['confidence_before']:.0f} % -> "
+            f"{100 * health['confidence_after']:.0f} %")
+
+
+def health_text(result: dict[str, Any]) -> str:
+    """The health check in plain words, for the log and the status line ('' if none)."""
+    health = result.get("health") or {}
+    if not health:
+        return ""
+    meaning = {"improved": "the adapted map agrees with what the source model was sure of and "
+                           "is more confident",
+               "uncertain": "the adapted map changed more than expected; check it",
+               "likely harmful": "the adapted map contradicts what the source model was sure of"}
+    return (f"Health check: {health['verdict']} ({meaning.get(health['verdict'], '')}; "
+            f"{health_figures(health)})")
+
+
+def stage_text(event: EngineEvent) -> str:
+    """``"training 350/1000"``-style text for the stage label."""
+    extra = event.data.get("extra") or {}
+    if "round" in extra and "rounds" in extra:
+        head = f"{event.stage}, round {extra['round']}/{extra['rounds']}"
+    else:
+        head = f"{event.stage} {100 * event.fraction:.0f} %"
+    return f"{head}: {event.message}" if event.message else head
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
