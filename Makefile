@@ -8,7 +8,7 @@ APT_PKGS := qgis python3-qgis qgis-providers gdal-bin python3-gdal
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup apt venv test test-core package install-plugin plugin-dev bench demo default-model screenshots clean
+.PHONY: setup apt venv lint format test test-core package install-plugin plugin-dev bench demo default-model screenshots clean
 
 setup: apt venv  ## install everything (apt QGIS + GDAL, venv with pinned torch)
 
@@ -40,6 +40,16 @@ $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH):
 
 test: venv | $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH)  ## every test, headless
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# Lint and types: ruff (rules and formatting) over the tree, mypy over the engine (pyproject.toml).
+lint: venv  ## ruff check, ruff format --check, mypy (versions pinned in pyproject's dev extra)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: venv  ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test-core: venv | $(TMPDIR)  ## engine tests only (no QGIS)
 	$(PY) -m pytest -q -ra -p no:qgis tests/core $(PYTEST_ARGS)

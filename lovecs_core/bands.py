@@ -7,6 +7,8 @@ from typing import Optional, Sequence
 
 from osgeo import gdal
 
+from .raster import data_band_numbers
+
 #: Alternative spellings of common band names (all lower case).
 ALIASES: dict[str, tuple[str, ...]] = {
     "red": ("red", "r"),
@@ -64,8 +66,7 @@ def choose_bands(wanted: Sequence[str], raster: str | os.PathLike[str] | gdal.Da
     if bands:
         return list(bands), ""
     ds = raster if isinstance(raster, gdal.Dataset) else gdal.Open(str(raster))
-    data = [i for i in range(1, ds.RasterCount + 1)
-            if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand]
+    data = data_band_numbers(ds)
     n = len(wanted)
     found = match_bands(wanted, ds)
     if found:

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, NoReturn, Optional
 
 from .contract import DOMAINS, part_path
 
@@ -144,7 +144,7 @@ class ModelCard:
             classes=classes_from_iterable(data["classes"]),
             band_names=list(bands["names"]),
             band_dtype=str(bands.get("dtype", "uint8")),
-            band_range=tuple(bands.get("range", (0.0, 255.0))),  # type: ignore[arg-type]
+            band_range=tuple(bands.get("range", (0.0, 255.0))),
             normalization=copy.deepcopy(data["normalization"]),
             gsd=None if data.get("gsd") is None else float(data["gsd"]),
             tile_size=int(tile.get("size", 512)),
@@ -161,7 +161,7 @@ class ModelCard:
         return ModelCard.from_dict(copy.deepcopy(self.to_dict()))
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     raise ModelFileError(f"invalid model card: {msg}")
 
 

@@ -125,16 +125,10 @@ def _raster_size(path: Optional[PathArg]) -> int:
     """Pixels of a raster (0 when it cannot be opened here)."""
     if not path:
         return 0
-    try:
-        from osgeo import gdal
+    from .rasterchecks import open_quietly
 
-        from .rasterchecks import quiet_gdal
-
-        with quiet_gdal():
-            ds = gdal.Open(str(path))
-        return 0 if ds is None else ds.RasterXSize * ds.RasterYSize
-    except Exception:
-        return 0
+    ds = open_quietly(path)
+    return 0 if ds is None else ds.RasterXSize * ds.RasterYSize
 
 
 def check_adapt_outputs(model: PathArg, target: PathArg, out: PathArg,

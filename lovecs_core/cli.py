@@ -9,7 +9,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .contract import CANCELLED, ERROR
 from .progress import (Cancelled, CancelToken, JsonLinesSink, ProgressCallback, ProgressEvent,
@@ -24,7 +24,7 @@ class TqdmProgress:
     """One tqdm bar per stage, on stderr."""
 
     def __init__(self) -> None:
-        self._bar = None
+        self._bar: Any = None  # a tqdm bar, imported on first use
         self._stage = ""
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -85,7 +85,11 @@ def _cancel_on_sigterm(cancel: CancelToken) -> Callable[[], None]:
         previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # main() called outside the main thread: keep the default
         return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -30,6 +30,14 @@ _TARGET_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 class CrossSensorNorm(nn.Module):
     """A BatchNorm whose running statistics (and optionally affine weights) depend on the domain."""
 
+    # buffers registered in __init__ (declared for type checkers)
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+    target_running_mean: torch.Tensor
+    target_running_var: torch.Tensor
+    target_num_batches_tracked: torch.Tensor
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, per_domain_affine: bool = False) -> None:
         super().__init__()
@@ -86,7 +94,7 @@ class CrossSensorNorm(nn.Module):
                 self.target_weight.copy_(self.weight)
                 self.target_bias.copy_(self.bias)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,  # type: ignore[override]
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
         # A plain BatchNorm checkpoint: fill the target slot from the source one.
         for name in _TARGET_BUFFERS:

@@ -17,15 +17,21 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .data import code_lookup
+
+
+def class_indices(codes: Sequence[int]) -> np.ndarray:
+    """A 256-entry table: class code -> index 0..K-1, every other code -> K ("not a class")."""
+    lut = code_lookup(codes)
+    return np.where(lut < 0, len(codes), lut)
+
 
 def confusion_matrix(pred: np.ndarray, truth: np.ndarray, codes: Sequence[int]
                      ) -> tuple[np.ndarray, np.ndarray]:
     """``(matrix int64[K, K], unmapped int64[K])`` over pixels whose reference code is one of
     ``codes`` (so 0 and unknown reference codes are ignored)."""
     k = len(codes)
-    lut = np.full(256, k, dtype=np.int64)  # k = "not a class"
-    for index, code in enumerate(codes):
-        lut[int(code)] = index
+    lut = class_indices(codes)
     t = lut[_as_codes(truth).ravel()]
     p = lut[_as_codes(pred).ravel()]
     keep = t < k
@@ -234,9 +240,7 @@ def evaluate_rasters(pred_path: str | os.PathLike[str], labels_path: str | os.Pa
     matrix = np.zeros((k, k), dtype=np.int64)
     unmapped = np.zeros(k, dtype=np.int64)
     counts = np.zeros(k, dtype=np.int64)
-    lut = np.full(256, k, dtype=np.int64)
-    for i, c in enumerate(codes):
-        lut[c] = i
+    lut = class_indices(codes)
     for y, p, t in strips():
         m, u = confusion_matrix(p, t, codes)
         matrix += m

@@ -15,7 +15,7 @@ import math
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -125,7 +125,7 @@ def _pad(array: np.ndarray, height: int, width: int) -> np.ndarray:
     _, h, w = array.shape
     if h == height and w == width:
         return array
-    mode = "reflect" if h > 1 and w > 1 else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if h > 1 and w > 1 else "edge"
     return np.pad(array, ((0, 0), (0, height - h), (0, width - w)), mode=mode)
 
 

@@ -178,21 +178,23 @@ def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | 
         log.info("sensor alignment: %s", alignment.describe())
     tile_px, overlap_px = tile_settings(card, tile, overlap)
     model_gsd, raster_gsd = card.domain_gsd(domain), pixel_size_metres(ds)
-    resampled = bool(resample and model_gsd and raster_gsd
-                     and abs(raster_gsd / model_gsd - 1.0) > GSD_TOLERANCE)
+    resample_to: Optional[float] = None  # the model's GSD, when the raster is resampled to it
+    if resample and model_gsd and raster_gsd and abs(raster_gsd / model_gsd - 1.0) > GSD_TOLERANCE:
+        resample_to = model_gsd
+    resampled = resample_to is not None
     if model_gsd and raster_gsd is None:
         log.warning("%s has no georeference: its GSD is unknown, no resampling", raster)
-    if resampled and raster_gsd / model_gsd > MAX_UPSAMPLING:
-        factor = raster_gsd / model_gsd
+    if resample_to and raster_gsd and raster_gsd / resample_to > MAX_UPSAMPLING:
+        factor = raster_gsd / resample_to
         raise RasterError(
             f"the raster's pixels ({raster_gsd:.3g} m) are {factor:.1f} times coarser than the "
-            f"model's ({model_gsd:.3g} m): resampling would turn {ds.RasterXSize}x"
+            f"model's ({resample_to:.3g} m): resampling would turn {ds.RasterXSize}x"
             f"{ds.RasterYSize} pixels into about {round(ds.RasterXSize * factor)}x"
             f"{round(ds.RasterYSize * factor)}. Use a model made for this resolution, or "
             f"--no-resample to run on the raster's own pixels")
 
     engine = TileEngine(card, net, dev, domain, mean, std, tile_px, overlap_px, batch_size, amp,
-                     reporter)
+                        reporter)
     gt = ds.GetGeoTransform(can_return_null=True)
     metadata = {"LOVECS_MODEL": card.name, "LOVECS_DOMAIN": domain,
                 "LOVECS_TILE": str(tile_px), "LOVECS_OVERLAP": str(overlap_px)}
@@ -201,12 +203,12 @@ def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | 
                               confidence_dtype=confidence_dtype, probabilities=prob_path,
                               metadata=metadata)
     try:
-        if not resampled:
+        if resample_to is None:
             total, skipped = engine.run(source, strip_sink(writer, card))
         else:
-            log.info("resampling from %.4g m to the model's %.4g m", raster_gsd, model_gsd)
-            total, skipped = predict_resampled(engine, ds, source, writer, out, model_gsd,
-                                                card)
+            log.info("resampling from %.4g m to the model's %.4g m", raster_gsd, resample_to)
+            total, skipped = predict_resampled(engine, ds, source, writer, out, resample_to,
+                                               card)
         reporter(WRITING, 0.0, "overviews")
         cancelled = threading.Event()
 

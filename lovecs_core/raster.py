@@ -203,7 +203,7 @@ class RasterReader:
         return False
 
     def close(self) -> None:
-        self.ds = None  # type: ignore[assignment]
+        self.ds = None
 
     def __enter__(self) -> "RasterReader":
         return self

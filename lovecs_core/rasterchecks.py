@@ -18,7 +18,7 @@ from .checks import CheckError
 from .contract import missing_bands_problem
 
 __all__ = ["MAX_PIXELS", "check_band_numbers", "check_georeference", "check_raster_data",
-           "georeference_problem", "input_value_warnings", "quiet_gdal"]
+           "georeference_problem", "input_value_warnings", "open_quietly", "quiet_gdal"]
 
 
 class quiet_gdal:
@@ -34,6 +34,20 @@ class quiet_gdal:
         from osgeo import gdal
 
         gdal.PopErrorHandler()
+
+
+def open_quietly(raster: Any) -> Any:
+    """``raster`` (a path or an open GDAL dataset) as a dataset; None when GDAL cannot open it
+    (the reader reports that later, in its own words). No GDAL error printing."""
+    if not isinstance(raster, (str, os.PathLike)):
+        return raster
+    from osgeo import gdal
+
+    try:
+        with quiet_gdal():
+            return gdal.Open(str(raster))
+    except RuntimeError:
+        return None
 
 
 def georeference_problem(ds: Any) -> str:
@@ -55,17 +69,9 @@ def check_georeference(model_gsd: Optional[float], raster: Any, resample: bool =
     caller's interface. ``raster``: a path or an open GDAL dataset."""
     if not model_gsd or not resample:
         return
-    ds = raster
-    if isinstance(raster, (str, os.PathLike)):
-        from osgeo import gdal
-
-        try:
-            with quiet_gdal():
-                ds = gdal.Open(str(raster))
-        except RuntimeError:
-            ds = None
-        if ds is None:
-            return  # not readable: the reader reports it with its own message
+    ds = open_quietly(raster)
+    if ds is None:
+        return  # not readable: the reader reports it with its own message
     problem = georeference_problem(ds)
     if problem:
         name = Path(ds.GetDescription() or str(raster)).name
@@ -112,18 +118,13 @@ def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] 
     import numpy as np
     from osgeo import gdal
 
-    ds = raster
-    if isinstance(raster, (str, os.PathLike)):
-        try:
-            with quiet_gdal():
-                ds = gdal.Open(str(raster))
-        except RuntimeError:
-            return []
+    from .raster import data_band_numbers
+
+    ds = open_quietly(raster)
     if ds is None:
         return []
     if not bands:
-        bands = [i for i in range(1, ds.RasterCount + 1)
-                 if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand]
+        bands = data_band_numbers(ds)
     bands = [b for b in bands if 1 <= b <= ds.RasterCount]
     if len(bands) != card.band_count:
         return []  # the band-count error comes elsewhere
@@ -193,13 +194,7 @@ def check_raster_data(raster: Any, bands: Optional[Sequence[int]] = None,
 
     from .estimate import classify_seconds
 
-    ds = raster
-    if isinstance(raster, (str, os.PathLike)):
-        try:
-            with quiet_gdal():
-                ds = gdal.Open(str(raster))
-        except RuntimeError:
-            return
+    ds = open_quietly(raster)
     if ds is None:
         return
     name = Path(ds.GetDescription() or str(raster)).name

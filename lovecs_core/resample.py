@@ -40,7 +40,7 @@ def predict_resampled(engine: TileEngine, ds: gdal.Dataset, source: RasterReader
         total, skipped = engine.run(model_reader, strip_sink(stage, card))
         model_reader.close()
         temps += stage.commit(overviews=False)
-        nodata = [CLASS_NODATA]
+        nodata: list[float] = [CLASS_NODATA]
         if writer.conf is not None:
             nodata.append(CONFIDENCE_NODATA)
         if writer.probs is not None:

@@ -128,6 +128,13 @@ class StripWriter:
         self._next = 0
 
     @property
+    def dataset(self) -> gdal.Dataset:
+        """The open GDAL dataset being written (an error once committed or aborted)."""
+        if self.ds is None:
+            raise RuntimeError(f"{self.final} is closed")
+        return self.ds
+
+    @property
     def rows_written(self) -> int:
         return self._written + self._fill
 
@@ -284,14 +291,14 @@ class PredictionWriter:
             self.map = self._add(out, 1, np.uint8, geotransform, projection, CLASS_NODATA,
                                  width, height)
             if styled:
-                set_class_metadata(self.map.ds, self.classes)
+                set_class_metadata(self.map.dataset, self.classes)
             if metadata:
-                self.map.ds.SetMetadata({k: str(v) for k, v in metadata.items()})
+                self.map.dataset.SetMetadata({k: str(v) for k, v in metadata.items()})
             self.conf = None if confidence is None else self._add(
                 confidence, 1, np.dtype(confidence_dtype), geotransform, projection,
                 CONFIDENCE_NODATA, width, height)
             if self.conf is not None:
-                self.conf.ds.GetRasterBand(1).SetDescription(
+                self.conf.dataset.GetRasterBand(1).SetDescription(
                     "confidence (max class probability, " +
                     ("percent)" if confidence_dtype == "uint8" else "0-1)"))
             self.probs = None if probabilities is None else self._add(
@@ -299,7 +306,7 @@ class PredictionWriter:
                 PROBABILITY_NODATA, width, height, predictor=True)
             if self.probs is not None:
                 for i, c in enumerate(self.classes):
-                    self.probs.ds.GetRasterBand(i + 1).SetDescription(f"p({c.name})")
+                    self.probs.dataset.GetRasterBand(i + 1).SetDescription(f"p({c.name})")
         except Exception:
             self.abort()
             raise

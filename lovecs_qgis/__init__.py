@@ -10,6 +10,8 @@ plugin never changes ``sys.path``.
 
 def classFactory(iface):  # noqa: N802 (QGIS's name)
     """QGIS plugin entry point."""
+    from .i18n import install
     from .plugin import LoveCSPlugin
 
+    install()  # the user's language, when the plugin has a translation for it
     return LoveCSPlugin(iface)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 from .engine import bands as engine_bands
 from .engine import card as model_card
 from .engine import contract
+from .i18n import tr
 from .runner import EngineEvent, engine_args
 from .styling import map_layer_name
 
@@ -106,7 +107,7 @@ def build_job(request: JobRequest, card: ModelCard) -> Job:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise JobError(f"Cannot create the output folder {folder}: {exc}") from None
+        raise JobError(tr("Cannot create the output folder {}: {}").format(folder, exc)) from None
     stem = safe_name(request.layer_name)
     map_path = free_path(folder, f"{stem}_landcover", ".tif")
     conf_path = free_path(folder, f"{map_path.stem}_confidence", ".tif")
@@ -119,9 +120,9 @@ def build_job(request: JobRequest, card: ModelCard) -> Job:
                            **options)
         if not card.has_source_term():
             args += ["--source-weight", "0"]
-            notes.append("The model's labelled source data is not on this computer and the "
-                         "model file carries no source sample: adapting with pseudo-labels "
-                         "and cross-sensor statistics only.")
+            notes.append(tr("The model's labelled source data is not on this computer and the "
+                            "model file carries no source sample: adapting with pseudo-labels "
+                            "and cross-sensor statistics only."))
     elif request.command == "predict":
         model_out = None
         args = engine_args(model=request.model, raster=request.raster, out=str(map_path),
@@ -146,12 +147,13 @@ def health_text(result: dict[str, Any]) -> str:
     health = result.get("health") or {}
     if not health:
         return ""
-    meaning = {"improved": "the adapted map agrees with what the source model was sure of and "
-                           "is more confident",
-               "uncertain": "the adapted map changed more than expected; check it",
-               "likely harmful": "the adapted map contradicts what the source model was sure of"}
-    return (f"Health check: {health['verdict']} ({meaning.get(health['verdict'], '')}; "
-            f"{health_figures(health)})")
+    meaning = {"improved": tr("the adapted map agrees with what the source model was sure of "
+                              "and is more confident"),
+               "uncertain": tr("the adapted map changed more than expected; check it"),
+               "likely harmful": tr("the adapted map contradicts what the source model was sure "
+                                    "of")}
+    return tr("Health check: {} ({}; {})").format(
+        health["verdict"], meaning.get(health["verdict"], ""), health_figures(health))
 
 
 def stage_text(event: EngineEvent) -> str:

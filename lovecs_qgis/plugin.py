@@ -9,6 +9,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
+from .i18n import tr
 from .paths import icon_path
 from .provider import PROVIDER_ID, LoveCSProvider
 
@@ -41,16 +42,16 @@ class LoveCSPlugin:
         self.initProcessing()
         icon = QIcon(str(icon_path()))
         parent = self.iface.mainWindow()
-        self.main_action = QAction(icon, "LoveCS land cover panel", parent)
+        self.main_action = QAction(icon, tr("LoveCS land cover panel"), parent)
         self.main_action.setObjectName("lovecsMainAction")
-        self.main_action.setToolTip("LoveCS land cover: adapt a model to the active raster layer")
+        self.main_action.setToolTip(tr("LoveCS land cover: adapt a model to the active raster layer"))
         self.main_action.setCheckable(True)
         self.main_action.toggled.connect(self.toggle_dock)
         self.iface.addToolBarIcon(self.main_action)
         self.iface.addPluginToMenu(MENU, self.main_action)
         self.actions = [self.main_action]
         for name, text in DIALOG_ENTRIES:
-            action = QAction(icon, text, parent)
+            action = QAction(icon, tr(text), parent)
             action.setObjectName(f"lovecs_{name}")
             action.triggered.connect(self._opener(name))
             self.iface.addPluginToMenu(MENU, action)

@@ -5,6 +5,7 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import ALGORITHMS
+from .i18n import tr
 from .paths import icon_path
 
 PROVIDER_ID = "lovecs"
@@ -18,10 +19,10 @@ class LoveCSProvider(QgsProcessingProvider):
         return PROVIDER_ID
 
     def name(self) -> str:
-        return PROVIDER_NAME
+        return tr(PROVIDER_NAME)
 
     def longName(self) -> str:
-        return "LoveCS land cover: mapping and cross-sensor adaptation (PyTorch engine)"
+        return tr("LoveCS land cover: mapping and cross-sensor adaptation (PyTorch engine)")
 
     def icon(self) -> QIcon:
         return QIcon(str(icon_path()))

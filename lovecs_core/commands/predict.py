@@ -22,7 +22,7 @@ def parse_extent(text: Optional[str]) -> Optional[tuple[float, float, float, flo
         raise ValueError(f"extent must be xmin,ymin,xmax,ymax (numbers): {text!r}") from exc
     if len(values) != 4:
         raise ValueError(f"extent must have four numbers xmin,ymin,xmax,ymax: {text!r}")
-    return values  # type: ignore[return-value]
+    return values[0], values[1], values[2], values[3]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

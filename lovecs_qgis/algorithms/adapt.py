@@ -15,6 +15,7 @@ from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingExcepti
 from ..engine import checks, contract
 from ..jobs import health_figures
 from ..styling import ensure_qml, map_layer_name, style_output_on_load
+from ..i18n import tr
 from ..runner import engine_args
 from .base import (DEVICES, EngineAlgorithm, check_bands, checks_as_processing_errors,
                    choice_parameter, output_path, raster_path, read_model_card)
@@ -39,10 +40,10 @@ class AdaptAlgorithm(EngineAlgorithm):
         return "adapt"
 
     def displayName(self) -> str:
-        return "Adapt a land-cover model to this image"
+        return tr("Adapt a land-cover model to this image")
 
     def shortHelpString(self) -> str:
-        return ("Adapts a model trained on one sensor to a scene from another sensor without new "
+        return tr("Adapts a model trained on one sensor to a scene from another sensor without new "
                 "labels, then maps the scene with the adapted model.<br><br>"
                 "<b>Method</b>: <i>lovecs</i> (cross-sensor normalisation + multi-scale, "
                 "class-balanced self-training; Wang et al., RSE 2022), <i>cbst</i> "
@@ -62,45 +63,45 @@ class AdaptAlgorithm(EngineAlgorithm):
                 "the styled land-cover map, and the verdict.")
 
     def initAlgorithm(self, config: Any = None) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Scene to adapt to"))
-        self.addParameter(model_parameter(self.MODEL, "Source model"))
-        self.addParameter(choice_parameter(self.METHOD, "Method", METHODS))
-        self.addParameter(choice_parameter(self.PRESET, "Preset", PRESETS))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Scene to adapt to")))
+        self.addParameter(model_parameter(self.MODEL, tr("Source model")))
+        self.addParameter(choice_parameter(self.METHOD, tr("Method"), METHODS))
+        self.addParameter(choice_parameter(self.PRESET, tr("Preset"), PRESETS))
         self.addParameter(QgsProcessingParameterString(
-            self.BANDS, "Bands (e.g. 3,2,1; empty: all but alpha)", optional=True))
-        self.addParameter(choice_parameter(self.DEVICE, "Device", DEVICES))
+            self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True))
+        self.addParameter(choice_parameter(self.DEVICE, tr("Device"), DEVICES))
         advanced = [
             QgsProcessingParameterMultipleLayers(
-                self.SOURCE_IMAGES, "Source images (default: those recorded in the model)",
+                self.SOURCE_IMAGES, tr("Source images (default: those recorded in the model)"),
                 QgsProcessing.TypeRaster, optional=True),
             QgsProcessingParameterMultipleLayers(
-                self.SOURCE_LABELS, "Source label rasters (same names as the images)",
+                self.SOURCE_LABELS, tr("Source label rasters (same names as the images)"),
                 QgsProcessing.TypeRaster, optional=True),
             QgsProcessingParameterNumber(
-                self.ITERATIONS, "Self-training iterations (0: the preset's)",
+                self.ITERATIONS, tr("Self-training iterations (0: the preset's)"),
                 QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, "Windows per domain per iteration (0: the preset's)",
+                self.BATCH_SIZE, tr("Windows per domain per iteration (0: the preset's)"),
                 QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
             QgsProcessingParameterNumber(
-                self.CROP, "Training window in pixels (0: the preset's)",
+                self.CROP, tr("Training window in pixels (0: the preset's)"),
                 QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber(self.SEED, "Random seed",
+            QgsProcessingParameterNumber(self.SEED, tr("Random seed"),
                                          QgsProcessingParameterNumber.Integer, defaultValue=0),
-            QgsProcessingParameterBoolean(self.KEEP_ADAPTED, "Keep the adapted model even if "
-                                          "judged harmful", defaultValue=False),
+            QgsProcessingParameterBoolean(self.KEEP_ADAPTED, tr("Keep the adapted model even if "
+                                          "judged harmful"), defaultValue=False),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_MODEL, "Adapted model", "LoveCS model (*.lovecs)"))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Land-cover map"))
+            self.OUTPUT_MODEL, tr("Adapted model"), "LoveCS model (*.lovecs)"))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Land-cover map")))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.CONFIDENCE, "Confidence (percent)", optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputString(self.VERDICT, "Health check verdict"))
+            self.CONFIDENCE, tr("Confidence (percent)"), optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputString(self.VERDICT, tr("Health check verdict")))
         self.addOutput(QgsProcessingOutputString(self.REJECTED_MODEL,
-                                                 "Adapted model judged harmful (if any)"))
+                                                 tr("Adapted model judged harmful (if any)")))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:

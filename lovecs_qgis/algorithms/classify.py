@@ -12,6 +12,7 @@ from qgis.core import (QgsProcessingContext, QgsProcessingFeedback,
 from ..engine import checks, rasterchecks
 from ..paths import default_model_path
 from ..styling import ensure_qml, map_layer_name, style_output_on_load
+from ..i18n import tr
 from ..runner import engine_args
 from .base import (DEVICES, EngineAlgorithm, check_bands, checks_as_processing_errors,
                    choice_parameter, output_path, raster_path, read_model_card)
@@ -39,10 +40,10 @@ class ClassifyAlgorithm(EngineAlgorithm):
         return "classify"
 
     def displayName(self) -> str:
-        return "Classify raster with a land-cover model"
+        return tr("Classify raster with a land-cover model")
 
     def shortHelpString(self) -> str:
-        return ("Maps land cover on a raster layer with a LoveCS model file (.lovecs) by tiled "
+        return tr("Maps land cover on a raster layer with a LoveCS model file (.lovecs) by tiled "
                 "inference with smooth blending between overlapping tiles. The result is a GeoTIFF "
                 "of class codes (0 = nodata) on the input's grid, styled with the model's class "
                 "names and colours (a .qml style is written beside it). Rasters whose pixel size "
@@ -55,25 +56,25 @@ class ClassifyAlgorithm(EngineAlgorithm):
                 "(PyTorch), so QGIS stays responsive and Cancel stops it.")
 
     def initAlgorithm(self, config: Any = None) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Input raster")))
         self.addParameter(model_parameter(self.MODEL))
         self.addParameter(QgsProcessingParameterString(
-            self.BANDS, "Bands (e.g. 3,2,1; empty: all but alpha)", optional=True))
-        self.addParameter(choice_parameter(self.DEVICE, "Device", DEVICES))
+            self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True))
+        self.addParameter(choice_parameter(self.DEVICE, tr("Device"), DEVICES))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, "Tile size in pixels (0: the model's)",
+            self.TILE_SIZE, tr("Tile size in pixels (0: the model's)"),
             QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.OVERLAP, "Tile overlap in pixels (empty: the model's)",
+            self.OVERLAP, tr("Tile overlap in pixels (empty: the model's)"),
             QgsProcessingParameterNumber.Integer, optional=True, minValue=0))
         no_resample = QgsProcessingParameterBoolean(
-            self.NO_RESAMPLE, "Map at the raster's own pixels (no resampling to the model's "
-            "pixel size; needed for a raster without georeference)", defaultValue=False)
+            self.NO_RESAMPLE, tr("Map at the raster's own pixels (no resampling to the model's "
+            "pixel size; needed for a raster without georeference)"), defaultValue=False)
         no_resample.setFlags(no_resample.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(no_resample)
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, "Land-cover map"))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Land-cover map")))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.CONFIDENCE, "Confidence (percent)", optional=True, createByDefault=False))
+            self.CONFIDENCE, tr("Confidence (percent)"), optional=True, createByDefault=False))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:

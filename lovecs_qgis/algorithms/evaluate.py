@@ -11,6 +11,7 @@ from qgis.core import (QgsProcessingContext, QgsProcessingFeedback, QgsProcessin
                        QgsProcessingParameterRasterLayer)
 
 from ..engine import report as accuracy_report
+from ..i18n import tr
 from ..runner import engine_args
 from .base import EngineAlgorithm, output_path, raster_path
 
@@ -25,29 +26,29 @@ class EvaluateAlgorithm(EngineAlgorithm):
         return "evaluate"
 
     def displayName(self) -> str:
-        return "Evaluate a land-cover map against reference labels"
+        return tr("Evaluate a land-cover map against reference labels")
 
     def shortHelpString(self) -> str:
-        return ("Compares a map of class codes with reference labels on the same grid (label 0 "
+        return tr("Compares a map of class codes with reference labels on the same grid (label 0 "
                 "is ignored): confusion matrix, per-class IoU, F1, precision and recall, mIoU, "
                 "overall accuracy, Cohen's kappa and area-adjusted accuracy. Writes an HTML "
                 "report (and optionally the scores as JSON); mIoU, overall accuracy and kappa "
                 "are also outputs for models and scripts.")
 
     def initAlgorithm(self, config: Any = None) -> None:
-        self.addParameter(QgsProcessingParameterRasterLayer(self.PREDICTION, "Land-cover map"))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, "Reference labels"))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.PREDICTION, tr("Land-cover map")))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, tr("Reference labels")))
         self.addParameter(QgsProcessingParameterFile(
-            self.CLASSES, "Classes (JSON; default: the codes found, names from the map)",
+            self.CLASSES, tr("Classes (JSON; default: the codes found, names from the map)"),
             QgsProcessingParameterFile.File, fileFilter="JSON (*.json)", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_HTML, "Accuracy report", "HTML files (*.html)"))
+            self.OUTPUT_HTML, tr("Accuracy report"), "HTML files (*.html)"))
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_JSON, "Scores as JSON", "JSON (*.json)", optional=True,
+            self.OUTPUT_JSON, tr("Scores as JSON"), "JSON (*.json)", optional=True,
             createByDefault=False))
-        self.addOutput(QgsProcessingOutputNumber(self.MIOU, "mIoU"))
-        self.addOutput(QgsProcessingOutputNumber(self.OA, "Overall accuracy"))
-        self.addOutput(QgsProcessingOutputNumber(self.KAPPA, "Cohen's kappa"))
+        self.addOutput(QgsProcessingOutputNumber(self.MIOU, tr("mIoU")))
+        self.addOutput(QgsProcessingOutputNumber(self.OA, tr("Overall accuracy")))
+        self.addOutput(QgsProcessingOutputNumber(self.KAPPA, tr("Cohen's kappa")))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingExcepti
                        QgsProcessingParameterString)
 
 from ..engine import contract
+from ..i18n import tr
 from ..runner import engine_args
 from .base import DEVICES, EngineAlgorithm, choice_parameter, output_path, raster_path
 
@@ -30,10 +31,10 @@ class TrainSourceAlgorithm(EngineAlgorithm):
         return "trainsource"
 
     def displayName(self) -> str:
-        return "Train a land-cover model on labelled rasters"
+        return tr("Train a land-cover model on labelled rasters")
 
     def shortHelpString(self) -> str:
-        return ("Trains a Semantic FPN land-cover model (with cross-sensor normalisation layers, "
+        return tr("Trains a Semantic FPN land-cover model (with cross-sensor normalisation layers, "
                 "ready for adaptation) on image rasters and label rasters of class codes "
                 "(0 = no label), paired by file name. Images and labels can be layers, files or "
                 "whole folders.<br><br><b>Classes</b>: a JSON file "
@@ -44,45 +45,45 @@ class TrainSourceAlgorithm(EngineAlgorithm):
 
     def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.IMAGES, "Image rasters", QgsProcessing.TypeRaster, optional=True))
+            self.IMAGES, tr("Image rasters"), QgsProcessing.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.LABELS, "Label rasters (class codes, 0 = no label)", QgsProcessing.TypeRaster,
+            self.LABELS, tr("Label rasters (class codes, 0 = no label)"), QgsProcessing.TypeRaster,
             optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.IMAGE_FOLDER, "Folder of image rasters", QgsProcessingParameterFile.Folder,
+            self.IMAGE_FOLDER, tr("Folder of image rasters"), QgsProcessingParameterFile.Folder,
             optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.LABEL_FOLDER, "Folder of label rasters", QgsProcessingParameterFile.Folder,
+            self.LABEL_FOLDER, tr("Folder of label rasters"), QgsProcessingParameterFile.Folder,
             optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.CLASSES, "Classes (JSON: code, name, color)", QgsProcessingParameterFile.File,
+            self.CLASSES, tr("Classes (JSON: code, name, color)"), QgsProcessingParameterFile.File,
             fileFilter="JSON (*.json)"))
-        self.addParameter(choice_parameter(self.PRESET, "Preset", PRESETS))
+        self.addParameter(choice_parameter(self.PRESET, tr("Preset"), PRESETS))
         self.addParameter(QgsProcessingParameterString(
-            self.BANDS, "Bands (e.g. 3,2,1; empty: all but alpha)", optional=True))
-        self.addParameter(choice_parameter(self.DEVICE, "Device", DEVICES))
-        self.addParameter(QgsProcessingParameterString(self.NAME, "Model name",
+            self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True))
+        self.addParameter(choice_parameter(self.DEVICE, tr("Device"), DEVICES))
+        self.addParameter(QgsProcessingParameterString(self.NAME, tr("Model name"),
                                                        defaultValue="LoveCS land-cover model"))
         integer = QgsProcessingParameterNumber.Integer
         advanced = [
-            choice_parameter(self.ARCH, "Architecture (tiny: tests and demos)", ARCHITECTURES),
-            QgsProcessingParameterString(self.ENCODER, "Encoder (e.g. resnet50, mobilenet_v2; "
-                                                       "empty: the preset's)", optional=True),
-            QgsProcessingParameterNumber(self.ITERATIONS, "Iterations (0: the preset's)", integer,
+            choice_parameter(self.ARCH, tr("Architecture (tiny: tests and demos)"), ARCHITECTURES),
+            QgsProcessingParameterString(self.ENCODER, tr("Encoder (e.g. resnet50, mobilenet_v2; "
+                                                       "empty: the preset's)"), optional=True),
+            QgsProcessingParameterNumber(self.ITERATIONS, tr("Iterations (0: the preset's)"), integer,
                                          defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, "Batch size (0: the preset's)",
+            QgsProcessingParameterNumber(self.BATCH_SIZE, tr("Batch size (0: the preset's)"),
                                          integer, defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber(self.CROP, "Training window in pixels (0: the "
-                                                    "preset's)", integer, defaultValue=0,
+            QgsProcessingParameterNumber(self.CROP, tr("Training window in pixels (0: the "
+                                                    "preset's)"), integer, defaultValue=0,
                                          minValue=0),
-            QgsProcessingParameterNumber(self.SEED, "Random seed", integer, defaultValue=0),
+            QgsProcessingParameterNumber(self.SEED, tr("Random seed"), integer, defaultValue=0),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT, "Model file", "LoveCS model (*.lovecs)"))
-        self.addOutput(QgsProcessingOutputNumber(self.FINAL_LOSS, "Final training loss"))
+            self.OUTPUT, tr("Model file"), "LoveCS model (*.lovecs)"))
+        self.addOutput(QgsProcessingOutputNumber(self.FINAL_LOSS, tr("Final training loss")))
 
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:

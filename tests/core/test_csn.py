@@ -72,7 +72,8 @@ def test_plain_bn_checkpoint_loads_into_csn_model():
     layer = csn_layers(csn)[0]
     assert torch.allclose(layer.running_mean, plain[1].running_mean)
     assert torch.allclose(layer.target_running_var, plain[1].running_var)
-    plain.eval(); csn.eval()
+    plain.eval()
+    csn.eval()
     x = torch.randn(2, 3, 8, 8)
     assert torch.allclose(plain(x), change_csn(csn, source=False)(x), atol=1e-6)
 

@@ -1,10 +1,10 @@
-"""The engine must never import QGIS or Qt: parse every module's imports."""
+"""The engine must never import QGIS, Qt or the plugin: parse every module's imports."""
 import ast
 from pathlib import Path
 
 import lovecs_core
 
-FORBIDDEN = ("qgis", "PyQt5", "PyQt6", "PySide2", "PySide6", "sip")
+FORBIDDEN = ("qgis", "PyQt5", "PyQt6", "PySide2", "PySide6", "sip", "lovecs_qgis")
 ENGINE = Path(lovecs_core.__file__).parent
 
 

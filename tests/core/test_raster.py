@@ -94,7 +94,7 @@ def test_pixel_size_metres_across_crs(tmp_path: Path):
                                       gsd=2.0, epsg=3857, origin=(0.0, 8_399_737.89)))  # ~60 N
     assert pixel_size_metres(merc) == pytest.approx(1.0, rel=0.01)
     ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "raw.tif"), 5, 5, 1)
-    ds = None
+    del ds  # closes the file
     assert pixel_size_metres(open_dataset(tmp_path / "raw.tif")) is None
 
 

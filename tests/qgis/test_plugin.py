@@ -86,6 +86,8 @@ def test_metadata():
     assert general["hasProcessingProvider"] == "yes"
     for key in ("description", "about", "version", "author", "tags", "category", "icon"):
         assert general[key].strip(), key
+    for key in ("homepage", "repository", "tracker"):  # plugins.qgis.org requires them
+        assert general[key].startswith("https://"), key
     assert (ROOT / general["icon"]).is_file()
 
 

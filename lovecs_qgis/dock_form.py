@@ -1,0 +1,145 @@
+"""The dock's form: its widgets, the settings they keep between sessions, and enabling them
+while a job runs. What the buttons do is in :mod:`lovecs_qgis.dock`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from qgis.core import QgsMapLayerProxyModel, QgsSettings
+from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import QStandardPaths, QTimer
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel,
+                                 QLineEdit, QListWidget, QPlainTextEdit, QProgressBar,
+                                 QPushButton, QVBoxLayout, QWidget)
+
+from .engine import contract
+from .i18n import tr
+from .paths import default_model_path
+
+SETTINGS = "lovecs/dock/"
+AREAS = ("Whole layer", "Current map extent")
+
+
+class DockForm(QgsDockWidget):
+    """The panel's widgets, laid out; settings restored from the last session."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__(tr("LoveCS land cover"), parent)
+        self.setObjectName("LoveCSDock")
+        self._build()
+        self._restore_settings()
+
+    def _build(self) -> None:
+        body = QWidget(self)
+        layout = QVBoxLayout(body)
+        form = QFormLayout()
+        self.layer_combo = QgsMapLayerComboBox(body)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        form.addRow(tr("Raster layer"), self.layer_combo)
+        self.model_widget = QgsFileWidget(body)
+        self.model_widget.setFilter(tr("LoveCS models (*.lovecs)"))
+        self.model_widget.setDialogTitle(tr("Choose a LoveCS model"))
+        form.addRow(tr("Model"), self.model_widget)
+        self.model_label = QLabel(body)
+        self.model_label.setWordWrap(True)
+        form.addRow("", self.model_label)
+        self.legend = QListWidget(body)
+        self.legend.setMaximumHeight(110)
+        form.addRow(tr("Classes"), self.legend)
+        self.bands_edit = QLineEdit(body)
+        self.bands_edit.setPlaceholderText(tr("all bands but alpha"))
+        self.bands_edit.setToolTip(tr("Layer bands fed to the model, in the model's order, e.g. 3,2,1"))
+        form.addRow(tr("Bands"), self.bands_edit)
+        self.device_combo = QComboBox(body)
+        self.device_combo.addItem(tr("Automatic (GPU if available)"), "auto")
+        self.device_combo.addItem(tr("CPU"), "cpu")
+        form.addRow(tr("Device"), self.device_combo)
+        self.device_note = QLabel(tr("looking for GPUs…"), body)
+        self.device_note.setWordWrap(True)
+        form.addRow("", self.device_note)
+        self.preset_combo = QComboBox(body)
+        for preset in contract.ADAPT_PRESETS:
+            self.preset_combo.addItem(preset, preset)
+        form.addRow(tr("Preset"), self.preset_combo)
+        self.estimate_label = QLabel(body)
+        self.estimate_label.setWordWrap(True)
+        form.addRow("", self.estimate_label)
+        self.area_combo = QComboBox(body)
+        self.area_combo.addItems([tr(area) for area in AREAS])
+        form.addRow(tr("Area"), self.area_combo)
+        self.output_widget = QgsFileWidget(body)
+        self.output_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        form.addRow(tr("Output folder"), self.output_widget)
+        self.confidence_check = QCheckBox(tr("Also add the confidence layer"), body)
+        form.addRow("", self.confidence_check)
+        layout.addLayout(form)
+
+        buttons = QHBoxLayout()
+        self.adapt_button = QPushButton(tr("Adapt to this image"), body)
+        self.adapt_button.setToolTip(tr("Adapt the model to this scene (no labels needed), then map it"))
+        self.classify_button = QPushButton(tr("Classify only"), body)
+        self.classify_button.setToolTip(tr("Map the scene with the model as it is"))
+        self.cancel_button = QPushButton(tr("Cancel"), body)
+        for button in (self.adapt_button, self.classify_button, self.cancel_button):
+            buttons.addWidget(button)
+        layout.addLayout(buttons)
+        self.progress_bar = QProgressBar(body)
+        self.progress_bar.setRange(0, 100)
+        layout.addWidget(self.progress_bar)
+        self.stage_label = QLabel("", body)
+        self.time_label = QLabel("", body)
+        layout.addWidget(self.stage_label)
+        layout.addWidget(self.time_label)
+        self.log_group = QgsCollapsibleGroupBox(tr("Log"), body)
+        log_layout = QVBoxLayout(self.log_group)
+        self.log_view = QPlainTextEdit(self.log_group)
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        log_layout.addWidget(self.log_view)
+        self.log_group.setCollapsed(True)
+        layout.addWidget(self.log_group)
+        layout.addStretch(1)
+        self.setWidget(body)
+        self.timer = QTimer(self)
+        self.timer.setInterval(1000)
+
+    # -- settings ---------------------------------------------------------------------------------
+    def _restore_settings(self) -> None:
+        s = QgsSettings()
+        default_model = default_model_path()
+        model = s.value(SETTINGS + "model", str(default_model) if default_model else "")
+        if model and not Path(model).is_file() and default_model:
+            model = str(default_model)
+        self.model_widget.setFilePath(model or "")
+        self._select_data(self.device_combo, s.value(SETTINGS + "device", "auto"))
+        self._select_data(self.preset_combo, s.value(SETTINGS + "preset", "fast"))
+        self.area_combo.setCurrentIndex(int(s.value(SETTINGS + "area", 0)))
+        documents = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation)
+        self.output_widget.setFilePath(s.value(SETTINGS + "output", str(Path(documents) / "LoveCS")))
+        self.confidence_check.setChecked(s.value(SETTINGS + "confidence", False, type=bool))
+
+    def save_settings(self) -> None:
+        s = QgsSettings()
+        s.setValue(SETTINGS + "model", self.model_widget.filePath())
+        s.setValue(SETTINGS + "device", self.device_combo.currentData())
+        s.setValue(SETTINGS + "preset", self.preset_combo.currentData())
+        s.setValue(SETTINGS + "area", self.area_combo.currentIndex())
+        s.setValue(SETTINGS + "output", self.output_widget.filePath())
+        s.setValue(SETTINGS + "confidence", self.confidence_check.isChecked())
+
+    @staticmethod
+    def _select_data(combo: QComboBox, value: Any) -> None:
+        index = combo.findData(value)
+        if index >= 0:
+            combo.setCurrentIndex(index)
+
+    def _set_running(self, running: bool) -> None:
+        for widget in (self.adapt_button, self.classify_button, self.layer_combo,
+                       self.model_widget, self.bands_edit, self.device_combo, self.preset_combo,
+                       self.area_combo, self.output_widget):
+            widget.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+
+    def log(self, text: str) -> None:
+        self.log_view.appendPlainText(text)
