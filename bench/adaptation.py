@@ -15,6 +15,7 @@ gives the gap. Labels are used for scoring only; no setting is tuned on them.
 Results: ``bench/out/adaptation-<budget>-<preset>/scores.json`` and a section of
 ``bench/RESULTS.md`` with the command, device and date.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 from osgeo import gdal  # noqa: E402
+from scenes import Scene, build_scenes, held_out_pairs  # noqa: E402
 
 from lovecs_core.card import load_classes, read_card  # noqa: E402
 from lovecs_core.csn import copy_source_to_target  # noqa: E402
@@ -45,7 +47,6 @@ from lovecs_core.predict import predict_raster  # noqa: E402
 from lovecs_core.progress import ProgressEvent, Reporter  # noqa: E402
 from lovecs_core.selftrain import adapt, make_config  # noqa: E402
 from lovecs_core.train import TrainConfig, fpn_architecture, train_source  # noqa: E402
-from scenes import Scene, build_scenes, held_out_pairs  # noqa: E402
 
 gdal.UseExceptions()
 DEFAULT_DATA = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -57,12 +58,26 @@ ADAPT_METHODS = ("adabn", "cbst", "lovecs")
 DEFAULT_METHOD = "lovecs"  # what the dock's "Adapt to this image" runs
 
 BUDGETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(encoder="resnet18", decoder=(64, 32), source_iterations=6, oracle_iterations=6,
-                 batch_size=4, crop=128, preset="fast", scene_window=256,
-                 adapt_overrides=dict(iterations=4, refresh_every=2, crop=128, batch_size=2,
-                                      bn_windows=4)),
-    "small": dict(encoder="mobilenet_v2", decoder=(128, 64), source_iterations=5000,
-                  oracle_iterations=350, batch_size=8, crop=256, preset="fast"),
+    "tiny": dict(
+        encoder="resnet18",
+        decoder=(64, 32),
+        source_iterations=6,
+        oracle_iterations=6,
+        batch_size=4,
+        crop=128,
+        preset="fast",
+        scene_window=256,
+        adapt_overrides=dict(iterations=4, refresh_every=2, crop=128, batch_size=2, bn_windows=4),
+    ),
+    "small": dict(
+        encoder="mobilenet_v2",
+        decoder=(128, 64),
+        source_iterations=5000,
+        oracle_iterations=350,
+        batch_size=8,
+        crop=256,
+        preset="fast",
+    ),
 }
 
 
@@ -77,8 +92,10 @@ class Progress:
         now = time.monotonic()
         if event.stage != self.stage or now - self.last > self.every:
             self.stage, self.last = event.stage, now
-            print(f"  [{self.label}] {event.stage} {100 * event.fraction:5.1f}% {event.message}",
-                  flush=True)
+            print(
+                f"  [{self.label}] {event.stage} {100 * event.fraction:5.1f}% {event.message}",
+                flush=True,
+            )
 
 
 def device_description(device: torch.device) -> str:
@@ -112,8 +129,14 @@ def scene_normalised_source(model: Path, scene: Path, bands: Optional[list[int]]
     return card, net
 
 
-def source_model(args: argparse.Namespace, budget: dict, data: Path, work: Path,
-                 classes: list, device: torch.device) -> Path:
+def source_model(
+    args: argparse.Namespace,
+    budget: dict,
+    data: Path,
+    work: Path,
+    classes: list,
+    device: torch.device,
+) -> Path:
     if args.source_model:
         return Path(args.source_model)
     pairs = pair_rasters([data / "source" / "images"], [data / "source" / "labels"])
@@ -123,17 +146,35 @@ def source_model(args: argparse.Namespace, budget: dict, data: Path, work: Path,
     out = work / "source.lovecs"
     if out.is_file() and not args.retrain:
         return out
-    cfg = TrainConfig(iterations=args.source_iterations or budget["source_iterations"],
-                      batch_size=budget["batch_size"], crop=budget["crop"], device=str(device),
-                      seed=args.seed)
-    train_source(train, classes, out, arch=fpn_architecture(budget["encoder"], budget["decoder"]),
-                 config=cfg, held_out=[h[0] for h in held], name="bench source",
-                 reporter=Reporter(Progress("source")))
+    cfg = TrainConfig(
+        iterations=args.source_iterations or budget["source_iterations"],
+        batch_size=budget["batch_size"],
+        crop=budget["crop"],
+        device=str(device),
+        seed=args.seed,
+    )
+    train_source(
+        train,
+        classes,
+        out,
+        arch=fpn_architecture(budget["encoder"], budget["decoder"]),
+        config=cfg,
+        held_out=[h[0] for h in held],
+        name="bench source",
+        reporter=Reporter(Progress("source")),
+    )
     return out
 
 
-def run_scene(scene: Scene, model: Path, args: argparse.Namespace, budget: dict, work: Path,
-              classes: list, device: torch.device) -> list[dict[str, Any]]:
+def run_scene(
+    scene: Scene,
+    model: Path,
+    args: argparse.Namespace,
+    budget: dict,
+    work: Path,
+    classes: list,
+    device: torch.device,
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     folder = work / scene.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -141,84 +182,168 @@ def run_scene(scene: Scene, model: Path, args: argparse.Namespace, budget: dict,
 
     def add(name: str, map_path: Path, seconds: float, **extra: Any) -> dict[str, Any]:
         result = score(map_path, scene.labels, classes)
-        row = {"scene": scene.name, "method": name, "seconds": round(seconds, 1), **extra,
-               **{k: result[k] for k in ("miou", "overall_accuracy", "kappa", "classes")}}
+        row = {
+            "scene": scene.name,
+            "method": name,
+            "seconds": round(seconds, 1),
+            **extra,
+            **{k: result[k] for k in ("miou", "overall_accuracy", "kappa", "classes")},
+        }
         rows.append(row)
-        print(f"{scene.name} / {name}: mIoU {100 * result['miou']:.1f} %, OA "
-              f"{100 * result['overall_accuracy']:.1f} % ({seconds:.0f} s)", flush=True)
+        print(
+            f"{scene.name} / {name}: mIoU {100 * result['miou']:.1f} %, OA "
+            f"{100 * result['overall_accuracy']:.1f} % ({seconds:.0f} s)",
+            flush=True,
+        )
         return row
 
     t0 = time.monotonic()
-    predict_raster(str(model), scene.image, folder / "source-stats.tif", bands=scene.bands,
-                   device=str(device), amp=amp, align=False)
+    predict_raster(
+        str(model),
+        scene.image,
+        folder / "source-stats.tif",
+        bands=scene.bands,
+        device=str(device),
+        amp=amp,
+        align=False,
+    )
     add(SOURCE_STATS, folder / "source-stats.tif", time.monotonic() - t0)
     t0 = time.monotonic()
-    predict_raster(scene_normalised_source(model, scene.image, scene.bands), scene.image,
-                   folder / "scene-stats.tif", bands=scene.bands, device=str(device), amp=amp)
+    predict_raster(
+        scene_normalised_source(model, scene.image, scene.bands),
+        scene.image,
+        folder / "scene-stats.tif",
+        bands=scene.bands,
+        device=str(device),
+        amp=amp,
+    )
     add(SCENE_STATS, folder / "scene-stats.tif", time.monotonic() - t0)
     t0 = time.monotonic()
-    pr = predict_raster(str(model), scene.image, folder / "aligned.tif", bands=scene.bands,
-                        device=str(device), amp=amp)
-    add(ALIGNED, folder / "aligned.tif", time.monotonic() - t0,
-        note=f"alignment: {pr.alignment['summary'] if pr.alignment else 'none'}")
+    pr = predict_raster(
+        str(model),
+        scene.image,
+        folder / "aligned.tif",
+        bands=scene.bands,
+        device=str(device),
+        amp=amp,
+    )
+    add(
+        ALIGNED,
+        folder / "aligned.tif",
+        time.monotonic() - t0,
+        note=f"alignment: {pr.alignment['summary'] if pr.alignment else 'none'}",
+    )
 
     for method in args.methods:
-        cfg = make_config(args.preset or budget["preset"], device=str(device), amp=amp,
-                          seed=args.seed, **budget.get("adapt_overrides", {}))
+        cfg = make_config(
+            args.preset or budget["preset"],
+            device=str(device),
+            amp=amp,
+            seed=args.seed,
+            **budget.get("adapt_overrides", {}),
+        )
         out = folder / f"{method}.lovecs"
         for stale in (out, folder / f"{method}.rejected.lovecs"):
             stale.unlink(missing_ok=True)
         t0 = time.monotonic()
-        result = adapt(str(model), scene.image, out, method=method, config=cfg,
-                       bands=scene.bands, reporter=Reporter(Progress(f"{scene.name} {method}")))
+        result = adapt(
+            str(model),
+            scene.image,
+            out,
+            method=method,
+            config=cfg,
+            bands=scene.bands,
+            reporter=Reporter(Progress(f"{scene.name} {method}")),
+        )
         adapt_s = time.monotonic() - t0
         health = result.health.to_dict() if result.health else {}
         map_path = folder / f"{method}.tif"
-        pr = predict_raster(str(out), scene.image, map_path, bands=scene.bands,
-                            device=str(device), amp=amp)
-        add(method, map_path, adapt_s + pr.seconds, verdict=health.get("verdict"),
-            health=health, fell_back=result.fell_back,
+        pr = predict_raster(
+            str(out), scene.image, map_path, bands=scene.bands, device=str(device), amp=amp
+        )
+        add(
+            method,
+            map_path,
+            adapt_s + pr.seconds,
+            verdict=health.get("verdict"),
+            health=health,
+            fell_back=result.fell_back,
             source_term=result.card.adaptation.get("source_term"),
-            note=f"adapt {adapt_s:.0f} s + map {pr.seconds:.0f} s")
+            note=f"adapt {adapt_s:.0f} s + map {pr.seconds:.0f} s",
+        )
         if result.rejected:  # how the rejected adapted model would have scored
             rmap = folder / f"{method}.rejected.tif"
-            rp = predict_raster(str(result.rejected), scene.image, rmap, bands=scene.bands,
-                                device=str(device), amp=amp)
-            add(f"{method} (adapted model the check rejected)", rmap, rp.seconds,
-                verdict=health.get("verdict"))
+            rp = predict_raster(
+                str(result.rejected),
+                scene.image,
+                rmap,
+                bands=scene.bands,
+                device=str(device),
+                amp=amp,
+            )
+            add(
+                f"{method} (adapted model the check rejected)",
+                rmap,
+                rp.seconds,
+                verdict=health.get("verdict"),
+            )
     return rows
 
 
-def oracle(scene: Scene, args: argparse.Namespace, budget: dict, work: Path, classes: list,
-           device: torch.device) -> dict[str, Any]:
+def oracle(
+    scene: Scene,
+    args: argparse.Namespace,
+    budget: dict,
+    work: Path,
+    classes: list,
+    device: torch.device,
+) -> dict[str, Any]:
     """A model of the same architecture trained on the scene's own labels (no randomisation),
     scored on the same scene: an optimistic upper bound."""
     out = work / scene.name / "oracle.lovecs"
     iterations = args.oracle_iterations or budget["oracle_iterations"]
     t0 = time.monotonic()
     if not out.is_file() or args.retrain:
-        cfg = TrainConfig(iterations=iterations, batch_size=budget["batch_size"],
-                          crop=budget["crop"], device=str(device), seed=args.seed,
-                          randomisation=None, sample_crops=0)
-        train_source([(scene.image, scene.labels)], classes, out,
-                     arch=fpn_architecture(budget["encoder"], budget["decoder"]), config=cfg,
-                     bands=scene.bands, name="bench oracle", reporter=Reporter(Progress("oracle")))
+        cfg = TrainConfig(
+            iterations=iterations,
+            batch_size=budget["batch_size"],
+            crop=budget["crop"],
+            device=str(device),
+            seed=args.seed,
+            randomisation=None,
+            sample_crops=0,
+        )
+        train_source(
+            [(scene.image, scene.labels)],
+            classes,
+            out,
+            arch=fpn_architecture(budget["encoder"], budget["decoder"]),
+            config=cfg,
+            bands=scene.bands,
+            name="bench oracle",
+            reporter=Reporter(Progress("oracle")),
+        )
     map_path = work / scene.name / "oracle.tif"
-    predict_raster(str(out), scene.image, map_path, bands=scene.bands, device=str(device),
-                   amp=not args.no_amp)
+    predict_raster(
+        str(out), scene.image, map_path, bands=scene.bands, device=str(device), amp=not args.no_amp
+    )
     result = score(map_path, scene.labels, classes)
-    return {"scene": scene.name, "method": ORACLE, "seconds": round(time.monotonic() - t0, 1),
-            "note": f"trained {iterations} iterations on the scene's labels, scored on the same "
-                    "scene", **{k: result[k] for k in ("miou", "overall_accuracy", "kappa",
-                                                       "classes")}}
+    return {
+        "scene": scene.name,
+        "method": ORACLE,
+        "seconds": round(time.monotonic() - t0, 1),
+        "note": f"trained {iterations} iterations on the scene's labels, scored on the same scene",
+        **{k: result[k] for k in ("miou", "overall_accuracy", "kappa", "classes")},
+    }
 
 
 def run(args: argparse.Namespace) -> int:
     budget = dict(BUDGETS[args.budget])
     data = Path(args.data)
     if not (data / "source" / "images").is_dir() or not (data / "target_b" / "scene.tif").is_file():
-        print(f"shared data not found at {data} (set LOVECS_SHARED_DATA or --data)",
-              file=sys.stderr)
+        print(
+            f"shared data not found at {data} (set LOVECS_SHARED_DATA or --data)", file=sys.stderr
+        )
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -228,13 +353,15 @@ def run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     classes = load_classes(data / "classes.json")
     t_start = time.monotonic()
-    scenes = [s for s in build_scenes(data, ROOT / "bench" / "data" / "scenes")
-              if not args.scenes or s.name in args.scenes]
+    scenes = [
+        s
+        for s in build_scenes(data, ROOT / "bench" / "data" / "scenes")
+        if not args.scenes or s.name in args.scenes
+    ]
     if budget.get("scene_window"):
         for s in scenes:
             s.image = crop_raster(s.image, work / f"{s.name}.vrt", budget["scene_window"])
-            s.labels = crop_raster(s.labels, work / f"{s.name}_labels.vrt",
-                                   budget["scene_window"])
+            s.labels = crop_raster(s.labels, work / f"{s.name}_labels.vrt", budget["scene_window"])
     model = source_model(args, budget, data, work, classes, device)
     rows: list[dict[str, Any]] = []
     for scene in scenes:
@@ -246,9 +373,13 @@ def run(args: argparse.Namespace) -> int:
     context = {
         "command": "python bench/adaptation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": device_description(device), "total_seconds": round(time.monotonic() - t_start),
-        "budget": args.budget, "preset": preset, "model": str(model),
-        "arch": card.architecture, "training": card.provenance.get("training", {}),
+        "device": device_description(device),
+        "total_seconds": round(time.monotonic() - t_start),
+        "budget": args.budget,
+        "preset": preset,
+        "model": str(model),
+        "arch": card.architecture,
+        "training": card.provenance.get("training", {}),
         "scenes": {s.name: s.description for s in scenes},
     }
     (work / "scores.json").write_text(json.dumps({"context": context, "rows": rows}, indent=2))
@@ -290,44 +421,68 @@ def results_section(ctx: dict[str, Any], rows: list[dict[str, Any]], names: list
     ]
     by = {(r["scene"], r["method"]): r for r in rows}
     for scene in ctx["scenes"]:
+
         def cell(method: str) -> str:
             r = by.get((scene, method))
             if r is None:
                 return "–"
             flag = " ↩" if r.get("fell_back") else ""
             return f"{_pct(r['miou'])} / {_pct(r['overall_accuracy'])}{flag}"
+
         a, d = by.get((scene, ALIGNED)), by.get((scene, DEFAULT_METHOD))
-        delta = "–" if not (a and d) else (
-            f"{100 * (d['miou'] - a['miou']):+.1f} / "
-            f"{100 * (d['overall_accuracy'] - a['overall_accuracy']):+.1f}")
-        lines.append(f"| {scene} | {cell(SOURCE_STATS)} | {cell(SCENE_STATS)} | {cell(ALIGNED)} | "
-                     f"{cell('adabn')} | {cell('cbst')} | {cell(DEFAULT_METHOD)} | "
-                     f"{(d or {}).get('verdict') or '–'} | {delta} |")
-    lines += ["", "↩: the health check judged the adaptation likely harmful and the user got "
-              "the aligned source model.", "",
-              "Every run, per class (IoU in %):", "",
-              "| scene | method | mIoU | " + " | ".join(names) + " | OA | verdict | beats aligned "
-              "source | time |",
-              "|---|---|---:|" + "---:|" * len(names) + "---:|---|---|---:|"]
+        delta = (
+            "–"
+            if not (a and d)
+            else (
+                f"{100 * (d['miou'] - a['miou']):+.1f} / "
+                f"{100 * (d['overall_accuracy'] - a['overall_accuracy']):+.1f}"
+            )
+        )
+        lines.append(
+            f"| {scene} | {cell(SOURCE_STATS)} | {cell(SCENE_STATS)} | {cell(ALIGNED)} | "
+            f"{cell('adabn')} | {cell('cbst')} | {cell(DEFAULT_METHOD)} | "
+            f"{(d or {}).get('verdict') or '–'} | {delta} |"
+        )
+    lines += [
+        "",
+        "↩: the health check judged the adaptation likely harmful and the user got "
+        "the aligned source model.",
+        "",
+        "Every run, per class (IoU in %):",
+        "",
+        "| scene | method | mIoU | " + " | ".join(names) + " | OA | verdict | beats aligned "
+        "source | time |",
+        "|---|---|---:|" + "---:|" * len(names) + "---:|---|---|---:|",
+    ]
     for r in rows:
         a = by.get((r["scene"], ALIGNED))
-        beats = "" if r["method"] in (ALIGNED, ORACLE) or a is None else (
-            "yes" if r["miou"] > a["miou"] else "no")
+        beats = (
+            ""
+            if r["method"] in (ALIGNED, ORACLE) or a is None
+            else ("yes" if r["miou"] > a["miou"] else "no")
+        )
         ious = [_pct(c["iou"]) for c in r["classes"]]
-        lines.append(f"| {r['scene']} | {r['method']}{' ↩' if r.get('fell_back') else ''} | "
-                     f"{_pct(r['miou'])} | " + " | ".join(ious) +
-                     f" | {_pct(r['overall_accuracy'])} | {r.get('verdict') or ''} | {beats} | "
-                     f"{r['seconds'] / 60:.1f} min |")
+        lines.append(
+            f"| {r['scene']} | {r['method']}{' ↩' if r.get('fell_back') else ''} | "
+            f"{_pct(r['miou'])} | "
+            + " | ".join(ious)
+            + f" | {_pct(r['overall_accuracy'])} | {r.get('verdict') or ''} | {beats} | "
+            f"{r['seconds'] / 60:.1f} min |"
+        )
     notes = [f"- {r['scene']} / {r['method']}: {r['note']}" for r in rows if r.get("note")]
-    health = [f"- {r['scene']} / {r['method']}: agreement on confident pixels "
-              f"{100 * r['health']['agreement_confident']:.0f} %, class shift "
-              f"{100 * r['health']['class_shift']:.0f} %, largest gain "
-              f"{r['health']['largest_gain_class']} {100 * r['health']['largest_gain']:+.0f} pts, "
-              f"confidence {100 * r['health']['confidence_before']:.0f} → "
-              f"{100 * r['health']['confidence_after']:.0f} %"
-              for r in rows if r.get("health")]
-    return "\n".join(lines + ["", "Health-check figures:", ""] + health + ["", "Notes:", ""]
-                     + notes)
+    health = [
+        f"- {r['scene']} / {r['method']}: agreement on confident pixels "
+        f"{100 * r['health']['agreement_confident']:.0f} %, class shift "
+        f"{100 * r['health']['class_shift']:.0f} %, largest gain "
+        f"{r['health']['largest_gain_class']} {100 * r['health']['largest_gain']:+.0f} pts, "
+        f"confidence {100 * r['health']['confidence_before']:.0f} → "
+        f"{100 * r['health']['confidence_after']:.0f} %"
+        for r in rows
+        if r.get("health")
+    ]
+    return "\n".join(
+        lines + ["", "Health-check figures:", ""] + health + ["", "Notes:", ""] + notes
+    )
 
 
 def write_section(path: Path, key: str, text: str) -> None:
@@ -336,7 +491,7 @@ def write_section(path: Path, key: str, text: str) -> None:
     block = f"{start}\n{text}\n{end}"
     old = path.read_text() if path.is_file() else "# Benchmark results\n"
     if start in old and end in old:
-        new = old[:old.index(start)] + block + old[old.index(end) + len(end):]
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end) :]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
     tmp = path.with_name(path.name + ".part")
@@ -347,8 +502,11 @@ def write_section(path: Path, key: str, text: str) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", choices=sorted(BUDGETS), default="small")
-    p.add_argument("--preset", choices=("fast", "standard", "paper"),
-                   help="adaptation preset (default: the budget's, fast)")
+    p.add_argument(
+        "--preset",
+        choices=("fast", "standard", "paper"),
+        help="adaptation preset (default: the budget's, fast)",
+    )
     p.add_argument("--source-model", help="use this source model instead of training one")
     p.add_argument("--scenes", nargs="+", help="only these scenes")
     p.add_argument("--methods", nargs="+", choices=ADAPT_METHODS, default=list(ADAPT_METHODS))

@@ -4,6 +4,7 @@ the model alone on the same tiles. Not a unit test; writes a section of bench/RE
     python bench/inference.py                       # the bundled model on target_b (CPU here)
     python bench/inference.py --device cuda --repeat 4 --batch-size 16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,15 @@ from lovecs_core.raster import RasterReader  # noqa: E402
 from lovecs_core.train import autocast, round_up  # noqa: E402
 
 
-def model_only_seconds(model: torch.nn.Module, device: torch.device, tiles: int, tile: int,
-                       bands: int, batch: int, amp: bool) -> float:
+def model_only_seconds(
+    model: torch.nn.Module,
+    device: torch.device,
+    tiles: int,
+    tile: int,
+    bands: int,
+    batch: int,
+    amp: bool,
+) -> float:
     """Seconds for the model alone on ``tiles`` random tiles already on the device."""
     x = torch.randn(batch, bands, tile, tile, device=device)
     with torch.inference_mode(), autocast(device, amp):
@@ -68,36 +76,46 @@ def main(argv: Optional[list[str]] = None) -> int:
     with RasterReader(args.raster) as reader:
         pixels = reader.width * reader.height
     # no resampling: the pipeline and the model-only loop see the same pixels
-    result = predict_raster((card, model), args.raster, out / "map.tif", tile=tile,
-                            device=str(device), batch_size=args.batch_size, amp=amp,
-                            resample=False)
+    result = predict_raster(
+        (card, model),
+        args.raster,
+        out / "map.tif",
+        tile=tile,
+        device=str(device),
+        batch_size=args.batch_size,
+        amp=amp,
+        resample=False,
+    )
     processed = result.tiles_total - result.tiles_skipped
-    model_s = model_only_seconds(model, device, processed, tile, card.band_count,
-                                 args.batch_size, amp)
+    model_s = model_only_seconds(
+        model, device, processed, tile, card.band_count, args.batch_size, amp
+    )
     pipe_mpix = pixels / 1e6 / result.seconds
     model_mpix = processed * tile * tile / 1e6 / model_s
     tile_rate_pipe = processed / result.seconds
     tile_rate_model = processed / model_s
-    text = "\n".join([
-        "### Tiled inference throughput",
-        "",
-        f"- command: `python bench/inference.py {' '.join(sys.argv[1:])}`",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; device: "
-        f"{device_description(device)}; mixed precision: {amp and device.type == 'cuda'}",
-        f"- model: {card.name} ({card.architecture.get('arch')} "
-        f"{card.architecture.get('encoder', '')}); raster: {Path(args.raster).name}, "
-        f"{pixels / 1e6:.2f} MPix; tile {result.tile}, overlap {result.overlap}, "
-        f"batch {args.batch_size}; {processed} tiles run, {result.tiles_skipped} all-nodata tiles skipped",
-        "",
-        "| | seconds | tiles/s | MPix/s |",
-        "|---|---:|---:|---:|",
-        f"| full pipeline (read, normalise, model, blend, write, overviews) | {result.seconds:.1f} "
-        f"| {tile_rate_pipe:.2f} | {pipe_mpix:.2f} (raster pixels) |",
-        f"| model alone, same tiles, data already on the device | {model_s:.1f} "
-        f"| {tile_rate_model:.2f} | {model_mpix:.2f} (tile pixels) |",
-        "",
-        f"Pipeline tile rate / model-only tile rate: {100 * tile_rate_pipe / tile_rate_model:.0f} %.",
-    ])
+    text = "\n".join(
+        [
+            "### Tiled inference throughput",
+            "",
+            f"- command: `python bench/inference.py {' '.join(sys.argv[1:])}`",
+            f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; device: "
+            f"{device_description(device)}; mixed precision: {amp and device.type == 'cuda'}",
+            f"- model: {card.name} ({card.architecture.get('arch')} "
+            f"{card.architecture.get('encoder', '')}); raster: {Path(args.raster).name}, "
+            f"{pixels / 1e6:.2f} MPix; tile {result.tile}, overlap {result.overlap}, "
+            f"batch {args.batch_size}; {processed} tiles run, {result.tiles_skipped} all-nodata tiles skipped",
+            "",
+            "| | seconds | tiles/s | MPix/s |",
+            "|---|---:|---:|---:|",
+            f"| full pipeline (read, normalise, model, blend, write, overviews) | {result.seconds:.1f} "
+            f"| {tile_rate_pipe:.2f} | {pipe_mpix:.2f} (raster pixels) |",
+            f"| model alone, same tiles, data already on the device | {model_s:.1f} "
+            f"| {tile_rate_model:.2f} | {model_mpix:.2f} (tile pixels) |",
+            "",
+            f"Pipeline tile rate / model-only tile rate: {100 * tile_rate_pipe / tile_rate_model:.0f} %.",
+        ]
+    )
     print(text)
     if not args.no_write:
         write_section(Path(args.results), f"inference:{device.type}", text)

@@ -13,6 +13,7 @@ same grid, written to ``bench/data/scenes/`` (git-ignored) and rebuilt when miss
 * ``rural_b``: the vegetation scene seen by a coarser spaceborne-like sensor (blur, x2 area
   downsampling to 1 m, haze, 11-bit): cross-sensor *and* a different class mix.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,9 +23,15 @@ from typing import Optional
 import numpy as np
 
 #: Source images (by file stem) kept out of every source training run.
-HELD_OUT = ("tile6_002", "tile6_003", "tile6_006",   # mostly vegetation
-            "tile5_006", "tile3_004",                 # mostly water
-            "tile2_007", "tile4_006")                 # mixed (made into the 12-bit sensor_c)
+HELD_OUT = (
+    "tile6_002",
+    "tile6_003",
+    "tile6_006",  # mostly vegetation
+    "tile5_006",
+    "tile3_004",  # mostly water
+    "tile2_007",
+    "tile4_006",
+)  # mixed (made into the 12-bit sensor_c)
 VEGETATION = ("tile6_002", "tile6_003", "tile6_006")
 WATER = ("tile5_006", "tile3_004")
 MIXED = ("tile2_007", "tile4_006")
@@ -69,15 +76,20 @@ def mosaic(pairs: list[tuple[Path, Path]]) -> tuple[np.ndarray, np.ndarray, np.n
     x = 0
     for im, lab in items:
         h, w = im.shape[1:]
-        image[:, :h, x:x + w] = im
-        labels[:h, x:x + w] = lab
-        valid[:h, x:x + w] = True
+        image[:, :h, x : x + w] = im
+        labels[:h, x : x + w] = lab
+        valid[:h, x : x + w] = True
         x += w + GAP
     return image, labels, valid, _read(pairs[0][0])[1]
 
 
-def write(path: Path, data: np.ndarray, gt: tuple, valid: Optional[np.ndarray] = None,
-          projection_from: Optional[Path] = None) -> Path:
+def write(
+    path: Path,
+    data: np.ndarray,
+    gt: tuple,
+    valid: Optional[np.ndarray] = None,
+    projection_from: Optional[Path] = None,
+) -> Path:
     """A GeoTIFF (UTM 40N like the source) with an optional per-dataset mask."""
     from osgeo import gdal, osr
 
@@ -85,9 +97,14 @@ def write(path: Path, data: np.ndarray, gt: tuple, valid: Optional[np.ndarray] =
     data = data if data.ndim == 3 else data[None]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part.tif")
-    ds = gdal.GetDriverByName("GTiff").Create(str(tmp), data.shape[2], data.shape[1],
-                                              data.shape[0], types[data.dtype],
-                                              ["COMPRESS=DEFLATE", "TILED=YES"])
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(tmp),
+        data.shape[2],
+        data.shape[1],
+        data.shape[0],
+        types[data.dtype],
+        ["COMPRESS=DEFLATE", "TILED=YES"],
+    )
     ds.SetGeoTransform(gt)
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32640)
@@ -111,8 +128,9 @@ def sensor_c(image: np.ndarray) -> np.ndarray:
     return np.round(x * 4095).astype(np.uint16)[::-1].copy()
 
 
-def rural_b(image: np.ndarray, labels: np.ndarray, valid: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def rural_b(
+    image: np.ndarray, labels: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A coarser spaceborne-like sensor: linearise, MTF blur, x2 area downsampling, haze, a tone
     curve of its own, 11-bit quantisation with noise. Labels: majority of each 2x2 block."""
     import torch
@@ -129,8 +147,12 @@ def rural_b(image: np.ndarray, labels: np.ndarray, valid: np.ndarray
     rng = np.random.default_rng(5)
     x = np.clip(x + rng.normal(0, 0.003, x.shape), 0, 1)
     out = np.round(x * 2047).astype(np.uint16)
-    blocks = labels[:h, :w].reshape(h // 2, 2, w // 2, 2).transpose(0, 2, 1, 3).reshape(
-        h // 2, w // 2, 4)
+    blocks = (
+        labels[:h, :w]
+        .reshape(h // 2, 2, w // 2, 2)
+        .transpose(0, 2, 1, 3)
+        .reshape(h // 2, w // 2, 4)
+    )
     counts = np.stack([(blocks == c).sum(-1) for c in range(6)], -1)
     lab = counts.argmax(-1).astype(np.uint8)
     ok = valid[:h, :w].reshape(h // 2, 2, w // 2, 2).all(axis=(1, 3))
@@ -141,10 +163,19 @@ def build_scenes(data: Path, out: Path) -> list[Scene]:
     """The benchmark's evaluation scenes (built once into ``out``)."""
     src = data / "source"
     pair = {s: (src / "images" / f"{s}.tif", src / "labels" / f"{s}.tif") for s in HELD_OUT}
-    scenes = [Scene("target_b", data / "target_b" / "scene.tif", data / "target_b" / "labels.tif",
-                    None, "the shared simulated spaceborne scene (10-bit, 1.5 m; 73 % bare land)")]
-    specs = [("vegetation", VEGETATION, "held-out source-sensor images, mostly vegetation (0.5 m)"),
-             ("water", WATER, "held-out source-sensor images, mostly water (0.5 m)")]
+    scenes = [
+        Scene(
+            "target_b",
+            data / "target_b" / "scene.tif",
+            data / "target_b" / "labels.tif",
+            None,
+            "the shared simulated spaceborne scene (10-bit, 1.5 m; 73 % bare land)",
+        )
+    ]
+    specs = [
+        ("vegetation", VEGETATION, "held-out source-sensor images, mostly vegetation (0.5 m)"),
+        ("water", WATER, "held-out source-sensor images, mostly water (0.5 m)"),
+    ]
     for name, stems, text in specs:
         img, lab = out / f"{name}.tif", out / f"{name}_labels.tif"
         if not (img.is_file() and lab.is_file()):
@@ -157,9 +188,16 @@ def build_scenes(data: Path, out: Path) -> list[Scene]:
         image, labels, valid, gt = mosaic([pair[s] for s in MIXED])
         write(lab, labels, gt)
         write(img, sensor_c(image), gt, valid)
-    scenes.append(Scene("sensor_c", img, lab, [3, 2, 1],
-                        "held-out mixed source images through a made-up 12-bit sensor (gains "
-                        "1.15/0.95/0.8, dark offset, gamma 0.8, BGR order; 0.5 m)"))
+    scenes.append(
+        Scene(
+            "sensor_c",
+            img,
+            lab,
+            [3, 2, 1],
+            "held-out mixed source images through a made-up 12-bit sensor (gains "
+            "1.15/0.95/0.8, dark offset, gamma 0.8, BGR order; 0.5 m)",
+        )
+    )
     img, lab = out / "rural_b.tif", out / "rural_b_labels.tif"
     if not (img.is_file() and lab.is_file()):
         image, labels, valid, gt = mosaic([pair[s] for s in VEGETATION])
@@ -167,7 +205,14 @@ def build_scenes(data: Path, out: Path) -> list[Scene]:
         gt2 = (gt[0], gt[1] * 2, gt[2], gt[3], gt[4], gt[5] * 2)
         write(lab, clab, gt2)
         write(img, coarse, gt2, cvalid)
-    scenes.append(Scene("rural_b", img, lab, None,
-                        "the vegetation scene through a coarser spaceborne-like sensor (blur, "
-                        "1 m, haze, tone curve, 11-bit)"))
+    scenes.append(
+        Scene(
+            "rural_b",
+            img,
+            lab,
+            None,
+            "the vegetation scene through a coarser spaceborne-like sensor (blur, "
+            "1 m, haze, tone curve, 11-bit)",
+        )
+    )
     return scenes

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Train the benchmark's (and default model's) source model on source/ minus the held-out images.
 
-    python bench/train_source.py --iterations 5000 --out bench/out/source-v2/source.lovecs
+python bench/train_source.py --iterations 5000 --out bench/out/source-v2/source.lovecs
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,12 +17,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
+from scenes import held_out_pairs  # noqa: E402
 
 from lovecs_core.card import load_classes  # noqa: E402
 from lovecs_core.data import pair_rasters  # noqa: E402
 from lovecs_core.progress import ProgressEvent, Reporter  # noqa: E402
 from lovecs_core.train import TrainConfig, fpn_architecture, train_source  # noqa: E402
-from scenes import held_out_pairs  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -51,12 +52,23 @@ def main(argv: list[str] | None = None) -> int:
     train, held = held_out_pairs(pairs)
     from lovecs_core.augment import PARTS, SensorRandomisation
 
-    rand = None if args.no_randomisation else SensorRandomisation(
-        parts=list(args.only) if args.only else list(PARTS), probability=args.probability
-    ).to_dict()
-    cfg = TrainConfig(iterations=args.iterations, batch_size=args.batch_size, crop=args.crop,
-                      device=args.device, seed=args.seed, randomisation=rand,
-                      workers=args.workers, checkpoint_every=250)
+    rand = (
+        None
+        if args.no_randomisation
+        else SensorRandomisation(
+            parts=list(args.only) if args.only else list(PARTS), probability=args.probability
+        ).to_dict()
+    )
+    cfg = TrainConfig(
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        device=args.device,
+        seed=args.seed,
+        randomisation=rand,
+        workers=args.workers,
+        checkpoint_every=250,
+    )
     last = [0.0]
 
     def show(e: ProgressEvent) -> None:
@@ -65,10 +77,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{e.stage} {100 * e.fraction:.1f}% {e.message}", flush=True)
 
     decoder = tuple(int(v) for v in args.decoder.split(","))
-    result = train_source(train, load_classes(data / "classes.json"), args.out,
-                          arch=fpn_architecture(args.encoder, decoder), config=cfg,
-                          held_out=[h[0] for h in held], resume=args.resume,
-                          name="LoveCS source model (sensor-randomised)", reporter=Reporter(show))
+    result = train_source(
+        train,
+        load_classes(data / "classes.json"),
+        args.out,
+        arch=fpn_architecture(args.encoder, decoder),
+        config=cfg,
+        held_out=[h[0] for h in held],
+        resume=args.resume,
+        name="LoveCS source model (sensor-randomised)",
+        reporter=Reporter(show),
+    )
     print(f"wrote {result.output} in {result.seconds / 60:.1f} min on {result.device}")
     return 0
 

@@ -1,4 +1,5 @@
 """``python -m lovecs_core`` runs the ``lovecs`` command line."""
+
 import sys
 
 from .cli import main

@@ -1,5 +1,6 @@
 """Adaptation settings: methods, :class:`AdaptConfig` (filled from the presets) and the error
 type of adaptation (no torch here)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,29 +20,29 @@ class AdaptError(ValueError):
 class AdaptConfig:
     """Adaptation settings; :data:`PRESETS` fills them, every one can be overridden."""
 
-    iterations: int = 5000          # self-training iterations in all
-    refresh_every: int = 2000       # pseudo-labels regenerated every K iterations
-    batch_size: int = 8             # per domain
+    iterations: int = 5000  # self-training iterations in all
+    refresh_every: int = 2000  # pseudo-labels regenerated every K iterations
+    batch_size: int = 8  # per domain
     crop: int = 512
     lr: float = 0.01 * (1.0 / 3.0) ** 0.9  # the paper's poly schedule continued from 10k of 15k
     momentum: float = 0.9
     weight_decay: float = 5e-4
     power: float = 0.9
     grad_clip: float = 35.0
-    portion: float = 0.1            # class-balanced: top 10 % per predicted class
-    min_share: float = 0.005        # classes predicted on less of the scene get no pseudo-labels
-    min_confidence: float = 0.5     # no pseudo-label below this probability
-    prior_cap: float = 2.0          # a class's candidates: at most ~2x its reference share
-    anchor_portion: float = 0.2     # reference map's most confident pixels kept labelled (0: off)
+    portion: float = 0.1  # class-balanced: top 10 % per predicted class
+    min_share: float = 0.005  # classes predicted on less of the scene get no pseudo-labels
+    min_confidence: float = 0.5  # no pseudo-label below this probability
+    prior_cap: float = 2.0  # a class's candidates: at most ~2x its reference share
+    anchor_portion: float = 0.2  # reference map's most confident pixels kept labelled (0: off)
     source_weight: float = 1.0
     pseudo_weight: float = 0.5
     scales: Optional[list[float]] = None  # None: derived from the GSD ratio
     n_scales: int = 4
     scale_range: tuple[float, float] = (0.5, 1.75)  # training-window scale augmentation
-    pl_tile: int = 256              # pseudo-labelling tile side, native target pixels
-    pl_margin: int = 16             # context around each tile, native pixels
+    pl_tile: int = 256  # pseudo-labelling tile side, native target pixels
+    pl_margin: int = 16  # context around each tile, native pixels
     pl_batch: int = 4
-    bn_windows: int = 64            # adabn: target windows for the statistics
+    bn_windows: int = 64  # adabn: target windows for the statistics
     seed: Optional[int] = 0
     device: str = "auto"
     amp: bool = True

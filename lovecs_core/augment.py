@@ -15,6 +15,7 @@ Only pixel values change: geometry, labels and the validity mask are untouched, 
 aligned and nodata stays nodata; values are clipped to ``0..value_max``. Everything is drawn from
 the generator passed in, so a seeded sampler gives the same windows.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,25 +32,27 @@ class SensorRandomisation:
     """Which parts run, with what probability and ranges (recorded in the model card)."""
 
     parts: list[str] = field(default_factory=lambda: list(PARTS))
-    probability: float = 0.5            # each part runs on a window with this probability
-    mixing: float = 0.08                # off-diagonal mixing weights in [-m, m]
-    gain: tuple[float, float] = (0.7, 1.4)         # common gain (log-uniform)
+    probability: float = 0.5  # each part runs on a window with this probability
+    mixing: float = 0.08  # off-diagonal mixing weights in [-m, m]
+    gain: tuple[float, float] = (0.7, 1.4)  # common gain (log-uniform)
     band_gain: tuple[float, float] = (0.85, 1.18)  # extra per-band gain (log-uniform)
-    offset: float = 0.05                # per-band offset in [-o, o] x value_max
-    haze: tuple[float, float] = (0.0, 0.3)          # blend weight toward the airlight
-    blur_sigma: tuple[float, float] = (0.3, 1.5)    # Gaussian MTF, pixels
-    coarser: tuple[float, float] = (1.5, 3.0)       # or: GSD made this much coarser
-    gamma: tuple[float, float] = (0.6, 1.6)         # log-uniform
-    contrast: float = 0.4               # S-curve blend weight in [-c, c]
-    noise: tuple[float, float] = (0.0, 0.02)        # Gaussian sigma, fraction of value_max
-    shot: tuple[float, float] = (0.0, 0.02)         # shot-noise scale
-    bits: tuple[int, int] = (5, 7)      # re-quantisation bit depth
+    offset: float = 0.05  # per-band offset in [-o, o] x value_max
+    haze: tuple[float, float] = (0.0, 0.3)  # blend weight toward the airlight
+    blur_sigma: tuple[float, float] = (0.3, 1.5)  # Gaussian MTF, pixels
+    coarser: tuple[float, float] = (1.5, 3.0)  # or: GSD made this much coarser
+    gamma: tuple[float, float] = (0.6, 1.6)  # log-uniform
+    contrast: float = 0.4  # S-curve blend weight in [-c, c]
+    noise: tuple[float, float] = (0.0, 0.02)  # Gaussian sigma, fraction of value_max
+    shot: tuple[float, float] = (0.0, 0.02)  # shot-noise scale
+    bits: tuple[int, int] = (5, 7)  # re-quantisation bit depth
 
     def __post_init__(self) -> None:
         unknown = set(self.parts) - set(PARTS)
         if unknown:
-            raise ValueError(f"unknown sensor randomisation part(s) {sorted(unknown)}; "
-                             f"choose from {', '.join(PARTS)}")
+            raise ValueError(
+                f"unknown sensor randomisation part(s) {sorted(unknown)}; "
+                f"choose from {', '.join(PARTS)}"
+            )
         if not 0.0 <= self.probability <= 1.0:
             raise ValueError(f"probability must be in 0..1, got {self.probability}")
 
@@ -80,11 +83,15 @@ def gaussian_blur(data: np.ndarray, sigma: float) -> np.ndarray:
     pad_w = min(radius, data.shape[-1] - 1)
     pad_h = min(radius, data.shape[-2] - 1)
     if pad_w > 0:
-        t = F.conv2d(F.pad(t, (pad_w, pad_w, 0, 0), mode="reflect"),
-                     kh[..., radius - pad_w:radius + pad_w + 1])
+        t = F.conv2d(
+            F.pad(t, (pad_w, pad_w, 0, 0), mode="reflect"),
+            kh[..., radius - pad_w : radius + pad_w + 1],
+        )
     if pad_h > 0:
-        t = F.conv2d(F.pad(t, (0, 0, pad_h, pad_h), mode="reflect"),
-                     kh[..., radius - pad_h:radius + pad_h + 1].transpose(-1, -2))
+        t = F.conv2d(
+            F.pad(t, (0, 0, pad_h, pad_h), mode="reflect"),
+            kh[..., radius - pad_h : radius + pad_h + 1].transpose(-1, -2),
+        )
     return t[:, 0].numpy().reshape(c, *data.shape[1:])
 
 
@@ -96,13 +103,15 @@ def coarsen(data: np.ndarray, factor: float) -> np.ndarray:
     h, w = data.shape[-2:]
     small = (max(1, round(h / factor)), max(1, round(w / factor)))
     t = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None]
-    t = F.interpolate(F.interpolate(t, size=small, mode="area"), size=(h, w), mode="bilinear",
-                      align_corners=False)
+    t = F.interpolate(
+        F.interpolate(t, size=small, mode="area"), size=(h, w), mode="bilinear", align_corners=False
+    )
     return t[0].numpy()
 
 
-def randomise(data: np.ndarray, rng: np.random.Generator, cfg: SensorRandomisation,
-              value_max: float) -> np.ndarray:
+def randomise(
+    data: np.ndarray, rng: np.random.Generator, cfg: SensorRandomisation, value_max: float
+) -> np.ndarray:
     """A sensor-randomised copy of ``data[C, H, W]`` (data units), clipped to ``0..value_max``."""
     out = data.astype(np.float32, copy=True) / value_max  # work in 0..1
     c = out.shape[0]
@@ -136,7 +145,7 @@ def randomise(data: np.ndarray, rng: np.random.Generator, cfg: SensorRandomisati
     if on("noise"):
         sigma = rng.uniform(*cfg.noise)
         shot = rng.uniform(*cfg.shot)
-        std = np.sqrt(sigma ** 2 + shot ** 2 * np.clip(out, 0, 1)).astype(np.float32)
+        std = np.sqrt(sigma**2 + shot**2 * np.clip(out, 0, 1)).astype(np.float32)
         out = out + std * rng.standard_normal(out.shape).astype(np.float32)
     if on("quantise"):
         levels = 2 ** int(rng.integers(cfg.bits[0], cfg.bits[1] + 1)) - 1

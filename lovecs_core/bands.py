@@ -1,5 +1,6 @@
 """Band mapping by name: find a model's bands (``red``, ``green``, ``nir`` ...) in a raster by
 GDAL colour interpretation or band description."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,9 @@ def raster_band_names(ds: gdal.Dataset) -> list[tuple[str, str]]:
     return names
 
 
-def match_bands(wanted: Sequence[str], raster: str | os.PathLike[str] | gdal.Dataset
-                ) -> Optional[list[int]]:
+def match_bands(
+    wanted: Sequence[str], raster: str | os.PathLike[str] | gdal.Dataset
+) -> Optional[list[int]]:
     """1-based band numbers of the raster carrying each wanted band name, in the wanted order;
     None unless every name is found exactly once."""
     ds = raster if isinstance(raster, gdal.Dataset) else gdal.Open(str(raster))
@@ -45,16 +47,22 @@ def match_bands(wanted: Sequence[str], raster: str | os.PathLike[str] | gdal.Dat
     names = raster_band_names(ds)
     for name in wanted:
         key = _canonical(name)
-        hits = [i + 1 for i, (desc, interp) in enumerate(names)
-                if key in (_canonical(desc), _canonical(interp))]
+        hits = [
+            i + 1
+            for i, (desc, interp) in enumerate(names)
+            if key in (_canonical(desc), _canonical(interp))
+        ]
         if len(hits) != 1:
             return None
         found.append(hits[0])
     return found if len(set(found)) == len(found) else None
 
 
-def choose_bands(wanted: Sequence[str], raster: str | os.PathLike[str] | gdal.Dataset,
-                 bands: Optional[Sequence[int]] = None) -> tuple[Optional[list[int]], str]:
+def choose_bands(
+    wanted: Sequence[str],
+    raster: str | os.PathLike[str] | gdal.Dataset,
+    bands: Optional[Sequence[int]] = None,
+) -> tuple[Optional[list[int]], str]:
     """The raster bands to feed a model whose card names ``wanted``, and a note saying how they
     were chosen (empty when nothing needs saying).
 
@@ -72,12 +80,16 @@ def choose_bands(wanted: Sequence[str], raster: str | os.PathLike[str] | gdal.Da
     if found:
         if found == data[:n] and len(data) == n:
             return None, ""
-        return found, (f"bands {','.join(map(str, found))} chosen by their names for the "
-                       f"model's {', '.join(wanted)}")
+        return found, (
+            f"bands {','.join(map(str, found))} chosen by their names for the "
+            f"model's {', '.join(wanted)}"
+        )
     if len(data) > n:
         chosen = data[:n]
-        return chosen, (f"the raster has {len(data)} bands whose names do not identify the "
-                        f"model's {n} ({', '.join(wanted)}): using the first {n}, bands "
-                        f"{','.join(map(str, chosen))}; choose others with the band list "
-                        f"(e.g. --bands / BANDS)")
+        return chosen, (
+            f"the raster has {len(data)} bands whose names do not identify the "
+            f"model's {n} ({', '.join(wanted)}): using the first {n}, bands "
+            f"{','.join(map(str, chosen))}; choose others with the band list "
+            f"(e.g. --bands / BANDS)"
+        )
     return None, ""

@@ -3,6 +3,7 @@
 A model file (suffix ``.lovecs``) is a safetensors file: the weights as tensors, and the model card
 as JSON in the safetensors metadata under the key ``lovecs_card``. Opening one never runs code.
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,7 +39,7 @@ class ClassInfo:
     color: str
 
     def rgb(self) -> tuple[int, int, int]:
-        return tuple(int(self.color[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+        return tuple(int(self.color[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
 
 @dataclass
@@ -119,8 +120,12 @@ class ModelCard:
             "name": self.name,
             "architecture": self.architecture,
             "classes": [{"code": c.code, "name": c.name, "color": c.color} for c in self.classes],
-            "bands": {"count": self.band_count, "names": self.band_names,
-                      "dtype": self.band_dtype, "range": list(self.band_range)},
+            "bands": {
+                "count": self.band_count,
+                "names": self.band_names,
+                "dtype": self.band_dtype,
+                "range": list(self.band_range),
+            },
             "normalization": self.normalization,
             "gsd": self.gsd,
             "tile": {"size": self.tile_size, "overlap": self.overlap},
@@ -196,7 +201,11 @@ def validate_card_dict(data: Any) -> None:
         if not isinstance(c["color"], str) or not _COLOR.match(c["color"]):
             _fail(f"classes[{i}].color must look like '#RRGGBB', found {c['color']!r}")
     bands = data["bands"]
-    if not isinstance(bands, dict) or not isinstance(bands.get("names"), list) or not bands["names"]:
+    if (
+        not isinstance(bands, dict)
+        or not isinstance(bands.get("names"), list)
+        or not bands["names"]
+    ):
         _fail("'bands.names' must be a non-empty list")
     n_bands = len(bands["names"])
     if "count" in bands and bands["count"] != n_bands:
@@ -205,8 +214,12 @@ def validate_card_dict(data: Any) -> None:
         _fail(f"{n_bands} bands is more than this engine accepts ({MAX_BANDS})")
     if "range" in bands:
         rng = bands["range"]
-        if (not isinstance(rng, list) or len(rng) != 2 or not all(map(_is_number, rng))
-                or not rng[0] < rng[1]):
+        if (
+            not isinstance(rng, list)
+            or len(rng) != 2
+            or not all(map(_is_number, rng))
+            or not rng[0] < rng[1]
+        ):
             _fail(f"'bands.range' must be [low, high] numbers with low < high, found {rng!r}")
     norm = data["normalization"]
     if not isinstance(norm, dict) or "source" not in norm:
@@ -235,8 +248,10 @@ def validate_card_dict(data: Any) -> None:
     if not _is_int(size) or not 1 <= size <= MAX_TILE:
         _fail(f"'tile.size' must be a whole number of pixels, 1..{MAX_TILE}, found {size!r}")
     if not _is_int(overlap) or not 0 <= overlap < size:
-        _fail(f"'tile.overlap' must be a whole number of pixels, 0..{size - 1} (below the tile "
-              f"size), found {overlap!r}")
+        _fail(
+            f"'tile.overlap' must be a whole number of pixels, 0..{size - 1} (below the tile "
+            f"size), found {overlap!r}"
+        )
     _check_architecture_sizes(arch)
 
 
@@ -245,14 +260,15 @@ def validate_card_dict(data: Any) -> None:
 MAX_BANDS = 64
 MAX_TILE = 8192
 ARCH_LIMITS: dict[str, tuple[int, int]] = {
-    "width": (1, 1024), "depth": (0, 64),  # tiny
-    "pyramid_channels": (1, 2048), "segmentation_channels": (1, 2048),  # fpn
+    "width": (1, 1024),
+    "depth": (0, 64),  # tiny
+    "pyramid_channels": (1, 2048),
+    "segmentation_channels": (1, 2048),  # fpn
 }
 
 
 def _is_number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -264,8 +280,7 @@ def _check_architecture_sizes(arch: dict[str, Any]) -> None:
         if key in arch:
             value = arch[key]
             if not _is_int(value) or not low <= value <= high:
-                _fail(f"architecture.{key} must be a whole number {low}..{high}, found "
-                      f"{value!r}")
+                _fail(f"architecture.{key} must be a whole number {low}..{high}, found {value!r}")
     encoder = arch.get("encoder")
     if encoder is not None and not isinstance(encoder, str):
         _fail(f"architecture.encoder must be a name, found {encoder!r}")
@@ -281,8 +296,9 @@ def load_classes(path: str | os.PathLike[str]) -> list[ClassInfo]:
 SAMPLE_IMAGES, SAMPLE_LABELS = "sample.images", "sample.labels"
 
 
-def save_model(path: str | os.PathLike[str], card: ModelCard,
-               state_dict: dict[str, "torch.Tensor"]) -> Path:
+def save_model(
+    path: str | os.PathLike[str], card: ModelCard, state_dict: dict[str, "torch.Tensor"]
+) -> Path:
     """Write weights + card atomically (temporary name, then rename)."""
     from safetensors.torch import save_file
 
@@ -328,8 +344,9 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     try:
         meta = _read_safetensors_metadata(path)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelFileError(f"{path} is not a LoveCS model file (safetensors header "
-                             f"unreadable: {exc})") from exc
+        raise ModelFileError(
+            f"{path} is not a LoveCS model file (safetensors header unreadable: {exc})"
+        ) from exc
     if not isinstance(meta, dict) or CARD_KEY not in meta:
         raise ModelFileError(f"{path} is a safetensors file without a LoveCS model card")
     try:
@@ -356,8 +373,7 @@ def load_model_file(path: str | os.PathLike[str]) -> tuple[ModelCard, dict[str, 
     return card, tensors
 
 
-def read_source_sample(path: str | os.PathLike[str]
-                       ) -> Optional[tuple["np.ndarray", "np.ndarray"]]:
+def read_source_sample(path: str | os.PathLike[str]) -> Optional[tuple["np.ndarray", "np.ndarray"]]:
     """The labelled source sample carried in a model file, ``(images[N, C, H, W], labels[N, H,
     W] uint8 codes)``, or None when the file has none."""
     from safetensors import safe_open

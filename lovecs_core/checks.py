@@ -11,6 +11,7 @@ its own process, so the command line and Processing say the same thing.
 
 The checks of an input raster (georeference, values, bands, size) are in :mod:`.rasterchecks`.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,11 +23,19 @@ from typing import Any, Optional, Sequence
 
 from .contract import PROBE_PREFIX
 
-__all__ = ["MIN_FREE_BYTES", "CheckError", "check_adapt_outputs", "check_adapt_settings",
-           "check_free_space", "check_output_path", "check_predict_outputs", "same_path"]
+__all__ = [
+    "MIN_FREE_BYTES",
+    "CheckError",
+    "check_adapt_outputs",
+    "check_adapt_settings",
+    "check_free_space",
+    "check_output_path",
+    "check_predict_outputs",
+    "same_path",
+]
 
 #: Below this much free space in an output folder a run is refused up front ("disk full").
-MIN_FREE_BYTES = 16 * 1024 ** 2
+MIN_FREE_BYTES = 16 * 1024**2
 
 
 class CheckError(ValueError):
@@ -58,7 +67,7 @@ def _existing_folder(path: Path) -> Path:
 
 
 def _mb(n: float) -> str:
-    return f"{n / 1024 ** 2:.1f} MB"
+    return f"{n / 1024**2:.1f} MB"
 
 
 def check_free_space(folder: PathArg, needed: int = 0, what: str = "the output") -> None:
@@ -70,8 +79,10 @@ def check_free_space(folder: PathArg, needed: int = 0, what: str = "the output")
         return  # cannot tell; the writer reports a full disk if it happens
     want = max(int(needed), MIN_FREE_BYTES)
     if free < want:
-        raise CheckError(f"disk full: {folder} has {_mb(free)} free, {what} needs about "
-                         f"{_mb(want)}; free some space or write to another disk")
+        raise CheckError(
+            f"disk full: {folder} has {_mb(free)} free, {what} needs about "
+            f"{_mb(want)}; free some space or write to another disk"
+        )
 
 
 def check_output_path(path: PathArg, what: str = "output", needed: int = 0) -> Path:
@@ -82,43 +93,55 @@ def check_output_path(path: PathArg, what: str = "output", needed: int = 0) -> P
     if not p.name:
         raise CheckError(f"the {what} path is empty")
     if p.is_dir():
-        raise CheckError(f"the {what} {p} is an existing folder; give a file name, e.g. "
-                         f"{p / 'result.tif'}")
+        raise CheckError(
+            f"the {what} {p} is an existing folder; give a file name, e.g. {p / 'result.tif'}"
+        )
     folder = _existing_folder(p)
     if not folder.is_dir():
         raise CheckError(f"cannot write the {what} {p}: {folder} is a file, not a folder")
     if folder != p.parent and not os.access(folder, os.W_OK | os.X_OK):
-        raise CheckError(f"cannot write the {what} {p}: its folder {p.parent} does not exist "
-                         f"and cannot be created in {folder}")
+        raise CheckError(
+            f"cannot write the {what} {p}: its folder {p.parent} does not exist "
+            f"and cannot be created in {folder}"
+        )
     try:
         fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
     except OSError as exc:
         import errno
 
         if exc.errno == errno.ENOSPC:
-            raise CheckError(f"disk full: cannot write the {what} in {folder}; free some space "
-                             f"or write to another disk") from None
-        raise CheckError(f"cannot write the {what} {p}: the folder {folder} is not writable "
-                         f"({exc.strerror or exc}); choose another folder") from None
+            raise CheckError(
+                f"disk full: cannot write the {what} in {folder}; free some space "
+                f"or write to another disk"
+            ) from None
+        raise CheckError(
+            f"cannot write the {what} {p}: the folder {folder} is not writable "
+            f"({exc.strerror or exc}); choose another folder"
+        ) from None
     os.close(fd)
     os.unlink(probe)
     check_free_space(folder, needed, f"the {what}")
     return p
 
 
-def _distinct(named: Sequence[tuple[str, Optional[PathArg]]],
-              inputs: Sequence[tuple[str, Optional[PathArg]]]) -> None:
+def _distinct(
+    named: Sequence[tuple[str, Optional[PathArg]]], inputs: Sequence[tuple[str, Optional[PathArg]]]
+) -> None:
     for i, (name, path) in enumerate(named):
         if not path:
             continue
         for in_name, in_path in inputs:
             if same_path(path, in_path):
-                raise CheckError(f"the {name} would overwrite the {in_name} {in_path}; "
-                                 f"choose another file name for the {name}")
-        for other_name, other in named[i + 1:]:
+                raise CheckError(
+                    f"the {name} would overwrite the {in_name} {in_path}; "
+                    f"choose another file name for the {name}"
+                )
+        for other_name, other in named[i + 1 :]:
             if same_path(path, other):
-                raise CheckError(f"the {name} and the {other_name} are the same file {path}; "
-                                 f"give them different names")
+                raise CheckError(
+                    f"the {name} and the {other_name} are the same file {path}; "
+                    f"give them different names"
+                )
 
 
 def _raster_size(path: Optional[PathArg]) -> int:
@@ -131,9 +154,13 @@ def _raster_size(path: Optional[PathArg]) -> int:
     return 0 if ds is None else ds.RasterXSize * ds.RasterYSize
 
 
-def check_adapt_outputs(model: PathArg, target: PathArg, out: PathArg,
-                        map_path: Optional[PathArg] = None,
-                        confidence_path: Optional[PathArg] = None) -> None:
+def check_adapt_outputs(
+    model: PathArg,
+    target: PathArg,
+    out: PathArg,
+    map_path: Optional[PathArg] = None,
+    confidence_path: Optional[PathArg] = None,
+) -> None:
     """Before adapting: the adapted model file, the map and the confidence differ from the
     source model, the target scene and each other, and each can be written. Raises
     :class:`CheckError`."""
@@ -152,8 +179,12 @@ def check_adapt_outputs(model: PathArg, target: PathArg, out: PathArg,
             check_output_path(path, name, needed=pixels // 4)
 
 
-def check_predict_outputs(raster: PathArg, out: PathArg, confidence: Optional[PathArg] = None,
-                          probabilities: Optional[PathArg] = None) -> None:
+def check_predict_outputs(
+    raster: PathArg,
+    out: PathArg,
+    confidence: Optional[PathArg] = None,
+    probabilities: Optional[PathArg] = None,
+) -> None:
     """Before classifying: outputs differ from the input and from each other and can be
     written. Raises :class:`CheckError`."""
     named = [("map", out), ("confidence", confidence), ("probabilities", probabilities)]
@@ -165,8 +196,10 @@ def check_predict_outputs(raster: PathArg, out: PathArg, confidence: Optional[Pa
 
 #: Adaptation settings: (test, what is required). ``None`` values are not checked (the preset's).
 def _int_at_least(low: int):  # noqa: ANN202
-    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
-            f"a whole number of at least {low}")
+    return (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
+        f"a whole number of at least {low}",
+    )
 
 
 def _number(low: float, high: float = math.inf, low_open: bool = False):  # noqa: ANN202
@@ -174,6 +207,7 @@ def _number(low: float, high: float = math.inf, low_open: bool = False):  # noqa
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return False
         return (v > low if low_open else v >= low) and v <= high
+
     bound = f"above {low:g}" if low_open else f"at least {low:g}"
     return ok, f"a number {bound}" + ("" if high == math.inf else f" and at most {high:g}")
 
@@ -200,10 +234,16 @@ ADAPT_RULES: dict[str, tuple[Any, str]] = {
 }
 #: The largest training window / pseudo-labelling tile accepted (pixels per side).
 MAX_WINDOW = 8192
-_FLAGS = {"refresh_every": "refresh-every", "batch_size": "batch-size",
-          "source_weight": "source-weight", "pseudo_weight": "pseudo-weight",
-          "n_scales": "n-scales", "pl_tile": "pl-tile", "bn_windows": "bn-windows",
-          "scale_range": "scale-range"}
+_FLAGS = {
+    "refresh_every": "refresh-every",
+    "batch_size": "batch-size",
+    "source_weight": "source-weight",
+    "pseudo_weight": "pseudo-weight",
+    "n_scales": "n-scales",
+    "pl_tile": "pl-tile",
+    "bn_windows": "bn-windows",
+    "scale_range": "scale-range",
+}
 
 
 def check_adapt_settings(**settings: Any) -> None:
@@ -228,6 +268,9 @@ def check_adapt_settings(**settings: Any) -> None:
                 raise CheckError(f"scales must be positive numbers (at most 100), got {value!r}")
         elif key == "scale_range":
             lo, hi = value
-            if not (_number(0.0, 100.0, low_open=True)[0](lo) and
-                    _number(0.0, 100.0, low_open=True)[0](hi) and lo <= hi):
+            if not (
+                _number(0.0, 100.0, low_open=True)[0](lo)
+                and _number(0.0, 100.0, low_open=True)[0](hi)
+                and lo <= hi
+            ):
                 raise CheckError(f"{name} must be MIN,MAX with 0 < MIN <= MAX, got {value!r}")

@@ -3,6 +3,7 @@
 Progress goes to a tqdm bar on a terminal, or as JSON lines on stdout with ``--progress json``
 (what the QGIS plugin runner reads). Errors exit non-zero with a one-line message.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,14 @@ import sys
 from typing import Any, Callable, Optional, Sequence
 
 from .contract import CANCELLED, ERROR
-from .progress import (Cancelled, CancelToken, JsonLinesSink, ProgressCallback, ProgressEvent,
-                       emit_json)
+from .progress import (
+    Cancelled,
+    CancelToken,
+    JsonLinesSink,
+    ProgressCallback,
+    ProgressEvent,
+    emit_json,
+)
 
 COMMANDS = ["info", "predict", "train", "adapt", "evaluate", "devices"]
 EXIT_ERROR = 1
@@ -33,9 +40,14 @@ class TqdmProgress:
         if event.stage != self._stage or self._bar is None:
             self.close()
             self._stage = event.stage
-            self._bar = tqdm(total=100, desc=event.stage, unit="%", leave=True,
-                             bar_format="{desc}: {percentage:3.0f}%|{bar}| "
-                                        "[{elapsed}<{remaining}] {postfix}", file=sys.stderr)
+            self._bar = tqdm(
+                total=100,
+                desc=event.stage,
+                unit="%",
+                leave=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}",
+                file=sys.stderr,
+            )
         self._bar.n = round(event.fraction * 100, 1)
         if event.message:
             self._bar.set_postfix_str(event.message, refresh=False)
@@ -49,8 +61,12 @@ class TqdmProgress:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lovecs", description=__doc__.splitlines()[0])
-    parser.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
-                        help="progress display: a bar on a terminal, JSON lines for programs")
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "bar", "json", "none"),
+        default="auto",
+        help="progress display: a bar on a terminal, JSON lines for programs",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
@@ -95,8 +111,11 @@ def _cancel_on_sigterm(cancel: CancelToken) -> Callable[[], None]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     callback, close = _progress_sink(args.progress)
     json_mode = args.progress == "json"
     from .progress import CancelToken, Reporter
@@ -110,8 +129,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         close()
         if json_mode:
             emit_json(sys.stdout, CANCELLED)
-        print(f"lovecs: {'cancelled' if isinstance(exc, Cancelled) else 'interrupted'}",
-              file=sys.stderr)
+        print(
+            f"lovecs: {'cancelled' if isinstance(exc, Cancelled) else 'interrupted'}",
+            file=sys.stderr,
+        )
         return EXIT_CANCELLED
     except Exception as exc:  # every engine error ends here with a readable line
         close()

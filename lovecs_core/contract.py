@@ -45,8 +45,16 @@ LOG = "log"
 EVENT_TYPES: tuple[str, ...] = (PROGRESS, RESULT, ERROR, CANCELLED)
 #: Keys of ``lovecs adapt``'s result event (the plugin reads ``health`` and ``rejected``).
 ADAPT_RESULT_KEYS: tuple[str, ...] = (
-    "output", "method", "map", "confidence", "seconds", "device", "rounds", "adaptation",
-    "health", "rejected",
+    "output",
+    "method",
+    "map",
+    "confidence",
+    "seconds",
+    "device",
+    "rounds",
+    "adaptation",
+    "health",
+    "rejected",
 )
 
 # -- stages and the plugin's progress bar --------------------------------------------------------
@@ -62,8 +70,12 @@ STAGES: dict[str, dict[str, tuple[float, float]]] = {
     "predict": {MAPPING: (0, 85), RESAMPLING: (85, 92), WRITING: (92, 100)},
     "train": {READING: (0, 5), TRAINING: (5, 99)},
     "adapt": {
-        READING: (0, 2), STATISTICS: (2, 6), TRAINING: (6, 84), MAPPING: (84, 95),
-        RESAMPLING: (95, 97), WRITING: (97, 100),
+        READING: (0, 2),
+        STATISTICS: (2, 6),
+        TRAINING: (6, 84),
+        MAPPING: (84, 95),
+        RESAMPLING: (95, 97),
+        WRITING: (97, 100),
     },
     "evaluate": {EVALUATING: (0, 100)},
 }
@@ -82,7 +94,12 @@ UNWEIGHTED_STAGES: dict[str, tuple[str, ...]] = {
 #: Tags of hidden temporary rasters: the output itself, and the stages of a resampled run (the
 #: map on the model's grid, its confidence and probabilities, each warped back to the input grid).
 PART, MODEL_GRID, MODEL_GRID_CONF, MODEL_GRID_PROB, INPUT_GRID = (
-    "part", "model-grid", "model-grid-conf", "model-grid-prob", "input-grid")
+    "part",
+    "model-grid",
+    "model-grid-conf",
+    "model-grid-prob",
+    "input-grid",
+)
 TEMPORARY_TAGS: tuple[str, ...] = (PART, MODEL_GRID, MODEL_GRID_CONF, MODEL_GRID_PROB, INPUT_GRID)
 #: Suffix of a non-raster file being written (a model file, a .qml, a checkpoint).
 PART_SUFFIX = ".part"
@@ -174,8 +191,9 @@ def missing_bands_problem(bands: Iterable[int], count: int, name: str = "the ras
     return f"{name} has {count} band(s); band(s) {missing} do not exist" if missing else ""
 
 
-def band_count_problem(band_names: Sequence[str], chosen: int, where: str,
-                       how: str = "--bands") -> str:
+def band_count_problem(
+    band_names: Sequence[str], chosen: int, where: str, how: str = "--bands"
+) -> str:
     """Why ``chosen`` bands of ``where`` cannot feed a model whose card names ``band_names``
     ('' when the counts agree). ``how`` names the way to choose bands in the caller's
     interface (``--bands``, ``'Bands'``, the band mapping)."""
@@ -189,8 +207,14 @@ def band_count_problem(band_names: Sequence[str], chosen: int, where: str,
     )
 
 
-def band_list_problem(band_names: Sequence[str], bands_text: str | None, band_count: int,
-                      data_band_count: int, where: str, how: str = "--bands") -> str:
+def band_list_problem(
+    band_names: Sequence[str],
+    bands_text: str | None,
+    band_count: int,
+    data_band_count: int,
+    where: str,
+    how: str = "--bands",
+) -> str:
     """The whole check of a band list a user typed against a model, before anything runs: it
     parses, names bands the raster has, and gives the model's band count ('' when it does).
     ``band_count``: the raster's bands; ``data_band_count``: those that are not alpha (what

@@ -11,6 +11,7 @@ Source statistics live in the usual BatchNorm buffer names (``running_mean`` ...
 with plain BatchNorm load into CSN models; target statistics are ``target_running_mean`` etc. and
 are filled from the source slot when a checkpoint lacks them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from .sampling import WindowSampler
     from .progress import Reporter
+    from .sampling import WindowSampler
 
 _TARGET_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -38,8 +39,14 @@ class CrossSensorNorm(nn.Module):
     target_running_var: torch.Tensor
     target_num_batches_tracked: torch.Tensor
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
-                 affine: bool = True, per_domain_affine: bool = False) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        per_domain_affine: bool = False,
+    ) -> None:
         super().__init__()
         self.num_features = num_features
         self.eps = eps
@@ -67,8 +74,11 @@ class CrossSensorNorm(nn.Module):
 
     def _slot(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         p = "" if self.source else "target_"
-        return (getattr(self, p + "running_mean"), getattr(self, p + "running_var"),
-                getattr(self, p + "num_batches_tracked"))
+        return (
+            getattr(self, p + "running_mean"),
+            getattr(self, p + "running_var"),
+            getattr(self, p + "num_batches_tracked"),
+        )
 
     def _affine(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if self.per_domain_affine and not self.source:
@@ -94,8 +104,9 @@ class CrossSensorNorm(nn.Module):
                 self.target_weight.copy_(self.weight)
                 self.target_bias.copy_(self.bias)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
-                              missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         # A plain BatchNorm checkpoint: fill the target slot from the source one.
         for name in _TARGET_BUFFERS:
             if prefix + "target_" + name not in state_dict and prefix + name in state_dict:
@@ -104,12 +115,15 @@ class CrossSensorNorm(nn.Module):
             for name in ("weight", "bias"):
                 if prefix + "target_" + name not in state_dict and prefix + name in state_dict:
                     state_dict[prefix + "target_" + name] = state_dict[prefix + name]
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
-                                      missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"domain={self.domain}, per_domain_affine={self.per_domain_affine}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"domain={self.domain}, per_domain_affine={self.per_domain_affine}"
+        )
 
 
 def replace_bn_with_csn(model: nn.Module, per_domain_affine: bool = False) -> nn.Module:
@@ -119,8 +133,9 @@ def replace_bn_with_csn(model: nn.Module, per_domain_affine: bool = False) -> nn
     """
     for name, child in list(model.named_children()):
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            csn = CrossSensorNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                  per_domain_affine)
+            csn = CrossSensorNorm(
+                child.num_features, child.eps, child.momentum, child.affine, per_domain_affine
+            )
             csn.load_state_dict(child.state_dict(), strict=False)
             csn.to(next(iter(child.buffers()), torch.zeros(0)).device)
             csn.train(child.training)
@@ -168,9 +183,15 @@ def csn_domain(model: nn.Module, domain: str) -> Iterator[nn.Module]:
 
 # -- AdaBN ----------------------------------------------------------------------------------
 @torch.no_grad()
-def recompute_target_statistics(model: nn.Module, sampler: "WindowSampler", windows: int,
-                                batch: int, device: torch.device, amp: bool = True,
-                                reporter: Optional["Reporter"] = None) -> None:
+def recompute_target_statistics(
+    model: nn.Module,
+    sampler: "WindowSampler",
+    windows: int,
+    batch: int,
+    device: torch.device,
+    amp: bool = True,
+    reporter: Optional["Reporter"] = None,
+) -> None:
     """AdaBN: reset the target CSN statistics and re-estimate them (cumulative average) by
     forwarding ``windows`` target windows in train mode, without gradients."""
     from .progress import Reporter

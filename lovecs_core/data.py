@@ -8,6 +8,7 @@
 
 Training windows are drawn from these by :mod:`.sampling`.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,9 @@ def expand_paths(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir()
-                           if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES)
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
+            )
             if not found:
                 raise RasterError(f"no raster files ({', '.join(RASTER_SUFFIXES)}) in {path}")
             out.extend(found)
@@ -44,8 +46,9 @@ def expand_paths(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def pair_rasters(images: Sequence[str | os.PathLike[str]],
-                 labels: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Path]]:
+def pair_rasters(
+    images: Sequence[str | os.PathLike[str]], labels: Sequence[str | os.PathLike[str]]
+) -> list[tuple[Path, Path]]:
     """Match image and label rasters by file stem; lists of files of equal length whose stems do
     not match are paired in order."""
     image_files, label_files = expand_paths(images), expand_paths(labels)
@@ -55,8 +58,9 @@ def pair_rasters(images: Sequence[str | os.PathLike[str]],
     if len(image_files) == len(label_files) and not any(Path(i).is_dir() for i in images):
         return list(zip(image_files, label_files))
     missing = [p.name for p in image_files if p.stem not in by_stem]
-    raise RasterError(f"no label raster with the same name for {len(missing)} image(s), "
-                      f"e.g. {missing[:3]}")
+    raise RasterError(
+        f"no label raster with the same name for {len(missing)} image(s), e.g. {missing[:3]}"
+    )
 
 
 def code_lookup(codes: Sequence[int]) -> np.ndarray:
@@ -67,13 +71,16 @@ def code_lookup(codes: Sequence[int]) -> np.ndarray:
     return lut
 
 
-def read_labels(path: str | os.PathLike[str],
-                shape: Optional[tuple[int, int]] = None) -> np.ndarray:
+def read_labels(
+    path: str | os.PathLike[str], shape: Optional[tuple[int, int]] = None
+) -> np.ndarray:
     """A label raster's first band as uint8 class codes (its nodata value becomes 0)."""
     reader = RasterReader(path, [1])
     if shape is not None and (reader.height, reader.width) != shape:
-        raise RasterError(f"label raster {path} is {reader.width}x{reader.height} but its image is "
-                          f"{shape[1]}x{shape[0]} pixels; labels must be on the image's grid")
+        raise RasterError(
+            f"label raster {path} is {reader.width}x{reader.height} but its image is "
+            f"{shape[1]}x{shape[0]} pixels; labels must be on the image's grid"
+        )
     data, valid = reader.read(Window(0, 0, reader.width, reader.height))
     codes = data[0]
     if codes.size and (codes[valid].min(initial=0) < 0 or codes[valid].max(initial=0) > 255):
@@ -86,9 +93,14 @@ def read_labels(path: str | os.PathLike[str],
 class RasterSource:
     """One raster to read windows from (in memory or through GDAL) plus optional labels."""
 
-    def __init__(self, path: str | os.PathLike[str], bands: Optional[Sequence[int]] = None,
-                 labels: Optional[np.ndarray] = None, in_memory: bool = True,
-                 label_path: Optional[str | os.PathLike[str]] = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        bands: Optional[Sequence[int]] = None,
+        labels: Optional[np.ndarray] = None,
+        in_memory: bool = True,
+        label_path: Optional[str | os.PathLike[str]] = None,
+    ) -> None:
         self.path = Path(path)
         self.reader = RasterReader(path, bands)
         self.bands = self.reader.bands
@@ -125,19 +137,20 @@ class RasterSource:
         for y in range(0, self.height, strip):
             h = min(strip, self.height - y)
             d, v = self.reader.read(Window(0, y, self.width, h))
-            data[:, y:y + h] = np.where(v, d, 0).astype(dtype) if dtype != np.float32 else d
-            valid[y:y + h] = v
+            data[:, y : y + h] = np.where(v, d, 0).astype(dtype) if dtype != np.float32 else d
+            valid[y : y + h] = v
         self._data, self._valid = data, valid
 
     def read(self, xoff: int, yoff: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """``(data float32[C, h, w], valid bool[h, w])`` for a window inside the raster."""
         if self._data is not None and self._valid is not None:
-            d = self._data[:, yoff:yoff + height, xoff:xoff + width].astype(np.float32)
-            return d, self._valid[yoff:yoff + height, xoff:xoff + width].copy()
+            d = self._data[:, yoff : yoff + height, xoff : xoff + width].astype(np.float32)
+            return d, self._valid[yoff : yoff + height, xoff : xoff + width].copy()
         return self.reader.read(Window(xoff, yoff, width, height))
 
-    def read_padded(self, xoff: int, yoff: int, width: int, height: int
-                    ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def read_padded(
+        self, xoff: int, yoff: int, width: int, height: int
+    ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         """Like :meth:`read` for a window that may stick out of the raster: outside pixels are
         0 and invalid; also returns the labels of the window (0 outside) when there are labels."""
         data = np.zeros((self.band_count, height, width), dtype=np.float32)
@@ -164,16 +177,21 @@ class RasterSource:
         self.reader.close()
 
 
-def open_sources(pairs: Sequence[tuple[Path, Path]], bands: Optional[Sequence[int]] = None,
-                 in_memory: Optional[bool] = None) -> list[RasterSource]:
+def open_sources(
+    pairs: Sequence[tuple[Path, Path]],
+    bands: Optional[Sequence[int]] = None,
+    in_memory: Optional[bool] = None,
+) -> list[RasterSource]:
     """Open image/label pairs; in memory when they are small (``IN_MEMORY_PIXELS``)."""
     if not pairs:
         raise RasterError("no training rasters given")
     sources = [RasterSource(img, bands, label_path=lab, in_memory=False) for img, lab in pairs]
     counts = {s.band_count for s in sources}
     if len(counts) > 1:
-        raise RasterError(f"training images have different band counts {sorted(counts)}; "
-                          "choose bands with --bands")
+        raise RasterError(
+            f"training images have different band counts {sorted(counts)}; "
+            "choose bands with --bands"
+        )
     if in_memory is None:
         in_memory = sum(s.pixels for s in sources) <= IN_MEMORY_PIXELS
     if in_memory:
@@ -215,7 +233,7 @@ def band_statistics(sources: Sequence[RasterSource], max_pixels: int = 20_000_00
     if count == 0:
         raise RasterError("no valid pixels to compute band statistics from")
     mean = s1 / count
-    std = np.sqrt(np.maximum(s2 / count - mean ** 2, 0.0))
+    std = np.sqrt(np.maximum(s2 / count - mean**2, 0.0))
     std = np.where(std > 1e-6, std, 1.0)
     return BandStats(mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(), count)
 
@@ -223,13 +241,19 @@ def band_statistics(sources: Sequence[RasterSource], max_pixels: int = 20_000_00
 class ArraySource(RasterSource):
     """An in-memory image with labels (e.g. the source sample carried in a model file)."""
 
-    def __init__(self, data: np.ndarray, labels: np.ndarray, name: str = "sample",
-                 valid: Optional[np.ndarray] = None) -> None:  # noqa: D107 (no GDAL reader)
+    def __init__(
+        self,
+        data: np.ndarray,
+        labels: np.ndarray,
+        name: str = "sample",
+        valid: Optional[np.ndarray] = None,
+    ) -> None:  # noqa: D107 (no GDAL reader)
         self.path = Path(name)
         self.bands = list(range(1, data.shape[0] + 1))
         self.height, self.width = int(data.shape[1]), int(data.shape[2])
         self.dtype_name = {np.dtype(np.uint8): "byte", np.dtype(np.uint16): "uint16"}.get(
-            data.dtype, "float32")
+            data.dtype, "float32"
+        )
         self.label_path = None
         self.labels = labels.astype(np.uint8)
         self._data = data

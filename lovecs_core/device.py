@@ -2,6 +2,7 @@
 
 torch is imported lazily, so the QGIS plugin can list choices in a process without torch.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,9 +31,11 @@ class DeviceInfo:
     free_memory: int  # bytes
 
     def describe(self) -> str:
-        gib = 1024 ** 3
-        return (f"{self.name} — {self.label} ({self.free_memory / gib:.1f} of "
-                f"{self.total_memory / gib:.1f} GiB free)")
+        gib = 1024**3
+        return (
+            f"{self.name} — {self.label} ({self.free_memory / gib:.1f} of "
+            f"{self.total_memory / gib:.1f} GiB free)"
+        )
 
 
 def resolve_device(spec: Union[str, "torch.device", None] = "auto") -> "torch.device":
@@ -56,13 +59,17 @@ def resolve_device(spec: Union[str, "torch.device", None] = "auto") -> "torch.de
     if kind == "auto":
         return torch.device("cuda", 0) if available else torch.device("cpu")
     if not available:
-        raise DeviceError(f"device {spec!r} was requested but CUDA is not available: "
-                          f"{cuda_unavailable_reason()}; use --device cpu (or auto)")
+        raise DeviceError(
+            f"device {spec!r} was requested but CUDA is not available: "
+            f"{cuda_unavailable_reason()}; use --device cpu (or auto)"
+        )
     count = torch.cuda.device_count()
     n = int(index) if index is not None else 0
     if n >= count:
-        raise DeviceError(f"device {spec!r} does not exist: {count} CUDA GPU(s) found "
-                          f"(cuda:0 .. cuda:{count - 1})")
+        raise DeviceError(
+            f"device {spec!r} does not exist: {count} CUDA GPU(s) found "
+            f"(cuda:0 .. cuda:{count - 1})"
+        )
     return torch.device("cuda", n)
 
 
@@ -74,8 +81,10 @@ def cuda_unavailable_reason() -> str:
         return ""
     if torch.version.cuda is None:
         return "this PyTorch build has no CUDA support (CPU-only build)"
-    return (f"PyTorch was built for CUDA {torch.version.cuda} but finds no usable NVIDIA GPU "
-            "(no GPU, or no matching driver)")
+    return (
+        f"PyTorch was built for CUDA {torch.version.cuda} but finds no usable NVIDIA GPU "
+        "(no GPU, or no matching driver)"
+    )
 
 
 def list_devices() -> list[DeviceInfo]:
@@ -92,8 +101,9 @@ def list_devices() -> list[DeviceInfo]:
             free, total = torch.cuda.mem_get_info(i)
         except RuntimeError:  # a GPU that cannot be queried (busy, exclusive mode)
             free, total = 0, int(torch.cuda.get_device_properties(i).total_memory)
-        devices.append(DeviceInfo(f"cuda:{i}", torch.cuda.get_device_name(i), int(total),
-                                  int(free)))
+        devices.append(
+            DeviceInfo(f"cuda:{i}", torch.cuda.get_device_name(i), int(total), int(free))
+        )
     return devices
 
 

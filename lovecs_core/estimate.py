@@ -3,6 +3,7 @@
 The rates are measured on the project's reference CPU (2 cores, a MobileNet-V2 FPN; see
 bench/RESULTS.md); a different encoder or machine scales them. No GPU rate has been measured yet.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -39,8 +40,10 @@ def describe_estimate(preset: Optional[str], pixels: int, gpu: bool) -> str:
         return ""
     minutes = adapt_seconds(preset, pixels) / 60
     mapping = classify_seconds(pixels) / 60
-    text = (f"{pixels / 1e6:.1f} MPix: adapting takes about {minutes:.0f} min on a 2-core CPU "
-            f"({preset}); classifying only about {max(mapping, 0.1):.1f} min.")
+    text = (
+        f"{pixels / 1e6:.1f} MPix: adapting takes about {minutes:.0f} min on a 2-core CPU "
+        f"({preset}); classifying only about {max(mapping, 0.1):.1f} min."
+    )
     if gpu:
         text += " A GPU is much faster (not measured yet)."
     return text

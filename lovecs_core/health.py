@@ -14,6 +14,7 @@ Verdicts:
   used by default;
 * ``uncertain``: anything in between (the adapted model is used, with a warning).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -29,10 +30,10 @@ VERDICTS = (IMPROVED, UNCERTAIN, HARMFUL)
 class HealthRules:
     """Thresholds of the verdict (fractions of the valid pixels)."""
 
-    confident_quantile: float = 0.5   # "confident" source pixels: the upper half by confidence
-    harmful_agreement: float = 0.75   # below: likely harmful
-    harmful_shift: float = 0.20       # total-variation distance of class shares above: harmful
-    harmful_gain: float = 0.15        # any class gaining more than this share: harmful
+    confident_quantile: float = 0.5  # "confident" source pixels: the upper half by confidence
+    harmful_agreement: float = 0.75  # below: likely harmful
+    harmful_shift: float = 0.20  # total-variation distance of class shares above: harmful
+    harmful_gain: float = 0.15  # any class gaining more than this share: harmful
     improved_agreement: float = 0.90
     improved_shift: float = 0.10
 
@@ -40,13 +41,13 @@ class HealthRules:
 @dataclass
 class HealthReport:
     verdict: str
-    agreement_confident: float     # adapted == source where the source model was confident
-    agreement: float               # adapted == source over all valid pixels
-    class_shift: float             # total-variation distance between the class shares
-    largest_gain: float            # the largest gain of one class's share
+    agreement_confident: float  # adapted == source where the source model was confident
+    agreement: float  # adapted == source over all valid pixels
+    class_shift: float  # total-variation distance between the class shares
+    largest_gain: float  # the largest gain of one class's share
     largest_gain_class: str
-    confidence_before: float       # mean max-probability, source model
-    confidence_after: float        # mean max-probability, adapted model
+    confidence_before: float  # mean max-probability, source model
+    confidence_after: float  # mean max-probability, adapted model
     shares_before: dict[str, float] = field(default_factory=dict)
     shares_after: dict[str, float] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
@@ -56,12 +57,14 @@ class HealthReport:
 
     def summary(self) -> str:
         """One line for logs: the verdict and its figures."""
-        return (f"health check: {self.verdict} — agreement with the source model on its "
-                f"confident pixels {100 * self.agreement_confident:.0f} %, class shares moved "
-                f"{100 * self.class_shift:.0f} % (largest gain: {self.largest_gain_class} "
-                f"{100 * self.largest_gain:+.0f} points), mean confidence "
-                f"{100 * self.confidence_before:.0f} % -> {100 * self.confidence_after:.0f} %"
-                + (f"; {'; '.join(self.reasons)}" if self.reasons else ""))
+        return (
+            f"health check: {self.verdict} — agreement with the source model on its "
+            f"confident pixels {100 * self.agreement_confident:.0f} %, class shares moved "
+            f"{100 * self.class_shift:.0f} % (largest gain: {self.largest_gain_class} "
+            f"{100 * self.largest_gain:+.0f} points), mean confidence "
+            f"{100 * self.confidence_before:.0f} % -> {100 * self.confidence_after:.0f} %"
+            + (f"; {'; '.join(self.reasons)}" if self.reasons else "")
+        )
 
 
 def class_shares(pred: np.ndarray, valid: np.ndarray, num_classes: int) -> np.ndarray:
@@ -69,9 +72,16 @@ def class_shares(pred: np.ndarray, valid: np.ndarray, num_classes: int) -> np.nd
     return counts[:num_classes] / max(int(valid.sum()), 1)
 
 
-def health_check(source_pred: np.ndarray, source_conf: np.ndarray, adapted_pred: np.ndarray,
-                 adapted_conf: np.ndarray, names: Sequence[str], no_class: int = 255,
-                 conf_scale: float = 65535.0, rules: HealthRules | None = None) -> HealthReport:
+def health_check(
+    source_pred: np.ndarray,
+    source_conf: np.ndarray,
+    adapted_pred: np.ndarray,
+    adapted_conf: np.ndarray,
+    names: Sequence[str],
+    no_class: int = 255,
+    conf_scale: float = 65535.0,
+    rules: HealthRules | None = None,
+) -> HealthReport:
     """Compare two maps of the same scene (class indices, ``no_class`` where invalid; integer
     confidences scaled by ``conf_scale``) and give a verdict."""
     r = rules or HealthRules()
@@ -85,32 +95,46 @@ def health_check(source_pred: np.ndarray, source_conf: np.ndarray, adapted_pred:
     confident = sc >= np.quantile(sc, r.confident_quantile)
     agree_conf = float((sp[confident] == ap[confident]).mean()) if confident.any() else 1.0
     agree = float((sp == ap).mean())
-    before, after = class_shares(sp, np.ones_like(sp, bool), k), class_shares(
-        ap, np.ones_like(ap, bool), k)
+    before, after = (
+        class_shares(sp, np.ones_like(sp, bool), k),
+        class_shares(ap, np.ones_like(ap, bool), k),
+    )
     shift = float(0.5 * np.abs(after - before).sum())
     gains = after - before
     top = int(np.argmax(gains))
     reasons = []
     if agree_conf < r.harmful_agreement:
-        reasons.append(f"only {100 * agree_conf:.0f} % of the source model's confident pixels "
-                       f"keep their class (< {100 * r.harmful_agreement:.0f} %)")
+        reasons.append(
+            f"only {100 * agree_conf:.0f} % of the source model's confident pixels "
+            f"keep their class (< {100 * r.harmful_agreement:.0f} %)"
+        )
     if shift > r.harmful_shift:
-        reasons.append(f"the class mix moved by {100 * shift:.0f} % (> "
-                       f"{100 * r.harmful_shift:.0f} %)")
+        reasons.append(
+            f"the class mix moved by {100 * shift:.0f} % (> {100 * r.harmful_shift:.0f} %)"
+        )
     if gains[top] > r.harmful_gain:
-        reasons.append(f"{names[top]} grew from {100 * before[top]:.0f} % to "
-                       f"{100 * after[top]:.0f} % of the scene")
+        reasons.append(
+            f"{names[top]} grew from {100 * before[top]:.0f} % to "
+            f"{100 * after[top]:.0f} % of the scene"
+        )
     if reasons:
         verdict = HARMFUL
-    elif (agree_conf >= r.improved_agreement and shift <= r.improved_shift
-          and ac.mean() >= sc.mean()):
+    elif (
+        agree_conf >= r.improved_agreement and shift <= r.improved_shift and ac.mean() >= sc.mean()
+    ):
         verdict = IMPROVED
     else:
         verdict = UNCERTAIN
     return HealthReport(
-        verdict=verdict, agreement_confident=round(agree_conf, 4), agreement=round(agree, 4),
-        class_shift=round(shift, 4), largest_gain=round(float(gains[top]), 4),
-        largest_gain_class=str(names[top]), confidence_before=round(float(sc.mean()), 4),
+        verdict=verdict,
+        agreement_confident=round(agree_conf, 4),
+        agreement=round(agree, 4),
+        class_shift=round(shift, 4),
+        largest_gain=round(float(gains[top]), 4),
+        largest_gain_class=str(names[top]),
+        confidence_before=round(float(sc.mean()), 4),
         confidence_after=round(float(ac.mean()), 4),
         shares_before={n: round(float(v), 4) for n, v in zip(names, before)},
-        shares_after={n: round(float(v), 4) for n, v in zip(names, after)}, reasons=reasons)
+        shares_after={n: round(float(v), 4) for n, v in zip(names, after)},
+        reasons=reasons,
+    )

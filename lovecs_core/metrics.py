@@ -7,6 +7,7 @@ From it: per-class IoU, F1, precision (user's accuracy), recall (producer's accu
 overall accuracy and Cohen's kappa; and, given the map's class areas, the area-adjusted accuracy
 and area estimates with 95 % confidence intervals of Olofsson et al. (2014).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ def class_indices(codes: Sequence[int]) -> np.ndarray:
     return np.where(lut < 0, len(codes), lut)
 
 
-def confusion_matrix(pred: np.ndarray, truth: np.ndarray, codes: Sequence[int]
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def confusion_matrix(
+    pred: np.ndarray, truth: np.ndarray, codes: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
     """``(matrix int64[K, K], unmapped int64[K])`` over pixels whose reference code is one of
     ``codes`` (so 0 and unknown reference codes are ignored)."""
     k = len(codes)
@@ -48,7 +50,7 @@ class Accuracy:
     matrix: np.ndarray
     unmapped: np.ndarray
     map_counts: Optional[np.ndarray] = None  # pixels per class in the whole map (area weights)
-    pixel_area: Optional[float] = None       # square metres per pixel
+    pixel_area: Optional[float] = None  # square metres per pixel
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -66,8 +68,14 @@ class Accuracy:
             precision = tp / predicted
             recall = tp / support
             f1 = 2 * tp / (2 * tp + fp + fn)
-        return {"iou": iou, "f1": f1, "precision": precision, "recall": recall,
-                "support": support, "predicted": predicted}
+        return {
+            "iou": iou,
+            "f1": f1,
+            "precision": precision,
+            "recall": recall,
+            "support": support,
+            "predicted": predicted,
+        }
 
     def present(self) -> np.ndarray:
         """Classes that occur in the reference or the map (others are left out of means)."""
@@ -114,7 +122,9 @@ class Accuracy:
         overall = float(np.trace(p))
         var_terms = np.where(
             n_i[:, None] > 1,
-            (w[:, None] ** 2) * frac * (1 - frac) / np.maximum(n_i[:, None] - 1, 1), 0.0)
+            (w[:, None] ** 2) * frac * (1 - frac) / np.maximum(n_i[:, None] - 1, 1),
+            0.0,
+        )
         se_prop = np.sqrt(var_terms.sum(axis=0))
         with np.errstate(invalid="ignore", divide="ignore"):
             users = np.diag(p) / p.sum(axis=1)
@@ -123,8 +133,10 @@ class Accuracy:
         unit = self.pixel_area if self.pixel_area else 1.0
         return {
             "overall_accuracy": overall,
-            "users_accuracy": _clean(users), "producers_accuracy": _clean(producers),
-            "area_proportion": _clean(p_ref), "area_proportion_se": _clean(se_prop),
+            "users_accuracy": _clean(users),
+            "producers_accuracy": _clean(producers),
+            "area_proportion": _clean(p_ref),
+            "area_proportion_se": _clean(se_prop),
             "area": _clean(p_ref * area_px * unit),
             "area_ci95": _clean(1.96 * se_prop * area_px * unit),
             "area_unit": "m2" if self.pixel_area else "pixels",
@@ -135,18 +147,30 @@ class Accuracy:
         pc = self.per_class()
         classes = []
         for i, (code, name) in enumerate(zip(self.codes, self.names)):
-            classes.append({"code": code, "name": name, "iou": _num(pc["iou"][i]),
-                            "f1": _num(pc["f1"][i]), "precision": _num(pc["precision"][i]),
-                            "recall": _num(pc["recall"][i]), "support": int(pc["support"][i]),
-                            "predicted": int(pc["predicted"][i]),
-                            "unmapped": int(self.unmapped[i])})
+            classes.append(
+                {
+                    "code": code,
+                    "name": name,
+                    "iou": _num(pc["iou"][i]),
+                    "f1": _num(pc["f1"][i]),
+                    "precision": _num(pc["precision"][i]),
+                    "recall": _num(pc["recall"][i]),
+                    "support": int(pc["support"][i]),
+                    "predicted": int(pc["predicted"][i]),
+                    "unmapped": int(self.unmapped[i]),
+                }
+            )
         out: dict[str, Any] = {
-            "miou": _num(self.miou), "mean_f1": _num(self.mean_f1),
-            "overall_accuracy": _num(self.overall_accuracy), "kappa": _num(self.kappa),
-            "pixels": self.total, "unmapped_pixels": int(self.unmapped.sum()),
-            "classes": classes, "confusion_matrix": self.matrix.tolist(),
+            "miou": _num(self.miou),
+            "mean_f1": _num(self.mean_f1),
+            "overall_accuracy": _num(self.overall_accuracy),
+            "kappa": _num(self.kappa),
+            "pixels": self.total,
+            "unmapped_pixels": int(self.unmapped.sum()),
+            "classes": classes,
+            "confusion_matrix": self.matrix.tolist(),
             "confusion_matrix_axes": "rows: reference, columns: prediction (class order as in "
-                                     "'classes')",
+            "'classes')",
         }
         area = self.area_adjusted()
         if area is not None:
@@ -160,23 +184,32 @@ class Accuracy:
     def table(self) -> str:
         pc = self.per_class()
         width = max([len(n) for n in self.names] + [5])
-        lines = [f"{'code':>4}  {'class':<{width}}  {'IoU':>6}  {'F1':>6}  {'prec.':>6}  "
-                 f"{'recall':>6}  {'pixels':>10}"]
+        lines = [
+            f"{'code':>4}  {'class':<{width}}  {'IoU':>6}  {'F1':>6}  {'prec.':>6}  "
+            f"{'recall':>6}  {'pixels':>10}"
+        ]
         for i, (code, name) in enumerate(zip(self.codes, self.names)):
-            lines.append(f"{code:>4}  {name:<{width}}  {_pct(pc['iou'][i])}  {_pct(pc['f1'][i])}  "
-                         f"{_pct(pc['precision'][i])}  {_pct(pc['recall'][i])}  "
-                         f"{int(pc['support'][i]):>10}")
+            lines.append(
+                f"{code:>4}  {name:<{width}}  {_pct(pc['iou'][i])}  {_pct(pc['f1'][i])}  "
+                f"{_pct(pc['precision'][i])}  {_pct(pc['recall'][i])}  "
+                f"{int(pc['support'][i]):>10}"
+            )
         lines.append("")
-        lines.append(f"mIoU {_pct(self.miou).strip()} %   "
-                     f"OA {_pct(self.overall_accuracy).strip()} %   kappa {self.kappa:.4f}   "
-                     f"mean F1 {_pct(self.mean_f1).strip()} %   labelled pixels {self.total}")
+        lines.append(
+            f"mIoU {_pct(self.miou).strip()} %   "
+            f"OA {_pct(self.overall_accuracy).strip()} %   kappa {self.kappa:.4f}   "
+            f"mean F1 {_pct(self.mean_f1).strip()} %   labelled pixels {self.total}"
+        )
         if self.unmapped.sum():
-            lines.append(f"{int(self.unmapped.sum())} labelled pixels have no class in the map "
-                         "(counted as errors)")
+            lines.append(
+                f"{int(self.unmapped.sum())} labelled pixels have no class in the map "
+                "(counted as errors)"
+            )
         area = self.area_adjusted()
         if area is not None:
-            lines.append(f"area-adjusted OA (Olofsson et al. 2014) "
-                         f"{100 * area['overall_accuracy']:.2f} %")
+            lines.append(
+                f"area-adjusted OA (Olofsson et al. 2014) {100 * area['overall_accuracy']:.2f} %"
+            )
         return "\n".join(lines)
 
 
@@ -192,27 +225,39 @@ def _pct(x: float) -> str:
     return "   n/a" if not math.isfinite(float(x)) else f"{100 * float(x):6.2f}"
 
 
-def accuracy_from_arrays(pred: np.ndarray, truth: np.ndarray, codes: Sequence[int],
-                         names: Optional[Sequence[str]] = None) -> Accuracy:
+def accuracy_from_arrays(
+    pred: np.ndarray, truth: np.ndarray, codes: Sequence[int], names: Optional[Sequence[str]] = None
+) -> Accuracy:
     """Scores for two arrays of class codes (map counts from the whole ``pred`` array)."""
     matrix, unmapped = confusion_matrix(pred, truth, codes)
     counts = np.array([(np.asarray(pred) == c).sum() for c in codes], dtype=np.int64)
-    return Accuracy(list(codes), list(names or [f"class {c}" for c in codes]), matrix, unmapped,
-                    map_counts=counts)
+    return Accuracy(
+        list(codes),
+        list(names or [f"class {c}" for c in codes]),
+        matrix,
+        unmapped,
+        map_counts=counts,
+    )
 
 
-def evaluate_rasters(pred_path: str | os.PathLike[str], labels_path: str | os.PathLike[str],
-                     codes: Optional[Sequence[int]] = None, names: Optional[Sequence[str]] = None,
-                     reporter: Any = None, rows: int = 512) -> Accuracy:
+def evaluate_rasters(
+    pred_path: str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    codes: Optional[Sequence[int]] = None,
+    names: Optional[Sequence[str]] = None,
+    reporter: Any = None,
+    rows: int = 512,
+) -> Accuracy:
     """Compare a class map raster with a reference label raster on the same grid, streaming by
     row strips. Class codes default to every code found in either raster."""
-    from .raster import RasterError, pixel_size_metres
-    from .raster import open_dataset
+    from .raster import RasterError, open_dataset, pixel_size_metres
 
     pds, lds = open_dataset(pred_path), open_dataset(labels_path)
     if (pds.RasterXSize, pds.RasterYSize) != (lds.RasterXSize, lds.RasterYSize):
-        raise RasterError(f"the map is {pds.RasterXSize}x{pds.RasterYSize} pixels but the labels "
-                          f"are {lds.RasterXSize}x{lds.RasterYSize}; they must be on the same grid")
+        raise RasterError(
+            f"the map is {pds.RasterXSize}x{pds.RasterYSize} pixels but the labels "
+            f"are {lds.RasterXSize}x{lds.RasterYSize}; they must be on the same grid"
+        )
     width, height = pds.RasterXSize, pds.RasterYSize
     pband, lband = pds.GetRasterBand(1), lds.GetRasterBand(1)
     p_nodata, l_nodata = pband.GetNoDataValue(), lband.GetNoDataValue()
@@ -249,9 +294,15 @@ def evaluate_rasters(pred_path: str | os.PathLike[str], labels_path: str | os.Pa
         if reporter is not None:
             reporter("evaluating", (y + p.shape[0]) / height, f"row {y + p.shape[0]}/{height}")
     px = pixel_size_metres(pds)
-    return Accuracy(codes, list(names), matrix, unmapped, map_counts=counts,
-                    pixel_area=px * px if px else None,
-                    extra={"prediction": str(pred_path), "labels": str(labels_path)})
+    return Accuracy(
+        codes,
+        list(names),
+        matrix,
+        unmapped,
+        map_counts=counts,
+        pixel_area=px * px if px else None,
+        extra={"prediction": str(pred_path), "labels": str(labels_path)},
+    )
 
 
 def _as_codes(a: np.ndarray) -> np.ndarray:

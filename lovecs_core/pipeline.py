@@ -62,10 +62,12 @@ def strip_sink(writer: PredictionWriter, card: ModelCard) -> Callable[[Strip], N
         h, w = ok.shape
         if not ok.any():
             classes = np.zeros((h, w), np.uint8)
-            conf = np.full((h, w), CONFIDENCE_NODATA, writer.confidence_dtype) if want_conf \
-                else None
-            probs_out = np.full((len(codes), h, w), PROBABILITY_NODATA, np.float32) \
-                if want_probs else None
+            conf = (
+                np.full((h, w), CONFIDENCE_NODATA, writer.confidence_dtype) if want_conf else None
+            )
+            probs_out = (
+                np.full((len(codes), h, w), PROBABILITY_NODATA, np.float32) if want_probs else None
+            )
             writer.write(row_off, classes, conf, probs_out)
             return
         classes = np.where(ok, codes[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
@@ -132,9 +134,20 @@ def _pad(array: np.ndarray, height: int, width: int) -> np.ndarray:
 class TileEngine:
     """Runs one model over one :class:`RasterReader`, feeding finished strips to a sink."""
 
-    def __init__(self, card: ModelCard, net: nn.Module, dev: torch.device, domain: str,
-                 mean: Sequence[float], std: Sequence[float], tile: int, overlap: int,
-                 batch_size: int, amp: bool, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        card: ModelCard,
+        net: nn.Module,
+        dev: torch.device,
+        domain: str,
+        mean: Sequence[float],
+        std: Sequence[float],
+        tile: int,
+        overlap: int,
+        batch_size: int,
+        amp: bool,
+        reporter: Reporter,
+    ) -> None:
         self.card, self.net, self.dev, self.domain = card, net, dev, domain
         self.mean, self.std = list(mean), list(std)
         self.tile, self.overlap = tile, overlap
@@ -176,8 +189,10 @@ class TileEngine:
                             batch.arrays.append(_pad(x, pad_h, pad_w))
                         else:
                             batch.valid.append(None)
-                    if (len(batch.compute) >= self.batch_size
-                            or len(batch.tiles) >= MAX_TILES_PER_BATCH):
+                    if (
+                        len(batch.compute) >= self.batch_size
+                        or len(batch.tiles) >= MAX_TILES_PER_BATCH
+                    ):
                         self._stack(batch, pin)
                         if not _put(to_model, batch, stop):
                             return
@@ -275,7 +290,7 @@ class TileEngine:
         chunk = min(n, getattr(self, "max_forward", None) or n)
         while True:
             try:
-                parts = [self._forward_once(x[i:i + chunk], grid) for i in range(0, n, chunk)]
+                parts = [self._forward_once(x[i : i + chunk], grid) for i in range(0, n, chunk)]
                 return parts[0] if len(parts) == 1 else np.concatenate(parts)
             except torch.cuda.OutOfMemoryError:
                 if torch.cuda.is_available():
@@ -283,19 +298,25 @@ class TileEngine:
                 if chunk == 1:
                     raise RuntimeError(
                         f"out of GPU memory even for a single tile of {self.tile} px: choose a "
-                        f"smaller tile size (--tile), or run on the CPU (--device cpu)") from None
+                        f"smaller tile size (--tile), or run on the CPU (--device cpu)"
+                    ) from None
                 smaller = max(1, chunk // 2)
-                log.warning("out of GPU memory with %d tiles per batch: going on with %d", chunk,
-                            smaller)
+                log.warning(
+                    "out of GPU memory with %d tiles per batch: going on with %d", chunk, smaller
+                )
                 chunk = self.max_forward = smaller
 
     def _forward_once(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
         x = x.to(self.dev, non_blocking=True)
-        with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.float16,
-                                                    enabled=self.amp):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp),
+        ):
             logits = self.net(x)
         if logits.shape[-2:] != x.shape[-2:]:
-            raise RuntimeError(f"the model returned {tuple(logits.shape[-2:])} pixels for an "
-                               f"input of {tuple(x.shape[-2:])}")
-        probs = torch.softmax(logits.float(), dim=1)[:, :, :grid.tile_h, :grid.tile_w]
+            raise RuntimeError(
+                f"the model returned {tuple(logits.shape[-2:])} pixels for an "
+                f"input of {tuple(x.shape[-2:])}"
+            )
+        probs = torch.softmax(logits.float(), dim=1)[:, :, : grid.tile_h, : grid.tile_w]
         return probs.cpu().numpy()

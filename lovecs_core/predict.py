@@ -5,6 +5,7 @@ go through :mod:`.pipeline` (reader, model and blender threads); when the raster
 distance differs from the model's by more than :data:`GSD_TOLERANCE`, :mod:`.resample` runs the
 model at its own GSD and brings the result back onto the input grid.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,15 @@ from .pipeline import TileEngine, normalize, strip_sink  # noqa: F401 (normalize
 from .progress import Cancelled, Reporter
 from .qml import qml_path, write_qml
 from .radiometry import scene_alignment
-from .raster import (RasterError, RasterReader, gdal_cache_limit, open_dataset,
-                     pixel_size_metres, subset, window_from_extent)
+from .raster import (
+    RasterError,
+    RasterReader,
+    gdal_cache_limit,
+    open_dataset,
+    pixel_size_metres,
+    subset,
+    window_from_extent,
+)
 from .resample import predict_resampled
 from .writer import PredictionWriter
 
@@ -41,8 +49,8 @@ GSD_TOLERANCE = 0.10
 MAX_UPSAMPLING = 4.0
 #: GDAL block cache while mapping (input blocks are reused by overlapping tiles) and while
 #: building overviews (a single sequential pass).
-MAPPING_CACHE_BYTES = 128 * 1024 ** 2
-OVERVIEW_CACHE_BYTES = 32 * 1024 ** 2
+MAPPING_CACHE_BYTES = 128 * 1024**2
+OVERVIEW_CACHE_BYTES = 32 * 1024**2
 
 ModelArg = str | os.PathLike[str] | tuple[ModelCard, nn.Module]
 
@@ -91,8 +99,9 @@ def tile_settings(card: ModelCard, tile: Optional[int], overlap: Optional[int]) 
     else:
         ov = int(overlap)
         if not 0 <= ov <= rounded // 2:
-            raise ValueError(f"overlap must be between 0 and half the tile ({rounded // 2} px), "
-                             f"got {ov}")
+            raise ValueError(
+                f"overlap must be between 0 and half the tile ({rounded // 2} px), got {ov}"
+            )
     return rounded, ov
 
 
@@ -103,16 +112,27 @@ def _open_input(raster: str | os.PathLike[str]) -> gdal.Dataset:
     return open_dataset(text)
 
 
-def predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | os.PathLike[str],
-                   *, bands: Optional[Sequence[int]] = None, tile: Optional[int] = None,
-                   overlap: Optional[int] = None, device: str = "auto", batch_size: int = 4,
-                   domain: Optional[str] = None,
-                   confidence: Optional[str | os.PathLike[str]] = None,
-                   extent: Optional[tuple[float, float, float, float]] = None,
-                   resample: bool = True, amp: bool = True, reporter: Optional[Reporter] = None,
-                   confidence_dtype: str = "uint8",
-                   probabilities: Optional[str | os.PathLike[str]] = None,
-                   write_style: bool = True, align: bool = True) -> PredictResult:
+def predict_raster(
+    model: ModelArg,
+    raster: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    bands: Optional[Sequence[int]] = None,
+    tile: Optional[int] = None,
+    overlap: Optional[int] = None,
+    device: str = "auto",
+    batch_size: int = 4,
+    domain: Optional[str] = None,
+    confidence: Optional[str | os.PathLike[str]] = None,
+    extent: Optional[tuple[float, float, float, float]] = None,
+    resample: bool = True,
+    amp: bool = True,
+    reporter: Optional[Reporter] = None,
+    confidence_dtype: str = "uint8",
+    probabilities: Optional[str | os.PathLike[str]] = None,
+    write_style: bool = True,
+    align: bool = True,
+) -> PredictResult:
     """Classify ``raster`` with ``model`` into the GeoTIFF ``out`` (uint8 class codes, nodata 0)
     plus ``out``'s ``.qml`` style.
 
@@ -128,22 +148,49 @@ def predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | o
     :mod:`.radiometry` (bit depth, out-of-range bands), folded into its normalisation.
     """
     with gdal_cache_limit(MAPPING_CACHE_BYTES):
-        return _predict_raster(model, raster, out, bands=bands, tile=tile, overlap=overlap,
-                               device=device, batch_size=batch_size, domain=domain,
-                               confidence=confidence, extent=extent, resample=resample, amp=amp,
-                               reporter=reporter, confidence_dtype=confidence_dtype,
-                               probabilities=probabilities, write_style=write_style,
-                               align=align)
+        return _predict_raster(
+            model,
+            raster,
+            out,
+            bands=bands,
+            tile=tile,
+            overlap=overlap,
+            device=device,
+            batch_size=batch_size,
+            domain=domain,
+            confidence=confidence,
+            extent=extent,
+            resample=resample,
+            amp=amp,
+            reporter=reporter,
+            confidence_dtype=confidence_dtype,
+            probabilities=probabilities,
+            write_style=write_style,
+            align=align,
+        )
 
 
-def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | os.PathLike[str],
-                    *, bands: Optional[Sequence[int]], tile: Optional[int],
-                    overlap: Optional[int], device: str, batch_size: int, domain: Optional[str],
-                    confidence: Optional[str | os.PathLike[str]],
-                    extent: Optional[tuple[float, float, float, float]], resample: bool,
-                    amp: bool, reporter: Optional[Reporter], confidence_dtype: str,
-                    probabilities: Optional[str | os.PathLike[str]],
-                    write_style: bool, align: bool) -> PredictResult:
+def _predict_raster(
+    model: ModelArg,
+    raster: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    bands: Optional[Sequence[int]],
+    tile: Optional[int],
+    overlap: Optional[int],
+    device: str,
+    batch_size: int,
+    domain: Optional[str],
+    confidence: Optional[str | os.PathLike[str]],
+    extent: Optional[tuple[float, float, float, float]],
+    resample: bool,
+    amp: bool,
+    reporter: Optional[Reporter],
+    confidence_dtype: str,
+    probabilities: Optional[str | os.PathLike[str]],
+    write_style: bool,
+    align: bool,
+) -> PredictResult:
     start = time.perf_counter()
     reporter = reporter or Reporter()
     card, net = load_model(model)
@@ -159,15 +206,17 @@ def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | 
     if len({p.resolve() for p in outputs_list}) != len(outputs_list):
         raise ValueError("output, confidence and probability files must differ")
     if Path(str(raster)).exists() and Path(str(raster)).resolve() in {
-            p.resolve() for p in outputs_list}:
+        p.resolve() for p in outputs_list
+    }:
         raise ValueError(f"an output would overwrite the input raster {raster}")
 
     ds = _open_input(raster)
     if extent is not None:
         ds = subset(ds, window_from_extent(ds, extent))
     source = RasterReader(ds, bands)
-    problem = band_count_problem(card.band_names, source.band_count,
-                                 f"{raster} (bands {format_bands(source.bands)})")
+    problem = band_count_problem(
+        card.band_names, source.band_count, f"{raster} (bands {format_bands(source.bands)})"
+    )
     if problem:
         raise RasterError(problem)
     alignment = None
@@ -191,24 +240,37 @@ def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | 
             f"model's ({resample_to:.3g} m): resampling would turn {ds.RasterXSize}x"
             f"{ds.RasterYSize} pixels into about {round(ds.RasterXSize * factor)}x"
             f"{round(ds.RasterYSize * factor)}. Use a model made for this resolution, or "
-            f"--no-resample to run on the raster's own pixels")
+            f"--no-resample to run on the raster's own pixels"
+        )
 
-    engine = TileEngine(card, net, dev, domain, mean, std, tile_px, overlap_px, batch_size, amp,
-                        reporter)
+    engine = TileEngine(
+        card, net, dev, domain, mean, std, tile_px, overlap_px, batch_size, amp, reporter
+    )
     gt = ds.GetGeoTransform(can_return_null=True)
-    metadata = {"LOVECS_MODEL": card.name, "LOVECS_DOMAIN": domain,
-                "LOVECS_TILE": str(tile_px), "LOVECS_OVERLAP": str(overlap_px)}
-    writer = PredictionWriter(out, ds.RasterXSize, ds.RasterYSize, gt, ds.GetProjection(),
-                              card.classes, confidence=conf_path,
-                              confidence_dtype=confidence_dtype, probabilities=prob_path,
-                              metadata=metadata)
+    metadata = {
+        "LOVECS_MODEL": card.name,
+        "LOVECS_DOMAIN": domain,
+        "LOVECS_TILE": str(tile_px),
+        "LOVECS_OVERLAP": str(overlap_px),
+    }
+    writer = PredictionWriter(
+        out,
+        ds.RasterXSize,
+        ds.RasterYSize,
+        gt,
+        ds.GetProjection(),
+        card.classes,
+        confidence=conf_path,
+        confidence_dtype=confidence_dtype,
+        probabilities=prob_path,
+        metadata=metadata,
+    )
     try:
         if resample_to is None:
             total, skipped = engine.run(source, strip_sink(writer, card))
         else:
             log.info("resampling from %.4g m to the model's %.4g m", raster_gsd, resample_to)
-            total, skipped = predict_resampled(engine, ds, source, writer, out, resample_to,
-                                               card)
+            total, skipped = predict_resampled(engine, ds, source, writer, out, resample_to, card)
         reporter(WRITING, 0.0, "overviews")
         cancelled = threading.Event()
 
@@ -236,6 +298,17 @@ def _predict_raster(model: ModelArg, raster: str | os.PathLike[str], out: str | 
         source.close()
     with contextlib.suppress(Cancelled):  # done: a late cancel changes nothing
         reporter(WRITING, 1.0, str(out))
-    return PredictResult(out, conf_path, total, skipped, time.perf_counter() - start, str(dev),
-                         prob_path, domain, resampled, tile_px, overlap_px,
-                         alignment.to_dict() if alignment else None)
+    return PredictResult(
+        out,
+        conf_path,
+        total,
+        skipped,
+        time.perf_counter() - start,
+        str(dev),
+        prob_path,
+        domain,
+        resampled,
+        tile_px,
+        overlap_px,
+        alignment.to_dict() if alignment else None,
+    )

@@ -1,4 +1,5 @@
 """Progress events and cancellation, shared by the CLI, the plugin runner and tests."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,9 @@ class CancelToken:
 class Reporter:
     """Engine-side helper: forwards events to an optional callback and polls an optional token."""
 
-    def __init__(self, callback: Optional[ProgressCallback] = None,
-                 cancel: Optional[CancelToken] = None) -> None:
+    def __init__(
+        self, callback: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
+    ) -> None:
         self.callback = callback
         self.cancel = cancel
 

@@ -12,6 +12,7 @@ class balance), with three guards:
   capped at ``max(prior_cap * prior, prior + 0.05)`` of the scene, so a class that starts to flood
   the scene does not get more pseudo-labels for it.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,12 @@ class SelectionRules:
     prior_cap: float = 2.0
 
 
-def gsd_scales(source_gsd: Optional[float], target_gsd: Optional[float], n: int = 4,
-               span: tuple[float, float] = SCALE_SPAN) -> list[float]:
+def gsd_scales(
+    source_gsd: Optional[float],
+    target_gsd: Optional[float],
+    n: int = 4,
+    span: tuple[float, float] = SCALE_SPAN,
+) -> list[float]:
     """Upsampling factors for pseudo-labelling: ``n`` values evenly spanning
     ``[r * span[0], r * span[1]]`` for ``r = target_gsd / source_gsd`` (1 when unknown),
     clipped to >= min(1, r) (never smaller than the source scale, nor than 1 for a coarser
@@ -61,8 +66,9 @@ def gsd_scales(source_gsd: Optional[float], target_gsd: Optional[float], n: int 
 
 
 @torch.no_grad()
-def multiscale_probabilities(model: nn.Module, images: torch.Tensor, scales: Sequence[float],
-                             divisor: int = 1) -> torch.Tensor:
+def multiscale_probabilities(
+    model: nn.Module, images: torch.Tensor, scales: Sequence[float], divisor: int = 1
+) -> torch.Tensor:
     """Softmax averaged over scales: the batch is resized by each factor (bilinear; sides rounded
     up to a multiple of ``divisor``), forwarded, and the probabilities are brought back to the
     input size (area averaging when shrinking)."""
@@ -70,23 +76,39 @@ def multiscale_probabilities(model: nn.Module, images: torch.Tensor, scales: Seq
     total: Optional[torch.Tensor] = None
     for s in scales:
         size = (round_up(max(1, round(h * s)), divisor), round_up(max(1, round(w * s)), divisor))
-        x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear",
-                                                        align_corners=False)
+        x = (
+            images
+            if size == (h, w)
+            else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        )
         probs = torch.softmax(model(x).float(), dim=1)
         if probs.shape[-2:] != (h, w):
             shrink = probs.shape[-2] >= h and probs.shape[-1] >= w
-            probs = F.interpolate(probs, size=(h, w), mode="area") if shrink else \
-                F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+            probs = (
+                F.interpolate(probs, size=(h, w), mode="area")
+                if shrink
+                else F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
+            )
         total = probs if total is None else total + probs
     assert total is not None
     return total / len(scales)
 
 
-def predict_scene(model: nn.Module, scene: RasterSource, mean: Sequence[float],
-                  std: Sequence[float], scales: Sequence[float], *, device: torch.device,
-                  tile: int = 256, margin: int = 16, batch: int = 4, amp: bool = True,
-                  divisor: int = 1, reporter: Optional[Reporter] = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def predict_scene(
+    model: nn.Module,
+    scene: RasterSource,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scales: Sequence[float],
+    *,
+    device: torch.device,
+    tile: int = 256,
+    margin: int = 16,
+    batch: int = 4,
+    amp: bool = True,
+    divisor: int = 1,
+    reporter: Optional[Reporter] = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Multi-scale prediction over the whole scene in tiles (each with ``margin`` pixels of
     context). Returns ``(class index uint8[H, W], NO_CLASS where invalid; confidence
     uint16[H, W] = round(max probability * CONF_SCALE), 0 where invalid)``: 3 bytes a pixel.
@@ -112,8 +134,8 @@ def predict_scene(model: nn.Module, scene: RasterSource, mean: Sequence[float],
         k_np = k.cpu().numpy().astype(np.uint8)
         for (x0, y0, _), ci, ki in zip(pending, c_np, k_np):
             th, tw = min(tile, scene.height - y0), min(tile, scene.width - x0)
-            pred[y0:y0 + th, x0:x0 + tw] = ki[margin:margin + th, margin:margin + tw]
-            conf[y0:y0 + th, x0:x0 + tw] = ci[margin:margin + th, margin:margin + tw]
+            pred[y0 : y0 + th, x0 : x0 + tw] = ki[margin : margin + th, margin : margin + tw]
+            conf[y0 : y0 + th, x0 : x0 + tw] = ci[margin : margin + th, margin : margin + tw]
         pending.clear()
 
     for n, (x0, y0) in enumerate(origins):
@@ -123,8 +145,13 @@ def predict_scene(model: nn.Module, scene: RasterSource, mean: Sequence[float],
             pending.append((x0, y0, np.concatenate([normed, valid[None].astype(np.float32)])))
         if len(pending) >= batch:
             flush()
-        report("pseudo-labels", (n + 1) / len(origins), f"tile {n + 1}/{len(origins)}",
-               tile=n + 1, tiles=len(origins))
+        report(
+            "pseudo-labels",
+            (n + 1) / len(origins),
+            f"tile {n + 1}/{len(origins)}",
+            tile=n + 1,
+            tiles=len(origins),
+        )
     if pending:
         flush()
     return pred, conf
@@ -136,10 +163,16 @@ def class_shares(pred: np.ndarray, num_classes: int) -> np.ndarray:
     return counts / max(counts.sum(), 1.0)
 
 
-def class_thresholds(pred: np.ndarray, conf: np.ndarray, num_classes: int, portion: float,
-                     max_samples: int = 20_000_000, seed: int = 0,
-                     rules: Optional[SelectionRules] = None,
-                     priors: Optional[Sequence[float]] = None) -> np.ndarray:
+def class_thresholds(
+    pred: np.ndarray,
+    conf: np.ndarray,
+    num_classes: int,
+    portion: float,
+    max_samples: int = 20_000_000,
+    seed: int = 0,
+    rules: Optional[SelectionRules] = None,
+    priors: Optional[Sequence[float]] = None,
+) -> np.ndarray:
     """Per class ``c``: the confidence of the ``max(1, floor(n_c * portion))``-th most confident
     of the ``n_c`` pixels predicted as ``c`` (so keeping ``conf >= threshold`` keeps the top
     ``portion``; ties at the threshold are kept too); ``inf`` for classes never predicted. With
@@ -172,12 +205,13 @@ def class_thresholds(pred: np.ndarray, conf: np.ndarray, num_classes: int, porti
     return thresholds
 
 
-def select_pseudo_labels(pred: np.ndarray, conf: np.ndarray, thresholds: np.ndarray,
-                         codes: Sequence[int]) -> np.ndarray:
+def select_pseudo_labels(
+    pred: np.ndarray, conf: np.ndarray, thresholds: np.ndarray, codes: Sequence[int]
+) -> np.ndarray:
     """Class codes (uint8) where the confidence reaches the predicted class's threshold, 0
     (ignored) elsewhere and where nothing was predicted."""
     code_of = np.zeros(256, dtype=np.uint8)
-    code_of[:len(codes)] = np.asarray(codes, dtype=np.uint8)
+    code_of[: len(codes)] = np.asarray(codes, dtype=np.uint8)
     known = pred < len(codes)
     thr = np.full(pred.shape, np.inf)
     thr[known] = thresholds[pred[known]]
@@ -185,13 +219,15 @@ def select_pseudo_labels(pred: np.ndarray, conf: np.ndarray, thresholds: np.ndar
     return np.where(keep, code_of[pred], 0).astype(np.uint8)
 
 
-def class_balanced_pseudo_labels(pred: np.ndarray, conf: np.ndarray, codes: Sequence[int],
-                                 portion: float, rules: Optional[SelectionRules] = None,
-                                 priors: Optional[Sequence[float]] = None
-                                 ) -> tuple[np.ndarray, np.ndarray]:
+def class_balanced_pseudo_labels(
+    pred: np.ndarray,
+    conf: np.ndarray,
+    codes: Sequence[int],
+    portion: float,
+    rules: Optional[SelectionRules] = None,
+    priors: Optional[Sequence[float]] = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(pseudo-label codes uint8, thresholds)``: :func:`class_thresholds` then
     :func:`select_pseudo_labels`."""
     thresholds = class_thresholds(pred, conf, len(codes), portion, rules=rules, priors=priors)
     return select_pseudo_labels(pred, conf, thresholds, codes), thresholds
-
-

@@ -3,6 +3,7 @@
 Plain XML (no qgis import): QGIS loads ``map.qml`` automatically when it opens ``map.tif``, so
 the legend shows class names and colours wherever the file goes. The plugin uses it as well.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,34 +25,72 @@ def qml_path(raster: str | os.PathLike[str]) -> Path:
 
 def qml_text(classes: Iterable[ClassInfo], band: int = 1, opacity: float = 1.0) -> str:
     """The QML document of a paletted renderer on ``band`` with one entry per class."""
-    root = ET.Element("qgis", {"version": QGIS_VERSION, "styleCategories": "AllStyleCategories",
-                               "hasScaleBasedVisibilityFlag": "0", "minScale": "1e+08",
-                               "maxScale": "0"})
+    root = ET.Element(
+        "qgis",
+        {
+            "version": QGIS_VERSION,
+            "styleCategories": "AllStyleCategories",
+            "hasScaleBasedVisibilityFlag": "0",
+            "minScale": "1e+08",
+            "maxScale": "0",
+        },
+    )
     pipe = ET.SubElement(root, "pipe")
     provider = ET.SubElement(pipe, "provider")
-    ET.SubElement(provider, "resampling", {
-        "enabled": "false", "zoomedInResamplingMethod": "nearestNeighbour",
-        "zoomedOutResamplingMethod": "nearestNeighbour", "maxOversampling": "2"})
-    renderer = ET.SubElement(pipe, "rasterrenderer", {
-        "type": "paletted", "band": str(band), "opacity": f"{opacity:g}", "alphaBand": "-1",
-        "nodataColor": ""})
+    ET.SubElement(
+        provider,
+        "resampling",
+        {
+            "enabled": "false",
+            "zoomedInResamplingMethod": "nearestNeighbour",
+            "zoomedOutResamplingMethod": "nearestNeighbour",
+            "maxOversampling": "2",
+        },
+    )
+    renderer = ET.SubElement(
+        pipe,
+        "rasterrenderer",
+        {
+            "type": "paletted",
+            "band": str(band),
+            "opacity": f"{opacity:g}",
+            "alphaBand": "-1",
+            "nodataColor": "",
+        },
+    )
     ET.SubElement(renderer, "rasterTransparency")
     origin = ET.SubElement(renderer, "minMaxOrigin")
-    for tag, text in (("limits", "None"), ("extent", "WholeRaster"),
-                      ("statAccuracy", "Estimated"), ("cumulativeCutLower", "0.02"),
-                      ("cumulativeCutUpper", "0.98"), ("stdDevFactor", "2")):
+    for tag, text in (
+        ("limits", "None"),
+        ("extent", "WholeRaster"),
+        ("statAccuracy", "Estimated"),
+        ("cumulativeCutLower", "0.02"),
+        ("cumulativeCutUpper", "0.98"),
+        ("stdDevFactor", "2"),
+    ):
         ET.SubElement(origin, tag).text = text
     palette = ET.SubElement(renderer, "colorPalette")
     for c in classes:
-        ET.SubElement(palette, "paletteEntry", {"value": str(int(c.code)),
-                                                "color": c.color.lower(), "alpha": "255",
-                                                "label": c.name})
-    ET.SubElement(pipe, "brightnesscontrast", {"brightness": "0", "contrast": "0",
-                                               "gamma": "1"})
-    ET.SubElement(pipe, "huesaturation", {
-        "saturation": "0", "grayscaleMode": "0", "colorizeOn": "0", "colorizeRed": "255",
-        "colorizeGreen": "128", "colorizeBlue": "128", "colorizeStrength": "100",
-        "invertColors": "0"})
+        ET.SubElement(
+            palette,
+            "paletteEntry",
+            {"value": str(int(c.code)), "color": c.color.lower(), "alpha": "255", "label": c.name},
+        )
+    ET.SubElement(pipe, "brightnesscontrast", {"brightness": "0", "contrast": "0", "gamma": "1"})
+    ET.SubElement(
+        pipe,
+        "huesaturation",
+        {
+            "saturation": "0",
+            "grayscaleMode": "0",
+            "colorizeOn": "0",
+            "colorizeRed": "255",
+            "colorizeGreen": "128",
+            "colorizeBlue": "128",
+            "colorizeStrength": "100",
+            "invertColors": "0",
+        },
+    )
     ET.SubElement(pipe, "rasterresampler", {"maxOversampling": "2"})
     ET.SubElement(pipe, "resamplingStage").text = "resamplingFilter"
     ET.SubElement(root, "blendMode").text = "0"
@@ -59,8 +98,9 @@ def qml_text(classes: Iterable[ClassInfo], band: int = 1, opacity: float = 1.0) 
     return DOCTYPE + "\n" + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_qml(path: str | os.PathLike[str], classes: Iterable[ClassInfo], band: int = 1,
-              opacity: float = 1.0) -> Path:
+def write_qml(
+    path: str | os.PathLike[str], classes: Iterable[ClassInfo], band: int = 1, opacity: float = 1.0
+) -> Path:
     """Write the QML to ``path`` atomically (temporary name, then rename); returns the path."""
     path = Path(path)
     tmp = part_path(path)
@@ -76,5 +116,7 @@ def write_qml(path: str | os.PathLike[str], classes: Iterable[ClassInfo], band: 
 def read_qml_classes(path: str | os.PathLike[str]) -> list[ClassInfo]:
     """The palette entries of a paletted QML back as classes (for tests and the plugin)."""
     root = ET.parse(str(path)).getroot()
-    return [ClassInfo(int(e.get("value", "0")), e.get("label", ""), e.get("color", "").upper())
-            for e in root.iter("paletteEntry")]
+    return [
+        ClassInfo(int(e.get("value", "0")), e.get("label", ""), e.get("color", "").upper())
+        for e in root.iter("paletteEntry")
+    ]

@@ -16,6 +16,7 @@ Scene-content-robust by construction (no torch, GDAL only to read a decimated co
 The result is an affine map per band ``x' = gain * x + offset``, which is folded into the
 normalisation statistics (:meth:`Alignment.normalization`), so inference needs no new code path.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,24 +36,28 @@ TOLERANCE = 0.02
 class Reference:
     """The source sensor's radiometry, as recorded in the model card (``radiometry``)."""
 
-    value_max: float                      # nominal maximum of the source data (255 for 8 bits)
-    low: list[float]                      # pooled 2nd percentile per band
-    high: list[float]                     # pooled 98th percentile per band
+    value_max: float  # nominal maximum of the source data (255 for 8 bits)
+    low: list[float]  # pooled 2nd percentile per band
+    high: list[float]  # pooled 98th percentile per band
     low_range: list[tuple[float, float]]  # per band: min..max of the images' 2nd percentiles
     high_range: list[tuple[float, float]]  # per band: min..max of the images' 98th percentiles
     images: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(map(list, v)) if k.endswith("_range") else v)
-                for k, v in asdict(self).items()}
+        return {
+            k: (list(map(list, v)) if k.endswith("_range") else v) for k, v in asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Reference":
-        return cls(value_max=float(data["value_max"]), low=[float(v) for v in data["low"]],
-                   high=[float(v) for v in data["high"]],
-                   low_range=[(float(a), float(b)) for a, b in data["low_range"]],
-                   high_range=[(float(a), float(b)) for a, b in data["high_range"]],
-                   images=int(data.get("images", 0)))
+        return cls(
+            value_max=float(data["value_max"]),
+            low=[float(v) for v in data["low"]],
+            high=[float(v) for v in data["high"]],
+            low_range=[(float(a), float(b)) for a, b in data["low_range"]],
+            high_range=[(float(a), float(b)) for a, b in data["high_range"]],
+            images=int(data.get("images", 0)),
+        )
 
 
 @dataclass
@@ -85,8 +90,7 @@ class Alignment:
 
     @property
     def is_identity(self) -> bool:
-        return all(abs(g - 1) < 1e-6 for g in self.gain) and all(abs(o) < 1e-6
-                                                                for o in self.offset)
+        return all(abs(g - 1) < 1e-6 for g in self.gain) and all(abs(o) < 1e-6 for o in self.offset)
 
     def apply(self, data: np.ndarray) -> np.ndarray:
         """Aligned copy of ``data[C, ...]`` (float32)."""
@@ -98,8 +102,10 @@ class Alignment:
     def normalization(self, mean: Sequence[float], std: Sequence[float]) -> dict[str, list[float]]:
         """Statistics that standardise raw scene values exactly like ``(align(x) - mean) / std``:
         ``mean' = (mean - offset) / gain``, ``std' = std / gain``."""
-        return {"mean": [(m - o) / g for m, o, g in zip(mean, self.offset, self.gain)],
-                "std": [s / g for s, g in zip(std, self.gain)]}
+        return {
+            "mean": [(m - o) / g for m, o, g in zip(mean, self.offset, self.gain)],
+            "std": [s / g for s, g in zip(std, self.gain)],
+        }
 
     def describe(self) -> str:
         parts = []
@@ -108,8 +114,11 @@ class Alignment:
         elif abs(self.range_scale - 1) > 1e-6:
             parts.append(f"values scaled by {self.range_scale:.4g}")
         if self.corrected_bands:
-            parts.append("bands " + ",".join(str(b + 1) for b in self.corrected_bands)
-                         + " brought into the source sensor's range")
+            parts.append(
+                "bands "
+                + ",".join(str(b + 1) for b in self.corrected_bands)
+                + " brought into the source sensor's range"
+            )
         return "; ".join(parts) if parts else "scene already in the model's radiometric range"
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,14 +132,15 @@ def percentiles(values: np.ndarray) -> tuple[list[float], list[float]]:
     return q[0].tolist(), q[1].tolist()
 
 
-def nominal_maximum(values: np.ndarray, dtype: str, nbits: Optional[int] = None
-                    ) -> tuple[float, Optional[int]]:
+def nominal_maximum(
+    values: np.ndarray, dtype: str, nbits: Optional[int] = None
+) -> tuple[float, Optional[int]]:
     """``(nominal maximum, bit depth or None)`` of data of type ``dtype`` (GDAL's name)."""
     dtype = dtype.lower()
     if dtype == "byte":
         return 255.0, 8
     if nbits:
-        return float(2 ** nbits - 1), int(nbits)
+        return float(2**nbits - 1), int(nbits)
     top = float(np.percentile(values, 99.99)) if values.size else 0.0
     if dtype.startswith("float"):
         if top <= 1.0 + 1e-6:
@@ -138,8 +148,8 @@ def nominal_maximum(values: np.ndarray, dtype: str, nbits: Optional[int] = None
         if top <= 255.0:
             return 255.0, 8
     for bits in BIT_DEPTHS:
-        if top <= 2 ** bits - 1:
-            return float(2 ** bits - 1), bits
+        if top <= 2**bits - 1:
+            return float(2**bits - 1), bits
     return max(top, 1.0), None
 
 
@@ -149,14 +159,19 @@ def reference_from_images(per_image: Sequence[np.ndarray], value_max: float) -> 
     pooled = np.concatenate([v for v in per_image if v.shape[1]], axis=1)
     low, high = percentiles(pooled)
     lo, hi = np.asarray(lows), np.asarray(highs)
-    return Reference(value_max=float(value_max), low=low, high=high,
-                     low_range=[(float(a), float(b)) for a, b in zip(lo.min(0), lo.max(0))],
-                     high_range=[(float(a), float(b)) for a, b in zip(hi.min(0), hi.max(0))],
-                     images=len(lows))
+    return Reference(
+        value_max=float(value_max),
+        low=low,
+        high=high,
+        low_range=[(float(a), float(b)) for a, b in zip(lo.min(0), lo.max(0))],
+        high_range=[(float(a), float(b)) for a, b in zip(hi.min(0), hi.max(0))],
+        images=len(lows),
+    )
 
 
-def read_sample(ds: Any, bands: Sequence[int], max_pixels: int = SAMPLE_PIXELS
-                ) -> tuple[np.ndarray, str, Optional[int]]:
+def read_sample(
+    ds: Any, bands: Sequence[int], max_pixels: int = SAMPLE_PIXELS
+) -> tuple[np.ndarray, str, Optional[int]]:
     """A decimated read of ``bands`` of a GDAL dataset: ``(valid values [C, N], GDAL dtype name,
     NBITS or None)``. Nodata, masks and non-finite values are left out."""
     from osgeo import gdal
@@ -166,10 +181,12 @@ def read_sample(ds: Any, bands: Sequence[int], max_pixels: int = SAMPLE_PIXELS
     arrays, valid = [], np.ones((h, w), dtype=bool)
     for b in bands:
         band = ds.GetRasterBand(int(b))
-        a = band.ReadAsArray(buf_xsize=w, buf_ysize=h,
-                             resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float64)
-        mask = band.GetMaskBand().ReadAsArray(buf_xsize=w, buf_ysize=h,
-                                              resample_alg=gdal.GRIORA_NearestNeighbour)
+        a = band.ReadAsArray(
+            buf_xsize=w, buf_ysize=h, resample_alg=gdal.GRIORA_NearestNeighbour
+        ).astype(np.float64)
+        mask = band.GetMaskBand().ReadAsArray(
+            buf_xsize=w, buf_ysize=h, resample_alg=gdal.GRIORA_NearestNeighbour
+        )
         valid &= (mask > 0) & np.isfinite(a)
         arrays.append(a)
     first = ds.GetRasterBand(int(bands[0]))
@@ -202,10 +219,12 @@ def align(reference: Reference, scene: SceneRadiometry, correct_bands: bool = Tr
         g, o = scale, 0.0
         if correct_bands and hi - lo > 1e-6 * reference.value_max:
             tol = TOLERANCE * reference.value_max
-            lo2 = float(np.clip(lo, reference.low_range[b][0] - tol,
-                                reference.low_range[b][1] + tol))
-            hi2 = float(np.clip(hi, reference.high_range[b][0] - tol,
-                                reference.high_range[b][1] + tol))
+            lo2 = float(
+                np.clip(lo, reference.low_range[b][0] - tol, reference.low_range[b][1] + tol)
+            )
+            hi2 = float(
+                np.clip(hi, reference.high_range[b][0] - tol, reference.high_range[b][1] + tol)
+            )
             if hi2 - lo2 > 0 and (abs(lo2 - lo) > 1e-9 or abs(hi2 - hi) > 1e-9):
                 k = (hi2 - lo2) / (hi - lo)
                 g, o = scale * k, lo2 - k * lo
@@ -213,8 +232,9 @@ def align(reference: Reference, scene: SceneRadiometry, correct_bands: bool = Tr
                 notes.append(f"band {b + 1}: {lo:.1f}..{hi:.1f} -> {lo2:.1f}..{hi2:.1f}")
         gains.append(float(g))
         offsets.append(float(o))
-    return Alignment(gains, offsets, float(scale), scene.value_max, scene.bit_depth, corrected,
-                     notes)
+    return Alignment(
+        gains, offsets, float(scale), scene.value_max, scene.bit_depth, corrected, notes
+    )
 
 
 def scene_alignment(card: Any, ds: Any, bands: Sequence[int]) -> Alignment:
@@ -227,5 +247,6 @@ def scene_alignment(card: Any, ds: Any, bands: Sequence[int]) -> Alignment:
     if str(getattr(card, "band_dtype", "")) != "uint8":  # no reference: nothing safe to do
         return Alignment.identity(len(scene.low))
     unbounded = [(-math.inf, math.inf)] * len(scene.low)
-    return align(Reference(255.0, scene.low, scene.high, unbounded, unbounded), scene,
-                 correct_bands=False)
+    return align(
+        Reference(255.0, scene.low, scene.high, unbounded, unbounded), scene, correct_bands=False
+    )

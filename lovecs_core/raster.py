@@ -1,5 +1,6 @@
 """Raster input with GDAL: open, band selection, validity masks, windowed reads, ground sample
 distance, extent windows, warped VRTs at another GSD."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,7 @@ class Window:
 
 
 @contextlib.contextmanager
-def gdal_cache_limit(max_bytes: int = 128 * 1024 ** 2) -> Iterator[None]:
+def gdal_cache_limit(max_bytes: int = 128 * 1024**2) -> Iterator[None]:
     """Cap GDAL's (process-wide) block cache for a streaming job, then restore it. GDAL's
     default is 5% of RAM; a pass over a huge raster would otherwise fill all of it."""
     previous = gdal.GetCacheMax()
@@ -52,8 +53,11 @@ def open_dataset(path: str | os.PathLike[str]) -> gdal.Dataset:
 
 def data_band_numbers(ds: gdal.Dataset) -> list[int]:
     """All bands that are not alpha bands (1-based)."""
-    return [i for i in range(1, ds.RasterCount + 1)
-            if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand]
+    return [
+        i
+        for i in range(1, ds.RasterCount + 1)
+        if ds.GetRasterBand(i).GetColorInterpretation() != gdal.GCI_AlphaBand
+    ]
 
 
 def pixel_size_metres(ds: gdal.Dataset) -> Optional[float]:
@@ -73,8 +77,7 @@ def pixel_size_metres(ds: gdal.Dataset) -> Optional[float]:
     srs = osr.SpatialReference(wkt=wkt)
     lat = _centre_latitude(ds, srs, gt)
     if srs.IsGeographic():
-        return size * 111_320.0 * max(math.cos(math.radians(lat if lat is not None else 0.0)),
-                                      1e-6)
+        return size * 111_320.0 * max(math.cos(math.radians(lat if lat is not None else 0.0)), 1e-6)
     metres = size * srs.GetLinearUnits()
     projection = (srs.GetAttrValue("PROJECTION") or "").lower()
     if "mercator" in projection and "transverse" not in projection and lat is not None:
@@ -82,8 +85,9 @@ def pixel_size_metres(ds: gdal.Dataset) -> Optional[float]:
     return metres
 
 
-def _centre_latitude(ds: gdal.Dataset, srs: osr.SpatialReference,
-                     gt: Sequence[float]) -> Optional[float]:
+def _centre_latitude(
+    ds: gdal.Dataset, srs: osr.SpatialReference, gt: Sequence[float]
+) -> Optional[float]:
     col, row = ds.RasterXSize / 2.0, ds.RasterYSize / 2.0
     x = gt[0] + col * gt[1] + row * gt[2]
     y = gt[3] + col * gt[4] + row * gt[5]
@@ -126,8 +130,9 @@ def window_from_extent(ds: gdal.Dataset, extent: Sequence[float]) -> Window:
 
 def subset(ds: gdal.Dataset, window: Window) -> gdal.Dataset:
     """A virtual (VRT) dataset of a window; nodata, alpha and mask bands carry over."""
-    return gdal.Translate("", ds, format="VRT",
-                          srcWin=[window.xoff, window.yoff, window.xsize, window.ysize])
+    return gdal.Translate(
+        "", ds, format="VRT", srcWin=[window.xoff, window.yoff, window.xsize, window.ysize]
+    )
 
 
 def warp_to_gsd(ds: gdal.Dataset, gsd: float) -> gdal.Dataset:
@@ -140,23 +145,33 @@ def warp_to_gsd(ds: gdal.Dataset, gsd: float) -> gdal.Dataset:
     factor = gsd / current
     res_x = math.hypot(gt[1], gt[4]) * factor
     res_y = math.hypot(gt[2], gt[5]) * factor
-    return gdal.Warp("", ds, format="VRT", xRes=res_x, yRes=res_y, dstAlpha=True,
-                     resampleAlg="average" if factor > 1 else "bilinear", multithread=False)
+    return gdal.Warp(
+        "",
+        ds,
+        format="VRT",
+        xRes=res_x,
+        yRes=res_y,
+        dstAlpha=True,
+        resampleAlg="average" if factor > 1 else "bilinear",
+        multithread=False,
+    )
 
 
 class RasterReader:
     """Windowed reads of selected bands as float32 plus a validity mask (GDAL mask semantics:
     nodata values, alpha bands and per-dataset masks all make a pixel invalid)."""
 
-    def __init__(self, source: str | os.PathLike[str] | gdal.Dataset,
-                 bands: Optional[Sequence[int]] = None) -> None:
+    def __init__(
+        self, source: str | os.PathLike[str] | gdal.Dataset, bands: Optional[Sequence[int]] = None
+    ) -> None:
         self.ds = source if isinstance(source, gdal.Dataset) else open_dataset(source)
         self.path = self.ds.GetDescription()
         self.bands = list(bands) if bands else data_band_numbers(self.ds)
         for b in self.bands:
             if not 1 <= b <= self.ds.RasterCount:
-                raise RasterError(f"band {b} does not exist: {self.path} has "
-                                  f"{self.ds.RasterCount} band(s)")
+                raise RasterError(
+                    f"band {b} does not exist: {self.path} has {self.ds.RasterCount} band(s)"
+                )
         self.width = self.ds.RasterXSize
         self.height = self.ds.RasterYSize
 
@@ -196,8 +211,9 @@ class RasterReader:
             band = self.ds.GetRasterBand(b)
             if not band.GetMaskFlags() & gdal.GMF_NODATA:
                 continue
-            flags, _ = band.GetDataCoverageStatus(window.xoff, window.yoff, window.xsize,
-                                                  window.ysize)
+            flags, _ = band.GetDataCoverageStatus(
+                window.xoff, window.yoff, window.xsize, window.ysize
+            )
             if flags == gdal.GDAL_DATA_COVERAGE_STATUS_EMPTY:
                 return True
         return False

@@ -17,8 +17,16 @@ from typing import Any, Iterable, Optional, Sequence
 from .checks import CheckError
 from .contract import missing_bands_problem
 
-__all__ = ["MAX_PIXELS", "check_band_numbers", "check_georeference", "check_raster_data",
-           "georeference_problem", "input_value_warnings", "open_quietly", "quiet_gdal"]
+__all__ = [
+    "MAX_PIXELS",
+    "check_band_numbers",
+    "check_georeference",
+    "check_raster_data",
+    "georeference_problem",
+    "input_value_warnings",
+    "open_quietly",
+    "quiet_gdal",
+]
 
 
 class quiet_gdal:
@@ -61,8 +69,9 @@ def georeference_problem(ds: Any) -> str:
     return " and ".join(missing)
 
 
-def check_georeference(model_gsd: Optional[float], raster: Any, resample: bool = True,
-                       hint: str = "--no-resample") -> None:
+def check_georeference(
+    model_gsd: Optional[float], raster: Any, resample: bool = True, hint: str = "--no-resample"
+) -> None:
     """A raster without geotransform or CRS has an unknown pixel size: refuse it when the model
     expects a pixel size (``model_gsd``) and resampling is on, instead of mapping at a scale
     nobody chose. ``hint`` names the switch that maps at the raster's own pixels in the
@@ -78,7 +87,8 @@ def check_georeference(model_gsd: Optional[float], raster: Any, resample: bool =
         raise CheckError(
             f"{name} has {problem}, so its pixel size is unknown, and the model expects "
             f"{model_gsd:g} m pixels: georeference the raster (GDAL: gdal_edit.py -a_srs ... "
-            f"-a_ullr ...; QGIS: the Georeferencer), or map it at its own pixels with {hint}")
+            f"-a_ullr ...; QGIS: the Georeferencer), or map it at its own pixels with {hint}"
+        )
 
 
 _DTYPE_NAMES = {"byte": "uint8"}
@@ -98,8 +108,7 @@ def _sample(ds: Any, bands: Sequence[int]) -> list[Any]:
         band = ds.GetRasterBand(b)
         a = band.ReadAsArray(0, 0, w, h, buf_xsize=bw, buf_ysize=bh).astype(np.float64)
         if not band.GetMaskFlags() & 1:  # GMF_ALL_VALID
-            valid &= band.GetMaskBand().ReadAsArray(0, 0, w, h, buf_xsize=bw,
-                                                    buf_ysize=bh) > 0
+            valid &= band.GetMaskBand().ReadAsArray(0, 0, w, h, buf_xsize=bw, buf_ysize=bh) > 0
         arrays.append(a)
     for a in arrays:
         valid &= np.isfinite(a)
@@ -108,8 +117,13 @@ def _sample(ds: Any, bands: Sequence[int]) -> list[Any]:
     return out
 
 
-def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] = None,
-                         domain: Optional[str] = None, aligned: bool = False) -> list[str]:
+def input_value_warnings(
+    card: Any,
+    raster: Any,
+    bands: Optional[Sequence[int]] = None,
+    domain: Optional[str] = None,
+    aligned: bool = False,
+) -> list[str]:
     """Warnings when the raster's data type or values differ from what the model was made for
     (they are not rescaled here, and a model fed the wrong range maps one or two classes).
     ``card``: a ModelCard; ``raster``: a path or GDAL dataset; ``bands``: 1-based (default:
@@ -139,13 +153,15 @@ def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] 
         warnings.append(
             f"{name} holds {dtype} values but the model was made for {card.band_dtype} "
             f"({lo:g}-{hi:g}): the sensor alignment rescales them to the model's range (see the "
-            f"'sensor alignment' line); a model adapted to this sensor may map it better")
+            f"'sensor alignment' line); a model adapted to this sensor may map it better"
+        )
         return warnings
     if source_stats and dtype != card.band_dtype:
         warnings.append(
             f"{name} holds {dtype} values but the model was made for {card.band_dtype} "
             f"({lo:g}-{hi:g}); the values are used as they are, so the map may show only one "
-            f"or two classes. Convert the raster to the model's range, or adapt the model to it")
+            f"or two classes. Convert the raster to the model's range, or adapt the model to it"
+        )
     try:
         with quiet_gdal():
             samples = _sample(ds, bands)
@@ -156,12 +172,17 @@ def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] 
     values = np.concatenate(samples)
     p1, p99 = (float(v) for v in np.percentile(values, [1, 99]))
     span = max(hi - lo, 1e-9)
-    if source_stats and not aligned and not warnings and (p99 > hi + 0.5 * span or p99 < lo + 0.1 * span
-                                          or p1 < lo - 0.5 * span):
+    if (
+        source_stats
+        and not aligned
+        and not warnings
+        and (p99 > hi + 0.5 * span or p99 < lo + 0.1 * span or p1 < lo - 0.5 * span)
+    ):
         warnings.append(
             f"{name}'s values span about {p1:.4g}-{p99:.4g} but the model was made for values "
             f"in {lo:g}-{hi:g}; they are used as they are, so the map may be poor. Convert the "
-            f"raster to the model's range, or adapt the model to it")
+            f"raster to the model's range, or adapt the model to it"
+        )
     elif not source_stats:
         mean, std = card.stats(domain)
         z = [abs(float(np.mean(s)) - m) / sd for s, m, sd in zip(samples, mean, std) if s.size]
@@ -170,7 +191,8 @@ def input_value_warnings(card: Any, raster: Any, bands: Optional[Sequence[int]] 
                 f"{name}'s values differ strongly from the statistics of the model's "
                 f"'{domain}' domain (band means {', '.join(f'{float(np.mean(s)):.4g}' for s in samples)}"
                 f" vs {', '.join(f'{m:.4g}' for m in mean)}); is this the scene the model was "
-                f"adapted to?")
+                f"adapted to?"
+            )
     return warnings
 
 
@@ -185,8 +207,9 @@ def check_band_numbers(bands: Iterable[int], count: int, name: str = "the raster
 MAX_PIXELS = 20_000_000_000
 
 
-def check_raster_data(raster: Any, bands: Optional[Sequence[int]] = None,
-                      max_pixels: int = MAX_PIXELS) -> None:
+def check_raster_data(
+    raster: Any, bands: Optional[Sequence[int]] = None, max_pixels: int = MAX_PIXELS
+) -> None:
     """Data the engine cannot use, refused with the reason: complex values, or a raster so
     large (e.g. a virtual raster declaring 10⁶ x 10⁶ pixels) that the run would not end; the
     message gives the estimate and the way out (a smaller extent)."""
@@ -205,11 +228,13 @@ def check_raster_data(raster: Any, bands: Optional[Sequence[int]] = None,
                 raise CheckError(
                     f"{name} band {b} holds complex values ({gdal.GetDataTypeName(dtype)}); "
                     f"the models take real values: convert it first, e.g. the amplitude with "
-                    f"gdal_calc.py or the Raster calculator")
+                    f"gdal_calc.py or the Raster calculator"
+                )
     pixels = ds.RasterXSize * ds.RasterYSize
     if pixels > max_pixels:
         days = classify_seconds(pixels) / 86400
         raise CheckError(
             f"{name} has {ds.RasterXSize} x {ds.RasterYSize} = {pixels:.3g} pixels; mapping it "
             f"would take about {days:,.0f} days on a 2-core CPU (the limit is "
-            f"{max_pixels:.3g} pixels per run): map a part of it (--extent / a clipped copy)")
+            f"{max_pixels:.3g} pixels per run): map a part of it (--extent / a clipped copy)"
+        )

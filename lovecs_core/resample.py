@@ -16,13 +16,26 @@ from .contract import INPUT_GRID, MODEL_GRID, MODEL_GRID_CONF, MODEL_GRID_PROB, 
 from .pipeline import TileEngine, strip_sink
 from .progress import Cancelled, Reporter
 from .raster import RasterReader, Window, warp_to_gsd
-from .writer import (BLOCK, CLASS_NODATA, CONFIDENCE_NODATA, PROBABILITY_NODATA,
-                     PredictionWriter, remove_raster, temporary_path)
+from .writer import (
+    BLOCK,
+    CLASS_NODATA,
+    CONFIDENCE_NODATA,
+    PROBABILITY_NODATA,
+    PredictionWriter,
+    remove_raster,
+    temporary_path,
+)
 
 
-def predict_resampled(engine: TileEngine, ds: gdal.Dataset, source: RasterReader,
-                       writer: PredictionWriter, out: Path, model_gsd: float,
-                       card: ModelCard) -> tuple[int, int]:
+def predict_resampled(
+    engine: TileEngine,
+    ds: gdal.Dataset,
+    source: RasterReader,
+    writer: PredictionWriter,
+    out: Path,
+    model_gsd: float,
+    card: ModelCard,
+) -> tuple[int, int]:
     """Predict on a warped VRT at ``model_gsd``, warp the result back onto the input grid and
     stream it, masked by the input's validity, into ``writer``."""
     warped = warp_to_gsd(ds, model_gsd)
@@ -30,12 +43,17 @@ def predict_resampled(engine: TileEngine, ds: gdal.Dataset, source: RasterReader
     tmp_out = temporary_path(out, MODEL_GRID)
     temps: list[Path] = []
     stage = PredictionWriter(
-        tmp_out, warped.RasterXSize, warped.RasterYSize, warped.GetGeoTransform(),
-        warped.GetProjection(), card.classes,
+        tmp_out,
+        warped.RasterXSize,
+        warped.RasterYSize,
+        warped.GetGeoTransform(),
+        warped.GetProjection(),
+        card.classes,
         confidence=None if writer.conf is None else temporary_path(out, MODEL_GRID_CONF),
         confidence_dtype=writer.confidence_dtype,
         probabilities=None if writer.probs is None else temporary_path(out, MODEL_GRID_PROB),
-        styled=False)
+        styled=False,
+    )
     try:
         total, skipped = engine.run(model_reader, strip_sink(stage, card))
         model_reader.close()
@@ -59,16 +77,28 @@ def predict_resampled(engine: TileEngine, ds: gdal.Dataset, source: RasterReader
     return total, skipped
 
 
-def _warp_onto(src: Path, like: gdal.Dataset, dst: Path, nodata: float, reporter: Reporter,
-               index: int, count: int) -> None:
+def _warp_onto(
+    src: Path,
+    like: gdal.Dataset,
+    dst: Path,
+    nodata: float,
+    reporter: Reporter,
+    index: int,
+    count: int,
+) -> None:
     """Warp ``src`` (nearest neighbour) onto the grid of ``like`` into the GeoTIFF ``dst``."""
     src_ds = gdal.Open(str(src))
     band = src_ds.GetRasterBand(1)
     dtype, bands = band.DataType, src_ds.RasterCount
     band = None
     out = gdal.GetDriverByName("GTiff").Create(
-        str(dst), like.RasterXSize, like.RasterYSize, bands, dtype,
-        ["TILED=YES", "COMPRESS=DEFLATE", "SPARSE_OK=TRUE", "BIGTIFF=IF_SAFER"])
+        str(dst),
+        like.RasterXSize,
+        like.RasterYSize,
+        bands,
+        dtype,
+        ["TILED=YES", "COMPRESS=DEFLATE", "SPARSE_OK=TRUE", "BIGTIFF=IF_SAFER"],
+    )
     try:
         out.SetGeoTransform(like.GetGeoTransform())
         out.SetProjection(like.GetProjection())
@@ -85,8 +115,15 @@ def _warp_onto(src: Path, like: gdal.Dataset, dst: Path, nodata: float, reporter
             return 1
 
         try:
-            gdal.Warp(out, src_ds, resampleAlg="near", srcNodata=nodata, dstNodata=nodata,
-                      warpOptions=["INIT_DEST=NO_DATA"], callback=callback)
+            gdal.Warp(
+                out,
+                src_ds,
+                resampleAlg="near",
+                srcNodata=nodata,
+                dstNodata=nodata,
+                warpOptions=["INIT_DEST=NO_DATA"],
+                callback=callback,
+            )
         except RuntimeError:
             if cancelled.is_set():
                 raise Cancelled("cancelled by the user") from None
@@ -96,8 +133,9 @@ def _warp_onto(src: Path, like: gdal.Dataset, dst: Path, nodata: float, reporter
         src_ds = None
 
 
-def _copy_masked(paths: list[Path], source: RasterReader, writer: PredictionWriter,
-                 reporter: Reporter) -> None:
+def _copy_masked(
+    paths: list[Path], source: RasterReader, writer: PredictionWriter, reporter: Reporter
+) -> None:
     """Stream the warped-back files into ``writer`` in strips, nodata where the input is not
     valid (the model grid's footprint is coarser than the input's mask)."""
     datasets = [gdal.Open(str(p)) for p in paths]
@@ -119,7 +157,6 @@ def _copy_masked(paths: list[Path], source: RasterReader, writer: PredictionWrit
                 probs = np.where((valid & (classes > 0))[None], p, PROBABILITY_NODATA)
                 probs = probs.astype(np.float32)
             writer.write(row, classes, conf, probs)
-            reporter(RESAMPLING, 1.0 if row + rows >= height else (row + rows) / height,
-                     "masking")
+            reporter(RESAMPLING, 1.0 if row + rows >= height else (row + rows) / height, "masking")
     finally:
         datasets.clear()

@@ -6,6 +6,7 @@ map's most confident pixels labelled (the anchor), then trains on
 ``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)`` with source and target batches
 forwarded separately.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,11 +46,22 @@ from .train import (
 log = logging.getLogger(__name__)
 
 
-def self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Sequence[float],
-                std: Sequence[float], sources: Sequence[RasterSource], cfg: AdaptConfig,
-                scales: list[float], target_domain: str, device: torch.device, divisor: int,
-                report: Reporter, ref_pred: np.ndarray, ref_conf: np.ndarray
-                ) -> tuple[list[dict[str, Any]], list[float]]:
+def self_train(
+    net: nn.Module,
+    card: ModelCard,
+    scene: RasterSource,
+    mean: Sequence[float],
+    std: Sequence[float],
+    sources: Sequence[RasterSource],
+    cfg: AdaptConfig,
+    scales: list[float],
+    target_domain: str,
+    device: torch.device,
+    divisor: int,
+    report: Reporter,
+    ref_pred: np.ndarray,
+    ref_conf: np.ndarray,
+) -> tuple[list[dict[str, Any]], list[float]]:
     """Rounds of pseudo-labelling and training (CBST and LoveCS): returns the rounds' records and
     the losses. ``ref_pred``/``ref_conf``: the aligned source model's map of the scene (priors
     and the anchor)."""
@@ -58,14 +70,16 @@ def self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Seque
     src_sampler = None
     if sources:
         smean, sstd = card.stats("source")
-        src_sampler = WindowSampler(sources, codes, crop, smean, sstd,
-                                    scale_range=cfg.scale_range, seed=cfg.seed)
+        src_sampler = WindowSampler(
+            sources, codes, crop, smean, sstd, scale_range=cfg.scale_range, seed=cfg.seed
+        )
     rules = SelectionRules(cfg.portion, cfg.min_share, cfg.min_confidence, cfg.prior_cap)
     priors = class_shares(ref_pred, len(codes))
     anchor = None
     if cfg.anchor_portion > 0:  # the reference map's most confident pixels stay labelled
-        anchor, _ = class_balanced_pseudo_labels(ref_pred, ref_conf, codes, cfg.anchor_portion,
-                                                 rules, priors)
+        anchor, _ = class_balanced_pseudo_labels(
+            ref_pred, ref_conf, codes, cfg.anchor_portion, rules, priors
+        )
     scene.labels = np.zeros((scene.height, scene.width), dtype=np.uint8)
     optimizer = make_optimizer(net, cfg.lr, cfg.momentum, cfg.weight_decay)
     total = max(1, cfg.iterations)
@@ -79,36 +93,65 @@ def self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Seque
     for r in range(1, n_rounds + 1):
         net.eval()
         with csn_domain(net, target_domain):
-            pred, conf = predict_scene(net, scene, mean, std, scales, device=device,
-                                       tile=cfg.pl_tile, margin=cfg.pl_margin,
-                                       batch=cfg.pl_batch, amp=cfg.amp, divisor=divisor,
-                                       reporter=_RoundReporter(report, r, n_rounds))
-        labels, thresholds = class_balanced_pseudo_labels(pred, conf, codes, cfg.portion, rules,
-                                                          priors)
+            pred, conf = predict_scene(
+                net,
+                scene,
+                mean,
+                std,
+                scales,
+                device=device,
+                tile=cfg.pl_tile,
+                margin=cfg.pl_margin,
+                batch=cfg.pl_batch,
+                amp=cfg.amp,
+                divisor=divisor,
+                reporter=_RoundReporter(report, r, n_rounds),
+            )
+        labels, thresholds = class_balanced_pseudo_labels(
+            pred, conf, codes, cfg.portion, rules, priors
+        )
         if not (labels > 0).any() and rules.min_confidence > 0:
-            log.warning("no pixel reaches the confidence floor %.2f: selecting without it (the "
-                        "health check will judge the result)", rules.min_confidence)
+            log.warning(
+                "no pixel reaches the confidence floor %.2f: selecting without it (the "
+                "health check will judge the result)",
+                rules.min_confidence,
+            )
             loose = dataclasses.replace(rules, min_confidence=0.0)
-            labels, thresholds = class_balanced_pseudo_labels(pred, conf, codes, cfg.portion,
-                                                              loose, priors)
+            labels, thresholds = class_balanced_pseudo_labels(
+                pred, conf, codes, cfg.portion, loose, priors
+            )
         if anchor is not None:
             labels = np.where(labels > 0, labels, anchor)
         valid = int((pred != NO_CLASS).sum())
         counts = np.bincount(labels.ravel(), minlength=256)[list(codes)]
-        rounds.append({"round": r, "iteration": it,
-                       "thresholds": [None if not np.isfinite(t) else round(t / CONF_SCALE, 4)
-                                      for t in thresholds],
-                       "labelled_fraction": round(float((labels > 0).sum()) / max(valid, 1), 4),
-                       "class_pixels": counts.tolist()})
+        rounds.append(
+            {
+                "round": r,
+                "iteration": it,
+                "thresholds": [
+                    None if not np.isfinite(t) else round(t / CONF_SCALE, 4) for t in thresholds
+                ],
+                "labelled_fraction": round(float((labels > 0).sum()) / max(valid, 1), 4),
+                "class_pixels": counts.tolist(),
+            }
+        )
         del pred, conf
         if not (labels > 0).any():
-            raise AdaptError("no pseudo-labels could be selected on the scene: the model is not "
-                             "confident anywhere (no valid pixels, or a scene unlike anything "
-                             "the model knows)")
+            raise AdaptError(
+                "no pseudo-labels could be selected on the scene: the model is not "
+                "confident anywhere (no valid pixels, or a scene unlike anything "
+                "the model knows)"
+            )
         scene.labels = labels
-        tgt_sampler = WindowSampler([scene], codes, crop, mean, std,
-                                    scale_range=cfg.scale_range, seed=None if cfg.seed is None
-                                    else cfg.seed + r)
+        tgt_sampler = WindowSampler(
+            [scene],
+            codes,
+            crop,
+            mean,
+            std,
+            scale_range=cfg.scale_range,
+            seed=None if cfg.seed is None else cfg.seed + r,
+        )
         net.train()
         steps = min(cfg.refresh_every, total - it)
         for _ in range(steps):
@@ -116,8 +159,9 @@ def self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Seque
             optimizer.zero_grad(set_to_none=True)
             source_loss = 0.0
             if src_sampler is not None and cfg.source_weight > 0:
-                xs, ys = (torch.from_numpy(a).to(device)
-                          for a in src_sampler.sample(cfg.batch_size))
+                xs, ys = (
+                    torch.from_numpy(a).to(device) for a in src_sampler.sample(cfg.batch_size)
+                )
                 with csn_domain(net, "source"), autocast(device, cfg.amp, cpu_bf16=True):
                     ls = masked_cross_entropy(net(xs), ys)
                 scaler.scale(cfg.source_weight * ls).backward()
@@ -135,11 +179,20 @@ def self_train(net: nn.Module, card: ModelCard, scene: RasterSource, mean: Seque
             loss = cfg.source_weight * source_loss + cfg.pseudo_weight * pseudo_loss
             losses.append(loss)
             elapsed = time.monotonic() - t0
-            report("training", it / total,
-                   f"round {r}/{n_rounds} iteration {it}/{total} loss {np.mean(losses[-20:]):.3f}",
-                   round=r, rounds=n_rounds, iteration=it, iterations=total, loss=loss,
-                   source_loss=source_loss, pseudo_loss=pseudo_loss, lr=lr,
-                   eta_s=elapsed / it * (total - it))
+            report(
+                "training",
+                it / total,
+                f"round {r}/{n_rounds} iteration {it}/{total} loss {np.mean(losses[-20:]):.3f}",
+                round=r,
+                rounds=n_rounds,
+                iteration=it,
+                iterations=total,
+                loss=loss,
+                source_loss=source_loss,
+                pseudo_loss=pseudo_loss,
+                lr=lr,
+                eta_s=elapsed / it * (total - it),
+            )
     net.eval()
     scene.labels = None
     return rounds, losses
@@ -153,6 +206,11 @@ class _RoundReporter(Reporter):
         self.round, self.rounds = round_, rounds
 
     def __call__(self, stage: str, fraction: float, message: str = "", **extra: Any) -> None:
-        super().__call__(stage, fraction, f"round {self.round}/{self.rounds}: {message}",
-                         round=self.round, rounds=self.rounds, **extra)
-
+        super().__call__(
+            stage,
+            fraction,
+            f"round {self.round}/{self.rounds}: {message}",
+            round=self.round,
+            rounds=self.rounds,
+            **extra,
+        )

@@ -19,8 +19,9 @@ def cpu_bf16_supported() -> bool:
         return False
 
 
-def autocast(device: torch.device, amp: bool, cpu_bf16: bool = False
-             ) -> contextlib.AbstractContextManager[Any]:
+def autocast(
+    device: torch.device, amp: bool, cpu_bf16: bool = False
+) -> contextlib.AbstractContextManager[Any]:
     """Mixed precision on CUDA (bfloat16 where supported, else float16); on a CPU only when
     ``cpu_bf16`` is asked for (training) and the CPU has native bfloat16."""
     if amp and device.type == "cuda":

@@ -6,6 +6,7 @@
 * :class:`WindowBatches` serves its batches, optionally from DataLoader worker processes.
 * :func:`draw_source_sample` draws the labelled source sample a model file carries.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ def dihedral(array: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def resize_window(data: np.ndarray, valid: np.ndarray, labels: Optional[np.ndarray], size: int
-                  ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def resize_window(
+    data: np.ndarray, valid: np.ndarray, labels: Optional[np.ndarray], size: int
+) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Resample a square window to ``size`` pixels: bilinear (antialiased) data, nearest
     validity and labels."""
     if data.shape[-1] == size and data.shape[-2] == size:
@@ -37,8 +39,9 @@ def resize_window(data: np.ndarray, valid: np.ndarray, labels: Optional[np.ndarr
 
     t = torch.from_numpy(np.ascontiguousarray(data))[None]
     down = data.shape[-1] > size
-    data = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=down)[0].numpy()
+    data = F.interpolate(
+        t, size=(size, size), mode="bilinear", align_corners=False, antialias=down
+    )[0].numpy()
     rows = np.minimum((np.arange(size) + 0.5) * valid.shape[0] / size, valid.shape[0] - 1)
     cols = np.minimum((np.arange(size) + 0.5) * valid.shape[1] / size, valid.shape[1] - 1)
     ri, ci = rows.astype(np.int64)[:, None], cols.astype(np.int64)[None, :]
@@ -60,12 +63,21 @@ class WindowSampler:
     ``mean``/``std`` (invalid pixels become 0 and their labels "ignore").
     """
 
-    def __init__(self, sources: Sequence[RasterSource], codes: Sequence[int], crop: int,
-                 mean: Sequence[float], std: Sequence[float],
-                 scale_range: tuple[float, float] = (1.0, 1.0), augment: bool = True,
-                 weighting: str = "labels", cell: int = 32, seed: Optional[int] = None,
-                 randomisation: Optional[SensorRandomisation] = None,
-                 value_max: float = 255.0) -> None:
+    def __init__(
+        self,
+        sources: Sequence[RasterSource],
+        codes: Sequence[int],
+        crop: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        augment: bool = True,
+        weighting: str = "labels",
+        cell: int = 32,
+        seed: Optional[int] = None,
+        randomisation: Optional[SensorRandomisation] = None,
+        value_max: float = 255.0,
+    ) -> None:
         if weighting not in ("labels", "valid", "uniform"):
             raise ValueError(f"unknown weighting {weighting!r}")
         if weighting == "labels" and any(s.labels is None for s in sources):
@@ -100,9 +112,9 @@ class WindowSampler:
             mask = np.zeros((source.height, source.width), dtype=bool)
             for y in range(0, source.height, 1024):
                 _, v = source.read(0, y, source.width, min(1024, source.height - y))
-                mask[y:y + v.shape[0]] = v
+                mask[y : y + v.shape[0]] = v
         padded = np.zeros((gh * c, gw * c), dtype=np.int32)
-        padded[:source.height, :source.width] = mask
+        padded[: source.height, : source.width] = mask
         return padded.reshape(gh, c, gw, c).sum(axis=(1, 3)).ravel().astype(np.float64)
 
     def refresh_weights(self) -> None:
@@ -110,8 +122,11 @@ class WindowSampler:
         self._cells = [self._cell_weights(s) for s in self.sources]
         totals = np.array([w.sum() for w in self._cells])
         if totals.sum() <= 0:
-            raise RasterError("no labelled pixels to sample training windows from"
-                              if self.weighting == "labels" else "no valid pixels to sample from")
+            raise RasterError(
+                "no labelled pixels to sample training windows from"
+                if self.weighting == "labels"
+                else "no valid pixels to sample from"
+            )
         self._cum = np.cumsum(totals) / totals.sum()
 
     @property
@@ -131,7 +146,7 @@ class WindowSampler:
         y0, x0 = gy * self.cell, gx * self.cell
         if self.weighting == "labels":  # centre on a labelled pixel of the cell
             assert source.labels is not None
-            block = (self.lut >= 0)[source.labels[y0:y0 + self.cell, x0:x0 + self.cell]]
+            block = (self.lut >= 0)[source.labels[y0 : y0 + self.cell, x0 : x0 + self.cell]]
             ys, xs = np.nonzero(block)
             if ys.size:
                 j = int(self.rng.integers(ys.size))
@@ -181,15 +196,17 @@ def _clamp_start(start: int, side: int, extent: int) -> int:
     return min(max(start, 0), extent - side)
 
 
-def draw_source_sample(sources: Sequence[RasterSource], codes: Sequence[int], crops: int,
-                       side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def draw_source_sample(
+    sources: Sequence[RasterSource], codes: Sequence[int], crops: int, side: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``crops`` labelled windows of ``side`` pixels in the sources' own units and resolution
     (``images[N, C, side, side]`` in the sources' dtype, ``labels[N, side, side]`` uint8 codes,
     0 = no label): a small labelled source sample that a model file can carry, so adaptation
     keeps its source term on machines without the source data."""
     n_bands = sources[0].band_count
-    sampler = WindowSampler(sources, codes, side, [0.0] * n_bands, [1.0] * n_bands,
-                            augment=False, seed=seed)
+    sampler = WindowSampler(
+        sources, codes, side, [0.0] * n_bands, [1.0] * n_bands, augment=False, seed=seed
+    )
     images, labels = [], []
     for _ in range(crops):
         i, cx, cy = sampler._centre()
@@ -209,8 +226,9 @@ class WindowBatches:
     so that window reading and augmentation overlap with the model's compute. With ``workers=0``
     the batches are exactly ``sampler.sample(batch_size)`` in turn."""
 
-    def __init__(self, sampler: WindowSampler, batch_size: int, workers: int = 0,
-                 seed: Optional[int] = None) -> None:
+    def __init__(
+        self, sampler: WindowSampler, batch_size: int, workers: int = 0, seed: Optional[int] = None
+    ) -> None:
         self.sampler, self.batch_size, self.workers = sampler, int(batch_size), int(workers)
         self.seed = seed
         self._iter: Optional[Iterable[tuple[np.ndarray, np.ndarray]]] = None
@@ -239,7 +257,12 @@ class WindowBatches:
                 yield self.sampler.sample(self.batch_size)
         from torch.utils.data import DataLoader
 
-        loader = DataLoader(self._dataset(), batch_size=None, num_workers=self.workers,
-                            prefetch_factor=2, persistent_workers=False)
+        loader = DataLoader(
+            self._dataset(),
+            batch_size=None,
+            num_workers=self.workers,
+            prefetch_factor=2,
+            persistent_workers=False,
+        )
         for x, y in loader:
             yield x.numpy(), y.numpy()

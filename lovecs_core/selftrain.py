@@ -25,6 +25,7 @@ the reference map. When the verdict is "likely harmful", the model written to ``
 aligned source model (the safe result) and the adapted one is kept beside it
 (``*.rejected.lovecs``), unless ``keep_adapted`` is set.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -61,6 +62,7 @@ from .train import resolve_device, round_up, seed_everything
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class AdaptResult:
     output: Path
@@ -73,7 +75,7 @@ class AdaptResult:
     map: Optional[Path] = None
     confidence: Optional[Path] = None
     health: Optional[HealthReport] = None
-    rejected: Optional[Path] = None   # the adapted model kept aside when judged harmful
+    rejected: Optional[Path] = None  # the adapted model kept aside when judged harmful
 
     @property
     def fell_back(self) -> bool:
@@ -85,9 +87,11 @@ def source_pairs_from_card(card: ModelCard) -> list[tuple[Path, Path]]:
     """The labelled source data recorded in the card's provenance (files must still exist)."""
     pairs, missing = card.recorded_source_data()
     if missing:
-        raise AdaptError(f"the source data recorded in the model card is missing "
-                         f"({len(missing)} file(s), e.g. {missing[0]}); pass the source images and "
-                         f"labels explicitly (--source-images/--source-labels)")
+        raise AdaptError(
+            f"the source data recorded in the model card is missing "
+            f"({len(missing)} file(s), e.g. {missing[0]}); pass the source images and "
+            f"labels explicitly (--source-images/--source-labels)"
+        )
     return pairs
 
 
@@ -97,8 +101,9 @@ def rejected_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(f"{out.stem}.rejected{out.suffix or '.lovecs'}")
 
 
-def _load(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module]
-          ) -> tuple[ModelCard, nn.Module]:
+def _load(
+    model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
+) -> tuple[ModelCard, nn.Module]:
     if isinstance(model, tuple):
         card, net = model
         return card.copy(), net
@@ -119,14 +124,21 @@ class _Scene:
     ratio: Optional[float]
 
 
-def _open_scene(card: ModelCard, target: str | os.PathLike[str],
-                bands: Optional[Sequence[int]], cfg: AdaptConfig, report: Reporter) -> _Scene:
+def _open_scene(
+    card: ModelCard,
+    target: str | os.PathLike[str],
+    bands: Optional[Sequence[int]],
+    cfg: AdaptConfig,
+    report: Reporter,
+) -> _Scene:
     report("reading", 0.0, f"opening {Path(target).name}")
     scene = RasterSource(target, bands, in_memory=False)
     if scene.band_count != card.band_count:
-        raise AdaptError(f"the model expects {card.band_count} band(s) "
-                         f"({', '.join(card.band_names)}) but {Path(target).name} gives "
-                         f"{scene.band_count}; choose bands with --bands")
+        raise AdaptError(
+            f"the model expects {card.band_count} band(s) "
+            f"({', '.join(card.band_names)}) but {Path(target).name} gives "
+            f"{scene.band_count}; choose bands with --bands"
+        )
     if scene.pixels <= cfg.in_memory_pixels:  # small scenes are read once; else window by window
         scene.load()
     gsd = pixel_size_metres(scene.reader.ds)
@@ -138,9 +150,13 @@ def _open_scene(card: ModelCard, target: str | os.PathLike[str],
     except ValueError as exc:
         raise AdaptError(f"{Path(target).name}: {exc}") from exc
     norm = alignment.normalization(*card.stats("source"))
-    report("reading", 1.0, f"{scene.width}x{scene.height} px, GSD "
-                           f"{gsd if gsd else 'unknown'} m; sensor alignment: "
-                           f"{alignment.describe()}")
+    report(
+        "reading",
+        1.0,
+        f"{scene.width}x{scene.height} px, GSD "
+        f"{gsd if gsd else 'unknown'} m; sensor alignment: "
+        f"{alignment.describe()}",
+    )
     return _Scene(scene, alignment, norm["mean"], norm["std"], gsd, ratio)
 
 
@@ -150,16 +166,21 @@ def source_scale(ratio: Optional[float]) -> float:
     return ratio if ratio and abs(ratio - 1.0) > 0.1 else 1.0
 
 
-def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
-          target: str | os.PathLike[str], out: str | os.PathLike[str], *,
-          method: str = "lovecs", config: Optional[AdaptConfig] = None,
-          bands: Optional[Sequence[int]] = None,
-          source_pairs: Optional[Sequence[tuple[Path, Path]]] = None,
-          source_bands: Optional[Sequence[int]] = None,
-          map_path: Optional[str | os.PathLike[str]] = None,
-          confidence_path: Optional[str | os.PathLike[str]] = None,
-          keep_adapted: bool = False,
-          reporter: Optional[Reporter] = None) -> AdaptResult:
+def adapt(
+    model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
+    target: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    method: str = "lovecs",
+    config: Optional[AdaptConfig] = None,
+    bands: Optional[Sequence[int]] = None,
+    source_pairs: Optional[Sequence[tuple[Path, Path]]] = None,
+    source_bands: Optional[Sequence[int]] = None,
+    map_path: Optional[str | os.PathLike[str]] = None,
+    confidence_path: Optional[str | os.PathLike[str]] = None,
+    keep_adapted: bool = False,
+    reporter: Optional[Reporter] = None,
+) -> AdaptResult:
     """Adapt ``model`` (a model file or ``(card, module)``) to the ``target`` scene with
     ``method`` and write the result to ``out`` (atomically, only when done): the adapted model,
     or the aligned source model when the health check finds the adaptation likely harmful (then
@@ -188,9 +209,13 @@ def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
     names = [c.name for c in card.classes]
     divisor = input_divisor(card.architecture)
     adaptation: dict[str, Any] = {
-        "method": method, "scene": str(Path(target).resolve()),
-        "bands": list(scene.bands), "scene_gsd": sc.gsd, "source_gsd": card.gsd,
-        "alignment": sc.alignment.to_dict(), "settings": cfg.to_dict(),
+        "method": method,
+        "scene": str(Path(target).resolve()),
+        "bands": list(scene.bands),
+        "scene_gsd": sc.gsd,
+        "source_gsd": card.gsd,
+        "alignment": sc.alignment.to_dict(),
+        "settings": cfg.to_dict(),
     }
     out_card = card.copy()
     out_card.radiometry = {**card.radiometry, "alignment": sc.alignment.to_dict()}
@@ -203,12 +228,22 @@ def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
         net.eval()
         with csn_domain(net, "source"):
             ref_pred, ref_conf = predict_scene(
-                net, scene, sc.mean, sc.std, [source_scale(sc.ratio)], device=device,
-                tile=cfg.pl_tile, margin=cfg.pl_margin, batch=cfg.pl_batch, amp=cfg.amp,
-                divisor=divisor, reporter=_StageReporter(report, "statistics",
-                                                         "source model's map"))
+                net,
+                scene,
+                sc.mean,
+                sc.std,
+                [source_scale(sc.ratio)],
+                device=device,
+                tile=cfg.pl_tile,
+                margin=cfg.pl_margin,
+                batch=cfg.pl_batch,
+                amp=cfg.amp,
+                divisor=divisor,
+                reporter=_StageReporter(report, "statistics", "source model's map"),
+            )
         adaptation["reference_shares"] = {
-            n: round(float(v), 4) for n, v in zip(names, class_shares(ref_pred, len(codes)))}
+            n: round(float(v), 4) for n, v in zip(names, class_shares(ref_pred, len(codes)))
+        }
 
     final_scale = 1.0
     if method == "source-only":
@@ -216,26 +251,51 @@ def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
         adaptation["target_gsd"] = card.gsd
     elif method == "adabn":
         final_scale = max(1.0, sc.ratio) if sc.ratio else 1.0
-        sampler = WindowSampler([scene], codes, round_up(cfg.crop, divisor), sc.mean, sc.std,
-                                scale_range=(final_scale, final_scale), augment=False,
-                                weighting="valid", seed=cfg.seed)
-        recompute_target_statistics(net, sampler, cfg.bn_windows, cfg.batch_size, device,
-                                    cfg.amp, report)
+        sampler = WindowSampler(
+            [scene],
+            codes,
+            round_up(cfg.crop, divisor),
+            sc.mean,
+            sc.std,
+            scale_range=(final_scale, final_scale),
+            augment=False,
+            weighting="valid",
+            seed=cfg.seed,
+        )
+        recompute_target_statistics(
+            net, sampler, cfg.bn_windows, cfg.batch_size, device, cfg.amp, report
+        )
         out_card.normalization["target"] = target_norm
         out_card.default_domain = "target"
         adaptation["target_gsd"] = sc.gsd / final_scale if sc.gsd else None
         adaptation["target_scale"] = final_scale
     else:
-        src_sampler_sources, source_kind = _source_term(card, cfg, method, source_pairs,
-                                                        source_bands, sample, report)
+        src_sampler_sources, source_kind = _source_term(
+            card, cfg, method, source_pairs, source_bands, sample, report
+        )
         use_csn = method == "lovecs"
-        scales = ([1.0] if not use_csn else
-                  (list(cfg.scales) if cfg.scales else gsd_scales(card.gsd, sc.gsd,
-                                                                   cfg.n_scales)))
+        scales = (
+            [1.0]
+            if not use_csn
+            else (list(cfg.scales) if cfg.scales else gsd_scales(card.gsd, sc.gsd, cfg.n_scales))
+        )
         assert ref_pred is not None and ref_conf is not None
         rounds, losses = self_train(
-            net, card, scene, sc.mean, sc.std, src_sampler_sources, cfg, scales,
-            "target" if use_csn else "source", device, divisor, report, ref_pred, ref_conf)
+            net,
+            card,
+            scene,
+            sc.mean,
+            sc.std,
+            src_sampler_sources,
+            cfg,
+            scales,
+            "target" if use_csn else "source",
+            device,
+            divisor,
+            report,
+            ref_pred,
+            ref_conf,
+        )
         if not use_csn:  # one set of statistics shared by both domains
             copy_source_to_target(net)
         out_card.normalization["target"] = target_norm
@@ -253,9 +313,19 @@ def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
         net.eval()
         with csn_domain(net, out_card.default_domain):
             pred, conf = predict_scene(
-                net, scene, sc.mean, sc.std, [final_scale], device=device, tile=cfg.pl_tile,
-                margin=cfg.pl_margin, batch=cfg.pl_batch, amp=cfg.amp, divisor=divisor,
-                reporter=_StageReporter(report, "statistics", "health check"))
+                net,
+                scene,
+                sc.mean,
+                sc.std,
+                [final_scale],
+                device=device,
+                tile=cfg.pl_tile,
+                margin=cfg.pl_margin,
+                batch=cfg.pl_batch,
+                amp=cfg.amp,
+                divisor=divisor,
+                reporter=_StageReporter(report, "statistics", "health check"),
+            )
         health = health_check(ref_pred, ref_conf, pred, conf, names, NO_CLASS, CONF_SCALE)
         del pred, conf
         adaptation["health"] = health.to_dict()
@@ -265,8 +335,11 @@ def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
 
     net.eval()
     seconds = time.monotonic() - t0
-    adaptation.update(device=str(device), seconds=round(seconds, 1),
-                      date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    adaptation.update(
+        device=str(device),
+        seconds=round(seconds, 1),
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
     rejected = None
     if health is not None and health.verdict == HARMFUL and not keep_adapted:
         rejected = rejected_path(out)
@@ -289,24 +362,44 @@ def adapt(model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
     out_card.adaptation = adaptation
     path = save_model(out, out_card, net.state_dict())
     scene.close()
-    result = AdaptResult(path, out_card, method, rounds, losses, seconds, str(device),
-                         health=health, rejected=rejected)
+    result = AdaptResult(
+        path,
+        out_card,
+        method,
+        rounds,
+        losses,
+        seconds,
+        str(device),
+        health=health,
+        rejected=rejected,
+    )
     if map_path is not None:
         from .predict import predict_raster
 
-        pr = predict_raster((out_card, net), target, map_path, bands=list(scene.bands),
-                            device=str(device), confidence=confidence_path, amp=cfg.amp,
-                            reporter=report)
+        pr = predict_raster(
+            (out_card, net),
+            target,
+            map_path,
+            bands=list(scene.bands),
+            device=str(device),
+            confidence=confidence_path,
+            amp=cfg.amp,
+            reporter=report,
+        )
         result.map = Path(pr.output)
         result.confidence = Path(pr.confidence) if pr.confidence else None
     return result
 
 
-def _source_term(card: ModelCard, cfg: AdaptConfig, method: str,
-                 source_pairs: Optional[Sequence[tuple[Path, Path]]],
-                 source_bands: Optional[Sequence[int]],
-                 sample: Optional[tuple[np.ndarray, np.ndarray]], report: Reporter
-                 ) -> tuple[list[RasterSource], str]:
+def _source_term(
+    card: ModelCard,
+    cfg: AdaptConfig,
+    method: str,
+    source_pairs: Optional[Sequence[tuple[Path, Path]]],
+    source_bands: Optional[Sequence[int]],
+    sample: Optional[tuple[np.ndarray, np.ndarray]],
+    report: Reporter,
+) -> tuple[list[RasterSource], str]:
     """The labelled source rasters of the source CE term and where they come from: the given
     pairs, else the sample carried in the model file, else the card's recorded files."""
     if cfg.source_weight <= 0:
@@ -314,8 +407,11 @@ def _source_term(card: ModelCard, cfg: AdaptConfig, method: str,
     if source_pairs:
         pairs, kind = list(source_pairs), "source data"
     elif sample is not None:
-        report("reading", 0.0, f"source term: the model file's labelled sample "
-                               f"({sample[0].shape[0]} crops)")
+        report(
+            "reading",
+            0.0,
+            f"source term: the model file's labelled sample ({sample[0].shape[0]} crops)",
+        )
         return sample_array_sources(*sample), "model file sample"
     else:
         pairs, kind = source_pairs_from_card(card), "recorded source data"
@@ -323,13 +419,16 @@ def _source_term(card: ModelCard, cfg: AdaptConfig, method: str,
         raise AdaptError(
             f"{method} trains with a source cross-entropy term and needs the labelled source "
             "data, but the model card records none; pass --source-images and "
-            "--source-labels, or --source-weight 0 to train on pseudo-labels only")
+            "--source-labels, or --source-weight 0 to train on pseudo-labels only"
+        )
     report("reading", 0.0, f"source data: {len(pairs)} image/label pair(s)")
     bands = source_bands if source_bands else card.provenance.get("bands")
     sources = open_sources(pairs, bands)
     if sources[0].band_count != card.band_count:
-        raise AdaptError(f"the source images give {sources[0].band_count} band(s), the model "
-                         f"expects {card.band_count}")
+        raise AdaptError(
+            f"the source images give {sources[0].band_count} band(s), the model "
+            f"expects {card.band_count}"
+        )
     return sources, kind
 
 

@@ -10,6 +10,7 @@ keeps full weight, so the summed weight is positive at every pixel.
 The :class:`StripAccumulator` takes tiles in row-major order and hands back finished row strips:
 its memory is ``O(classes x tile x width)``, never ``O(width x height)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ def axis_offsets(length: int, tile: int, overlap: int) -> list[int]:
     if length <= 0:
         raise ValueError(f"raster side must be positive, got {length}")
     if tile <= 0 or not 0 <= overlap < tile:
-        raise ValueError(f"need tile > 0 and 0 <= overlap < tile, got tile={tile}, "
-                         f"overlap={overlap}")
+        raise ValueError(
+            f"need tile > 0 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}"
+        )
     if length <= tile:
         return [0]
     stride = tile - overlap
@@ -64,7 +66,7 @@ def axis_weights(offsets: list[int], size: int, index: int) -> np.ndarray:
         w[:ov] *= ramp(ov)
     if index < len(offsets) - 1:  # interior edge on the high side
         ov = start + size - offsets[index + 1]
-        w[size - ov:] *= ramp(ov)[::-1]
+        w[size - ov :] *= ramp(ov)[::-1]
     return w
 
 
@@ -98,8 +100,10 @@ class TileGrid:
 
     def weights(self, ix: int, iy: int) -> np.ndarray:
         """2D blend weights ``[tile_h, tile_w]`` of a tile (outer product of the axis ramps)."""
-        return np.outer(axis_weights(list(self.ys), self.tile_h, iy),
-                        axis_weights(list(self.xs), self.tile_w, ix))
+        return np.outer(
+            axis_weights(list(self.ys), self.tile_h, iy),
+            axis_weights(list(self.xs), self.tile_w, ix),
+        )
 
     def row_end(self, iy: int) -> int:
         """First raster row that tile rows after ``iy`` may still touch (rows above are final)."""
@@ -159,15 +163,17 @@ class StripAccumulator:
             self._wcache[key] = self.grid.weights(ix, iy)
         return self._wcache[key]
 
-    def add(self, tile: Tile, probs: Optional[np.ndarray],
-            valid: Optional[np.ndarray]) -> list[Strip]:
+    def add(
+        self, tile: Tile, probs: Optional[np.ndarray], valid: Optional[np.ndarray]
+    ) -> list[Strip]:
         """Add one tile's probabilities ``[C, h, w]`` (None: skipped, nothing predicted) and its
         validity mask (None: no valid pixel); returns the strips that became final (maybe none)."""
         nx = len(self.grid.xs)
         index = tile.iy * nx + tile.ix
         if index != self._expect:
-            raise ValueError(f"tiles must arrive in row-major order: expected #{self._expect}, "
-                             f"got #{index}")
+            raise ValueError(
+                f"tiles must arrive in row-major order: expected #{self._expect}, got #{index}"
+            )
         self._shift()
         self._expect += 1
         win = tile.window
@@ -200,7 +206,7 @@ class StripAccumulator:
         n, end = self._pending
         keep = self._acc.shape[1] - n
         for buf in (self._acc, self._wsum[None], self._valid[None]):
-            buf[:, :keep] = buf[:, n:n + keep]
+            buf[:, :keep] = buf[:, n : n + keep]
             buf[:, keep:] = 0
         self._top = end
         self._pending = None

@@ -7,6 +7,7 @@ The network gets CSN layers from the start (trained in the source domain), so ad
 from the file directly. Defaults follow the paper (lr 0.01, momentum 0.9, weight decay 5e-4,
 clip 35, batch 8, 512 crops, 10 000 iterations).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,60 +29,76 @@ from .augment import SensorRandomisation
 from .card import SAMPLE_IMAGES, SAMPLE_LABELS, ClassInfo, ModelCard, save_model
 from .contract import part_path
 from .csn import change_csn
-from .device import resolve_device
 from .data import BandStats, RasterSource, band_statistics, open_sources
-from .sampling import WindowBatches, WindowSampler, draw_source_sample
-from .radiometry import nominal_maximum, reference_from_images
+from .device import resolve_device
 from .models import architecture, build_model, input_divisor
 from .presets import TRAIN_PRESETS  # noqa: F401 (lovecs_core.train.TRAIN_PRESETS)
 from .progress import Reporter
+from .radiometry import nominal_maximum, reference_from_images
 from .runtime import autocast, cpu_bf16_supported, grad_scaler, round_up, seed_everything
+from .sampling import WindowBatches, WindowSampler, draw_source_sample
 
 log = logging.getLogger(__name__)
 IGNORE = -1
 
 
 # -- optimisation ----------------------------------------------------------------------------------
-def poly_schedule(optimizer: torch.optim.Optimizer, total: int, power: float = 0.9
-                  ) -> torch.optim.lr_scheduler.PolynomialLR:
+def poly_schedule(
+    optimizer: torch.optim.Optimizer, total: int, power: float = 0.9
+) -> torch.optim.lr_scheduler.PolynomialLR:
     """The paper's poly schedule, ``lr = base * (1 - iteration / total) ** power``."""
-    return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(int(total), 1),
-                                                 power=power)
+    return torch.optim.lr_scheduler.PolynomialLR(
+        optimizer, total_iters=max(int(total), 1), power=power
+    )
 
 
-def make_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float
-                   ) -> torch.optim.Optimizer:
-    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
-                           momentum=momentum, weight_decay=weight_decay)
+def make_optimizer(
+    model: nn.Module, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+    )
 
 
 def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over pixels whose target is not :data:`IGNORE` (0 when there are none)."""
     if logits.shape[-2:] != target.shape[-2:]:
-        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear",
-                               align_corners=False)
+        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
     if not bool((target != IGNORE).any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
 
 
-def batch_to(device: torch.device, images: np.ndarray, targets: np.ndarray
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_to(
+    device: torch.device, images: np.ndarray, targets: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(images).to(device, non_blocking=True)
     y = torch.from_numpy(targets).to(device, non_blocking=True)
     return x, y
 
 
-def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                   scaler: torch.amp.GradScaler, grad_clip: float) -> None:
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float,
+) -> None:
     """Zero the gradients, backward one loss, clip and step."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     clip_and_step(model, optimizer, scaler, grad_clip)
 
 
-def clip_and_step(model: nn.Module, optimizer: torch.optim.Optimizer,
-                  scaler: torch.amp.GradScaler, grad_clip: float) -> None:
+def clip_and_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float,
+) -> None:
     """Clip the accumulated gradient's norm (paper: 35) and take an optimiser step."""
     if grad_clip and grad_clip > 0:
         scaler.unscale_(optimizer)
@@ -111,10 +128,11 @@ class TrainConfig:
     checkpoint_every: int = 0  # iterations between resumable checkpoints (0: none)
     #: sensor randomisation (see augment.py) as a dict of SensorRandomisation fields; None: off
     randomisation: Optional[dict[str, Any]] = field(
-        default_factory=lambda: SensorRandomisation().to_dict())
-    workers: int = 0           # DataLoader worker processes preparing windows (0: in-process)
+        default_factory=lambda: SensorRandomisation().to_dict()
+    )
+    workers: int = 0  # DataLoader worker processes preparing windows (0: in-process)
     channels_last: bool = True
-    sample_crops: int = 32     # labelled source crops carried in the model file (0: none)
+    sample_crops: int = 32  # labelled source crops carried in the model file (0: none)
     sample_side: int = 192
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,8 +172,14 @@ def band_range(dtype_name: str, stats: BandStats) -> tuple[float, float]:
     return (float(min(stats.minimum)), float(max(stats.maximum)))
 
 
-def source_card(sources: Sequence[RasterSource], classes: Sequence[ClassInfo], stats: BandStats,
-                arch: dict[str, Any], gsd: Optional[float], name: str) -> ModelCard:
+def source_card(
+    sources: Sequence[RasterSource],
+    classes: Sequence[ClassInfo],
+    stats: BandStats,
+    arch: dict[str, Any],
+    gsd: Optional[float],
+    name: str,
+) -> ModelCard:
     """The card of a model about to be trained on ``sources``."""
     from .raster import pixel_size_metres
 
@@ -163,22 +187,36 @@ def source_card(sources: Sequence[RasterSource], classes: Sequence[ClassInfo], s
         gsd = pixel_size_metres(sources[0].reader.ds)
     tiny = arch.get("arch") == "tiny"
     return ModelCard(
-        architecture=arch, classes=list(classes), band_names=band_names(sources[0]),
+        architecture=arch,
+        classes=list(classes),
+        band_names=band_names(sources[0]),
         band_dtype=sources[0].dtype_name.replace("byte", "uint8"),
         band_range=band_range(sources[0].dtype_name, stats),
         normalization={"source": {"mean": stats.mean, "std": stats.std}},
-        gsd=gsd, tile_size=256 if tiny else 512, overlap=16 if tiny else 64,
-        default_domain="source", name=name)
+        gsd=gsd,
+        tile_size=256 if tiny else 512,
+        overlap=16 if tiny else 64,
+        default_domain="source",
+        name=name,
+    )
 
 
-def fpn_architecture(encoder: str = "resnet50", decoder_channels: Sequence[int] = (256, 128)
-                     ) -> dict[str, Any]:
+def fpn_architecture(
+    encoder: str = "resnet50", decoder_channels: Sequence[int] = (256, 128)
+) -> dict[str, Any]:
     pyramid, segmentation = (int(c) for c in decoder_channels)
     if segmentation <= 0 or segmentation % 32 or pyramid <= 0:
-        raise ValueError(f"FPN decoder channels {pyramid},{segmentation}: the segmentation "
-                         "channels must be a positive multiple of 32 (its GroupNorm has 32 groups)")
-    return architecture("fpn", encoder=encoder, csn=True, pyramid_channels=pyramid,
-                        segmentation_channels=segmentation)
+        raise ValueError(
+            f"FPN decoder channels {pyramid},{segmentation}: the segmentation "
+            "channels must be a positive multiple of 32 (its GroupNorm has 32 groups)"
+        )
+    return architecture(
+        "fpn",
+        encoder=encoder,
+        csn=True,
+        pyramid_channels=pyramid,
+        segmentation_channels=segmentation,
+    )
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -198,8 +236,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 # -- the loop --------------------------------------------------------------------------------------
-def radiometric_reference(sources: Sequence[RasterSource], stats: BandStats,
-                          per_image: int = 200_000) -> dict[str, Any]:
+def radiometric_reference(
+    sources: Sequence[RasterSource], stats: BandStats, per_image: int = 200_000
+) -> dict[str, Any]:
     """The card's ``radiometry.reference`` from the training images (see radiometry.py)."""
     rng = np.random.default_rng(0)
     samples = []
@@ -216,12 +255,20 @@ def training_randomisation(cfg: TrainConfig) -> Optional[SensorRandomisation]:
     return None if not cfg.randomisation else SensorRandomisation(**cfg.randomisation)
 
 
-def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo],
-                 out: str | os.PathLike[str], *, arch: Optional[dict[str, Any]] = None,
-                 bands: Optional[Sequence[int]] = None, gsd: Optional[float] = None,
-                 config: Optional[TrainConfig] = None, name: str = "LoveCS land-cover model",
-                 resume: bool = False, held_out: Sequence[str | os.PathLike[str]] = (),
-                 reporter: Optional[Reporter] = None) -> TrainResult:
+def train_source(
+    pairs: Sequence[tuple[Path, Path]],
+    classes: Sequence[ClassInfo],
+    out: str | os.PathLike[str],
+    *,
+    arch: Optional[dict[str, Any]] = None,
+    bands: Optional[Sequence[int]] = None,
+    gsd: Optional[float] = None,
+    config: Optional[TrainConfig] = None,
+    name: str = "LoveCS land-cover model",
+    resume: bool = False,
+    held_out: Sequence[str | os.PathLike[str]] = (),
+    reporter: Optional[Reporter] = None,
+) -> TrainResult:
     """Train a model on image/label raster pairs and write it to ``out`` (atomically).
     ``held_out`` (image paths kept out of training for evaluation) is recorded in the card."""
     cfg = config or TrainConfig()
@@ -237,13 +284,24 @@ def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo
     stats = band_statistics(sources)
     card = source_card(sources, classes, stats, arch, gsd, name)
     card.radiometry = {"reference": radiometric_reference(sources, stats)}
-    report("reading", 1.0, f"{sum(s.pixels for s in sources) / 1e6:.1f} MPix, "
-                           f"{card.band_count} band(s)")
+    report(
+        "reading",
+        1.0,
+        f"{sum(s.pixels for s in sources) / 1e6:.1f} MPix, {card.band_count} band(s)",
+    )
     crop = round_up(cfg.crop, input_divisor(arch))
-    sampler = WindowSampler(sources, card.class_codes(), crop, stats.mean, stats.std,
-                            scale_range=cfg.scale_range, augment=cfg.augment, seed=cfg.seed,
-                            randomisation=training_randomisation(cfg),
-                            value_max=card.radiometry["reference"]["value_max"])
+    sampler = WindowSampler(
+        sources,
+        card.class_codes(),
+        crop,
+        stats.mean,
+        stats.std,
+        scale_range=cfg.scale_range,
+        augment=cfg.augment,
+        seed=cfg.seed,
+        randomisation=training_randomisation(cfg),
+        value_max=card.radiometry["reference"]["value_max"],
+    )
 
     model = build_model(card).to(device)
     change_csn(model, source=True)
@@ -276,14 +334,26 @@ def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo
         losses.append(float(loss.detach()))
         done = it + 1
         elapsed = time.monotonic() - t0
-        report("training", done / cfg.iterations,
-               f"iteration {done}/{cfg.iterations} loss {np.mean(losses[-20:]):.3f}",
-               iteration=done, iterations=cfg.iterations, loss=losses[-1], lr=lr,
-               eta_s=elapsed / max(done - start, 1) * (cfg.iterations - done))
+        report(
+            "training",
+            done / cfg.iterations,
+            f"iteration {done}/{cfg.iterations} loss {np.mean(losses[-20:]):.3f}",
+            iteration=done,
+            iterations=cfg.iterations,
+            loss=losses[-1],
+            lr=lr,
+            eta_s=elapsed / max(done - start, 1) * (cfg.iterations - done),
+        )
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.iterations:
-            save_checkpoint(ckpt, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), iteration=done, losses=losses,
-                            rng=json.dumps(sampler.rng.bit_generator.state))
+            save_checkpoint(
+                ckpt,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                iteration=done,
+                losses=losses,
+                rng=json.dumps(sampler.rng.bit_generator.state),
+            )
 
     model.eval()
     seconds = time.monotonic() - t0
@@ -292,21 +362,28 @@ def train_source(pairs: Sequence[tuple[Path, Path]], classes: Sequence[ClassInfo
         "source_labels": [str(Path(p[1]).resolve()) for p in pairs],
         "held_out_images": [str(Path(p).resolve()) for p in held_out],
         "bands": list(sources[0].bands),
-        "training": {**cfg.to_dict(), "crop": crop,
-                     "cpu_bf16": bool(cfg.amp and device.type == "cpu" and cpu_bf16_supported())},
+        "training": {
+            **cfg.to_dict(),
+            "crop": crop,
+            "cpu_bf16": bool(cfg.amp and device.type == "cpu" and cpu_bf16_supported()),
+        },
         "training_pixels": stats.pixels,
         "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "device": str(device), "seconds": round(seconds, 1),
+        "device": str(device),
+        "seconds": round(seconds, 1),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     extra: dict[str, torch.Tensor] = {}
     if cfg.sample_crops > 0:
-        images, labels = draw_source_sample(sources, card.class_codes(), cfg.sample_crops,
-                                            cfg.sample_side, seed=cfg.seed or 0)
+        images, labels = draw_source_sample(
+            sources, card.class_codes(), cfg.sample_crops, cfg.sample_side, seed=cfg.seed or 0
+        )
         extra = {SAMPLE_IMAGES: torch.from_numpy(images), SAMPLE_LABELS: torch.from_numpy(labels)}
-        card.provenance["source_sample"] = {"crops": int(images.shape[0]),
-                                            "side": int(images.shape[-1]),
-                                            "dtype": str(images.dtype)}
+        card.provenance["source_sample"] = {
+            "crops": int(images.shape[0]),
+            "side": int(images.shape[-1]),
+            "dtype": str(images.dtype),
+        }
     path = save_model(out, card, {**model.state_dict(), **extra})
     if ckpt.is_file():
         ckpt.unlink()

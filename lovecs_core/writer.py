@@ -5,6 +5,7 @@ Every file is written under a temporary name in the destination folder and renam
 :meth:`StripWriter.commit`; :meth:`StripWriter.abort` removes it. Rows are buffered up to whole
 blocks and flushed from GDAL's cache at once, so memory stays ``O(block x width)``.
 """
+
 from __future__ import annotations
 
 import errno
@@ -22,8 +23,14 @@ from .contract import temporary_path
 gdal.UseExceptions()
 
 BLOCK = 256
-CREATION_OPTIONS = ["TILED=YES", f"BLOCKXSIZE={BLOCK}", f"BLOCKYSIZE={BLOCK}",
-                    "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "SPARSE_OK=TRUE"]
+CREATION_OPTIONS = [
+    "TILED=YES",
+    f"BLOCKXSIZE={BLOCK}",
+    f"BLOCKYSIZE={BLOCK}",
+    "COMPRESS=DEFLATE",
+    "BIGTIFF=IF_SAFER",
+    "SPARSE_OK=TRUE",
+]
 #: Nodata of every output: class 0, confidence 0 (a softmax maximum is never 0), probability -1.
 CLASS_NODATA = 0
 CONFIDENCE_NODATA = 0
@@ -61,7 +68,7 @@ class OutputError(OSError):
 
 
 #: Free space below which a failed write is reported as a full disk.
-DISK_FULL_BYTES = 1024 ** 2
+DISK_FULL_BYTES = 1024**2
 _DISK_FULL_TEXT = ("no space left", "disk full", "free disk space", "not enough space")
 
 
@@ -77,15 +84,24 @@ def write_error(exc: BaseException, path: Path, final: Optional[Path] = None) ->
         free: Optional[int] = shutil.disk_usage(path.parent).free
     except OSError:
         free = None
-    if (errno_ == errno.ENOSPC or any(t in text.lower() for t in _DISK_FULL_TEXT)
-            or (free is not None and free < DISK_FULL_BYTES)):
-        where = f"{free / 1024 ** 2:.1f} MB free in {path.parent}" if free is not None else \
-            str(path.parent)
-        return OutputError(errno.ENOSPC, f"disk full: cannot write {final} ({where}); free some "
-                                         f"space or write to another disk")
+    if (
+        errno_ == errno.ENOSPC
+        or any(t in text.lower() for t in _DISK_FULL_TEXT)
+        or (free is not None and free < DISK_FULL_BYTES)
+    ):
+        where = (
+            f"{free / 1024**2:.1f} MB free in {path.parent}"
+            if free is not None
+            else str(path.parent)
+        )
+        return OutputError(
+            errno.ENOSPC,
+            f"disk full: cannot write {final} ({where}); free some space or write to another disk",
+        )
     if errno_ in (errno.EISDIR, errno.ENOTEMPTY) or final.is_dir():
-        return OutputError(errno.EISDIR, f"cannot write {final}: it is an existing folder; "
-                                         f"give a file name")
+        return OutputError(
+            errno.EISDIR, f"cannot write {final}: it is an existing folder; give a file name"
+        )
     if errno_ in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(errno_, f"cannot write {final}: permission denied ({text})")
     return OutputError(errno_ or errno.EIO, f"cannot write {final}: {text}")
@@ -94,10 +110,20 @@ def write_error(exc: BaseException, path: Path, final: Optional[Path] = None) ->
 class StripWriter:
     """A tiled, DEFLATE-compressed GeoTIFF filled by consecutive strips ``[bands, h, width]``."""
 
-    def __init__(self, final: str | os.PathLike[str], width: int, height: int, bands: int,
-                 dtype: np.dtype | type, geotransform: Optional[Sequence[float]],
-                 projection: str, nodata: Optional[float], *, temporary: bool = True,
-                 predictor: bool = False) -> None:
+    def __init__(
+        self,
+        final: str | os.PathLike[str],
+        width: int,
+        height: int,
+        bands: int,
+        dtype: np.dtype | type,
+        geotransform: Optional[Sequence[float]],
+        projection: str,
+        nodata: Optional[float],
+        *,
+        temporary: bool = True,
+        predictor: bool = False,
+    ) -> None:
         self.final = Path(final)
         self.path = temporary_path(self.final) if temporary else self.final
         self.width, self.height, self.bands = width, height, bands
@@ -110,7 +136,8 @@ class StripWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.ds = gdal.GetDriverByName("GTiff").Create(
-                str(self.path), width, height, bands, _GDAL_TYPES[self.dtype], options)
+                str(self.path), width, height, bands, _GDAL_TYPES[self.dtype], options
+            )
         except (OSError, RuntimeError) as exc:
             remove_raster(self.path)
             raise write_error(exc, self.path, self.final) from exc
@@ -143,8 +170,9 @@ class StripWriter:
         if self.ds is None:
             raise RuntimeError("writer is closed")
         if row_off != self._next:
-            raise ValueError(f"strips must be consecutive: expected row {self._next}, "
-                             f"got {row_off}")
+            raise ValueError(
+                f"strips must be consecutive: expected row {self._next}, got {row_off}"
+            )
         data = np.asarray(data).reshape(self.bands, -1, self.width)
         h = data.shape[1]
         if row_off + h > self.height:
@@ -152,7 +180,7 @@ class StripWriter:
         pos = 0
         while pos < h:
             n = min(self._buf.shape[1] - self._fill, h - pos)
-            self._buf[:, self._fill:self._fill + n] = data[:, pos:pos + n]
+            self._buf[:, self._fill : self._fill + n] = data[:, pos : pos + n]
             self._fill += n
             pos += n
             if self._fill == self._buf.shape[1]:
@@ -165,7 +193,7 @@ class StripWriter:
         try:
             for b in range(self.bands):
                 band = self.ds.GetRasterBand(b + 1)
-                band.WriteArray(self._buf[b, :self._fill], 0, self._written)
+                band.WriteArray(self._buf[b, : self._fill], 0, self._written)
                 band = None
             self.ds.FlushCache()  # compress and write the finished blocks, free GDAL's cache
         except (OSError, RuntimeError) as exc:
@@ -173,8 +201,12 @@ class StripWriter:
         self._written += self._fill
         self._fill = 0
 
-    def finish(self, resampling: str = "NEAREST",
-               progress: Optional[Callable[[float], bool]] = None, overviews: bool = True) -> None:
+    def finish(
+        self,
+        resampling: str = "NEAREST",
+        progress: Optional[Callable[[float], bool]] = None,
+        overviews: bool = True,
+    ) -> None:
         """Write the last rows, build internal overviews and close the file (still temporary).
 
         ``progress(fraction) -> keep_going`` is called while overviews are built."""
@@ -188,11 +220,13 @@ class StripWriter:
             callback = None
             stopped: list[bool] = []
             if progress is not None:
+
                 def callback(fraction: float, *_: object) -> int:
                     if progress(fraction):
                         return 1
                     stopped.append(True)
                     return 0
+
             try:
                 self.ds.BuildOverviews(resampling, factors, callback=callback)
             except RuntimeError as exc:
@@ -222,8 +256,10 @@ class StripWriter:
             self.close()
             if self.path != self.final:
                 if self.final.is_dir():
-                    raise OutputError(errno.EISDIR, f"cannot write {self.final}: it is an "
-                                                    f"existing folder; give a file name")
+                    raise OutputError(
+                        errno.EISDIR,
+                        f"cannot write {self.final}: it is an existing folder; give a file name",
+                    )
                 os.replace(self.path, self.final)
                 for old in _sidecars(self.final)[1:]:  # stale sidecars describe the old file
                     old.unlink(missing_ok=True)
@@ -274,13 +310,21 @@ class PredictionWriter:
     builds overviews and renames all files; ``abort()`` removes them.
     """
 
-    def __init__(self, out: str | os.PathLike[str], width: int, height: int,
-                 geotransform: Optional[Sequence[float]], projection: str,
-                 classes: Sequence[ClassInfo], *,
-                 confidence: Optional[str | os.PathLike[str]] = None,
-                 confidence_dtype: str = "uint8",
-                 probabilities: Optional[str | os.PathLike[str]] = None,
-                 metadata: Optional[dict[str, str]] = None, styled: bool = True) -> None:
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        width: int,
+        height: int,
+        geotransform: Optional[Sequence[float]],
+        projection: str,
+        classes: Sequence[ClassInfo],
+        *,
+        confidence: Optional[str | os.PathLike[str]] = None,
+        confidence_dtype: str = "uint8",
+        probabilities: Optional[str | os.PathLike[str]] = None,
+        metadata: Optional[dict[str, str]] = None,
+        styled: bool = True,
+    ) -> None:
         if confidence_dtype not in ("uint8", "float32"):
             raise ValueError(f"confidence_dtype must be uint8 or float32, not {confidence_dtype!r}")
         self.classes = list(classes)
@@ -288,22 +332,47 @@ class PredictionWriter:
         self.confidence_dtype = confidence_dtype
         self.writers: list[StripWriter] = []
         try:
-            self.map = self._add(out, 1, np.uint8, geotransform, projection, CLASS_NODATA,
-                                 width, height)
+            self.map = self._add(
+                out, 1, np.uint8, geotransform, projection, CLASS_NODATA, width, height
+            )
             if styled:
                 set_class_metadata(self.map.dataset, self.classes)
             if metadata:
                 self.map.dataset.SetMetadata({k: str(v) for k, v in metadata.items()})
-            self.conf = None if confidence is None else self._add(
-                confidence, 1, np.dtype(confidence_dtype), geotransform, projection,
-                CONFIDENCE_NODATA, width, height)
+            self.conf = (
+                None
+                if confidence is None
+                else self._add(
+                    confidence,
+                    1,
+                    np.dtype(confidence_dtype),
+                    geotransform,
+                    projection,
+                    CONFIDENCE_NODATA,
+                    width,
+                    height,
+                )
+            )
             if self.conf is not None:
                 self.conf.dataset.GetRasterBand(1).SetDescription(
-                    "confidence (max class probability, " +
-                    ("percent)" if confidence_dtype == "uint8" else "0-1)"))
-            self.probs = None if probabilities is None else self._add(
-                probabilities, len(self.classes), np.float32, geotransform, projection,
-                PROBABILITY_NODATA, width, height, predictor=True)
+                    "confidence (max class probability, "
+                    + ("percent)" if confidence_dtype == "uint8" else "0-1)")
+                )
+            self.probs = (
+                None
+                if probabilities is None
+                else self._add(
+                    probabilities,
+                    len(self.classes),
+                    np.float32,
+                    geotransform,
+                    projection,
+                    PROBABILITY_NODATA,
+                    width,
+                    height,
+                    predictor=True,
+                )
+            )
             if self.probs is not None:
                 for i, c in enumerate(self.classes):
                     self.probs.dataset.GetRasterBand(i + 1).SetDescription(f"p({c.name})")
@@ -311,16 +380,31 @@ class PredictionWriter:
             self.abort()
             raise
 
-    def _add(self, path: str | os.PathLike[str], bands: int, dtype: type | np.dtype,
-             gt: Optional[Sequence[float]], proj: str, nodata: float, width: int, height: int,
-             predictor: bool = False) -> StripWriter:
-        writer = StripWriter(path, width, height, bands, dtype, gt, proj, nodata,
-                             predictor=predictor)
+    def _add(
+        self,
+        path: str | os.PathLike[str],
+        bands: int,
+        dtype: type | np.dtype,
+        gt: Optional[Sequence[float]],
+        proj: str,
+        nodata: float,
+        width: int,
+        height: int,
+        predictor: bool = False,
+    ) -> StripWriter:
+        writer = StripWriter(
+            path, width, height, bands, dtype, gt, proj, nodata, predictor=predictor
+        )
         self.writers.append(writer)
         return writer
 
-    def write(self, row_off: int, classes: np.ndarray, confidence: Optional[np.ndarray] = None,
-              probabilities: Optional[np.ndarray] = None) -> None:
+    def write(
+        self,
+        row_off: int,
+        classes: np.ndarray,
+        confidence: Optional[np.ndarray] = None,
+        probabilities: Optional[np.ndarray] = None,
+    ) -> None:
         self.map.write(row_off, classes)
         if self.conf is not None:
             if confidence is None:
@@ -331,8 +415,9 @@ class PredictionWriter:
                 raise ValueError("this writer needs class probabilities")
             self.probs.write(row_off, probabilities)
 
-    def commit(self, overviews: bool = True,
-               progress: Optional[Callable[[float], bool]] = None) -> list[Path]:
+    def commit(
+        self, overviews: bool = True, progress: Optional[Callable[[float], bool]] = None
+    ) -> list[Path]:
         """Finish every file (overviews: :data:`CLASS_OVERVIEWS` for classes, average for the
         others) and rename them to their final names."""
         n = len(self.writers)

@@ -3,24 +3,42 @@
 The work runs in an :class:`~lovecs_qgis.runner.EngineTask` (the engine in a child process); the
 dock only touches widgets on the main thread, and adds layers when the task's ``done`` arrives.
 """
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsSettings)
+from qgis.core import (
+    Qgis,
+    QgsApplication,
+    QgsCoordinateTransform,
+    QgsProject,
+    QgsRasterLayer,
+    QgsSettings,
+)
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
-from qgis.PyQt.QtWidgets import (QListWidgetItem, QMessageBox,
-                                 QPushButton, QWidget)
+from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QPushButton, QWidget
 
 from .algorithms.base import data_band_count
 from .dock_form import SETTINGS, DockForm
 from .engine import card as model_card
 from .engine import estimate
 from .i18n import tr
-from .jobs import (Job, JobError, JobRequest, auto_bands, band_problem, build_job,
-                   format_seconds, free_path, health_text, safe_name, stage_text)
+from .jobs import (
+    Job,
+    JobError,
+    JobRequest,
+    auto_bands,
+    band_problem,
+    build_job,
+    format_seconds,
+    free_path,
+    health_text,
+    safe_name,
+    stage_text,
+)
 from .runner import EngineEvent, EngineOutcome, Status
 from .styling import apply_class_style
 from .task import EngineTask
@@ -32,9 +50,12 @@ def clip_to_extent(raster: str, extent: Any, vrt: Path) -> Path:
     """A VRT of the part of ``raster`` inside ``extent`` (a QgsRectangle in the raster's CRS)."""
     from osgeo import gdal
 
-    gdal.Translate(str(vrt), raster, format="VRT",
-                   projWin=[extent.xMinimum(), extent.yMaximum(), extent.xMaximum(),
-                            extent.yMinimum()])
+    gdal.Translate(
+        str(vrt),
+        raster,
+        format="VRT",
+        projWin=[extent.xMinimum(), extent.yMaximum(), extent.xMaximum(), extent.yMinimum()],
+    )
     return vrt
 
 
@@ -91,8 +112,11 @@ class LoveCSDock(DockForm):
         card = self.card
         domain = tr("adapted model") if card.default_domain == "target" else tr("source model")
         gsd = f", {card.gsd:g} m" if card.gsd else ""
-        self.model_label.setText(tr("{} — {} bands ({}){}, {}").format(
-            card.name, card.band_count, ", ".join(card.band_names), gsd, domain))
+        self.model_label.setText(
+            tr("{} — {} bands ({}){}, {}").format(
+                card.name, card.band_count, ", ".join(card.band_names), gsd, domain
+            )
+        )
         for c in card.classes:
             pixmap = QPixmap(14, 14)
             pixmap.fill(QColor(c.color))
@@ -112,23 +136,30 @@ class LoveCSDock(DockForm):
                 pixels = min(pixels, int(extent.width() * extent.height() / max(px, 1e-12)))
         device = self.device_combo.currentData() or "auto"
         gpu = device.startswith("cuda") or (device == "auto" and self.device_combo.count() > 2)
-        self.estimate_label.setText(estimate.describe_estimate(self.preset_combo.currentData(), pixels, gpu))
+        self.estimate_label.setText(
+            estimate.describe_estimate(self.preset_combo.currentData(), pixels, gpu)
+        )
 
     def set_devices(self, outcome: EngineOutcome) -> None:
         """Fill the device list from ``lovecs devices`` (run in the background at start)."""
         self.devices_task = None
         if not outcome.ok:
-            self.device_note.setText(tr("the engine could not list devices: {}").format(outcome.error))
+            self.device_note.setText(
+                tr("the engine could not list devices: {}").format(outcome.error)
+            )
             return
         for gpu in outcome.result.get("gpus", []):
-            gib = 1024 ** 3
-            label = (f"{gpu['name']} — {gpu['label']} ({gpu['free_memory'] / gib:.1f} of "
-                     f"{gpu['total_memory'] / gib:.1f} GiB free)")
+            gib = 1024**3
+            label = (
+                f"{gpu['name']} — {gpu['label']} ({gpu['free_memory'] / gib:.1f} of "
+                f"{gpu['total_memory'] / gib:.1f} GiB free)"
+            )
             if self.device_combo.findData(gpu["name"]) < 0:
                 self.device_combo.addItem(label, gpu["name"])
         reason = outcome.result.get("cuda_unavailable") or ""
-        self.device_note.setText(tr("No GPU: {}; the CPU is used.").format(reason) if reason
-                                 else tr("GPU ready."))
+        self.device_note.setText(
+            tr("No GPU: {}; the CPU is used.").format(reason) if reason else tr("GPU ready.")
+        )
         self._select_data(self.device_combo, QgsSettings().value(SETTINGS + "device", "auto"))
         self.update_estimate()
 
@@ -158,12 +189,20 @@ class LoveCSDock(DockForm):
         if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
             return self._refuse(tr("Choose a raster layer first."))
         if layer.providerType() != "gdal" or not Path(layer.source().split("|")[0]).exists():
-            return self._refuse(tr("'{}' is not a raster file; save it as a GeoTIFF first "
-                                   "(Export → Save As…).").format(layer.name()))
+            return self._refuse(
+                tr(
+                    "'{}' is not a raster file; save it as a GeoTIFF first (Export → Save As…)."
+                ).format(layer.name())
+            )
         if self.card is None:
             return self._refuse(tr("Choose a valid LoveCS model file."))
-        problem = band_problem(self.card, layer.name(), layer.bandCount(), data_band_count(layer),
-                               self.bands_edit.text())
+        problem = band_problem(
+            self.card,
+            layer.name(),
+            layer.bandCount(),
+            data_band_count(layer),
+            self.bands_edit.text(),
+        )
         if problem:  # before any file is written (the view's VRT)
             return self._refuse(problem[0].upper() + problem[1:])
         folder = Path(self.output_widget.filePath() or ".").expanduser()
@@ -176,13 +215,23 @@ class LoveCSDock(DockForm):
                 try:
                     folder.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    return self._refuse(tr("Cannot create the output folder {}: {}").format(folder, exc))
+                    return self._refuse(
+                        tr("Cannot create the output folder {}: {}").format(folder, exc)
+                    )
             vrt = free_path(folder, f"{safe_name(layer.name())}_view", ".vrt")
             raster = str(clip_to_extent(raster, extent, vrt))
-        request = JobRequest(command, layer.name(), raster, layer.bandCount(),
-                             data_band_count(layer), self.model_widget.filePath(),
-                             self.bands_edit.text(), self.device_combo.currentData(),
-                             self.preset_combo.currentData(), folder)
+        request = JobRequest(
+            command,
+            layer.name(),
+            raster,
+            layer.bandCount(),
+            data_band_count(layer),
+            self.model_widget.filePath(),
+            self.bands_edit.text(),
+            self.device_combo.currentData(),
+            self.preset_combo.currentData(),
+            folder,
+        )
         try:
             return build_job(request, self.card)
         except JobError as exc:
@@ -206,8 +255,12 @@ class LoveCSDock(DockForm):
         self.log_view.clear()
         for note in job.notes:
             self.log(note)
-        self.task = EngineTask(f"LoveCS: {what.lower()} {layer.name()}", command, job.args,
-                               outputs=[str(p) for p in job.outputs])
+        self.task = EngineTask(
+            f"LoveCS: {what.lower()} {layer.name()}",
+            command,
+            job.args,
+            outputs=[str(p) for p in job.outputs],
+        )
         self.task.engineEvent.connect(self.on_event)
         self.task.progressChanged.connect(self.on_progress)
         self.task.done.connect(self.on_done)
@@ -239,7 +292,8 @@ class LoveCSDock(DockForm):
         text = tr("elapsed {}").format(format_seconds(elapsed))
         if 2 <= percent < 100:
             text += tr(", about {} left").format(
-                format_seconds(elapsed * (100 - percent) / percent))
+                format_seconds(elapsed * (100 - percent) / percent)
+            )
         self.time_label.setText(text)
 
     def on_done(self, outcome: EngineOutcome) -> None:
@@ -255,8 +309,9 @@ class LoveCSDock(DockForm):
             return
         if outcome.status is Status.CANCELLED:
             self.stage_label.setText(tr("Cancelled: nothing was written."))
-            bar.pushMessage("LoveCS", tr("Cancelled; no output was written."), level=Qgis.Info,
-                            duration=5)
+            bar.pushMessage(
+                "LoveCS", tr("Cancelled; no output was written."), level=Qgis.Info, duration=5
+            )
             return
         if outcome.status is Status.FAILED:
             self.stage_label.setText(tr("Failed — see the log."))
@@ -269,8 +324,11 @@ class LoveCSDock(DockForm):
         verdict = health_text(outcome.result)
         if verdict:
             self.log(verdict)
-            self.stage_label.setText(tr("Done in {}. {}.").format(
-                format_seconds(outcome.seconds), verdict.split(" (")[0]))
+            self.stage_label.setText(
+                tr("Done in {}. {}.").format(
+                    format_seconds(outcome.seconds), verdict.split(" (")[0]
+                )
+            )
         rejected = outcome.result.get("rejected")
         if rejected and Path(rejected).is_file():
             self._offer_rejected(Path(rejected), verdict)
@@ -278,14 +336,19 @@ class LoveCSDock(DockForm):
             self._offer_model(job.model_out)
 
     def add_result_layers(self, job: Job) -> QgsRasterLayer:
-        classes = model_card.read_card(job.model_out if job.model_out and job.model_out.is_file()
-                                       else job.classes_model).classes
+        classes = model_card.read_card(
+            job.model_out if job.model_out and job.model_out.is_file() else job.classes_model
+        ).classes
         project = QgsProject.instance()
         root = project.layerTreeRoot()
-        if (self.confidence_check.isChecked() and job.confidence_path is not None
-                and job.confidence_path.is_file()):
-            confidence = QgsRasterLayer(str(job.confidence_path),
-                                        job.layer_name.replace("land cover", "confidence"))
+        if (
+            self.confidence_check.isChecked()
+            and job.confidence_path is not None
+            and job.confidence_path.is_file()
+        ):
+            confidence = QgsRasterLayer(
+                str(job.confidence_path), job.layer_name.replace("land cover", "confidence")
+            )
             project.addMapLayer(confidence, False)
             root.insertLayer(0, confidence)
         layer = QgsRasterLayer(str(job.map_path), job.layer_name)
@@ -296,8 +359,12 @@ class LoveCSDock(DockForm):
 
     def _offer_model(self, model: Path) -> None:
         bar = self.iface.messageBar()
-        widget = bar.createMessage("LoveCS", tr("Adapted model saved: {}. Reuse it for other "
-                                                "scenes of this sensor.").format(model.name))
+        widget = bar.createMessage(
+            "LoveCS",
+            tr("Adapted model saved: {}. Reuse it for other scenes of this sensor.").format(
+                model.name
+            ),
+        )
         button = QPushButton(tr("Use this model"), widget)
         button.clicked.connect(lambda: self.model_widget.setFilePath(str(model)))
         widget.layout().addWidget(button)
@@ -307,8 +374,12 @@ class LoveCSDock(DockForm):
         """The adaptation was judged likely harmful: say so, and offer the adapted map anyway."""
         bar = self.iface.messageBar()
         widget = bar.createMessage(
-            "LoveCS", tr("Adapting would likely have made this map worse, so you got the source "
-                         "model's map, aligned to this scene (the safe result)."))
+            "LoveCS",
+            tr(
+                "Adapting would likely have made this map worse, so you got the source "
+                "model's map, aligned to this scene (the safe result)."
+            ),
+        )
         keep = QPushButton(tr("Keep adapted model anyway"), widget)
         keep.setToolTip(tr("Map the scene with the adapted model ({})").format(model.name))
         keep.clicked.connect(lambda: self.use_rejected_model(model))
@@ -317,8 +388,12 @@ class LoveCSDock(DockForm):
         widget.layout().addWidget(keep)
         widget.layout().addWidget(details)
         bar.pushWidget(widget, Qgis.Warning, 0)
-        self.log(tr("The adapted model is kept in {}. 'Keep adapted model anyway' maps the scene "
-                    "with it.").format(model))
+        self.log(
+            tr(
+                "The adapted model is kept in {}. 'Keep adapted model anyway' maps the scene "
+                "with it."
+            ).format(model)
+        )
 
     def use_rejected_model(self, model: Path) -> Optional[EngineTask]:
         """Select the adapted model the health check rejected and map the scene with it."""

@@ -9,9 +9,20 @@ from typing import Any, Optional
 from qgis.core import QgsMapLayerProxyModel, QgsSettings
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QStandardPaths, QTimer
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel,
-                                 QLineEdit, QListWidget, QPlainTextEdit, QProgressBar,
-                                 QPushButton, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .engine import contract
 from .i18n import tr
@@ -49,7 +60,9 @@ class DockForm(QgsDockWidget):
         form.addRow(tr("Classes"), self.legend)
         self.bands_edit = QLineEdit(body)
         self.bands_edit.setPlaceholderText(tr("all bands but alpha"))
-        self.bands_edit.setToolTip(tr("Layer bands fed to the model, in the model's order, e.g. 3,2,1"))
+        self.bands_edit.setToolTip(
+            tr("Layer bands fed to the model, in the model's order, e.g. 3,2,1")
+        )
         form.addRow(tr("Bands"), self.bands_edit)
         self.device_combo = QComboBox(body)
         self.device_combo.addItem(tr("Automatic (GPU if available)"), "auto")
@@ -77,7 +90,9 @@ class DockForm(QgsDockWidget):
 
         buttons = QHBoxLayout()
         self.adapt_button = QPushButton(tr("Adapt to this image"), body)
-        self.adapt_button.setToolTip(tr("Adapt the model to this scene (no labels needed), then map it"))
+        self.adapt_button.setToolTip(
+            tr("Adapt the model to this scene (no labels needed), then map it")
+        )
         self.classify_button = QPushButton(tr("Classify only"), body)
         self.classify_button.setToolTip(tr("Map the scene with the model as it is"))
         self.cancel_button = QPushButton(tr("Cancel"), body)
@@ -116,7 +131,9 @@ class DockForm(QgsDockWidget):
         self._select_data(self.preset_combo, s.value(SETTINGS + "preset", "fast"))
         self.area_combo.setCurrentIndex(int(s.value(SETTINGS + "area", 0)))
         documents = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation)
-        self.output_widget.setFilePath(s.value(SETTINGS + "output", str(Path(documents) / "LoveCS")))
+        self.output_widget.setFilePath(
+            s.value(SETTINGS + "output", str(Path(documents) / "LoveCS"))
+        )
         self.confidence_check.setChecked(s.value(SETTINGS + "confidence", False, type=bool))
 
     def save_settings(self) -> None:
@@ -135,9 +152,17 @@ class DockForm(QgsDockWidget):
             combo.setCurrentIndex(index)
 
     def _set_running(self, running: bool) -> None:
-        for widget in (self.adapt_button, self.classify_button, self.layer_combo,
-                       self.model_widget, self.bands_edit, self.device_combo, self.preset_combo,
-                       self.area_combo, self.output_widget):
+        for widget in (
+            self.adapt_button,
+            self.classify_button,
+            self.layer_combo,
+            self.model_widget,
+            self.bands_edit,
+            self.device_combo,
+            self.preset_combo,
+            self.area_combo,
+            self.output_widget,
+        ):
             widget.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 

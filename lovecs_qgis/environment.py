@@ -11,6 +11,7 @@ Order of choice:
 
 Each candidate is checked once per session with a quick subprocess importing torch and the engine.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,11 @@ SETTINGS_KEY = "lovecs/python"
 ENV_VAR = "LOVECS_PYTHON"
 ENGINE_PYTHON_FILE = "engine_python.txt"
 CHECK_TIMEOUT_S = 120.0
-CHECK_CODE = ("import torch, safetensors, segmentation_models_pytorch, numpy; "
-              "from osgeo import gdal; import lovecs_core.cli; "
-              "print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')")
+CHECK_CODE = (
+    "import torch, safetensors, segmentation_models_pytorch, numpy; "
+    "from osgeo import gdal; import lovecs_core.cli; "
+    "print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
+)
 INSTALL_HELP = """\
 The LoveCS engine needs a Python 3.10+ with PyTorch, segmentation-models-pytorch, safetensors,
 numpy<2 and GDAL's Python bindings. For example, on Debian/Ubuntu:
@@ -71,8 +74,9 @@ def engine_env(base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     return env
 
 
-def check_python(python: str, refresh: bool = False,
-                 timeout: float = CHECK_TIMEOUT_S) -> PythonCheck:
+def check_python(
+    python: str, refresh: bool = False, timeout: float = CHECK_TIMEOUT_S
+) -> PythonCheck:
     """Can ``python`` import torch and the engine? Cached per interpreter path."""
     if not refresh and python in _checks:
         return _checks[python]
@@ -80,9 +84,14 @@ def check_python(python: str, refresh: bool = False,
         result = PythonCheck(python, False, "not an executable file")
     else:
         try:
-            proc = subprocess.run([python, "-c", CHECK_CODE], env=engine_env(),
-                                  capture_output=True, text=True, timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                [python, "-c", CHECK_CODE],
+                env=engine_env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             result = PythonCheck(python, False, f"could not run it ({exc})")
         else:
@@ -90,8 +99,9 @@ def check_python(python: str, refresh: bool = False,
                 result = PythonCheck(python, True, proc.stdout.strip())
             else:
                 lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-                result = PythonCheck(python, False, lines[-1] if lines else
-                                     f"exit code {proc.returncode}")
+                result = PythonCheck(
+                    python, False, lines[-1] if lines else f"exit code {proc.returncode}"
+                )
     _checks[python] = result
     return result
 
@@ -154,8 +164,10 @@ def find_engine_python(refresh: bool = False) -> str:
             check = check_python(path, refresh)
             if check.ok:
                 return path
-            raise EngineNotFound(f"the Python set in the {where} ({path}) cannot run the LoveCS "
-                                 f"engine: {check.detail}\n\n{INSTALL_HELP}")
+            raise EngineNotFound(
+                f"the Python set in the {where} ({path}) cannot run the LoveCS "
+                f"engine: {check.detail}\n\n{INSTALL_HELP}"
+            )
         tried = []
         for path, where in candidate_pythons():
             check = check_python(path, refresh)
@@ -163,8 +175,10 @@ def find_engine_python(refresh: bool = False) -> str:
                 _chosen = path
                 return path
             tried.append(f"  {path} ({where}): {check.detail}")
-        raise EngineNotFound("no Python able to run the LoveCS engine (PyTorch) was found. "
-                             "Tried:\n" + "\n".join(tried) + "\n\n" + INSTALL_HELP)
+        raise EngineNotFound(
+            "no Python able to run the LoveCS engine (PyTorch) was found. "
+            "Tried:\n" + "\n".join(tried) + "\n\n" + INSTALL_HELP
+        )
 
 
 def forget_choice(keep_checks: bool = False) -> None:

@@ -75,11 +75,18 @@ def free_path(folder: Path, stem: str, suffix: str) -> Path:
     return path
 
 
-def band_problem(card: ModelCard, layer_name: str, band_count: int, data_band_count: int,
-                 bands_text: str) -> str:
+def band_problem(
+    card: ModelCard, layer_name: str, band_count: int, data_band_count: int, bands_text: str
+) -> str:
     """Why the layer's bands cannot feed the model (empty when they can)."""
-    return contract.band_list_problem(card.band_names, bands_text, band_count, data_band_count,
-                                      f"'{layer_name}'", "the band mapping")
+    return contract.band_list_problem(
+        card.band_names,
+        bands_text,
+        band_count,
+        data_band_count,
+        f"'{layer_name}'",
+        "the band mapping",
+    )
 
 
 def auto_bands(card: ModelCard, source: str, data_band_count: int) -> str:
@@ -90,8 +97,9 @@ def auto_bands(card: ModelCard, source: str, data_band_count: int) -> str:
         found, _ = engine_bands.choose_bands(card.band_names, source)
     except Exception:  # not a GDAL source; the count check reports the rest
         found = None
-    if found and (found != list(range(1, card.band_count + 1))
-                  or data_band_count != card.band_count):
+    if found and (
+        found != list(range(1, card.band_count + 1)) or data_band_count != card.band_count
+    ):
         return contract.format_bands(found)
     return ""
 
@@ -99,8 +107,9 @@ def auto_bands(card: ModelCard, source: str, data_band_count: int) -> str:
 def build_job(request: JobRequest, card: ModelCard) -> Job:
     """The job for ``request``; raises :class:`JobError` when the bands cannot feed the model
     or the output folder cannot be made."""
-    problem = band_problem(card, request.layer_name, request.band_count,
-                           request.data_band_count, request.bands)
+    problem = band_problem(
+        card, request.layer_name, request.band_count, request.data_band_count, request.bands
+    )
     if problem:
         raise JobError(problem[0].upper() + problem[1:])
     folder = Path(request.folder).expanduser()
@@ -115,31 +124,56 @@ def build_job(request: JobRequest, card: ModelCard) -> Job:
     notes: list[str] = []
     if request.command == "adapt":
         model_out: Optional[Path] = free_path(folder, f"{stem}_adapted", ".lovecs")
-        args = engine_args(model=request.model, target=request.raster, out=str(model_out),
-                           preset=request.preset, map=str(map_path), confidence=str(conf_path),
-                           **options)
+        args = engine_args(
+            model=request.model,
+            target=request.raster,
+            out=str(model_out),
+            preset=request.preset,
+            map=str(map_path),
+            confidence=str(conf_path),
+            **options,
+        )
         if not card.has_source_term():
             args += ["--source-weight", "0"]
-            notes.append(tr("The model's labelled source data is not on this computer and the "
-                            "model file carries no source sample: adapting with pseudo-labels "
-                            "and cross-sensor statistics only."))
+            notes.append(
+                tr(
+                    "The model's labelled source data is not on this computer and the "
+                    "model file carries no source sample: adapting with pseudo-labels "
+                    "and cross-sensor statistics only."
+                )
+            )
     elif request.command == "predict":
         model_out = None
-        args = engine_args(model=request.model, raster=request.raster, out=str(map_path),
-                           confidence=str(conf_path), **options)
+        args = engine_args(
+            model=request.model,
+            raster=request.raster,
+            out=str(map_path),
+            confidence=str(conf_path),
+            **options,
+        )
     else:
         raise JobError(f"unknown command {request.command!r}")
-    return Job(request.command, args, map_path, conf_path, model_out,
-               map_layer_name(request.layer_name), Path(request.model), notes)
+    return Job(
+        request.command,
+        args,
+        map_path,
+        conf_path,
+        model_out,
+        map_layer_name(request.layer_name),
+        Path(request.model),
+        notes,
+    )
 
 
 def health_figures(health: dict[str, Any]) -> str:
     """The health check's numbers (the ``health`` entry of ``lovecs adapt``'s result)."""
-    return (f"agreement with the source model on its confident pixels "
-            f"{100 * health['agreement_confident']:.0f} %, class shares moved "
-            f"{100 * health['class_shift']:.0f} %, mean confidence "
-            f"{100 * health['confidence_before']:.0f} % -> "
-            f"{100 * health['confidence_after']:.0f} %")
+    return (
+        f"agreement with the source model on its confident pixels "
+        f"{100 * health['agreement_confident']:.0f} %, class shares moved "
+        f"{100 * health['class_shift']:.0f} %, mean confidence "
+        f"{100 * health['confidence_before']:.0f} % -> "
+        f"{100 * health['confidence_after']:.0f} %"
+    )
 
 
 def health_text(result: dict[str, Any]) -> str:
@@ -147,13 +181,16 @@ def health_text(result: dict[str, Any]) -> str:
     health = result.get("health") or {}
     if not health:
         return ""
-    meaning = {"improved": tr("the adapted map agrees with what the source model was sure of "
-                              "and is more confident"),
-               "uncertain": tr("the adapted map changed more than expected; check it"),
-               "likely harmful": tr("the adapted map contradicts what the source model was sure "
-                                    "of")}
+    meaning = {
+        "improved": tr(
+            "the adapted map agrees with what the source model was sure of and is more confident"
+        ),
+        "uncertain": tr("the adapted map changed more than expected; check it"),
+        "likely harmful": tr("the adapted map contradicts what the source model was sure of"),
+    }
     return tr("Health check: {} ({}; {})").format(
-        health["verdict"], meaning.get(health["verdict"], ""), health_figures(health))
+        health["verdict"], meaning.get(health["verdict"], ""), health_figures(health)
+    )
 
 
 def stage_text(event: EngineEvent) -> str:

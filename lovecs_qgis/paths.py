@@ -3,6 +3,7 @@
 An installed plugin is one folder carrying a copy of the engine (``lovecs_qgis/lovecs_core``) and
 its resources (``lovecs_qgis/resources``); in a source checkout both are siblings of the plugin.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +22,10 @@ def engine_root() -> Path:
     for folder in (PLUGIN_DIR, PLUGIN_DIR.parent):
         if (folder / ENGINE_PACKAGE / "__init__.py").is_file():
             return folder
-    raise FileNotFoundError(f"the LoveCS engine ({ENGINE_PACKAGE}) is neither in {PLUGIN_DIR} "
-                            f"nor beside it; reinstall the plugin")
+    raise FileNotFoundError(
+        f"the LoveCS engine ({ENGINE_PACKAGE}) is neither in {PLUGIN_DIR} "
+        f"nor beside it; reinstall the plugin"
+    )
 
 
 def resources_dir() -> Path:

@@ -1,5 +1,6 @@
 """The plugin object QGIS creates (``classFactory``): Processing provider, the dock ("Adapt to
 this image") toggled by a toolbar button, and Plugins-menu entries."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
@@ -15,9 +16,12 @@ from .provider import PROVIDER_ID, LoveCSProvider
 
 MENU = "&LoveCS land cover"
 #: Plugins-menu entries opening a Processing dialog: (algorithm name, menu text).
-DIALOG_ENTRIES = [("classify", "Classify raster…"), ("adapt", "Adapt model to this image…"),
-                  ("trainsource", "Train a model on labelled rasters…"),
-                  ("evaluate", "Evaluate a map against labels…")]
+DIALOG_ENTRIES = [
+    ("classify", "Classify raster…"),
+    ("adapt", "Adapt model to this image…"),
+    ("trainsource", "Train a model on labelled rasters…"),
+    ("evaluate", "Evaluate a map against labels…"),
+]
 
 
 class LoveCSPlugin:
@@ -44,7 +48,9 @@ class LoveCSPlugin:
         parent = self.iface.mainWindow()
         self.main_action = QAction(icon, tr("LoveCS land cover panel"), parent)
         self.main_action.setObjectName("lovecsMainAction")
-        self.main_action.setToolTip(tr("LoveCS land cover: adapt a model to the active raster layer"))
+        self.main_action.setToolTip(
+            tr("LoveCS land cover: adapt a model to the active raster layer")
+        )
         self.main_action.setCheckable(True)
         self.main_action.toggled.connect(self.toggle_dock)
         self.iface.addToolBarIcon(self.main_action)

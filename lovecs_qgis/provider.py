@@ -1,4 +1,5 @@
 """The Processing provider ``lovecs`` ("LoveCS land cover")."""
+
 from __future__ import annotations
 
 from qgis.core import QgsProcessingProvider

@@ -13,6 +13,7 @@ algorithms (a blocking loop that polls the feedback's cancel flag) and by
 (event types, stage names and weights, temporary-file names) is defined in the engine's
 ``contract`` module.
 """
+
 from __future__ import annotations
 
 import collections
@@ -35,8 +36,11 @@ GRACE_S = 10.0
 ORPHAN_WAIT_S = 2.0
 _WINDOWS = os.name == "nt"
 #: The child leads a new process group, so the whole group can be stopped.
-_NEW_GROUP: dict[str, Any] = ({"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
-                              if _WINDOWS else {"start_new_session": True})
+_NEW_GROUP: dict[str, Any] = (
+    {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
+    if _WINDOWS
+    else {"start_new_session": True}
+)
 LOG_TAIL_LINES = 200
 
 #: Overall progress (percent) spanned by each engine stage, per command.
@@ -163,14 +167,21 @@ def _signal_name(code: int) -> str:
 class EngineProcess:
     """One engine run in a child process (see the module docstring). For example::
 
-        proc = EngineProcess("predict", ["--model", m, "--raster", r, "--out", o], outputs=[o])
-        outcome = proc.run(on_event=print, is_cancelled=feedback.isCanceled)
+    proc = EngineProcess("predict", ["--model", m, "--raster", r, "--out", o], outputs=[o])
+    outcome = proc.run(on_event=print, is_cancelled=feedback.isCanceled)
     """
 
-    def __init__(self, command: str, args: Sequence[str], python: Optional[str] = None,
-                 env: Optional[Mapping[str, str]] = None, cwd: Optional[str] = None,
-                 outputs: Iterable[str | os.PathLike[str]] = (), grace: float = GRACE_S,
-                 argv: Optional[Sequence[str]] = None) -> None:
+    def __init__(
+        self,
+        command: str,
+        args: Sequence[str],
+        python: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        outputs: Iterable[str | os.PathLike[str]] = (),
+        grace: float = GRACE_S,
+        argv: Optional[Sequence[str]] = None,
+    ) -> None:
         """``argv`` replaces the whole command line (tests use it for fake engines)."""
         self.command = command
         self.args = list(args)
@@ -196,13 +207,23 @@ class EngineProcess:
         argv = self.argv
         self._started_at = time.monotonic()
         self._proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace", bufsize=1, cwd=self.cwd,
-            env=self.env if self.env is not None else engine_env(), **_NEW_GROUP)
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+            cwd=self.cwd,
+            env=self.env if self.env is not None else engine_env(),
+            **_NEW_GROUP,
+        )
         self._open_streams = 2
         for stream, name in ((self._proc.stdout, "stdout"), (self._proc.stderr, "stderr")):
-            reader = threading.Thread(target=self._read, args=(stream, name), daemon=True,
-                                      name=f"lovecs-{name}")
+            reader = threading.Thread(
+                target=self._read, args=(stream, name), daemon=True, name=f"lovecs-{name}"
+            )
             reader.start()
             self._readers.append(reader)
 
@@ -223,8 +244,15 @@ class EngineProcess:
         if self._argv is None:
             if self.python is None:
                 self.python = find_engine_python()
-            self._argv = [self.python, "-m", "lovecs_core", "--progress", "json", self.command,
-                          *self.args]
+            self._argv = [
+                self.python,
+                "-m",
+                "lovecs_core",
+                "--progress",
+                "json",
+                self.command,
+                *self.args,
+            ]
         return self._argv
 
     @property
@@ -274,8 +302,11 @@ class EngineProcess:
             return
         if _WINDOWS:  # no process groups to signal: end the process tree (untested here)
             if self._proc.poll() is None:
-                subprocess.run(["taskkill", "/T", "/F", "/PID", str(self._proc.pid)],
-                               capture_output=True, check=False)
+                subprocess.run(
+                    ["taskkill", "/T", "/F", "/PID", str(self._proc.pid)],
+                    capture_output=True,
+                    check=False,
+                )
             return
         try:
             os.killpg(self._proc.pid, sig)
@@ -308,9 +339,12 @@ class EngineProcess:
             self.cancel(grace=1.0)
 
     # -- the loop -------------------------------------------------------------------------------
-    def run(self, on_event: Optional[Callable[[EngineEvent], None]] = None,
-            is_cancelled: Optional[Callable[[], bool]] = None,
-            poll: float = 0.1) -> EngineOutcome:
+    def run(
+        self,
+        on_event: Optional[Callable[[EngineEvent], None]] = None,
+        is_cancelled: Optional[Callable[[], bool]] = None,
+        poll: float = 0.1,
+    ) -> EngineOutcome:
         """Start (if needed), follow until the child ends, and say how it ended. ``is_cancelled``
         is polled every ``poll`` seconds; when it turns true the child is stopped."""
         if self._proc is None:
@@ -334,19 +368,29 @@ class EngineProcess:
                         on_event(event)
                 if self._terminated_at is None and is_cancelled is not None and is_cancelled():
                     self.terminate()
-                if (self._terminated_at is not None and not self._killed and self.running
-                        and time.monotonic() - self._terminated_at > self.grace):
+                if (
+                    self._terminated_at is not None
+                    and not self._killed
+                    and self.running
+                    and time.monotonic() - self._terminated_at > self.grace
+                ):
                     self.kill()
                 if exited_at is None and not self.running:
                     exited_at = time.monotonic()
-                if exited_at is not None and not self.drained and (
-                        time.monotonic() - exited_at > ORPHAN_WAIT_S):
+                if (
+                    exited_at is not None
+                    and not self.drained
+                    and (time.monotonic() - exited_at > ORPHAN_WAIT_S)
+                ):
                     self._signal_group(signal.SIGKILL)  # a grandchild holds the pipes open
                 if self.drained:
                     if self._terminated_at is not None and not self._killed:
                         try:
-                            self._proc.wait(timeout=max(0.0, self.grace - (
-                                time.monotonic() - self._terminated_at)))
+                            self._proc.wait(
+                                timeout=max(
+                                    0.0, self.grace - (time.monotonic() - self._terminated_at)
+                                )
+                            )
                         except subprocess.TimeoutExpired:
                             self.kill()
                     self._proc.wait()
@@ -363,8 +407,7 @@ class EngineProcess:
             return EngineOutcome(Status.SUCCESS, result, "", code, tail, seconds)
         remove_partial_outputs(self.outputs)
         if self._terminated_at is not None or engine_cancelled:
-            return EngineOutcome(Status.CANCELLED, {}, "cancelled by the user", code, tail,
-                                 seconds)
+            return EngineOutcome(Status.CANCELLED, {}, "cancelled by the user", code, tail, seconds)
         if not error:
             error = self._describe_failure(code)
         return EngineOutcome(Status.FAILED, {}, error, code, tail, seconds)

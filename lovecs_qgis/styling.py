@@ -1,15 +1,21 @@
 """Land-cover map styling: a paletted renderer with the model card's class names and colours, a
 ``.qml`` sidecar beside the GeoTIFF, and the Processing post-processor applying both to loaded
 output layers."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from qgis.core import (QgsMapLayer, QgsPalettedRasterRenderer, QgsProcessingContext,
-                       QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface,
-                       QgsRasterLayer)
+from qgis.core import (
+    QgsMapLayer,
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRasterLayer,
+)
 from qgis.PyQt.QtGui import QColor
 
 from .engine import card as model_card
@@ -20,11 +26,13 @@ ClassInfo = model_card.ClassInfo
 LAYER_SUFFIX = "land cover (LoveCS)"
 
 
-def class_renderer(layer: QgsRasterLayer, classes: Sequence[ClassInfo],
-                   band: int = 1) -> QgsPalettedRasterRenderer:
+def class_renderer(
+    layer: QgsRasterLayer, classes: Sequence[ClassInfo], band: int = 1
+) -> QgsPalettedRasterRenderer:
     """A paletted renderer on ``band``: one entry per class, labelled with its name."""
-    entries = [QgsPalettedRasterRenderer.Class(int(c.code), QColor(c.color), c.name)
-               for c in classes]
+    entries = [
+        QgsPalettedRasterRenderer.Class(int(c.code), QColor(c.color), c.name) for c in classes
+    ]
     return QgsPalettedRasterRenderer(layer.dataProvider(), band, entries)
 
 
@@ -45,8 +53,9 @@ def ensure_qml(raster: str | os.PathLike[str], classes: Sequence[ClassInfo]) -> 
     return path
 
 
-def apply_class_style(layer: QgsRasterLayer, classes: Sequence[ClassInfo],
-                      save_qml: bool = True) -> None:
+def apply_class_style(
+    layer: QgsRasterLayer, classes: Sequence[ClassInfo], save_qml: bool = True
+) -> None:
     """Give ``layer`` the paletted renderer of ``classes``; with ``save_qml``, also save it as the
     layer's default style (``.qml`` sidecar) when the file has none yet."""
     layer.setRenderer(class_renderer(layer, classes))
@@ -92,8 +101,9 @@ class ClassMapStyler(QgsProcessingLayerPostProcessorInterface):
         cls._alive.add(styler)
         return styler
 
-    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,
-                         feedback: QgsProcessingFeedback) -> None:
+    def postProcessLayer(
+        self, layer: QgsMapLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
         try:
             if isinstance(layer, QgsRasterLayer):
                 apply_class_style(layer, self.classes)
@@ -103,8 +113,12 @@ class ClassMapStyler(QgsProcessingLayerPostProcessorInterface):
             ClassMapStyler._alive.discard(self)
 
 
-def style_output_on_load(context: QgsProcessingContext, output: str,
-                         classes: Sequence[ClassInfo], name: Optional[str] = None) -> bool:
+def style_output_on_load(
+    context: QgsProcessingContext,
+    output: str,
+    classes: Sequence[ClassInfo],
+    name: Optional[str] = None,
+) -> bool:
     """If Processing will load ``output`` (a layer id or path) when the algorithm completes, style
     it then. Returns whether a post-processor was set."""
     if not context.willLoadLayerOnCompletion(output):

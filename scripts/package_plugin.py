@@ -9,6 +9,7 @@
 ``--engine-python`` records the interpreter that runs the engine (``engine_python.txt`` in the
 plugin folder; the plugin tries it first after the user's own setting). Standard library only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,13 @@ PLUGIN = "lovecs_qgis"
 ENGINE_PYTHON_FILE = "engine_python.txt"
 DEFAULT_PLUGINS = Path.home() / ".local/share/QGIS/QGIS3/profiles/default/python/plugins"
 #: (source relative to the checkout, destination inside the plugin folder)
-PARTS = [(PLUGIN, "."), ("lovecs_core", "lovecs_core"), ("resources", "resources"),
-         ("metadata.txt", "metadata.txt"), ("LICENSE", "LICENSE")]
+PARTS = [
+    (PLUGIN, "."),
+    ("lovecs_core", "lovecs_core"),
+    ("resources", "resources"),
+    ("metadata.txt", "metadata.txt"),
+    ("LICENSE", "LICENSE"),
+]
 SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 SKIP_FILES = {ENGINE_PYTHON_FILE}
 SKIP_SUFFIXES = {".pyc", ".pyo", ".part"}
@@ -40,8 +46,12 @@ def plugin_files(root: Path = ROOT) -> Iterator[tuple[Path, str]]:
         elif path.is_dir():
             for file in sorted(path.rglob("*")):
                 rel = file.relative_to(path)
-                if (not file.is_file() or SKIP_DIRS & set(rel.parts) or file.name in SKIP_FILES
-                        or file.suffix in SKIP_SUFFIXES):
+                if (
+                    not file.is_file()
+                    or SKIP_DIRS & set(rel.parts)
+                    or file.name in SKIP_FILES
+                    or file.suffix in SKIP_SUFFIXES
+                ):
                     continue
                 yield file, str(Path(dst) / rel) if dst != "." else str(rel)
         elif src != "LICENSE":
@@ -64,8 +74,9 @@ def build_zip(out: Path, root: Path = ROOT) -> Path:
 
 def record_engine_python(folder: Path, python: Optional[str]) -> None:
     if python:
-        (folder / ENGINE_PYTHON_FILE).write_text(str(Path(python).absolute()) + "\n",
-                                                 encoding="utf-8")
+        (folder / ENGINE_PYTHON_FILE).write_text(
+            str(Path(python).absolute()) + "\n", encoding="utf-8"
+        )
 
 
 def build_dir(plugins: Path, engine_python: Optional[str] = None, root: Path = ROOT) -> Path:
@@ -102,8 +113,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p_zip = sub.add_parser("zip", help="build the plugin zip")
     p_zip.add_argument("--out", type=Path, default=ROOT / "dist" / f"{PLUGIN}.zip")
     p_dir = sub.add_parser("dir", help="build the plugin folder (development, tests)")
-    p_dir.add_argument("--out", type=Path, default=ROOT / "build" / "plugins",
-                       help="plugins folder to build lovecs_qgis/ in")
+    p_dir.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "build" / "plugins",
+        help="plugins folder to build lovecs_qgis/ in",
+    )
     p_dir.add_argument("--engine-python")
     p_inst = sub.add_parser("install", help="install the zip into a QGIS profile")
     p_inst.add_argument("--zip", type=Path, default=ROOT / "dist" / f"{PLUGIN}.zip")
@@ -116,8 +131,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(build_dir(args.out, args.engine_python))
     else:
         target = install(args.zip, args.plugins, args.engine_python)
-        print(f"installed {target}; enable 'LoveCS land cover' in QGIS (Plugins > Manage and "
-              f"Install Plugins > Installed)")
+        print(
+            f"installed {target}; enable 'LoveCS land cover' in QGIS (Plugins > Manage and "
+            f"Install Plugins > Installed)"
+        )
     return 0
 
 

@@ -3,6 +3,7 @@ grabbed offscreen (QT_QPA_PLATFORM=offscreen).
 
     python scripts/screenshots.py --out docs/screenshots [--action adapt|classify]
 """
+
 from __future__ import annotations
 
 import argparse

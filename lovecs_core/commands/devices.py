@@ -1,4 +1,5 @@
 """``lovecs devices``: the compute devices the engine can use (for the dock's device picker)."""
+
 from __future__ import annotations
 
 import argparse

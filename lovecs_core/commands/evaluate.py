@@ -1,4 +1,5 @@
 """``lovecs evaluate``: accuracy of a class map against reference labels."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,14 +12,20 @@ from ..progress import Reporter, emit_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="compare a class map with reference labels",
-                       description="Confusion matrix over labelled pixels (0 = no label), "
-                                   "per-class IoU/F1/precision/recall, mIoU, overall accuracy, "
-                                   "kappa and area-adjusted accuracy (Olofsson et al. 2014).")
+    p = sub.add_parser(
+        "evaluate",
+        help="compare a class map with reference labels",
+        description="Confusion matrix over labelled pixels (0 = no label), "
+        "per-class IoU/F1/precision/recall, mIoU, overall accuracy, "
+        "kappa and area-adjusted accuracy (Olofsson et al. 2014).",
+    )
     p.add_argument("--pred", required=True, help="class map (GeoTIFF of class codes)")
     p.add_argument("--labels", required=True, help="reference labels on the same grid")
-    p.add_argument("--classes", help="classes JSON (codes and names; default: codes found in "
-                                     "the rasters, names from the map)")
+    p.add_argument(
+        "--classes",
+        help="classes JSON (codes and names; default: codes found in "
+        "the rasters, names from the map)",
+    )
     p.add_argument("--json", metavar="OUT", help="also write the scores as JSON")
     p.set_defaults(handler=run)
 
@@ -36,9 +43,15 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(scores, indent=2))
     if args.progress == "json":
-        emit_json(sys.stdout, RESULT, json=args.json, miou=scores["miou"],
-                  overall_accuracy=scores["overall_accuracy"], kappa=scores["kappa"],
-                  scores=scores)
+        emit_json(
+            sys.stdout,
+            RESULT,
+            json=args.json,
+            miou=scores["miou"],
+            overall_accuracy=scores["overall_accuracy"],
+            kappa=scores["kappa"],
+            scores=scores,
+        )
     else:
         print(acc.table())
     return 0

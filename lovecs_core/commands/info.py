@@ -1,4 +1,5 @@
 """``lovecs info MODEL``: print the model card."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,10 +28,14 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         return 0
     arch = card.architecture
     print(f"{card.name}")
-    print(f"  architecture : {arch.get('arch')} {arch.get('encoder', '')}"
-          f"{' + CSN' if arch.get('csn') else ''}")
-    print(f"  bands        : {card.band_count} ({', '.join(card.band_names)}), "
-          f"{card.band_dtype} {tuple(card.band_range)}")
+    print(
+        f"  architecture : {arch.get('arch')} {arch.get('encoder', '')}"
+        f"{' + CSN' if arch.get('csn') else ''}"
+    )
+    print(
+        f"  bands        : {card.band_count} ({', '.join(card.band_names)}), "
+        f"{card.band_dtype} {tuple(card.band_range)}"
+    )
     print(f"  GSD          : {card.gsd if card.gsd is not None else 'unknown'} m")
     print(f"  tile/overlap : {card.tile_size}/{card.overlap} px")
     print(f"  domains      : {', '.join(card.normalization)} (default {card.default_domain})")

@@ -1,4 +1,5 @@
 """``lovecs predict``: classify a raster with a model into a styled GeoTIFF class map."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,34 +27,58 @@ def parse_extent(text: Optional[str]) -> Optional[tuple[float, float, float, flo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify a raster with a land-cover model",
-                       description="Classify a raster by tiled inference into a GeoTIFF of "
-                                   "class codes (nodata 0) with a .qml style beside it.")
+    p = sub.add_parser(
+        "predict",
+        help="classify a raster with a land-cover model",
+        description="Classify a raster by tiled inference into a GeoTIFF of "
+        "class codes (nodata 0) with a .qml style beside it.",
+    )
     p.add_argument("--model", required=True, help="model file (.lovecs)")
     p.add_argument("--raster", required=True, help="input raster (any GDAL format)")
     p.add_argument("--out", required=True, help="output class map (GeoTIFF)")
-    p.add_argument("--bands", help="raster bands fed to the model, in order, e.g. 3,2,1 "
-                                   "(default: all bands except alpha)")
+    p.add_argument(
+        "--bands",
+        help="raster bands fed to the model, in order, e.g. 3,2,1 "
+        "(default: all bands except alpha)",
+    )
     p.add_argument("--tile", type=int, help="tile side in pixels (default: the model card's)")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the card's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default 4)")
-    p.add_argument("--domain", choices=DOMAINS,
-                   help="normalisation statistics and CSN domain (default: the card's)")
-    p.add_argument("--confidence", help="also write the per-pixel confidence (max class "
-                                        "probability, percent, nodata 0) to this GeoTIFF")
-    p.add_argument("--confidence-float", action="store_true",
-                   help="write confidence as float32 0..1 instead of uint8 percent")
-    p.add_argument("--probabilities", help="also write per-class probabilities (float32, one "
-                                           "band per class, nodata -1) to this GeoTIFF")
+    p.add_argument(
+        "--domain",
+        choices=DOMAINS,
+        help="normalisation statistics and CSN domain (default: the card's)",
+    )
+    p.add_argument(
+        "--confidence",
+        help="also write the per-pixel confidence (max class "
+        "probability, percent, nodata 0) to this GeoTIFF",
+    )
+    p.add_argument(
+        "--confidence-float",
+        action="store_true",
+        help="write confidence as float32 0..1 instead of uint8 percent",
+    )
+    p.add_argument(
+        "--probabilities",
+        help="also write per-class probabilities (float32, one "
+        "band per class, nodata -1) to this GeoTIFF",
+    )
     p.add_argument("--extent", help="classify only xmin,ymin,xmax,ymax (raster CRS)")
-    p.add_argument("--no-resample", action="store_true",
-                   help="do not resample to the model's ground sample distance: map at the "
-                        "raster's own pixels (needed for a raster without georeference)")
+    p.add_argument(
+        "--no-resample",
+        action="store_true",
+        help="do not resample to the model's ground sample distance: map at the "
+        "raster's own pixels (needed for a raster without georeference)",
+    )
     p.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
-    p.add_argument("--no-align", action="store_true",
-                   help="feed the raster's values as they are (no sensor alignment of bit depth "
-                        "and out-of-range bands to the model's source sensor)")
+    p.add_argument(
+        "--no-align",
+        action="store_true",
+        help="feed the raster's values as they are (no sensor alignment of bit depth "
+        "and out-of-range bands to the model's source sensor)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -65,8 +90,8 @@ def early_checks(args: argparse.Namespace) -> Optional[list[int]]:
     from ..bands import choose_bands
     from ..card import read_card
     from ..checks import check_predict_outputs
-    from ..rasterchecks import check_georeference, check_raster_data, input_value_warnings
     from ..raster import RasterError, open_dataset
+    from ..rasterchecks import check_georeference, check_raster_data, input_value_warnings
 
     card = read_card(args.model)
     check_predict_outputs(args.raster, args.out, args.confidence, args.probabilities)
@@ -80,10 +105,12 @@ def early_checks(args: argparse.Namespace) -> Optional[list[int]]:
         log.warning(note)
     check_raster_data(ds, bands)
     domain = args.domain or card.default_domain
-    check_georeference(card.domain_gsd(domain), ds, resample=not args.no_resample,
-                       hint="--no-resample")
-    for warning in input_value_warnings(card, ds, bands, domain,
-                                        aligned=domain == "source" and not args.no_align):
+    check_georeference(
+        card.domain_gsd(domain), ds, resample=not args.no_resample, hint="--no-resample"
+    )
+    for warning in input_value_warnings(
+        card, ds, bands, domain, aligned=domain == "source" and not args.no_align
+    ):
         log.warning(warning)
     return bands
 
@@ -93,21 +120,36 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ..predict import predict_raster  # torch is imported only when predicting
 
     result = predict_raster(
-        args.model, args.raster, args.out, bands=bands, tile=args.tile,
-        overlap=args.overlap, device=args.device, batch_size=args.batch_size, domain=args.domain,
-        confidence=args.confidence, extent=parse_extent(args.extent),
-        resample=not args.no_resample, amp=not args.no_amp, reporter=reporter,
+        args.model,
+        args.raster,
+        args.out,
+        bands=bands,
+        tile=args.tile,
+        overlap=args.overlap,
+        device=args.device,
+        batch_size=args.batch_size,
+        domain=args.domain,
+        confidence=args.confidence,
+        extent=parse_extent(args.extent),
+        resample=not args.no_resample,
+        amp=not args.no_amp,
+        reporter=reporter,
         confidence_dtype="float32" if args.confidence_float else "uint8",
-        probabilities=args.probabilities, align=not args.no_align)
+        probabilities=args.probabilities,
+        align=not args.no_align,
+    )
     if args.progress == "json":
         emit_json(sys.stdout, RESULT, **result.to_dict())
     else:
         close_bar = getattr(reporter.callback, "close", None)
         if callable(close_bar):  # end the terminal progress bar before the summary
             close_bar()
-        print(f"wrote {result.output} ({result.tiles_total} tiles, {result.tiles_skipped} "
-              f"skipped, {result.seconds:.1f} s on {result.device}"
-              f"{', resampled to the model GSD' if result.resampled else ''})", file=sys.stderr)
+        print(
+            f"wrote {result.output} ({result.tiles_total} tiles, {result.tiles_skipped} "
+            f"skipped, {result.seconds:.1f} s on {result.device}"
+            f"{', resampled to the model GSD' if result.resampled else ''})",
+            file=sys.stderr,
+        )
         if result.confidence:
             print(f"wrote {result.confidence}", file=sys.stderr)
     return 0

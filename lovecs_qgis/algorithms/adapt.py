@@ -1,24 +1,41 @@
 """``lovecs:adapt``: adapt a model to a scene from another sensor, without labels, and map it
 (``lovecs adapt``)."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException,
-                       QgsProcessingFeedback, QgsProcessingOutputString,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterFileDestination,
-                       QgsProcessingParameterMultipleLayers, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
 
 from ..engine import checks, contract
-from ..jobs import health_figures
-from ..styling import ensure_qml, map_layer_name, style_output_on_load
 from ..i18n import tr
+from ..jobs import health_figures
 from ..runner import engine_args
-from .base import (DEVICES, EngineAlgorithm, check_bands, checks_as_processing_errors,
-                   choice_parameter, output_path, raster_path, read_model_card)
+from ..styling import ensure_qml, map_layer_name, style_output_on_load
+from .base import (
+    DEVICES,
+    EngineAlgorithm,
+    check_bands,
+    checks_as_processing_errors,
+    choice_parameter,
+    output_path,
+    raster_path,
+    read_model_card,
+)
 from .classify import model_parameter
 
 METHODS = list(contract.METHODS)
@@ -28,10 +45,20 @@ PRESETS = list(contract.ADAPT_PRESETS)
 
 class AdaptAlgorithm(EngineAlgorithm):
     COMMAND = "adapt"
-    INPUT, MODEL, METHOD, PRESET, BANDS, DEVICE = ("INPUT", "MODEL", "METHOD", "PRESET", "BANDS",
-                                                   "DEVICE")
-    SOURCE_IMAGES, SOURCE_LABELS, ITERATIONS, SEED = ("SOURCE_IMAGES", "SOURCE_LABELS",
-                                                      "ITERATIONS", "SEED")
+    INPUT, MODEL, METHOD, PRESET, BANDS, DEVICE = (
+        "INPUT",
+        "MODEL",
+        "METHOD",
+        "PRESET",
+        "BANDS",
+        "DEVICE",
+    )
+    SOURCE_IMAGES, SOURCE_LABELS, ITERATIONS, SEED = (
+        "SOURCE_IMAGES",
+        "SOURCE_LABELS",
+        "ITERATIONS",
+        "SEED",
+    )
     BATCH_SIZE, CROP, KEEP_ADAPTED = "BATCH_SIZE", "CROP", "KEEP_ADAPTED"
     OUTPUT_MODEL, OUTPUT, CONFIDENCE = "OUTPUT_MODEL", "OUTPUT", "CONFIDENCE"
     VERDICT, REJECTED_MODEL = "VERDICT", "REJECTED_MODEL"
@@ -43,110 +70,172 @@ class AdaptAlgorithm(EngineAlgorithm):
         return tr("Adapt a land-cover model to this image")
 
     def shortHelpString(self) -> str:
-        return tr("Adapts a model trained on one sensor to a scene from another sensor without new "
-                "labels, then maps the scene with the adapted model.<br><br>"
-                "<b>Method</b>: <i>lovecs</i> (cross-sensor normalisation + multi-scale, "
-                "class-balanced self-training; Wang et al., RSE 2022), <i>cbst</i> "
-                "(self-training without either), <i>adabn</i> (the scene's statistics only, no "
-                "training), <i>source-only</i> (no adaptation).<br>"
-                "<b>Preset</b>: <i>fast</i> takes minutes on a CPU; <i>standard</i> and "
-                "<i>paper</i> (the paper's schedule) want a GPU.<br>"
-                "<b>Source images/labels</b>: the labelled data the model was trained on "
-                "(default: the files recorded in the model).<br><br>"
-                "Every adaptation ends with a <b>health check</b> (no labels needed) comparing "
-                "the adapted map with the source model's: <i>improved</i>, <i>uncertain</i> or "
-                "<i>likely harmful</i>. When it is likely harmful, the model file and the map are "
-                "those of the source model aligned to the scene (the safe result), and the "
-                "adapted model is kept beside it as <i>NAME.rejected.lovecs</i>; tick <i>Keep "
-                "the adapted model even if judged harmful</i> to override.<br><br>"
-                "Outputs: the adapted model file (reuse it on other scenes of the same sensor), "
-                "the styled land-cover map, and the verdict.")
+        return tr(
+            "Adapts a model trained on one sensor to a scene from another sensor without new "
+            "labels, then maps the scene with the adapted model.<br><br>"
+            "<b>Method</b>: <i>lovecs</i> (cross-sensor normalisation + multi-scale, "
+            "class-balanced self-training; Wang et al., RSE 2022), <i>cbst</i> "
+            "(self-training without either), <i>adabn</i> (the scene's statistics only, no "
+            "training), <i>source-only</i> (no adaptation).<br>"
+            "<b>Preset</b>: <i>fast</i> takes minutes on a CPU; <i>standard</i> and "
+            "<i>paper</i> (the paper's schedule) want a GPU.<br>"
+            "<b>Source images/labels</b>: the labelled data the model was trained on "
+            "(default: the files recorded in the model).<br><br>"
+            "Every adaptation ends with a <b>health check</b> (no labels needed) comparing "
+            "the adapted map with the source model's: <i>improved</i>, <i>uncertain</i> or "
+            "<i>likely harmful</i>. When it is likely harmful, the model file and the map are "
+            "those of the source model aligned to the scene (the safe result), and the "
+            "adapted model is kept beside it as <i>NAME.rejected.lovecs</i>; tick <i>Keep "
+            "the adapted model even if judged harmful</i> to override.<br><br>"
+            "Outputs: the adapted model file (reuse it on other scenes of the same sensor), "
+            "the styled land-cover map, and the verdict."
+        )
 
     def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Scene to adapt to")))
         self.addParameter(model_parameter(self.MODEL, tr("Source model")))
         self.addParameter(choice_parameter(self.METHOD, tr("Method"), METHODS))
         self.addParameter(choice_parameter(self.PRESET, tr("Preset"), PRESETS))
-        self.addParameter(QgsProcessingParameterString(
-            self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True))
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True
+            )
+        )
         self.addParameter(choice_parameter(self.DEVICE, tr("Device"), DEVICES))
         advanced = [
             QgsProcessingParameterMultipleLayers(
-                self.SOURCE_IMAGES, tr("Source images (default: those recorded in the model)"),
-                QgsProcessing.TypeRaster, optional=True),
+                self.SOURCE_IMAGES,
+                tr("Source images (default: those recorded in the model)"),
+                QgsProcessing.TypeRaster,
+                optional=True,
+            ),
             QgsProcessingParameterMultipleLayers(
-                self.SOURCE_LABELS, tr("Source label rasters (same names as the images)"),
-                QgsProcessing.TypeRaster, optional=True),
+                self.SOURCE_LABELS,
+                tr("Source label rasters (same names as the images)"),
+                QgsProcessing.TypeRaster,
+                optional=True,
+            ),
             QgsProcessingParameterNumber(
-                self.ITERATIONS, tr("Self-training iterations (0: the preset's)"),
-                QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+                self.ITERATIONS,
+                tr("Self-training iterations (0: the preset's)"),
+                QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            ),
             QgsProcessingParameterNumber(
-                self.BATCH_SIZE, tr("Windows per domain per iteration (0: the preset's)"),
-                QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
+                self.BATCH_SIZE,
+                tr("Windows per domain per iteration (0: the preset's)"),
+                QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            ),
             QgsProcessingParameterNumber(
-                self.CROP, tr("Training window in pixels (0: the preset's)"),
-                QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0),
-            QgsProcessingParameterNumber(self.SEED, tr("Random seed"),
-                                         QgsProcessingParameterNumber.Integer, defaultValue=0),
-            QgsProcessingParameterBoolean(self.KEEP_ADAPTED, tr("Keep the adapted model even if "
-                                          "judged harmful"), defaultValue=False),
+                self.CROP,
+                tr("Training window in pixels (0: the preset's)"),
+                QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            ),
+            QgsProcessingParameterNumber(
+                self.SEED, tr("Random seed"), QgsProcessingParameterNumber.Integer, defaultValue=0
+            ),
+            QgsProcessingParameterBoolean(
+                self.KEEP_ADAPTED,
+                tr("Keep the adapted model even if judged harmful"),
+                defaultValue=False,
+            ),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_MODEL, tr("Adapted model"), "LoveCS model (*.lovecs)"))
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Land-cover map")))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.CONFIDENCE, tr("Confidence (percent)"), optional=True, createByDefault=False))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_MODEL, tr("Adapted model"), "LoveCS model (*.lovecs)"
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Land-cover map"))
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.CONFIDENCE, tr("Confidence (percent)"), optional=True, createByDefault=False
+            )
+        )
         self.addOutput(QgsProcessingOutputString(self.VERDICT, tr("Health check verdict")))
-        self.addOutput(QgsProcessingOutputString(self.REJECTED_MODEL,
-                                                 tr("Adapted model judged harmful (if any)")))
+        self.addOutput(
+            QgsProcessingOutputString(
+                self.REJECTED_MODEL, tr("Adapted model judged harmful (if any)")
+            )
+        )
 
-    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
-                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
         layer = self.input_layer(parameters, self.INPUT, context)
         scene = raster_path(layer, "scene")
         model = self.parameterAsFile(parameters, self.MODEL, context)
         card = read_model_card(model)
         bands = self.parameterAsString(parameters, self.BANDS, context).strip()
         bands = check_bands(card, layer, bands, feedback)
-        images = [raster_path(lyr, "source image") for lyr in
-                  self.parameterAsLayerList(parameters, self.SOURCE_IMAGES, context)]
-        labels = [raster_path(lyr, "source label") for lyr in
-                  self.parameterAsLayerList(parameters, self.SOURCE_LABELS, context)]
+        images = [
+            raster_path(lyr, "source image")
+            for lyr in self.parameterAsLayerList(parameters, self.SOURCE_IMAGES, context)
+        ]
+        labels = [
+            raster_path(lyr, "source label")
+            for lyr in self.parameterAsLayerList(parameters, self.SOURCE_LABELS, context)
+        ]
         if bool(images) != bool(labels):
             raise QgsProcessingException("give both source images and source labels, or neither")
         adapted = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context))
         destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         out = output_path(destination)
-        confidence = output_path(self.parameterAsOutputLayer(parameters, self.CONFIDENCE,
-                                                             context) or "")
+        confidence = output_path(
+            self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or ""
+        )
         with checks_as_processing_errors():  # before minutes of training, not after
             checks.check_adapt_settings(
                 iterations=self.parameterAsInt(parameters, self.ITERATIONS, context) or None,
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
-                crop=self.parameterAsInt(parameters, self.CROP, context) or None)
+                crop=self.parameterAsInt(parameters, self.CROP, context) or None,
+            )
             checks.check_adapt_outputs(model, scene, adapted, out, confidence or None)
         args = engine_args(
-            model=model, target=scene, out=adapted,
+            model=model,
+            target=scene,
+            out=adapted,
             method=self.choice(parameters, self.METHOD, context),
             preset=self.choice(parameters, self.PRESET, context),
-            bands=bands or None, map=out, confidence=confidence or None,
-            source_images=images, source_labels=labels,
+            bands=bands or None,
+            map=out,
+            confidence=confidence or None,
+            source_images=images,
+            source_labels=labels,
             device=self.choice(parameters, self.DEVICE, context),
             iterations=self.parameterAsInt(parameters, self.ITERATIONS, context) or None,
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
             crop=self.parameterAsInt(parameters, self.CROP, context) or None,
             seed=self.parameterAsInt(parameters, self.SEED, context),
-            keep_adapted=self.parameterAsBool(parameters, self.KEEP_ADAPTED, context))
-        result = self.run_engine(args, feedback, outputs=[adapted, out] + (
-            [confidence] if confidence else [])) or {}
+            keep_adapted=self.parameterAsBool(parameters, self.KEEP_ADAPTED, context),
+        )
+        result = (
+            self.run_engine(
+                args, feedback, outputs=[adapted, out] + ([confidence] if confidence else [])
+            )
+            or {}
+        )
         verdict = report_health(result, feedback)
         ensure_qml(out, card.classes)
         style_output_on_load(context, destination, card.classes, map_layer_name(layer.name()))
-        outputs = {self.OUTPUT_MODEL: adapted, self.OUTPUT: out, self.VERDICT: verdict,
-                   self.REJECTED_MODEL: result.get("rejected") or ""}
+        outputs = {
+            self.OUTPUT_MODEL: adapted,
+            self.OUTPUT: out,
+            self.VERDICT: verdict,
+            self.REJECTED_MODEL: result.get("rejected") or "",
+        }
         if confidence:
             outputs[self.CONFIDENCE] = confidence
         return outputs
@@ -168,10 +257,13 @@ def report_health(result: dict[str, Any], feedback: QgsProcessingFeedback) -> st
             f"Health check: {verdict} ({figures}; {'; '.join(health.get('reasons') or [])}). "
             f"Adapting would likely make this map worse, so the map and the model file are the "
             f"source model's, aligned to the scene (the safe result). The adapted model is kept "
-            f"in {result['rejected']}; set KEEP_ADAPTED to use it anyway.")
+            f"in {result['rejected']}; set KEEP_ADAPTED to use it anyway."
+        )
     elif verdict == "uncertain":
-        feedback.pushWarning(f"Health check: uncertain ({figures}). The adapted model was kept; "
-                             "check the map, or compare it with Classify on the source model.")
+        feedback.pushWarning(
+            f"Health check: uncertain ({figures}). The adapted model was kept; "
+            "check the map, or compare it with Classify on the source model."
+        )
     else:
         feedback.pushInfo(f"Health check: {verdict} ({figures}).")
     return verdict

@@ -1,5 +1,6 @@
 """What every LoveCS Processing algorithm shares: running an engine command in a child process
 with progress and cancel through the feedback object, and turning layers into file paths."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,9 +10,16 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
-                       QgsProcessingFeedback, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFile, QgsRaster, QgsRasterLayer)
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsRaster,
+    QgsRasterLayer,
+)
 from qgis.PyQt.QtGui import QIcon
 
 from ..engine import bands as engine_bands
@@ -64,8 +72,12 @@ def quiet_qgis_process_inputs(args: Optional[Sequence[str]] = None) -> bool:
     from qgis.PyQt.QtCore import QCoreApplication
 
     args = list(QCoreApplication.arguments() if args is None else args)
-    if (_GDAL_HANDLER or not args or not Path(args[0]).name.startswith("qgis_process")
-            or not any(a.startswith("lovecs:") for a in args[1:])):
+    if (
+        _GDAL_HANDLER
+        or not args
+        or not Path(args[0]).name.startswith("qgis_process")
+        or not any(a.startswith("lovecs:") for a in args[1:])
+    ):
         return False
     import sys
 
@@ -84,12 +96,18 @@ def quiet_qgis_process_inputs(args: Optional[Sequence[str]] = None) -> bool:
     return True
 
 
-def choice_parameter(name: str, description: str, options: Sequence[str],
-                     default: Optional[str] = None) -> QgsProcessingParameterEnum:
+def choice_parameter(
+    name: str, description: str, options: Sequence[str], default: Optional[str] = None
+) -> QgsProcessingParameterEnum:
     """A choice whose values are the option strings themselves (``DEVICE=cuda`` in scripts and
     ``qgis_process``, robust to reordering), not indices."""
-    return QgsProcessingParameterEnum(name, description, options=list(options),
-                                      defaultValue=default or options[0], usesStaticStrings=True)
+    return QgsProcessingParameterEnum(
+        name,
+        description,
+        options=list(options),
+        defaultValue=default or options[0],
+        usesStaticStrings=True,
+    )
 
 
 def raster_path(layer: Optional[QgsRasterLayer], what: str = "input") -> str:
@@ -99,7 +117,8 @@ def raster_path(layer: Optional[QgsRasterLayer], what: str = "input") -> str:
     if layer.providerType() != "gdal":
         raise QgsProcessingException(
             f"the {what} layer '{layer.name()}' is not a GDAL raster (provider "
-            f"'{layer.providerType()}'); save it as a GeoTIFF first")
+            f"'{layer.providerType()}'); save it as a GeoTIFF first"
+        )
     return layer.source()
 
 
@@ -114,12 +133,19 @@ def parse_band_list(text: Optional[str]) -> Optional[list[int]]:
 def data_band_count(layer: QgsRasterLayer) -> int:
     """The layer's bands that are not alpha (what the engine uses when no bands are given)."""
     provider = layer.dataProvider()
-    return sum(1 for b in range(1, layer.bandCount() + 1)
-               if provider.colorInterpretation(b) != QgsRaster.AlphaBand)
+    return sum(
+        1
+        for b in range(1, layer.bandCount() + 1)
+        if provider.colorInterpretation(b) != QgsRaster.AlphaBand
+    )
 
 
-def check_bands(card: ModelCard, layer: QgsRasterLayer, bands_text: Optional[str],
-                feedback: Optional[QgsProcessingFeedback] = None) -> str:
+def check_bands(
+    card: ModelCard,
+    layer: QgsRasterLayer,
+    bands_text: Optional[str],
+    feedback: Optional[QgsProcessingFeedback] = None,
+) -> str:
     """Fail early, in QGIS, when the bands fed to the model cannot match its card. Returns the
     band list to give the engine: when none is given and the layer has more bands than the
     model whose names do not help, the first ones (``feedback`` says so)."""
@@ -138,8 +164,9 @@ def check_bands(card: ModelCard, layer: QgsRasterLayer, bands_text: Optional[str
             if note and feedback is not None:
                 feedback.pushWarning(note)
             return contract.format_bands(chosen_bands)
-    problem = contract.band_list_problem(card.band_names, bands_text, count,
-                                         data_band_count(layer), f"'{layer.name()}'", "'Bands'")
+    problem = contract.band_list_problem(
+        card.band_names, bands_text, count, data_band_count(layer), f"'{layer.name()}'", "'Bands'"
+    )
     if problem:
         raise QgsProcessingException(problem)
     return contract.format_bands(bands)
@@ -175,8 +202,11 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self) -> "EngineAlgorithm":
         return type(self)()
 
-    def checkParameterValues(self, parameters: dict[str, Any],  # noqa: N802
-                             context: QgsProcessingContext) -> tuple[bool, str]:
+    def checkParameterValues(
+        self,
+        parameters: dict[str, Any],  # noqa: N802
+        context: QgsProcessingContext,
+    ) -> tuple[bool, str]:
         """QGIS's check, with a message naming the parameter and the reason for file parameters
         (QGIS itself only says "Incorrect parameter value for MODEL"); input rasters are opened
         without statistics files or GDAL noise (see :func:`quiet_layer_loading`)."""
@@ -191,21 +221,27 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
                 if not Path(value).is_dir():
                     return False, f"{label}: folder not found: {value}"
                 continue
-            suffixes = ([definition.extension()] if definition.extension() else
-                        re.findall(r"\*(\.\w+)", definition.fileFilter()))
+            suffixes = (
+                [definition.extension()]
+                if definition.extension()
+                else re.findall(r"\*(\.\w+)", definition.fileFilter())
+            )
             suffixes = [x if x.startswith(".") else "." + x for x in suffixes]
             if suffixes and not value.lower().endswith(tuple(x.lower() for x in suffixes)):
-                why = (" (LoveCS model files end in .lovecs; rename it if it is one)"
-                       if ".lovecs" in suffixes else "")
-                return False, (f"{label}: '{value}' is not a {' or '.join(suffixes)} file"
-                               f"{why}")
+                why = (
+                    " (LoveCS model files end in .lovecs; rename it if it is one)"
+                    if ".lovecs" in suffixes
+                    else ""
+                )
+                return False, (f"{label}: '{value}' is not a {' or '.join(suffixes)} file{why}")
             if not Path(value).is_file():
                 return False, f"{label}: file not found: {value}"
         with quiet_layer_loading():
             return super().checkParameterValues(parameters, context)
 
-    def input_layer(self, parameters: dict[str, Any], name: str,
-                    context: QgsProcessingContext) -> Optional[QgsRasterLayer]:
+    def input_layer(
+        self, parameters: dict[str, Any], name: str, context: QgsProcessingContext
+    ) -> Optional[QgsRasterLayer]:
         """``parameterAsRasterLayer`` without statistics files or GDAL noise."""
         with quiet_layer_loading():
             return self.parameterAsRasterLayer(parameters, name, context)
@@ -214,8 +250,9 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         """The chosen string of a :func:`choice_parameter`."""
         return self.parameterAsEnumString(parameters, name, context)
 
-    def run_engine(self, args: Sequence[str], feedback: QgsProcessingFeedback,
-                   outputs: Iterable[str] = ()) -> dict[str, Any]:
+    def run_engine(
+        self, args: Sequence[str], feedback: QgsProcessingFeedback, outputs: Iterable[str] = ()
+    ) -> dict[str, Any]:
         """Run ``lovecs <COMMAND> args`` in a child process until it ends; progress and log go to
         ``feedback``, its cancel flag stops the child. Returns the engine's result payload."""
         try:

@@ -1,33 +1,53 @@
 """``lovecs:classify``: classify a raster layer with a land-cover model (``lovecs predict``)."""
+
 from __future__ import annotations
 
 from typing import Any
 
-from qgis.core import (QgsProcessingContext, QgsProcessingFeedback,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterFile,
-                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString)
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
 
 from ..engine import checks, rasterchecks
-from ..paths import default_model_path
-from ..styling import ensure_qml, map_layer_name, style_output_on_load
 from ..i18n import tr
+from ..paths import default_model_path
 from ..runner import engine_args
-from .base import (DEVICES, EngineAlgorithm, check_bands, checks_as_processing_errors,
-                   choice_parameter, output_path, raster_path, read_model_card)
+from ..styling import ensure_qml, map_layer_name, style_output_on_load
+from .base import (
+    DEVICES,
+    EngineAlgorithm,
+    check_bands,
+    checks_as_processing_errors,
+    choice_parameter,
+    output_path,
+    raster_path,
+    read_model_card,
+)
 
 #: How Processing users map a raster at its own pixels (named in the engine's messages).
-NO_RESAMPLE_HINT = "NO_RESAMPLE=true (\"Map at the raster's own pixels\")"
+NO_RESAMPLE_HINT = 'NO_RESAMPLE=true ("Map at the raster\'s own pixels")'
 
 
-def model_parameter(name: str = "MODEL", description: str = "Land-cover model") -> (
-        QgsProcessingParameterFile):
+def model_parameter(
+    name: str = "MODEL", description: str = "Land-cover model"
+) -> QgsProcessingParameterFile:
     """A model file parameter, defaulting to the bundled model when the plugin has one."""
     default = default_model_path()
     return QgsProcessingParameterFile(
-        name, description, QgsProcessingParameterFile.File, fileFilter="LoveCS model (*.lovecs)",
-        defaultValue=str(default) if default else None)
+        name,
+        description,
+        QgsProcessingParameterFile.File,
+        fileFilter="LoveCS model (*.lovecs)",
+        defaultValue=str(default) if default else None,
+    )
 
 
 class ClassifyAlgorithm(EngineAlgorithm):
@@ -43,41 +63,72 @@ class ClassifyAlgorithm(EngineAlgorithm):
         return tr("Classify raster with a land-cover model")
 
     def shortHelpString(self) -> str:
-        return tr("Maps land cover on a raster layer with a LoveCS model file (.lovecs) by tiled "
-                "inference with smooth blending between overlapping tiles. The result is a GeoTIFF "
-                "of class codes (0 = nodata) on the input's grid, styled with the model's class "
-                "names and colours (a .qml style is written beside it). Rasters whose pixel size "
-                "differs from the model's are resampled on the fly.<br><br>"
-                "<b>Bands</b>: the raster bands fed to the model, in the model's order, e.g. "
-                "3,2,1 (empty: every band except alpha).<br>"
-                "<b>Tile size</b> / <b>Overlap</b>: in pixels; 0 / empty take the model's "
-                "defaults.<br><b>Confidence</b>: optional raster of the winning class's "
-                "probability in percent.<br><br>The model runs in a separate Python process "
-                "(PyTorch), so QGIS stays responsive and Cancel stops it.")
+        return tr(
+            "Maps land cover on a raster layer with a LoveCS model file (.lovecs) by tiled "
+            "inference with smooth blending between overlapping tiles. The result is a GeoTIFF "
+            "of class codes (0 = nodata) on the input's grid, styled with the model's class "
+            "names and colours (a .qml style is written beside it). Rasters whose pixel size "
+            "differs from the model's are resampled on the fly.<br><br>"
+            "<b>Bands</b>: the raster bands fed to the model, in the model's order, e.g. "
+            "3,2,1 (empty: every band except alpha).<br>"
+            "<b>Tile size</b> / <b>Overlap</b>: in pixels; 0 / empty take the model's "
+            "defaults.<br><b>Confidence</b>: optional raster of the winning class's "
+            "probability in percent.<br><br>The model runs in a separate Python process "
+            "(PyTorch), so QGIS stays responsive and Cancel stops it."
+        )
 
     def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Input raster")))
         self.addParameter(model_parameter(self.MODEL))
-        self.addParameter(QgsProcessingParameterString(
-            self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True))
+        self.addParameter(
+            QgsProcessingParameterString(
+                self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True
+            )
+        )
         self.addParameter(choice_parameter(self.DEVICE, tr("Device"), DEVICES))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.TILE_SIZE, tr("Tile size in pixels (0: the model's)"),
-            QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.OVERLAP, tr("Tile overlap in pixels (empty: the model's)"),
-            QgsProcessingParameterNumber.Integer, optional=True, minValue=0))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.TILE_SIZE,
+                tr("Tile size in pixels (0: the model's)"),
+                QgsProcessingParameterNumber.Integer,
+                defaultValue=0,
+                minValue=0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.OVERLAP,
+                tr("Tile overlap in pixels (empty: the model's)"),
+                QgsProcessingParameterNumber.Integer,
+                optional=True,
+                minValue=0,
+            )
+        )
         no_resample = QgsProcessingParameterBoolean(
-            self.NO_RESAMPLE, tr("Map at the raster's own pixels (no resampling to the model's "
-            "pixel size; needed for a raster without georeference)"), defaultValue=False)
+            self.NO_RESAMPLE,
+            tr(
+                "Map at the raster's own pixels (no resampling to the model's "
+                "pixel size; needed for a raster without georeference)"
+            ),
+            defaultValue=False,
+        )
         no_resample.setFlags(no_resample.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(no_resample)
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Land-cover map")))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            self.CONFIDENCE, tr("Confidence (percent)"), optional=True, createByDefault=False))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Land-cover map"))
+        )
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.CONFIDENCE, tr("Confidence (percent)"), optional=True, createByDefault=False
+            )
+        )
 
-    def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
-                         feedback: QgsProcessingFeedback) -> dict[str, Any]:
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
         layer = self.input_layer(parameters, self.INPUT, context)
         raster = raster_path(layer)
         model = self.parameterAsFile(parameters, self.MODEL, context)
@@ -86,26 +137,45 @@ class ClassifyAlgorithm(EngineAlgorithm):
         bands = check_bands(card, layer, bands, feedback)
         destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         out = output_path(destination)
-        confidence = output_path(self.parameterAsOutputLayer(parameters, self.CONFIDENCE,
-                                                             context) or "")
+        confidence = output_path(
+            self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or ""
+        )
         no_resample = self.parameterAsBoolean(parameters, self.NO_RESAMPLE, context)
         with checks_as_processing_errors():
             checks.check_predict_outputs(raster, out, confidence or None)
-            rasterchecks.check_georeference(card.domain_gsd(card.default_domain), raster,
-                               resample=not no_resample, hint=NO_RESAMPLE_HINT)
+            rasterchecks.check_georeference(
+                card.domain_gsd(card.default_domain),
+                raster,
+                resample=not no_resample,
+                hint=NO_RESAMPLE_HINT,
+            )
         tile = self.parameterAsInt(parameters, self.TILE_SIZE, context)
-        overlap = (self.parameterAsInt(parameters, self.OVERLAP, context)
-                   if parameters.get(self.OVERLAP) not in (None, "") else None)
+        overlap = (
+            self.parameterAsInt(parameters, self.OVERLAP, context)
+            if parameters.get(self.OVERLAP) not in (None, "")
+            else None
+        )
         device = self.choice(parameters, self.DEVICE, context)
-        args = engine_args(model=model, raster=raster, out=out, bands=bands or None,
-                           tile=tile or None, overlap=overlap, device=device,
-                           confidence=confidence or None, no_resample=no_resample)
-        result = self.run_engine(args, feedback, outputs=[out] + ([confidence] if confidence
-                                                                   else []))
+        args = engine_args(
+            model=model,
+            raster=raster,
+            out=out,
+            bands=bands or None,
+            tile=tile or None,
+            overlap=overlap,
+            device=device,
+            confidence=confidence or None,
+            no_resample=no_resample,
+        )
+        result = self.run_engine(
+            args, feedback, outputs=[out] + ([confidence] if confidence else [])
+        )
         ensure_qml(out, card.classes)
         style_output_on_load(context, destination, card.classes, map_layer_name(layer.name()))
-        feedback.pushInfo(f"{result.get('tiles_total')} tiles ({result.get('tiles_skipped')} "
-                          f"without data) on {result.get('device')}")
+        feedback.pushInfo(
+            f"{result.get('tiles_total')} tiles ({result.get('tiles_skipped')} "
+            f"without data) on {result.get('device')}"
+        )
         outputs = {self.OUTPUT: out}
         if confidence:
             outputs[self.CONFIDENCE] = confidence

@@ -1,4 +1,5 @@
 """Helpers for core tests: tiny model files and small GeoTIFFs made on the fly."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,18 +12,30 @@ from osgeo import gdal, osr
 from lovecs_core.card import ClassInfo, ModelCard, save_model
 from lovecs_core.models import architecture, build_model
 
-CLASSES = [ClassInfo(1, "building", "#E6194B"), ClassInfo(2, "road", "#FFE119"),
-           ClassInfo(3, "water", "#0082C8")]
+CLASSES = [
+    ClassInfo(1, "building", "#E6194B"),
+    ClassInfo(2, "road", "#FFE119"),
+    ClassInfo(3, "water", "#0082C8"),
+]
 
 
-def tiny_card(bands: int = 3, classes: Sequence[ClassInfo] = CLASSES, csn: bool = True,
-              gsd: Optional[float] = 1.0, tile: int = 64, overlap: int = 16) -> ModelCard:
+def tiny_card(
+    bands: int = 3,
+    classes: Sequence[ClassInfo] = CLASSES,
+    csn: bool = True,
+    gsd: Optional[float] = 1.0,
+    tile: int = 64,
+    overlap: int = 16,
+) -> ModelCard:
     return ModelCard(
         architecture=architecture("tiny", csn=csn, width=8, depth=2),
         classes=list(classes),
         band_names=[f"b{i + 1}" for i in range(bands)],
         normalization={"source": {"mean": [100.0] * bands, "std": [50.0] * bands}},
-        gsd=gsd, tile_size=tile, overlap=overlap, name="tiny test model",
+        gsd=gsd,
+        tile_size=tile,
+        overlap=overlap,
+        name="tiny test model",
     )
 
 
@@ -33,16 +46,24 @@ def tiny_model_file(path: Path, seed: int = 0, **card_kwargs) -> Path:
     return save_model(path, card, model.state_dict())
 
 
-def write_geotiff(path: Path, data: np.ndarray, gsd: float = 1.0, epsg: int = 32640,
-                  nodata: Optional[float] = None, origin: tuple[float, float] = (500000.0, 2800000.0)
-                  ) -> Path:
+def write_geotiff(
+    path: Path,
+    data: np.ndarray,
+    gsd: float = 1.0,
+    epsg: int = 32640,
+    nodata: Optional[float] = None,
+    origin: tuple[float, float] = (500000.0, 2800000.0),
+) -> Path:
     """Write a (bands, rows, cols) array as a georeferenced GeoTIFF."""
     data = np.asarray(data)
     if data.ndim == 2:
         data = data[None]
-    dtype = gdal.GetDataTypeByName({"uint8": "Byte"}.get(data.dtype.name, data.dtype.name.capitalize()))
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0],
-                                              dtype, ["TILED=YES"])
+    dtype = gdal.GetDataTypeByName(
+        {"uint8": "Byte"}.get(data.dtype.name, data.dtype.name.capitalize())
+    )
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path), data.shape[2], data.shape[1], data.shape[0], dtype, ["TILED=YES"]
+    )
     ds.SetGeoTransform((origin[0], gsd, 0.0, origin[1], 0.0, -gsd))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(epsg)

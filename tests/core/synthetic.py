@@ -1,5 +1,6 @@
 """Small synthetic land-cover scenes for training/adaptation tests: blobs of classes, each class
 with its own colour and texture; a "sensor" transform for cross-sensor targets."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,13 @@ from .helpers import write_geotiff
 
 #: Class colours (3 bands) of the synthetic source sensor, codes 1..3.
 COLOURS = np.array([[200.0, 60.0, 60.0], [90.0, 90.0, 90.0], [40.0, 80.0, 190.0]])
-CLASSES_JSON = {"classes": [{"code": 1, "name": "building", "color": "#E6194B"},
-                            {"code": 2, "name": "road", "color": "#FFE119"},
-                            {"code": 3, "name": "water", "color": "#0082C8"}]}
+CLASSES_JSON = {
+    "classes": [
+        {"code": 1, "name": "building", "color": "#E6194B"},
+        {"code": 2, "name": "road", "color": "#FFE119"},
+        {"code": 3, "name": "water", "color": "#0082C8"},
+    ]
+}
 
 
 def label_map(size: int, seed: int, cells: int = 12) -> np.ndarray:
@@ -44,8 +49,9 @@ def target_image(labels: np.ndarray, seed: int, noise: float = 8.0) -> np.ndarra
     return np.clip(img, 1, 1023).astype(np.uint16)
 
 
-def write_source(folder: Path, n: int = 2, size: int = 96, seed: int = 0,
-                 gsd: float = 1.0) -> tuple[Path, Path]:
+def write_source(
+    folder: Path, n: int = 2, size: int = 96, seed: int = 0, gsd: float = 1.0
+) -> tuple[Path, Path]:
     """``folder/images/*.tif`` and ``folder/labels/*.tif`` (same names); returns both folders."""
     images, labels = folder / "images", folder / "labels"
     images.mkdir(parents=True, exist_ok=True)
@@ -57,8 +63,9 @@ def write_source(folder: Path, n: int = 2, size: int = 96, seed: int = 0,
     return images, labels
 
 
-def write_target(folder: Path, size: int = 96, seed: int = 50, gsd: float = 2.0,
-                 nodata_corner: int = 0) -> tuple[Path, Path]:
+def write_target(
+    folder: Path, size: int = 96, seed: int = 50, gsd: float = 2.0, nodata_corner: int = 0
+) -> tuple[Path, Path]:
     """A target scene (uint16, nodata 0) and its labels on the same grid."""
     folder.mkdir(parents=True, exist_ok=True)
     lab = label_map(size, seed, cells=10)

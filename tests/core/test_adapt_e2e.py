@@ -1,5 +1,6 @@
 """Train -> adapt -> evaluate through the command line on small generated rasters: a source sensor
 (uint8, 1 m) and a target sensor (uint16 10-bit, mixed bands, 2 m, nodata corner)."""
+
 import json
 import time
 from pathlib import Path
@@ -19,21 +20,78 @@ def test_train_adapt_evaluate_cli(tmp_path: Path, capsys):
     scene, scene_labels = write_target(tmp_path / "tgt", size=96, gsd=2.0, nodata_corner=20)
     classes = write_classes(tmp_path / "classes.json")
     model = tmp_path / "src.lovecs"
-    assert main(["train", "--images", str(images), "--labels", str(labels), "--classes",
-                 str(classes), "--out", str(model), "--arch", "tiny", "--iterations", "60",
-                 "--batch-size", "4", "--crop", "48", "--lr", "0.05", "--device", "cpu",
-                 "--randomise", "none"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(images),
+                "--labels",
+                str(labels),
+                "--classes",
+                str(classes),
+                "--out",
+                str(model),
+                "--arch",
+                "tiny",
+                "--iterations",
+                "60",
+                "--batch-size",
+                "4",
+                "--crop",
+                "48",
+                "--lr",
+                "0.05",
+                "--device",
+                "cpu",
+                "--randomise",
+                "none",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
 
     scores = {}
     for method in ("source-only", "adabn", "lovecs"):
         out, map_tif = tmp_path / f"{method}.lovecs", tmp_path / f"{method}.tif"
         conf_tif = tmp_path / f"{method}_conf.tif"
-        assert main(["--progress", "json", "adapt", "--model", str(model), "--target",
-                     str(scene), "--out", str(out), "--method", method, "--preset", "fast",
-                     "--iterations", "20", "--refresh-every", "10", "--crop", "48",
-                     "--pl-tile", "64", "--bn-windows", "8", "--map", str(map_tif),
-                     "--confidence", str(conf_tif), "--device", "cpu"]) == 0
+        assert (
+            main(
+                [
+                    "--progress",
+                    "json",
+                    "adapt",
+                    "--model",
+                    str(model),
+                    "--target",
+                    str(scene),
+                    "--out",
+                    str(out),
+                    "--method",
+                    method,
+                    "--preset",
+                    "fast",
+                    "--iterations",
+                    "20",
+                    "--refresh-every",
+                    "10",
+                    "--crop",
+                    "48",
+                    "--pl-tile",
+                    "64",
+                    "--bn-windows",
+                    "8",
+                    "--map",
+                    str(map_tif),
+                    "--confidence",
+                    str(conf_tif),
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
         lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         result = lines[-1]
         assert result["type"] == "result" and result["map"] == str(map_tif)
@@ -51,8 +109,22 @@ def test_train_adapt_evaluate_cli(tmp_path: Path, capsys):
         assert (ds.RasterXSize, ds.RasterYSize) == (96, 96)
         assert gdal.Open(str(conf_tif)) is not None
         report = tmp_path / f"{method}.json"
-        assert main(["evaluate", "--pred", str(map_tif), "--labels", str(scene_labels),
-                     "--classes", str(classes), "--json", str(report)]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--pred",
+                    str(map_tif),
+                    "--labels",
+                    str(scene_labels),
+                    "--classes",
+                    str(classes),
+                    "--json",
+                    str(report),
+                ]
+            )
+            == 0
+        )
         table = capsys.readouterr().out
         assert "mIoU" in table and "building" in table
         scores[method] = json.loads(report.read_text())
@@ -60,10 +132,39 @@ def test_train_adapt_evaluate_cli(tmp_path: Path, capsys):
     # the source model fed the other sensor's raw 10-bit values fails; the sensor alignment
     # (bit depth) that every method starts from repairs it, and adaptation keeps it repaired
     raw = tmp_path / "raw.tif"
-    assert main(["predict", "--model", str(model), "--raster", str(scene), "--out", str(raw),
-                 "--no-align", "--device", "cpu"]) == 0
-    assert main(["evaluate", "--pred", str(raw), "--labels", str(scene_labels), "--classes",
-                 str(classes), "--json", str(tmp_path / "raw.json")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--raster",
+                str(scene),
+                "--out",
+                str(raw),
+                "--no-align",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(raw),
+                "--labels",
+                str(scene_labels),
+                "--classes",
+                str(classes),
+                "--json",
+                str(tmp_path / "raw.json"),
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "raw.json").read_text())["miou"] < 0.5
     assert scores["source-only"]["miou"] > 0.8
     assert scores["adabn"]["miou"] > 0.8
@@ -80,17 +181,81 @@ def test_run_away_adaptation_is_detected_and_rolled_back(tmp_path: Path, capsys)
     scene, _ = write_target(tmp_path / "tgt", size=96, gsd=1.0)
     classes = write_classes(tmp_path / "classes.json")
     model = tmp_path / "src.lovecs"
-    assert main(["train", "--images", str(images), "--labels", str(labels), "--classes",
-                 str(classes), "--out", str(model), "--arch", "tiny", "--iterations", "60",
-                 "--batch-size", "4", "--crop", "48", "--lr", "0.05", "--device", "cpu",
-                 "--randomise", "none", "--sample-crops", "4", "--sample-side", "48"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--images",
+                str(images),
+                "--labels",
+                str(labels),
+                "--classes",
+                str(classes),
+                "--out",
+                str(model),
+                "--arch",
+                "tiny",
+                "--iterations",
+                "60",
+                "--batch-size",
+                "4",
+                "--crop",
+                "48",
+                "--lr",
+                "0.05",
+                "--device",
+                "cpu",
+                "--randomise",
+                "none",
+                "--sample-crops",
+                "4",
+                "--sample-side",
+                "48",
+            ]
+        )
+        == 0
+    )
     source_map = tmp_path / "source.tif"
-    assert main(["predict", "--model", str(model), "--raster", str(scene), "--out",
-                 str(source_map), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--raster",
+                str(scene),
+                "--out",
+                str(source_map),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    common = ["adapt", "--model", str(model), "--target", str(scene), "--method", "lovecs",
-              "--preset", "fast", "--iterations", "10", "--refresh-every", "5", "--crop", "48",
-              "--pl-tile", "64", "--lr", "10", "--device", "cpu"]
+    common = [
+        "adapt",
+        "--model",
+        str(model),
+        "--target",
+        str(scene),
+        "--method",
+        "lovecs",
+        "--preset",
+        "fast",
+        "--iterations",
+        "10",
+        "--refresh-every",
+        "5",
+        "--crop",
+        "48",
+        "--pl-tile",
+        "64",
+        "--lr",
+        "10",
+        "--device",
+        "cpu",
+    ]
     out, map_tif = tmp_path / "adapted.lovecs", tmp_path / "map.tif"
     assert main(common + ["--out", str(out), "--map", str(map_tif)]) == 0
     text = capsys.readouterr().out
@@ -98,8 +263,9 @@ def test_run_away_adaptation_is_detected_and_rolled_back(tmp_path: Path, capsys)
     rejected = tmp_path / "adapted.rejected.lovecs"
     assert rejected.is_file() and f"kept in {rejected}" in text
     card = read_card(out)
-    assert card.default_domain == "source" and card.adaptation["health"]["verdict"] == \
-        "likely harmful"
+    assert (
+        card.default_domain == "source" and card.adaptation["health"]["verdict"] == "likely harmful"
+    )
     assert card.adaptation["source_term"] == "model file sample"
     assert read_card(rejected).adaptation["result"] == "adapted model, rejected"
     # rolled back: the source model's weights, and the very map `lovecs predict` makes
@@ -108,8 +274,9 @@ def test_run_away_adaptation_is_detected_and_rolled_back(tmp_path: Path, capsys)
     for key, value in source_state.items():
         if not key.startswith("sample.") and "target_" not in key:
             assert np.array_equal(value.numpy(), out_state[key].numpy()), key
-    assert np.array_equal(gdal.Open(str(map_tif)).ReadAsArray(),
-                          gdal.Open(str(source_map)).ReadAsArray())
+    assert np.array_equal(
+        gdal.Open(str(map_tif)).ReadAsArray(), gdal.Open(str(source_map)).ReadAsArray()
+    )
     # --keep-adapted: the user insists
     kept = tmp_path / "kept.lovecs"
     assert main(common + ["--out", str(kept), "--keep-adapted"]) == 0

@@ -1,5 +1,6 @@
 """Sensor randomisation: deterministic under a seed, labels aligned, nodata kept, values in range;
 the DataLoader path gives the sampler's batches."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,10 +26,19 @@ def sources(tmp_path: Path) -> list[RasterSource]:
 
 
 def sampler(sources, parts=PARTS, probability=1.0, seed=3, crop=48):
-    rand = None if parts is None else SensorRandomisation(parts=list(parts),
-                                                          probability=probability)
-    return WindowSampler(sources, [1, 2, 3], crop, [120.0] * 3, [60.0] * 3,
-                         scale_range=(0.8, 1.25), seed=seed, randomisation=rand)
+    rand = (
+        None if parts is None else SensorRandomisation(parts=list(parts), probability=probability)
+    )
+    return WindowSampler(
+        sources,
+        [1, 2, 3],
+        crop,
+        [120.0] * 3,
+        [60.0] * 3,
+        scale_range=(0.8, 1.25),
+        seed=seed,
+        randomisation=rand,
+    )
 
 
 @pytest.mark.parametrize("part", PARTS)

@@ -4,8 +4,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from lovecs_core.card import (CARD_KEY, ModelCard, ModelFileError, load_classes, load_model_file,
-                              read_card, save_model)
+from lovecs_core.card import (
+    CARD_KEY,
+    ModelCard,
+    ModelFileError,
+    load_classes,
+    load_model_file,
+    read_card,
+    save_model,
+)
 from lovecs_core.cli import main
 from lovecs_core.models import build_model, model_from_file
 
@@ -33,18 +40,27 @@ def _write_with_card(path: Path, card_dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.pop("classes"), "missing required field 'classes'"),
-    (lambda d: d.update(format="other"), "'format' must be"),
-    (lambda d: d.update(format_version=99), "unsupported 'format_version'"),
-    (lambda d: d["classes"][0].update(color="red"), "classes[0].color"),
-    (lambda d: d["classes"][1].update(code=1), "class code 1 appears twice"),
-    (lambda d: d["classes"][0].update(code=0), "0 is nodata"),
-    (lambda d: d["normalization"]["source"].update(mean=[1.0]), "normalization.source.mean must list 3"),
-    (lambda d: d["normalization"]["source"].update(std=[1.0, 0.0, 1.0]), "std must be positive"),
-    (lambda d: d.update(gsd=-1), "'gsd' must be a positive number"),
-    (lambda d: d["bands"].update(count=4), "'bands.count' is 4 but 3 band names"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("classes"), "missing required field 'classes'"),
+        (lambda d: d.update(format="other"), "'format' must be"),
+        (lambda d: d.update(format_version=99), "unsupported 'format_version'"),
+        (lambda d: d["classes"][0].update(color="red"), "classes[0].color"),
+        (lambda d: d["classes"][1].update(code=1), "class code 1 appears twice"),
+        (lambda d: d["classes"][0].update(code=0), "0 is nodata"),
+        (
+            lambda d: d["normalization"]["source"].update(mean=[1.0]),
+            "normalization.source.mean must list 3",
+        ),
+        (
+            lambda d: d["normalization"]["source"].update(std=[1.0, 0.0, 1.0]),
+            "std must be positive",
+        ),
+        (lambda d: d.update(gsd=-1), "'gsd' must be a positive number"),
+        (lambda d: d["bands"].update(count=4), "'bands.count' is 4 but 3 band names"),
+    ],
+)
 def test_validation_names_the_problem(tmp_path: Path, mutate, message):
     data = tiny_card().to_dict()
     mutate(data)

@@ -35,10 +35,14 @@ ENGINE = Path(lovecs_core.__file__).parent
 
 def loaded_after(code: str) -> list[str]:
     """The heavy modules a fresh interpreter holds after running ``code``."""
-    probe = (f"{code}\nimport sys\n"
-             f"print('LOADED:', *(m for m in {HEAVY!r} if m in sys.modules))")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=60, cwd=str(ENGINE.parent))
+    probe = f"{code}\nimport sys\nprint('LOADED:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ENGINE.parent),
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().splitlines()[-1].split()[1:]
 
@@ -56,12 +60,15 @@ def test_lovecs_info_loads_no_torch(tmp_path: Path):
     from .helpers import tiny_model_file
 
     model = tiny_model_file(tmp_path / "m.lovecs")
-    code = ("from lovecs_core.cli import main\n"
-            f"assert main(['--progress', 'none', 'info', {str(model)!r}]) == 0")
+    code = (
+        "from lovecs_core.cli import main\n"
+        f"assert main(['--progress', 'none', 'info', {str(model)!r}]) == 0"
+    )
     assert loaded_after(code) == []
 
 
 # -- temporary files -------------------------------------------------------------------------------
+
 
 def test_every_temporary_name_matches_its_output_pattern(tmp_path: Path):
     out = tmp_path / "map.tif"
@@ -78,10 +85,17 @@ def test_every_temporary_name_matches_its_output_pattern(tmp_path: Path):
 def test_the_pattern_leaves_finished_files_and_other_outputs_alone(tmp_path: Path):
     out = tmp_path / "map.tif"
     pattern = partial_pattern(out)
-    for name in ("map.tif", "map.qml", "map.tif.aux.xml", ".map.tif", ".map.part-xyz.tif",
-                 ".map.other-01234567.tif", "map_confidence.tif",
-                 temporary_path(tmp_path / "map_confidence.tif").name,
-                 temporary_path(tmp_path / "mapx.tif").name):
+    for name in (
+        "map.tif",
+        "map.qml",
+        "map.tif.aux.xml",
+        ".map.tif",
+        ".map.part-xyz.tif",
+        ".map.other-01234567.tif",
+        "map_confidence.tif",
+        temporary_path(tmp_path / "map_confidence.tif").name,
+        temporary_path(tmp_path / "mapx.tif").name,
+    ):
         assert not pattern.match(name), name
     assert not is_temporary_name("map.tif") and not is_temporary_name("scene.lovecs")
 
@@ -115,6 +129,7 @@ def test_the_engine_names_temporary_files_only_through_the_contract():
 
 # -- bands -----------------------------------------------------------------------------------------
 
+
 def test_parse_bands():
     assert parse_bands("3,2,1") == [3, 2, 1]
     assert parse_bands(" 1, 4 ") == [1, 4]
@@ -133,7 +148,8 @@ def test_band_checks_say_what_to_do():
     assert "expects 3 band(s) (red, green, blue)" in message
     assert "4 band(s) of 'scene'" in message and "with 'Bands', e.g. 1,2,3" in message
     assert band_list_problem(names, "1,9", 4, 4, "'scene'") == (
-        "'scene' has 4 band(s); band(s) [9] do not exist")
+        "'scene' has 4 band(s); band(s) [9] do not exist"
+    )
     assert "comma-separated" in band_list_problem(names, "r,g", 4, 4, "'scene'")
     assert band_list_problem(names, "", 4, 3, "'scene'") == ""  # alpha left out
     assert "4 band(s) of" in band_list_problem(names, "", 4, 4, "'scene'")
@@ -141,10 +157,14 @@ def test_band_checks_say_what_to_do():
 
 # -- stages and events -----------------------------------------------------------------------------
 
+
 def reported_stages() -> dict[str, set[str]]:
     """Stage names the engine passes to its reporter, by module, read from the source."""
-    constants = {name: getattr(contract, name) for name in dir(contract)
-                 if isinstance(getattr(contract, name), str)}
+    constants = {
+        name: getattr(contract, name)
+        for name in dir(contract)
+        if isinstance(getattr(contract, name), str)
+    }
     found: dict[str, set[str]] = {}
     for path in sorted(ENGINE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -170,8 +190,7 @@ def test_every_stage_the_engine_reports_is_in_the_plugins_table():
     known |= {s for stages in UNWEIGHTED_STAGES.values() for s in stages}
     found = reported_stages()
     assert found, "no reporter calls found: the scan is broken"
-    unknown = {module: sorted(stages - known) for module, stages in found.items()
-               if stages - known}
+    unknown = {module: sorted(stages - known) for module, stages in found.items() if stages - known}
     assert unknown == {}
 
 
@@ -189,12 +208,21 @@ def test_a_resampled_run_reports_only_known_predict_stages(tmp_path: Path):
 
     from .helpers import tiny_model_file, write_geotiff
 
-    raster = write_geotiff(tmp_path / "r.tif", np.random.default_rng(0).integers(
-        0, 255, (3, 80, 60)).astype(np.uint8), gsd=1.0)
+    raster = write_geotiff(
+        tmp_path / "r.tif",
+        np.random.default_rng(0).integers(0, 255, (3, 80, 60)).astype(np.uint8),
+        gsd=1.0,
+    )
     model = tiny_model_file(tmp_path / "m.lovecs", gsd=2.0)
     events: list = []
-    result = predict_raster(model, raster, tmp_path / "map.tif", device="cpu",
-                            reporter=Reporter(events.append), confidence=tmp_path / "c.tif")
+    result = predict_raster(
+        model,
+        raster,
+        tmp_path / "map.tif",
+        device="cpu",
+        reporter=Reporter(events.append),
+        confidence=tmp_path / "c.tif",
+    )
     assert result.resampled
     stages = {e.stage for e in events}
     assert stages <= set(STAGES["predict"]) | set(UNWEIGHTED_STAGES["predict"])

@@ -2,14 +2,21 @@ import pytest
 import torch
 from torch import nn
 
-from lovecs_core.csn import (CrossSensorNorm, change_csn, copy_source_to_target, csn_domain,
-                             csn_layers, replace_bn_with_csn)
+from lovecs_core.csn import (
+    CrossSensorNorm,
+    change_csn,
+    copy_source_to_target,
+    csn_domain,
+    csn_layers,
+    replace_bn_with_csn,
+)
 from lovecs_core.models import SemanticFPN
 
 
 def small_net() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.Conv2d(4, 2, 1))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1)
+    )
 
 
 def test_replace_covers_every_batchnorm_and_keeps_stats():

@@ -3,10 +3,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lovecs_core.data import (RasterSource, band_statistics, code_lookup, open_sources,
-                              pair_rasters)
-from lovecs_core.sampling import WindowSampler
+from lovecs_core.data import RasterSource, band_statistics, code_lookup, open_sources, pair_rasters
 from lovecs_core.raster import RasterError
+from lovecs_core.sampling import WindowSampler
 
 from .helpers import write_geotiff
 
@@ -67,8 +66,9 @@ def test_windows_are_drawn_toward_labelled_pixels(tmp_path: Path):
     source = coded_raster(tmp_path, size=200, labelled=slice(0, 40))
     codes = [1, 2, 3]
     weighted = WindowSampler([source], codes, 32, [0, 0, 0], [1, 1, 1], augment=False, seed=0)
-    uniform = WindowSampler([source], codes, 32, [0, 0, 0], [1, 1, 1], augment=False,
-                            weighting="uniform", seed=0)
+    uniform = WindowSampler(
+        [source], codes, 32, [0, 0, 0], [1, 1, 1], augment=False, weighting="uniform", seed=0
+    )
     hit_w = np.mean([(weighted.sample_one()[1] >= 0).any() for _ in range(200)])
     hit_u = np.mean([(uniform.sample_one()[1] >= 0).any() for _ in range(200)])
     assert hit_w == 1.0
@@ -94,8 +94,16 @@ def test_augmentation_keeps_image_and_labels_aligned_and_varies(tmp_path: Path):
 def test_random_scale_resamples_the_window(tmp_path: Path):
     source = coded_raster(tmp_path, size=160)
     for scale, span in ((2.0, 16), (0.5, 64)):
-        sampler = WindowSampler([source], [1, 2, 3], 32, [0, 0, 0], [1, 1, 1],
-                                scale_range=(scale, scale), augment=False, seed=0)
+        sampler = WindowSampler(
+            [source],
+            [1, 2, 3],
+            32,
+            [0, 0, 0],
+            [1, 1, 1],
+            scale_range=(scale, scale),
+            augment=False,
+            seed=0,
+        )
         image, target = sampler.sample_one()
         assert image.shape == (3, 32, 32)
         covered = image[1].max() - image[1].min()  # column indices seen across the window
@@ -111,8 +119,10 @@ def test_invalid_pixels_are_ignored_and_zero(tmp_path: Path):
     image = np.full((3, 64, 64), 500, np.uint16)
     image[:, :, :32] = 0
     labels = np.full((64, 64), 2, np.uint8)
-    src = RasterSource(write_geotiff(tmp_path / "i.tif", image, nodata=0),
-                       label_path=write_geotiff(tmp_path / "l.tif", labels))
+    src = RasterSource(
+        write_geotiff(tmp_path / "i.tif", image, nodata=0),
+        label_path=write_geotiff(tmp_path / "l.tif", labels),
+    )
     sampler = WindowSampler([src], [1, 2], 64, [400] * 3, [50] * 3, augment=False, seed=0)
     img, target = sampler.sample_one()
     assert (target[:, :32] == -1).all() and (target[:, 32:] == 1).all()

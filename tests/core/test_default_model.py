@@ -1,4 +1,5 @@
 """The bundled default model: a valid card with provenance and scores, and it maps a real GeoTIFF."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ def test_default_model_card():
     assert DEFAULT.is_file(), "resources/models/default.lovecs is missing (make default-model)"
     assert DEFAULT.stat().st_size < 25e6
     card = read_card(DEFAULT)
-    assert [c.name for c in card.classes] == ["building", "road", "water", "bare land",
-                                              "vegetation"]
+    assert [c.name for c in card.classes] == [
+        "building",
+        "road",
+        "water",
+        "bare land",
+        "vegetation",
+    ]
     assert card.band_count == 3 and card.gsd == 0.5 and card.architecture["arch"] == "fpn"
     assert card.provenance["reproduce"].startswith("make default-model")
     miou = card.scores["miou"]

@@ -14,7 +14,7 @@ def two_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"Fake GPU {i}")
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: ((i + 1) * 2 ** 30, 8 * 2 ** 30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: ((i + 1) * 2**30, 8 * 2**30))
 
 
 def test_cpu_and_auto_without_cuda(no_cuda):
@@ -49,8 +49,8 @@ def test_cuda_devices_when_available(two_gpus):
         resolve_device("cuda:2")
     devices = list_devices()
     assert [d.name for d in devices] == ["cuda:0", "cuda:1"]
-    assert devices[1].label == "Fake GPU 1" and devices[1].free_memory == 2 * 2 ** 30
-    assert devices[1].total_memory == 8 * 2 ** 30 and "2.0 of 8.0 GiB free" in devices[1].describe()
+    assert devices[1].label == "Fake GPU 1" and devices[1].free_memory == 2 * 2**30
+    assert devices[1].total_memory == 8 * 2**30 and "2.0 of 8.0 GiB free" in devices[1].describe()
     assert device_choices() == ["auto", "cpu", "cuda:0", "cuda:1"]
 
 

@@ -1,4 +1,5 @@
 """The engine must never import QGIS, Qt or the plugin: parse every module's imports."""
+
 import ast
 from pathlib import Path
 
@@ -21,9 +22,12 @@ def imported_modules(path: Path) -> set[str]:
 def test_engine_never_imports_qgis_or_qt():
     files = sorted(ENGINE.rglob("*.py"))
     assert len(files) >= 8
-    offenders = {str(f.relative_to(ENGINE)): sorted(m for m in imported_modules(f)
-                                                     if m.split(".")[0] in FORBIDDEN)
-                 for f in files}
+    offenders = {
+        str(f.relative_to(ENGINE)): sorted(
+            m for m in imported_modules(f) if m.split(".")[0] in FORBIDDEN
+        )
+        for f in files
+    }
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

@@ -3,8 +3,11 @@ from lovecs_core.estimate import adapt_seconds, classify_seconds, describe_estim
 
 def test_estimates_grow_with_preset_and_size():
     small, big = 1_000_000, 16_000_000
-    assert adapt_seconds("fast", small) < adapt_seconds("standard", small) < \
-        adapt_seconds("paper", small)
+    assert (
+        adapt_seconds("fast", small)
+        < adapt_seconds("standard", small)
+        < adapt_seconds("paper", small)
+    )
     assert adapt_seconds("fast", big) > adapt_seconds("fast", small)
     assert adapt_seconds("fast", small, gsd_ratio=3.0) > adapt_seconds("fast", small)
     assert classify_seconds(big) == 16 * classify_seconds(small)

@@ -1,4 +1,5 @@
 """The health check's verdicts on crafted maps."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,13 @@ def test_a_small_confident_refinement_is_improved():
     adapted = pred.copy()
     unsure = conf < 0.5 * SCALE
     adapted[unsure & (np.arange(pred.size) % 3 == 0)] = 3  # relabels a few unsure pixels
-    report = health_check(pred, conf, adapted, np.minimum(conf.astype(np.int64) + 3000,
-                                                          SCALE).astype(np.uint16), NAMES)
+    report = health_check(
+        pred,
+        conf,
+        adapted,
+        np.minimum(conf.astype(np.int64) + 3000, SCALE).astype(np.uint16),
+        NAMES,
+    )
     assert report.verdict == IMPROVED, report.summary()
     assert report.agreement_confident == 1.0 and report.class_shift < 0.1
 

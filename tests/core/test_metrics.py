@@ -43,7 +43,7 @@ def test_kappa_matches_the_textbook_formula_and_perfect_map():
     m = acc.matrix.astype(float)
     n = m.sum()
     po = np.trace(m) / n
-    pe = (m.sum(0) * m.sum(1)).sum() / n ** 2
+    pe = (m.sum(0) * m.sum(1)).sum() / n**2
     assert acc.kappa == pytest.approx((po - pe) / (1 - pe))
     perfect = accuracy_from_arrays(truth, truth, [1, 2, 3, 4])
     assert perfect.kappa == pytest.approx(1.0) and perfect.miou == pytest.approx(1.0)
@@ -61,8 +61,14 @@ def test_area_adjusted_accuracy_reproduces_olofsson_2014_example():
     # (deforestation, forest gain, stable forest, stable non-forest), columns = reference.
     sample = np.array([[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]])
     map_pixels = np.array([200_000, 150_000, 3_200_000, 6_450_000])
-    acc = Accuracy([1, 2, 3, 4], ["def", "gain", "forest", "nonforest"], sample.T.copy(),
-                   np.zeros(4, dtype=np.int64), map_counts=map_pixels, pixel_area=900.0)
+    acc = Accuracy(
+        [1, 2, 3, 4],
+        ["def", "gain", "forest", "nonforest"],
+        sample.T.copy(),
+        np.zeros(4, dtype=np.int64),
+        map_counts=map_pixels,
+        pixel_area=900.0,
+    )
     area = acc.area_adjusted()
     assert area is not None
     assert area["overall_accuracy"] == pytest.approx(0.947, abs=5e-4)
@@ -91,13 +97,34 @@ def test_evaluate_rasters_streams_and_cli_prints_table(tmp_path: Path, capsys):
     assert acc.pixel_area == pytest.approx(1.0)
 
     classes = tmp_path / "classes.json"
-    classes.write_text(json.dumps({"classes": [
-        {"code": 1, "name": "building", "color": "#FF0000"},
-        {"code": 2, "name": "road", "color": "#00FF00"},
-        {"code": 3, "name": "water", "color": "#0000FF"}]}))
+    classes.write_text(
+        json.dumps(
+            {
+                "classes": [
+                    {"code": 1, "name": "building", "color": "#FF0000"},
+                    {"code": 2, "name": "road", "color": "#00FF00"},
+                    {"code": 3, "name": "water", "color": "#0000FF"},
+                ]
+            }
+        )
+    )
     out = tmp_path / "scores.json"
-    assert main(["evaluate", "--pred", str(p), "--labels", str(t), "--classes", str(classes),
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--pred",
+                str(p),
+                "--labels",
+                str(t),
+                "--classes",
+                str(classes),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "building" in printed and "mIoU" in printed and "kappa" in printed
     scores = json.loads(out.read_text())

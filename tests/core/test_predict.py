@@ -15,7 +15,7 @@ from lovecs_core.cli import main
 from lovecs_core.csn import CrossSensorNorm
 from lovecs_core.models import architecture, build_model, model_from_file
 from lovecs_core.predict import normalize, predict_raster, tile_settings
-from lovecs_core.progress import CancelToken, Cancelled, Reporter
+from lovecs_core.progress import Cancelled, CancelToken, Reporter
 from lovecs_core.raster import RasterError, RasterReader, Window
 from lovecs_core.tiling import make_grid
 
@@ -40,10 +40,16 @@ def read(path: Path) -> np.ndarray:
 def band1_model(path: Path, bands: int = 3, gsd=None, band: int = 0, **card_kw) -> Path:
     """A 1x1-conv model that looks at one input band only: class 1 (building) where that band
     is above the card mean (100), class 2 (road) below."""
-    card = ModelCard(architecture=architecture("tiny", csn=False, width=8, depth=0),
-                     classes=CLASSES[:2], band_names=[f"b{i + 1}" for i in range(bands)],
-                     normalization={"source": {"mean": [100.0] * bands, "std": [50.0] * bands}},
-                     gsd=gsd, tile_size=64, overlap=16, **card_kw)
+    card = ModelCard(
+        architecture=architecture("tiny", csn=False, width=8, depth=0),
+        classes=CLASSES[:2],
+        band_names=[f"b{i + 1}" for i in range(bands)],
+        normalization={"source": {"mean": [100.0] * bands, "std": [50.0] * bands}},
+        gsd=gsd,
+        tile_size=64,
+        overlap=16,
+        **card_kw,
+    )
     net = build_model(card)
     conv = net.body[0]
     with torch.no_grad():
@@ -67,6 +73,7 @@ def lovecs_threads() -> list[str]:
 
 # -- seams, tiling, nodata ----------------------------------------------------------------------
 
+
 def test_output_is_seam_free_and_does_not_depend_on_tiling(tmp_path: Path):
     rng = np.random.default_rng(1)
     data = rng.integers(1, 256, (3, 150, 170)).astype(np.uint8)
@@ -80,15 +87,22 @@ def test_output_is_seam_free_and_does_not_depend_on_tiling(tmp_path: Path):
 
     for tile, overlap in [(64, 16), (40, 8), (56, 5)]:
         out, prob = tmp_path / f"o{tile}.tif", tmp_path / f"p{tile}.tif"
-        r = predict_raster(model_path, raster, out, tile=tile, overlap=overlap, probabilities=prob,
-                           batch_size=3)
+        r = predict_raster(
+            model_path, raster, out, tile=tile, overlap=overlap, probabilities=prob, batch_size=3
+        )
         assert r.tiles_total == len(make_grid(170, 150, tile, overlap)) > 4
         np.testing.assert_allclose(read(prob), truth, atol=2e-5)
         assert (read(out) == codes).all()
 
     # Without overlap the tile borders differ from the truth: the test above can fail.
-    predict_raster(model_path, raster, tmp_path / "seams.tif", tile=64, overlap=0,
-                   probabilities=tmp_path / "pseams.tif")
+    predict_raster(
+        model_path,
+        raster,
+        tmp_path / "seams.tif",
+        tile=64,
+        overlap=0,
+        probabilities=tmp_path / "pseams.tif",
+    )
     diff = np.abs(read(tmp_path / "pseams.tif") - truth).max(axis=0)
     assert diff[:, 63:65].max() > 1e-3 and diff[10:50, 10:50].max() < 1e-5
 
@@ -100,11 +114,13 @@ def test_all_nodata_tiles_are_skipped_and_masked_pixels_stay_zero(tmp_path: Path
     data[:, 150:153, 10:14] = 0
     raster = write_geotiff(tmp_path / "r.tif", data, nodata=0)
     model = tiny_model_file(tmp_path / "m.lovecs")
-    r = predict_raster(model, raster, tmp_path / "o.tif", tile=64, overlap=16,
-                       confidence=tmp_path / "c.tif")
+    r = predict_raster(
+        model, raster, tmp_path / "o.tif", tile=64, overlap=16, confidence=tmp_path / "c.tif"
+    )
     grid = make_grid(200, 200, 64, 16)
-    expected = sum(1 for t in grid.tiles() if t.window.xoff + 64 <= 120
-                   and t.window.yoff + 64 <= 120)
+    expected = sum(
+        1 for t in grid.tiles() if t.window.xoff + 64 <= 120 and t.window.yoff + 64 <= 120
+    )
     assert r.tiles_total == len(grid) and r.tiles_skipped == expected == 4
     out, conf = read(tmp_path / "o.tif"), read(tmp_path / "c.tif")
     invalid = (data == 0).any(axis=0)
@@ -114,8 +130,9 @@ def test_all_nodata_tiles_are_skipped_and_masked_pixels_stay_zero(tmp_path: Path
 
 
 def _rgba(path: Path, data: np.ndarray, alpha: np.ndarray) -> Path:
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], 4,
-                                              gdal.GDT_Byte, ["ALPHA=YES", "TILED=YES"])
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path), data.shape[2], data.shape[1], 4, gdal.GDT_Byte, ["ALPHA=YES", "TILED=YES"]
+    )
     ds.SetGeoTransform((300000.0, 0.5, 0.0, 5000000.0, 0.0, -0.5))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32633)
@@ -155,8 +172,14 @@ def test_alpha_and_dataset_masks_on_own_rasters(tmp_path: Path):
 
 # -- real GeoTIFFs ------------------------------------------------------------------------------
 
-REAL = ["RGB.byte.tif", "cogeo.tif", "drone_ortho_2cm.tif", "SP27GTIF.TIF", "L7_ETMs.tif",
-        "rgb1_fake_nir_epsg3857.tif"]
+REAL = [
+    "RGB.byte.tif",
+    "cogeo.tif",
+    "drone_ortho_2cm.tif",
+    "SP27GTIF.TIF",
+    "L7_ETMs.tif",
+    "rgb1_fake_nir_epsg3857.tif",
+]
 
 
 @pytest.mark.parametrize("name", REAL)
@@ -169,7 +192,8 @@ def test_real_geotiffs_keep_grid_crs_and_masks(shared_data: Path, tmp_path: Path
     assert (out_ds.RasterXSize, out_ds.RasterYSize) == (in_ds.RasterXSize, in_ds.RasterYSize)
     assert out_ds.GetGeoTransform() == pytest.approx(in_ds.GetGeoTransform())
     assert osr.SpatialReference(wkt=out_ds.GetProjection()).IsSame(
-        osr.SpatialReference(wkt=in_ds.GetProjection()))
+        osr.SpatialReference(wkt=in_ds.GetProjection())
+    )
     out = out_ds.ReadAsArray()
     valid = reader.read_valid(Window(0, 0, reader.width, reader.height))
     assert (out[~valid] == 0).all() and np.isin(out[valid], [1, 2, 3]).all()
@@ -181,16 +205,21 @@ def test_real_geotiffs_keep_grid_crs_and_masks(shared_data: Path, tmp_path: Path
 def test_real_masks_drone_alpha_and_cogeo_mask(shared_data: Path, tmp_path: Path):
     """The shared files' masks are all-valid; cut holes into copies of them."""
     g = shared_data / "geotiffs"
-    drone = gdal.Translate(str(tmp_path / "drone.tif"), str(g / "drone_ortho_2cm.tif"),
-                           srcWin=[0, 0, 500, 400])
+    drone = gdal.Translate(
+        str(tmp_path / "drone.tif"), str(g / "drone_ortho_2cm.tif"), srcWin=[0, 0, 500, 400]
+    )
     band = drone.GetRasterBand(4)
     alpha = band.ReadAsArray()
     alpha[100:200, 250:] = 0
     band.WriteArray(alpha)
     band = None
     drone = None
-    cog = gdal.Translate(str(tmp_path / "cog.tif"), str(g / "cogeo.tif"), srcWin=[0, 0, 400, 300],
-                         creationOptions=["TILED=YES"])
+    cog = gdal.Translate(
+        str(tmp_path / "cog.tif"),
+        str(g / "cogeo.tif"),
+        srcWin=[0, 0, 400, 300],
+        creationOptions=["TILED=YES"],
+    )
     band = cog.GetRasterBand(1).GetMaskBand()
     mask = band.ReadAsArray()
     mask[:, :100] = 0
@@ -199,8 +228,9 @@ def test_real_masks_drone_alpha_and_cogeo_mask(shared_data: Path, tmp_path: Path
     cog = None
     model = tiny_model_file(tmp_path / "m.lovecs", gsd=None)
     for src, hole in ((tmp_path / "drone.tif", alpha == 0), (tmp_path / "cog.tif", mask == 0)):
-        out = read(predict_raster(model, src, tmp_path / f"o-{src.name}", tile=128,
-                                  overlap=16).output)
+        out = read(
+            predict_raster(model, src, tmp_path / f"o-{src.name}", tile=128, overlap=16).output
+        )
         assert hole.any() and (out[hole] == 0).all() and (out[~hole] > 0).all()
 
 
@@ -219,23 +249,33 @@ def test_real_drone_resampled_to_model_gsd(shared_data: Path, tmp_path: Path):
 
 # -- inputs: dtypes, bands, GSD, extent, domain --------------------------------------------------
 
+
 def test_dtypes_are_normalised_with_the_card_statistics(tmp_path: Path):
     rng = np.random.default_rng(4)
     base = rng.integers(1, 256, (3, 64, 80)).astype(np.float64)
-    variants = {"uint8": (base, 1.0, 0.0), "uint16": (base * 100, 100.0, 0.0),
-                "int16": (base - 128, 1.0, -128.0), "float32": (base / 255, 1 / 255, 0.0)}
+    variants = {
+        "uint8": (base, 1.0, 0.0),
+        "uint16": (base * 100, 100.0, 0.0),
+        "int16": (base - 128, 1.0, -128.0),
+        "float32": (base / 255, 1 / 255, 0.0),
+    }
     results = {}
     torch.manual_seed(0)
     net = build_model(tiny_card())
     for name, (values, scale, shift) in variants.items():
         card = tiny_card()
         card.band_dtype = name  # a model made for this data type: no sensor alignment applies
-        card.normalization = {"source": {"mean": [100.0 * scale + shift] * 3,
-                                         "std": [50.0 * scale] * 3}}
+        card.normalization = {
+            "source": {"mean": [100.0 * scale + shift] * 3, "std": [50.0 * scale] * 3}
+        }
         raster = write_geotiff(tmp_path / f"{name}.tif", values.astype(name))
         assert RasterReader(raster).dtype_name() == name.replace("uint8", "byte")
-        predict_raster((card, net.eval()), raster, tmp_path / f"o-{name}.tif",
-                       probabilities=tmp_path / f"p-{name}.tif")
+        predict_raster(
+            (card, net.eval()),
+            raster,
+            tmp_path / f"o-{name}.tif",
+            probabilities=tmp_path / f"p-{name}.tif",
+        )
         results[name] = (read(tmp_path / f"o-{name}.tif"), read(tmp_path / f"p-{name}.tif"))
     classes, probs = results["uint8"]
     assert len(np.unique(classes)) > 1
@@ -292,8 +332,15 @@ def test_gsd_resampling_round_trip(tmp_path: Path):
     data[:, :20, :] = 0  # nodata rows
     raster = write_geotiff(tmp_path / "r.tif", data, gsd=1.0, nodata=0)
     model = band1_model(tmp_path / "m.lovecs", gsd=2.5)
-    r = predict_raster(model, raster, tmp_path / "o.tif", tile=32, overlap=8,
-                       confidence=tmp_path / "c.tif", probabilities=tmp_path / "p.tif")
+    r = predict_raster(
+        model,
+        raster,
+        tmp_path / "o.tif",
+        tile=32,
+        overlap=8,
+        confidence=tmp_path / "c.tif",
+        probabilities=tmp_path / "p.tif",
+    )
     assert r.resampled
     assert r.tiles_total == len(make_grid(96, 72, 32, 8))  # ran on the 2.5 m grid
     out_ds, in_ds = gdal.Open(str(r.output)), gdal.Open(str(raster))
@@ -306,8 +353,13 @@ def test_gsd_resampling_round_trip(tmp_path: Path):
     conf, probs = read(tmp_path / "c.tif"), read(tmp_path / "p.tif")
     assert (conf[:20] == 0).all() and (conf[23:, :110] > 90).all()
     assert (probs[:, :20] == -1).all() and probs.shape == (2, 180, 240)
-    assert leftovers(tmp_path, {"r.tif", "m.lovecs"}) == ["c.tif", "o.qml", "o.tif",
-                                                           "o.tif.aux.xml", "p.tif"]
+    assert leftovers(tmp_path, {"r.tif", "m.lovecs"}) == [
+        "c.tif",
+        "o.qml",
+        "o.tif",
+        "o.tif.aux.xml",
+        "p.tif",
+    ]
 
     same = predict_raster(model, raster, tmp_path / "n.tif", tile=32, overlap=8, resample=False)
     assert not same.resampled and same.tiles_total == len(make_grid(240, 180, 32, 8))
@@ -350,8 +402,9 @@ def test_domain_selects_target_statistics_and_csn_slot(tmp_path: Path):
     seen = []
     layer = next(m for m in net.modules() if isinstance(m, CrossSensorNorm))
     layer.register_forward_hook(lambda m, i, o: seen.append(m.domain))
-    r = predict_raster((card, net), raster, tmp_path / "t.tif", domain="target",
-                       probabilities=tmp_path / "pt.tif")
+    r = predict_raster(
+        (card, net), raster, tmp_path / "t.tif", domain="target", probabilities=tmp_path / "pt.tif"
+    )
     assert r.domain == "target" and set(seen) == {"target"} and layer.domain == "source"
     seen.clear()
     predict_raster((card, net), raster, tmp_path / "s.tif", probabilities=tmp_path / "ps.tif")
@@ -359,31 +412,38 @@ def test_domain_selects_target_statistics_and_csn_slot(tmp_path: Path):
     # the target statistics normalised the input: same as a card whose source stats are those
     card2 = card.copy()
     card2.normalization = {"source": card.normalization["target"]}
-    predict_raster((card2, net), raster, tmp_path / "s2.tif", probabilities=tmp_path / "ps2.tif",
-                   align=False)
+    predict_raster(
+        (card2, net), raster, tmp_path / "s2.tif", probabilities=tmp_path / "ps2.tif", align=False
+    )
     np.testing.assert_allclose(read(tmp_path / "pt.tif"), read(tmp_path / "ps2.tif"), atol=1e-6)
     assert np.abs(read(tmp_path / "pt.tif") - read(tmp_path / "ps.tif")).max() > 1e-3
 
 
 def test_fpn_tiles_are_padded_to_the_input_divisor(tmp_path: Path):
-    card = ModelCard(architecture=architecture("fpn", encoder="resnet18", csn=True),
-                     classes=CLASSES, band_names=["r", "g", "b"],
-                     normalization={"source": {"mean": [100.0] * 3, "std": [50.0] * 3}},
-                     tile_size=64, overlap=16)
+    card = ModelCard(
+        architecture=architecture("fpn", encoder="resnet18", csn=True),
+        classes=CLASSES,
+        band_names=["r", "g", "b"],
+        normalization={"source": {"mean": [100.0] * 3, "std": [50.0] * 3}},
+        tile_size=64,
+        overlap=16,
+    )
     assert tile_settings(card, 50, None) == (64, 16)
     assert tile_settings(card, 100, 8) == (96, 8)
     with pytest.raises(ValueError, match="overlap"):
         tile_settings(card, 64, 40)
     torch.manual_seed(0)
     net = build_model(card).eval()
-    raster = write_geotiff(tmp_path / "r.tif",
-                           np.random.default_rng(7).integers(0, 256, (3, 45, 70)).astype(np.uint8))
+    raster = write_geotiff(
+        tmp_path / "r.tif", np.random.default_rng(7).integers(0, 256, (3, 45, 70)).astype(np.uint8)
+    )
     r = predict_raster((card, net), raster, tmp_path / "o.tif", tile=64, overlap=16)
     out = read(r.output)
     assert r.tiles_total == 2 and out.shape == (45, 70) and np.isin(out, [1, 2, 3]).all()
 
 
 # -- pipeline: threads, progress, cancel, failures ------------------------------------------------
+
 
 def test_stages_run_in_their_own_threads_and_report_progress(tmp_path: Path, monkeypatch):
     data = np.random.default_rng(8).integers(1, 256, (3, 130, 150)).astype(np.uint8)
@@ -392,6 +452,7 @@ def test_stages_run_in_their_own_threads_and_report_progress(tmp_path: Path, mon
     threads = {"read": set(), "write": set()}
     real_read = RasterReader.read
     from lovecs_core.writer import PredictionWriter
+
     real_write = PredictionWriter.write
 
     def spy_read(self, window):
@@ -405,8 +466,15 @@ def test_stages_run_in_their_own_threads_and_report_progress(tmp_path: Path, mon
     monkeypatch.setattr(RasterReader, "read", spy_read)
     monkeypatch.setattr(PredictionWriter, "write", spy_write)
     events = []
-    r = predict_raster(model, raster, tmp_path / "o.tif", tile=32, overlap=8, batch_size=2,
-                       reporter=Reporter(events.append))
+    r = predict_raster(
+        model,
+        raster,
+        tmp_path / "o.tif",
+        tile=32,
+        overlap=8,
+        batch_size=2,
+        reporter=Reporter(events.append),
+    )
     assert threads == {"read": {"lovecs-read"}, "write": {"lovecs-blend"}}
     mapping = [e for e in events if e.stage == "mapping"]
     fractions = [e.fraction for e in mapping]
@@ -428,8 +496,15 @@ def test_cancel_stops_threads_and_leaves_no_file(tmp_path: Path, stage: str):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        predict_raster(model, raster, tmp_path / "o.tif", tile=32, overlap=8,
-                       confidence=tmp_path / "c.tif", reporter=Reporter(on_event, token))
+        predict_raster(
+            model,
+            raster,
+            tmp_path / "o.tif",
+            tile=32,
+            overlap=8,
+            confidence=tmp_path / "c.tif",
+            reporter=Reporter(on_event, token),
+        )
     assert leftovers(tmp_path, {"r.tif", "m.lovecs"}) == []
     assert lovecs_threads() == []
 
@@ -487,8 +562,14 @@ def test_memory_stays_bounded_on_a_large_raster(tmp_path: Path):
     array (800 MB), and the child's peak (torch included) below half the raster's size."""
     width, height = 5_000, 160_000
     path = tmp_path / "big.tif"
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), width, height, 3, gdal.GDT_Byte,
-                                              ["TILED=YES", "SPARSE_OK=TRUE", "COMPRESS=DEFLATE"])
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path),
+        width,
+        height,
+        3,
+        gdal.GDT_Byte,
+        ["TILED=YES", "SPARSE_OK=TRUE", "COMPRESS=DEFLATE"],
+    )
     ds.SetGeoTransform((500000.0, 1.0, 0.0, 4000000.0, 0.0, -1.0))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32640)
@@ -501,9 +582,13 @@ def test_memory_stays_bounded_on_a_large_raster(tmp_path: Path):
         band = None
     ds = None
     model = tiny_model_file(tmp_path / "m.lovecs")
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(model), str(path),
-                           str(tmp_path / "o.tif")], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(model), str(path), str(tmp_path / "o.tif")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads(proc.stdout.strip().splitlines()[-1])
     print("memory", m)
@@ -522,15 +607,39 @@ def test_memory_stays_bounded_on_a_large_raster(tmp_path: Path):
 
 # -- CLI -------------------------------------------------------------------------------------------
 
+
 def test_cli_predict(tmp_path: Path, capsys):
     data = np.full((3, 60, 80), 20, np.uint8)
     data[2, :30, :] = 200
     raster = write_geotiff(tmp_path / "r.tif", data, origin=(0.0, 60.0))
     model = band1_model(tmp_path / "m.lovecs")
-    rc = main(["--progress", "json", "predict", "--model", str(model), "--raster", str(raster),
-               "--out", str(tmp_path / "o.tif"), "--bands", "3,2,1", "--tile", "32",
-               "--overlap", "8", "--device", "cpu", "--batch-size", "2",
-               "--confidence", str(tmp_path / "c.tif"), "--extent", "0,0,80,50"])
+    rc = main(
+        [
+            "--progress",
+            "json",
+            "predict",
+            "--model",
+            str(model),
+            "--raster",
+            str(raster),
+            "--out",
+            str(tmp_path / "o.tif"),
+            "--bands",
+            "3,2,1",
+            "--tile",
+            "32",
+            "--overlap",
+            "8",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+            "--confidence",
+            str(tmp_path / "c.tif"),
+            "--extent",
+            "0,0,80,50",
+        ]
+    )
     assert rc == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     result = lines[-1]
@@ -540,17 +649,40 @@ def test_cli_predict(tmp_path: Path, capsys):
     out = read(tmp_path / "o.tif")
     assert out.shape == (50, 80) and (out[:20] == 1).all() and (out[20:] == 2).all()
 
-    rc = main(["predict", "--model", str(model), "--raster", str(raster), "--out",
-               str(tmp_path / "x.tif"), "--device", "cuda:7"])
+    rc = main(
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--raster",
+            str(raster),
+            "--out",
+            str(tmp_path / "x.tif"),
+            "--device",
+            "cuda:7",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1 and "lovecs predict: error:" in err and "cuda:7" in err
 
 
 def test_cli_missing_raster_exits_non_zero_with_a_clear_message(tmp_path: Path):
     model = tiny_model_file(tmp_path / "m.lovecs")
-    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "lovecs"), "predict", "--model",
-                           str(model), "--raster", str(tmp_path / "missing.tif"), "--out",
-                           str(tmp_path / "o.tif")], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "lovecs"),
+            "predict",
+            "--model",
+            str(model),
+            "--raster",
+            str(tmp_path / "missing.tif"),
+            "--out",
+            str(tmp_path / "o.tif"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "raster not found" in proc.stderr and "missing.tif" in proc.stderr
     assert not (tmp_path / "o.tif").exists()

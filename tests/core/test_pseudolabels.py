@@ -1,10 +1,16 @@
 """Guarded class-balanced selection on crafted prediction maps."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from lovecs_core.pseudolabels import (CONF_SCALE, NO_CLASS, SelectionRules,
-                                      class_balanced_pseudo_labels, class_shares)
+from lovecs_core.pseudolabels import (
+    CONF_SCALE,
+    NO_CLASS,
+    SelectionRules,
+    class_balanced_pseudo_labels,
+    class_shares,
+)
 
 CODES = [1, 2, 3, 4]
 
@@ -21,8 +27,9 @@ def test_noise_class_gets_no_pseudo_labels_with_minimum_support():
     pred, conf = crafted()
     plain, _ = class_balanced_pseudo_labels(pred, conf, CODES, 0.1)
     assert (plain == 4).sum() > 0  # plain CBST: the 0.1 % class gets its top 10 % like any other
-    guarded, thresholds = class_balanced_pseudo_labels(pred, conf, CODES, 0.1,
-                                                       SelectionRules(min_share=0.005))
+    guarded, thresholds = class_balanced_pseudo_labels(
+        pred, conf, CODES, 0.1, SelectionRules(min_share=0.005)
+    )
     assert (guarded == 4).sum() == 0 and np.isinf(thresholds[3])
     for code in (1, 2, 3):
         assert (guarded == code).sum() > 0
@@ -33,8 +40,9 @@ def test_confidence_floor():
     conf = np.minimum(conf, np.uint16(0.45 * CONF_SCALE))  # nothing reaches 0.5
     labels, _ = class_balanced_pseudo_labels(pred, conf, CODES, 0.1, SelectionRules())
     assert not (labels > 0).any()
-    labels, _ = class_balanced_pseudo_labels(pred, conf, CODES, 0.1,
-                                             SelectionRules(min_confidence=0.4))
+    labels, _ = class_balanced_pseudo_labels(
+        pred, conf, CODES, 0.1, SelectionRules(min_confidence=0.4)
+    )
     assert (labels > 0).any() and conf[labels > 0].min() >= 0.4 * CONF_SCALE
 
 

@@ -17,7 +17,8 @@ def test_qml_is_a_paletted_renderer_with_the_card_classes():
     assert renderer.get("type") == "paletted" and renderer.get("band") == "1"
     entries = renderer.findall("colorPalette/paletteEntry")
     assert [(e.get("value"), e.get("label"), e.get("color")) for e in entries] == [
-        (str(c.code), c.name, c.color.lower()) for c in CLASSES]
+        (str(c.code), c.name, c.color.lower()) for c in CLASSES
+    ]
     assert all(e.get("alpha") == "255" for e in entries)
     # nearest-neighbour resampling: class codes are never interpolated
     res = root.find("pipe/provider/resampling")

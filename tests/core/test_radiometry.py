@@ -1,4 +1,5 @@
 """Sensor alignment on synthetic scenes with known bit depths, gains and offsets."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +8,15 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from lovecs_core.radiometry import (TOLERANCE, Alignment, Reference, describe_scene,
-                                    nominal_maximum, reference_from_images, scene_alignment)
+from lovecs_core.radiometry import (
+    TOLERANCE,
+    Alignment,
+    Reference,
+    describe_scene,
+    nominal_maximum,
+    reference_from_images,
+    scene_alignment,
+)
 
 from .helpers import tiny_card, write_geotiff
 
@@ -22,8 +30,9 @@ def scene_like(rng: np.random.Generator, shape=(3, 80, 90), dark: float = 0.0) -
 @pytest.fixture
 def reference() -> Reference:
     rng = np.random.default_rng(0)
-    images = [scene_like(rng, dark=d).reshape(3, -1).astype(np.float64)
-              for d in (0.0, 0.2, 0.4, 0.1)]
+    images = [
+        scene_like(rng, dark=d).reshape(3, -1).astype(np.float64) for d in (0.0, 0.2, 0.4, 0.1)
+    ]
     return reference_from_images(images, 255.0)
 
 
@@ -45,8 +54,9 @@ def test_same_sensor_scene_is_left_alone_whatever_its_class_mix(tmp_path, refere
     rng = np.random.default_rng(1)
     for dark in (0.0, 0.3):
         data = scene_like(rng, dark=dark)
-        alignment, values = aligned_values(card_with(reference),
-                                           write_geotiff(tmp_path / f"s{dark}.tif", data))
+        alignment, values = aligned_values(
+            card_with(reference), write_geotiff(tmp_path / f"s{dark}.tif", data)
+        )
         assert alignment.is_identity, alignment.describe()
         np.testing.assert_allclose(values, data, atol=1e-4)
         assert "already" in alignment.describe()
@@ -56,7 +66,7 @@ def test_same_sensor_scene_is_left_alone_whatever_its_class_mix(tmp_path, refere
 def test_bit_depth_is_scaled_to_the_model_range(tmp_path, reference, bits):
     rng = np.random.default_rng(2)
     data = scene_like(rng)
-    factor = (2 ** bits - 1) / 255.0
+    factor = (2**bits - 1) / 255.0
     raw = np.round(data * factor).astype(np.uint16)
     alignment, values = aligned_values(card_with(reference), write_geotiff(tmp_path / "s.tif", raw))
     assert alignment.bit_depth == bits
@@ -68,10 +78,9 @@ def test_bit_depth_is_scaled_to_the_model_range(tmp_path, reference, bits):
 def test_nbits_tag_and_float_reflectance(tmp_path, reference):
     rng = np.random.default_rng(3)
     data = scene_like(rng)
-    dark12 = (data.astype(np.uint16) * 4)  # 12-bit data that only uses its lower half
+    dark12 = data.astype(np.uint16) * 4  # 12-bit data that only uses its lower half
     path = tmp_path / "nbits.tif"
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), 90, 80, 3, gdal.GDT_UInt16,
-                                              ["NBITS=12"])
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 90, 80, 3, gdal.GDT_UInt16, ["NBITS=12"])
     for b in range(3):
         ds.GetRasterBand(b + 1).WriteArray(dark12[b])
     ds = None
@@ -91,9 +100,10 @@ def test_out_of_range_band_gain_and_offset_are_corrected(tmp_path, reference):
     data = scene_like(rng).astype(np.float64)
     skewed = data.copy()
     skewed[2] = skewed[2] * 0.3 + 120  # band 3: low gain, large offset (haze)
-    alignment, values = aligned_values(card_with(reference),
-                                       write_geotiff(tmp_path / "s.tif",
-                                                     np.clip(skewed, 0, 255).astype(np.uint8)))
+    alignment, values = aligned_values(
+        card_with(reference),
+        write_geotiff(tmp_path / "s.tif", np.clip(skewed, 0, 255).astype(np.uint8)),
+    )
     assert alignment.corrected_bands == [2]
     assert alignment.gain[:2] == [1.0, 1.0] and alignment.offset[:2] == [0.0, 0.0]
     lo, hi = np.percentile(values[2], [2, 98])
@@ -103,7 +113,8 @@ def test_out_of_range_band_gain_and_offset_are_corrected(tmp_path, reference):
     # the correction is an affine map that undoes most of the skew
     assert np.corrcoef(values[2].ravel(), data[2].ravel())[0, 1] > 0.99
     assert abs(np.median(values[2]) - np.median(data[2])) < abs(
-        np.median(skewed[2]) - np.median(data[2]))
+        np.median(skewed[2]) - np.median(data[2])
+    )
 
 
 def test_alignment_folds_into_normalisation_statistics():
@@ -118,7 +129,7 @@ def test_alignment_folds_into_normalisation_statistics():
 
 def test_card_without_reference_gets_range_scaling_only(tmp_path):
     rng = np.random.default_rng(6)
-    raw = (scene_like(rng).astype(np.uint16) * 4)
+    raw = scene_like(rng).astype(np.uint16) * 4
     card = tiny_card()  # uint8 card, no recorded reference (an older model file)
     alignment, _ = aligned_values(card, write_geotiff(tmp_path / "s.tif", raw))
     assert alignment.range_scale == pytest.approx(255 / 1023) and not alignment.corrected_bands

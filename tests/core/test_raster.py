@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from lovecs_core.raster import (RasterError, RasterReader, Window, gdal_cache_limit, open_dataset,
-                                pixel_size_metres, subset, warp_to_gsd,
-                                window_from_extent)
+from lovecs_core.raster import (
+    RasterError,
+    RasterReader,
+    Window,
+    gdal_cache_limit,
+    open_dataset,
+    pixel_size_metres,
+    subset,
+    warp_to_gsd,
+    window_from_extent,
+)
 
 from .helpers import write_geotiff
 
@@ -31,8 +39,9 @@ def test_reader_masks_nodata_alpha_and_dataset_masks(tmp_path: Path):
     assert (nodata.read_valid(Window(3, 2, 10, 10)) == valid[2:12, 3:13]).all()
 
     # alpha band: excluded from the data bands, used as the mask
-    ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "rgba.tif"), 30, 20, 4, gdal.GDT_Byte,
-                                              ["ALPHA=YES"])
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(tmp_path / "rgba.tif"), 30, 20, 4, gdal.GDT_Byte, ["ALPHA=YES"]
+    )
     alpha = np.full((20, 30), 255, np.uint8)
     alpha[:, 25:] = 0
     for b in range(3):
@@ -45,8 +54,9 @@ def test_reader_masks_nodata_alpha_and_dataset_masks(tmp_path: Path):
     assert x.shape == (3, 20, 30) and x.dtype == np.float32 and x[2, 0, 0] == 21
     assert valid[:, :25].all() and not valid[:, 25:].any()
 
-    masked = _with_dataset_mask(tmp_path / "mask.tif", 30, 20, lambda m: m.__setitem__(
-        (slice(10, None), slice(None)), 0))
+    masked = _with_dataset_mask(
+        tmp_path / "mask.tif", 30, 20, lambda m: m.__setitem__((slice(10, None), slice(None)), 0)
+    )
     _, valid = RasterReader(masked).read(Window(0, 0, 30, 20))
     assert valid[:10].all() and not valid[10:].any()
 
@@ -68,8 +78,9 @@ def _with_dataset_mask(path: Path, width: int, height: int, edit) -> Path:
 
 def test_is_empty_uses_sparse_blocks_without_reading(tmp_path: Path):
     path = tmp_path / "sparse.tif"
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), 2048, 2048, 1, gdal.GDT_Byte,
-                                              ["TILED=YES", "SPARSE_OK=TRUE"])
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path), 2048, 2048, 1, gdal.GDT_Byte, ["TILED=YES", "SPARSE_OK=TRUE"]
+    )
     band = ds.GetRasterBand(1)
     band.SetNoDataValue(0)
     band.WriteArray(np.full((10, 10), 9, np.uint8), 600, 600)
@@ -86,12 +97,26 @@ def test_is_empty_uses_sparse_blocks_without_reading(tmp_path: Path):
 def test_pixel_size_metres_across_crs(tmp_path: Path):
     utm = open_dataset(write_geotiff(tmp_path / "utm.tif", np.ones((1, 5, 5), np.uint8), gsd=0.5))
     assert pixel_size_metres(utm) == pytest.approx(0.5)
-    geo = open_dataset(write_geotiff(tmp_path / "geo.tif", np.ones((1, 10, 10), np.uint8),
-                                     gsd=1e-4, epsg=4326, origin=(55.0, 60.0)))
+    geo = open_dataset(
+        write_geotiff(
+            tmp_path / "geo.tif",
+            np.ones((1, 10, 10), np.uint8),
+            gsd=1e-4,
+            epsg=4326,
+            origin=(55.0, 60.0),
+        )
+    )
     # 1e-4 degree at 60 deg N: 11.1 m of latitude, half of that in longitude; mean 8.35 m
     assert pixel_size_metres(geo) == pytest.approx(1e-4 * 111_320 * 0.5, rel=0.01)
-    merc = open_dataset(write_geotiff(tmp_path / "merc.tif", np.ones((1, 10, 10), np.uint8),
-                                      gsd=2.0, epsg=3857, origin=(0.0, 8_399_737.89)))  # ~60 N
+    merc = open_dataset(
+        write_geotiff(
+            tmp_path / "merc.tif",
+            np.ones((1, 10, 10), np.uint8),
+            gsd=2.0,
+            epsg=3857,
+            origin=(0.0, 8_399_737.89),
+        )
+    )  # ~60 N
     assert pixel_size_metres(merc) == pytest.approx(1.0, rel=0.01)
     ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "raw.tif"), 5, 5, 1)
     del ds  # closes the file
@@ -103,15 +128,17 @@ def test_pixel_size_metres_on_real_geotiffs(shared_data: Path):
     assert pixel_size_metres(open_dataset(g / "RGB.byte.tif")) == pytest.approx(300.04, rel=1e-3)
     # NAD27 Illinois East in US survey feet: 32.8 ft = 10.0 m
     assert pixel_size_metres(open_dataset(g / "SP27GTIF.TIF")) == pytest.approx(9.997, rel=1e-3)
-    assert pixel_size_metres(open_dataset(g / "drone_ortho_2cm.tif")) == pytest.approx(0.02,
-                                                                                      rel=1e-2)
+    assert pixel_size_metres(open_dataset(g / "drone_ortho_2cm.tif")) == pytest.approx(
+        0.02, rel=1e-2
+    )
     # Web Mercator 0.597 m units at 37.7 deg N are 0.47 m on the ground
     assert pixel_size_metres(open_dataset(g / "cogeo.tif")) == pytest.approx(0.4727, rel=1e-3)
 
 
 def test_window_from_extent_and_subset_keep_masks(tmp_path: Path):
-    path = _with_dataset_mask(tmp_path / "m.tif", 100, 80,
-                              lambda m: m.__setitem__((slice(None), slice(None, 30)), 0))
+    path = _with_dataset_mask(
+        tmp_path / "m.tif", 100, 80, lambda m: m.__setitem__((slice(None), slice(None, 30)), 0)
+    )
     ds = open_dataset(path)
     # raster spans x 1000..1100, y 1920..2000
     win = window_from_extent(ds, (1020.5, 1950.0, 1070.0, 1990.2))
@@ -146,6 +173,6 @@ def test_warp_to_gsd_changes_resolution_and_marks_nodata(tmp_path: Path):
 
 def test_gdal_cache_limit_is_restored():
     before = gdal.GetCacheMax()
-    with gdal_cache_limit(16 * 1024 ** 2):
-        assert gdal.GetCacheMax() == min(before, 16 * 1024 ** 2)
+    with gdal_cache_limit(16 * 1024**2):
+        assert gdal.GetCacheMax() == min(before, 16 * 1024**2)
     assert gdal.GetCacheMax() == before

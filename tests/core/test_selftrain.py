@@ -1,22 +1,32 @@
 from pathlib import Path
 
 import numpy as np
-from osgeo import gdal
 import pytest
 import torch
+from osgeo import gdal
 from torch import nn
 
 from lovecs_core.card import read_card
-from lovecs_core.csn import CrossSensorNorm, csn_layers, replace_bn_with_csn
+from lovecs_core.csn import (
+    CrossSensorNorm,
+    csn_layers,
+    recompute_target_statistics,
+    replace_bn_with_csn,
+)
 from lovecs_core.data import RasterSource, band_statistics, pair_rasters
-from lovecs_core.sampling import WindowSampler
 from lovecs_core.models import model_from_file
-from lovecs_core.progress import CancelToken, Cancelled, Reporter
+from lovecs_core.progress import Cancelled, CancelToken, Reporter
+from lovecs_core.pseudolabels import (
+    CONF_SCALE,
+    NO_CLASS,
+    class_balanced_pseudo_labels,
+    class_thresholds,
+    gsd_scales,
+    multiscale_probabilities,
+    predict_scene,
+)
 from lovecs_core.radiometry import scene_alignment
-from lovecs_core.csn import recompute_target_statistics
-from lovecs_core.pseudolabels import (CONF_SCALE, NO_CLASS, class_balanced_pseudo_labels,
-                                      class_thresholds, gsd_scales, multiscale_probabilities,
-                                      predict_scene)
+from lovecs_core.sampling import WindowSampler
 from lovecs_core.selftrain import AdaptError, adapt, make_config
 
 from .helpers import tiny_model_file, write_geotiff
@@ -27,16 +37,35 @@ from .synthetic import write_source, write_target
 def test_class_balanced_selection_on_a_known_array():
     # class 0: 10 pixels, class 1: 5 pixels, class 2: never predicted, 255: invalid
     pred = np.array([0] * 10 + [1] * 5 + [NO_CLASS] * 2, dtype=np.uint8)
-    conf = np.array([.91, .99, .50, .97, .60, .70, .80, .95, .65, .55,  # class 0
-                     .40, .45, .90, .42, .41,                            # class 1
-                     .99, .99], dtype=np.float32)
+    conf = np.array(
+        [
+            0.91,
+            0.99,
+            0.50,
+            0.97,
+            0.60,
+            0.70,
+            0.80,
+            0.95,
+            0.65,
+            0.55,  # class 0
+            0.40,
+            0.45,
+            0.90,
+            0.42,
+            0.41,  # class 1
+            0.99,
+            0.99,
+        ],
+        dtype=np.float32,
+    )
     thresholds = class_thresholds(pred, conf, 3, portion=0.2)
     # top 20 %: 2 of 10 for class 0 (0.99, 0.97), 1 of 5 for class 1 (0.90)
     assert thresholds[0] == pytest.approx(0.97) and thresholds[1] == pytest.approx(0.90)
     assert thresholds[2] == np.inf
     labels, _ = class_balanced_pseudo_labels(pred, conf, [4, 7, 9], portion=0.2)
     expected = np.zeros(17, dtype=np.uint8)
-    expected[[1, 3]] = 4      # codes, not indices
+    expected[[1, 3]] = 4  # codes, not indices
     expected[12] = 7
     assert labels.tolist() == expected.tolist()
     # the balance: a class predicted everywhere with high confidence does not swamp the others
@@ -101,8 +130,17 @@ def test_scene_prediction_in_tiles_matches_one_pass(tmp_path: Path):
     scene = RasterSource(write_geotiff(tmp_path / "s.tif", data, nodata=0))
     torch.manual_seed(0)
     model = nn.Conv2d(3, 4, 1).eval()  # pointwise: tiles + margins must reproduce one pass
-    pred, conf = predict_scene(model, scene, [100] * 3, [50] * 3, [1.0, 2.0],
-                               device=torch.device("cpu"), tile=16, margin=4, batch=3)
+    pred, conf = predict_scene(
+        model,
+        scene,
+        [100] * 3,
+        [50] * 3,
+        [1.0, 2.0],
+        device=torch.device("cpu"),
+        tile=16,
+        margin=4,
+        batch=3,
+    )
     full = torch.from_numpy(((data.astype(np.float32) - 100) / 50)[None])
     full[..., :5, :5] = 0
     probs = multiscale_probabilities(model, full, [1.0, 2.0])[0]
@@ -120,12 +158,12 @@ def test_adabn_recomputes_only_the_target_statistics(tmp_path: Path):
     scene = RasterSource(write_geotiff(tmp_path / "t.tif", data, nodata=0))
     net = replace_bn_with_csn(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 2, 1))).eval()
     layer = csn_layers(net)[0]
-    sampler = WindowSampler([scene], [1, 2], 32, [500] * 3, [100] * 3, weighting="valid",
-                            augment=False, seed=0)
+    sampler = WindowSampler(
+        [scene], [1, 2], 32, [500] * 3, [100] * 3, weighting="valid", augment=False, seed=0
+    )
     recompute_target_statistics(net, sampler, windows=8, batch=4, device=torch.device("cpu"))
     normalised = (data.astype(np.float64) - 500) / 100  # windows see mean ~1.0, std ~0.4
-    assert torch.allclose(layer.target_running_mean, torch.full((3,), normalised.mean()),
-                          atol=0.05)
+    assert torch.allclose(layer.target_running_mean, torch.full((3,), normalised.mean()), atol=0.05)
     assert torch.allclose(layer.target_running_var, torch.full((3,), normalised.var()), rtol=0.2)
     assert torch.equal(layer.running_mean, torch.zeros(3))  # source slot untouched
     assert layer.momentum == 0.1 and not net.training
@@ -153,17 +191,27 @@ def test_domains_are_forwarded_separately(small_setup, method):
     tmp_path, model, scene, pairs = small_setup
     card, net = model_from_file(str(model))
     calls = spy_domains(net)
-    cfg = make_config("fast", iterations=4, refresh_every=2, crop=32, batch_size=2, min_confidence=0,
-                      pl_tile=32, device="cpu")
-    result = adapt((card, net), scene, tmp_path / "a.lovecs", method=method, config=cfg,
-                   source_pairs=pairs)
+    cfg = make_config(
+        "fast",
+        iterations=4,
+        refresh_every=2,
+        crop=32,
+        batch_size=2,
+        min_confidence=0,
+        pl_tile=32,
+        device="cpu",
+    )
+    result = adapt(
+        (card, net), scene, tmp_path / "a.lovecs", method=method, config=cfg, source_pairs=pairs
+    )
     train_calls = [c for c in calls if c[0]]
     eval_calls = [c for c in calls if not c[0]]
     assert len(train_calls) == 8  # 4 iterations x (source batch, target batch)
     # eval passes: the reference map (aligned source model, source slot), then the rounds'
     # pseudo-labels, then the health check's map with the adapted model
-    first_target = next(i for i, c in enumerate(eval_calls) if not c[1]) if method == "lovecs" \
-        else None
+    first_target = (
+        next(i for i, c in enumerate(eval_calls) if not c[1]) if method == "lovecs" else None
+    )
     if method == "lovecs":
         assert [c[1] for c in train_calls] == [True, False] * 4
         assert first_target and all(c[1] for c in eval_calls[:first_target])
@@ -179,10 +227,12 @@ def test_domains_are_forwarded_separately(small_setup, method):
     assert saved.default_domain == "target" and saved.adaptation["method"] == method
     # the scene is seen through the sensor alignment, never standardised with its own statistics
     expected = scene_alignment(card, gdal.Open(str(scene)), [1, 2, 3]).normalization(
-        *card.stats("source"))
+        *card.stats("source")
+    )
     assert saved.normalization["target"]["mean"] == pytest.approx(expected["mean"])
     assert saved.normalization["target"]["mean"] != pytest.approx(
-        band_statistics([RasterSource(scene)]).mean)
+        band_statistics([RasterSource(scene)]).mean
+    )
     assert saved.adaptation["health"]["verdict"] in ("improved", "uncertain", "likely harmful")
     assert saved.adaptation["target_gsd"] == pytest.approx(2.0)
     assert 0.05 < result.rounds[0]["labelled_fraction"] < 0.35  # top 10 % per class + anchor
@@ -204,8 +254,16 @@ def test_source_only_and_adabn_cards(small_setup):
 
 def test_missing_source_data_is_explained(small_setup):
     tmp_path, model, scene, _ = small_setup
-    cfg = make_config("fast", iterations=2, refresh_every=2, crop=32, batch_size=2, min_confidence=0,
-                      pl_tile=32, device="cpu")
+    cfg = make_config(
+        "fast",
+        iterations=2,
+        refresh_every=2,
+        crop=32,
+        batch_size=2,
+        min_confidence=0,
+        pl_tile=32,
+        device="cpu",
+    )
     with pytest.raises(AdaptError, match="--source-images"):
         adapt(model, scene, tmp_path / "a.lovecs", method="lovecs", config=cfg)
     cfg.source_weight = 0.0  # pseudo-labels only: no source data needed
@@ -230,11 +288,26 @@ def test_cancel_leaves_no_model_file(small_setup):
         if event.stage == "training":
             token.cancel()
 
-    cfg = make_config("fast", iterations=6, refresh_every=3, crop=32, batch_size=2, min_confidence=0,
-                      pl_tile=32, device="cpu")
+    cfg = make_config(
+        "fast",
+        iterations=6,
+        refresh_every=3,
+        crop=32,
+        batch_size=2,
+        min_confidence=0,
+        pl_tile=32,
+        device="cpu",
+    )
     with pytest.raises(Cancelled):
-        adapt(model, scene, tmp_path / "a.lovecs", method="lovecs", config=cfg,
-              source_pairs=pairs, reporter=Reporter(callback, token))
+        adapt(
+            model,
+            scene,
+            tmp_path / "a.lovecs",
+            method="lovecs",
+            config=cfg,
+            source_pairs=pairs,
+            reporter=Reporter(callback, token),
+        )
     assert "pseudo-labels" in seen
     assert not list(tmp_path.glob("a.lovecs*"))
 
@@ -262,8 +335,16 @@ def test_recorded_source_data_is_used_or_reported_missing(small_setup):
     tmp_path, model, scene, pairs = small_setup
     card, net = model_from_file(str(model))
     card.provenance = {"source_images": [str(pairs[0][0])], "source_labels": [str(pairs[0][1])]}
-    cfg = make_config("fast", iterations=2, refresh_every=2, crop=32, batch_size=2, min_confidence=0,
-                      pl_tile=32, device="cpu")
+    cfg = make_config(
+        "fast",
+        iterations=2,
+        refresh_every=2,
+        crop=32,
+        batch_size=2,
+        min_confidence=0,
+        pl_tile=32,
+        device="cpu",
+    )
     result = adapt((card, net), scene, tmp_path / "a.lovecs", method="lovecs", config=cfg)
     assert result.card.adaptation["source_data"] is True
     card.provenance["source_images"] = [str(tmp_path / "gone.tif")]

@@ -1,11 +1,27 @@
 import numpy as np
 import pytest
 
-from lovecs_core.tiling import (StripAccumulator, axis_offsets, axis_weights, make_grid,
-                                margin_for, ramp)
+from lovecs_core.tiling import (
+    StripAccumulator,
+    axis_offsets,
+    axis_weights,
+    make_grid,
+    margin_for,
+    ramp,
+)
 
-CASES = [(1, 64, 16), (64, 64, 16), (65, 64, 16), (100, 64, 16), (300, 64, 16), (129, 64, 32),
-         (1000, 96, 5), (37, 16, 8), (250, 40, 0), (513, 512, 64)]
+CASES = [
+    (1, 64, 16),
+    (64, 64, 16),
+    (65, 64, 16),
+    (100, 64, 16),
+    (300, 64, 16),
+    (129, 64, 32),
+    (1000, 96, 5),
+    (37, 16, 8),
+    (250, 40, 0),
+    (513, 512, 64),
+]
 
 
 @pytest.mark.parametrize("length, tile, overlap", CASES)
@@ -15,7 +31,7 @@ def test_axis_offsets_cover_every_pixel_inside_the_raster(length, tile, overlap)
     counts = np.zeros(length, int)
     for o in offsets:
         assert 0 <= o and o + size <= length
-        counts[o:o + size] += 1
+        counts[o : o + size] += 1
     assert (counts >= 1).all()
     assert offsets[0] == 0 and offsets[-1] + size == length
     steps = np.diff(offsets)
@@ -23,9 +39,10 @@ def test_axis_offsets_cover_every_pixel_inside_the_raster(length, tile, overlap)
     assert (steps[:-1] == tile - overlap).all()  # only the last tile is shifted
 
 
-@pytest.mark.parametrize("width, height, tile, overlap",
-                         [(300, 170, 64, 16), (64, 20, 64, 16), (129, 513, 128, 32),
-                          (77, 1000, 96, 5), (5, 5, 32, 8)])
+@pytest.mark.parametrize(
+    "width, height, tile, overlap",
+    [(300, 170, 64, 16), (64, 20, 64, 16), (129, 513, 128, 32), (77, 1000, 96, 5), (5, 5, 32, 8)],
+)
 def test_grid_weights_cover_every_pixel_exactly(width, height, tile, overlap):
     grid = make_grid(width, height, tile, overlap)
     coverage = np.zeros((height, width), int)
@@ -33,8 +50,8 @@ def test_grid_weights_cover_every_pixel_exactly(width, height, tile, overlap):
     for t in grid.tiles():
         w = t.window
         assert (w.xsize, w.ysize) == (grid.tile_w, grid.tile_h)
-        coverage[w.yoff:w.yoff + w.ysize, w.xoff:w.xoff + w.xsize] += 1
-        total[w.yoff:w.yoff + w.ysize, w.xoff:w.xoff + w.xsize] += grid.weights(t.ix, t.iy)
+        coverage[w.yoff : w.yoff + w.ysize, w.xoff : w.xoff + w.xsize] += 1
+        total[w.yoff : w.yoff + w.ysize, w.xoff : w.xoff + w.xsize] += grid.weights(t.ix, t.iy)
     assert len(list(grid.tiles())) == len(grid)
     assert coverage.min() >= 1
     assert total.min() > 0.2  # never zero, never nearly zero

@@ -9,10 +9,17 @@ from lovecs_core.card import load_classes, read_card
 from lovecs_core.cli import main
 from lovecs_core.data import RasterSource, band_statistics, pair_rasters
 from lovecs_core.models import architecture, model_from_file
-from lovecs_core.progress import CancelToken, Cancelled, Reporter
-from lovecs_core.train import (IGNORE, TrainConfig, checkpoint_path, fpn_architecture,
-                               make_optimizer, masked_cross_entropy, poly_schedule,
-                               train_source)
+from lovecs_core.progress import Cancelled, CancelToken, Reporter
+from lovecs_core.train import (
+    IGNORE,
+    TrainConfig,
+    checkpoint_path,
+    fpn_architecture,
+    make_optimizer,
+    masked_cross_entropy,
+    poly_schedule,
+    train_source,
+)
 
 from .synthetic import write_classes, write_source
 
@@ -35,7 +42,7 @@ def test_poly_schedule_and_ignored_loss():
         optimizer.step()
         schedule.step()
     assert seen[0] == pytest.approx(0.01)
-    assert seen[50] == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert seen[50] == pytest.approx(0.01 * 0.5**0.9)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
     logits = torch.randn(2, 3, 4, 4, requires_grad=True)
     target = torch.full((2, 4, 4), IGNORE)
@@ -44,7 +51,8 @@ def test_poly_schedule_and_ignored_loss():
     loss.backward()  # still differentiable
     target[0, 0, 0] = 1
     assert masked_cross_entropy(logits, target).item() == pytest.approx(
-        torch.nn.functional.cross_entropy(logits[0:1, :, 0, 0], torch.tensor([1])).item())
+        torch.nn.functional.cross_entropy(logits[0:1, :, 0, 0], torch.tensor([1])).item()
+    )
 
 
 def test_training_reduces_the_loss_and_writes_a_complete_card(source):
@@ -85,12 +93,20 @@ def test_cancel_then_resume_from_checkpoint(source):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        train_source(pairs, classes, out, arch=TINY, config=cfg,
-                     reporter=Reporter(cancel_at_6, token))
+        train_source(
+            pairs, classes, out, arch=TINY, config=cfg, reporter=Reporter(cancel_at_6, token)
+        )
     assert not out.exists() and checkpoint_path(out).is_file()
     messages = []
-    result = train_source(pairs, classes, out, arch=TINY, config=cfg, resume=True,
-                          reporter=Reporter(lambda e: messages.append(e.message)))
+    result = train_source(
+        pairs,
+        classes,
+        out,
+        arch=TINY,
+        config=cfg,
+        resume=True,
+        reporter=Reporter(lambda e: messages.append(e.message)),
+    )
     assert "resumed at iteration 4" in messages
     assert len(result.losses) == 12 and out.is_file() and not checkpoint_path(out).exists()
 
@@ -98,8 +114,13 @@ def test_cancel_then_resume_from_checkpoint(source):
 def test_fpn_trains_one_step(source):
     tmp_path, pairs, classes = source
     cfg = TrainConfig(iterations=1, batch_size=2, crop=40, device="cpu")  # crop -> 64
-    result = train_source(pairs, classes, tmp_path / "f.lovecs",
-                          arch=fpn_architecture("resnet18", (32, 32)), config=cfg)
+    result = train_source(
+        pairs,
+        classes,
+        tmp_path / "f.lovecs",
+        arch=fpn_architecture("resnet18", (32, 32)),
+        config=cfg,
+    )
     card = read_card(result.output)
     assert card.architecture["encoder"] == "resnet18" and card.provenance["training"]["crop"] == 64
     assert np.isfinite(result.losses[0])
@@ -110,10 +131,31 @@ def test_fpn_trains_one_step(source):
 def test_cli_train_json_progress(source, capsys):
     tmp_path, pairs, _ = source
     out = tmp_path / "cli.lovecs"
-    code = main(["--progress", "json", "train", "--images", str(pairs[0][0].parent),
-                 "--labels", str(pairs[0][1].parent), "--classes",
-                 str(tmp_path / "classes.json"), "--out", str(out), "--arch", "tiny",
-                 "--iterations", "3", "--batch-size", "2", "--crop", "32", "--device", "cpu"])
+    code = main(
+        [
+            "--progress",
+            "json",
+            "train",
+            "--images",
+            str(pairs[0][0].parent),
+            "--labels",
+            str(pairs[0][1].parent),
+            "--classes",
+            str(tmp_path / "classes.json"),
+            "--out",
+            str(out),
+            "--arch",
+            "tiny",
+            "--iterations",
+            "3",
+            "--batch-size",
+            "2",
+            "--crop",
+            "32",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     stages = {line.get("stage") for line in lines if line["type"] == "progress"}

@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from lovecs_core.writer import (BLOCK, PredictionWriter, StripWriter, overview_factors,
-                                set_class_metadata)
+from lovecs_core.writer import (
+    BLOCK,
+    PredictionWriter,
+    StripWriter,
+    overview_factors,
+    set_class_metadata,
+)
 
 from .helpers import CLASSES
 
@@ -33,7 +38,7 @@ def test_strip_writer_any_strip_heights_and_block_buffering(tmp_path: Path, monk
     monkeypatch.setattr(gdal.Band, "WriteArray", spy)
     row = 0
     for h in (1, 100, 3, 255, 200, 141):
-        w.write(row, data[:, row:row + h])
+        w.write(row, data[:, row : row + h])
         row += h
     w.finish()
     monkeypatch.undo()
@@ -48,8 +53,9 @@ def test_strip_writer_any_strip_heights_and_block_buffering(tmp_path: Path, monk
     assert struct["COMPRESSION"] == "DEFLATE"
     assert ds.GetRasterBand(1).GetBlockSize() == [BLOCK, BLOCK]
     assert ds.GetRasterBand(1).GetOverviewCount() == len(overview_factors(333, 700)) == 2
-    assert gdal.Open(f"GTIFF_DIR:2:{final}").GetMetadata("IMAGE_STRUCTURE")["COMPRESSION"] \
-        == "DEFLATE"
+    assert (
+        gdal.Open(f"GTIFF_DIR:2:{final}").GetMetadata("IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+    )
 
 
 def test_strip_writer_checks_order_and_completeness(tmp_path: Path):
@@ -74,8 +80,17 @@ def test_abort_removes_the_temporary_file(tmp_path: Path):
 def test_prediction_writer_class_map_style_and_outputs(tmp_path: Path):
     out, conf, prob = tmp_path / "map.tif", tmp_path / "conf.tif", tmp_path / "p.tif"
     (tmp_path / "map.tif.aux.xml").write_text("<PAMDataset/>")  # stale sidecar of an old map
-    w = PredictionWriter(out, 300, 260, GT, "", CLASSES, confidence=conf, probabilities=prob,
-                         metadata={"LOVECS_MODEL": "x"})
+    w = PredictionWriter(
+        out,
+        300,
+        260,
+        GT,
+        "",
+        CLASSES,
+        confidence=conf,
+        probabilities=prob,
+        metadata={"LOVECS_MODEL": "x"},
+    )
     classes = np.tile(np.array([0, 1, 2, 3], np.uint8), (260, 75))
     confidence = np.where(classes > 0, 90, 0).astype(np.uint8)
     probs = np.full((3, 260, 300), 0.25, np.float32)
@@ -83,8 +98,12 @@ def test_prediction_writer_class_map_style_and_outputs(tmp_path: Path):
     w.write(100, classes[100:], confidence[100:], probs[:, 100:])
     paths = w.commit()
     assert paths == [out, conf, prob]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.tif", "map.tif",
-                                                          "map.tif.aux.xml", "p.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "conf.tif",
+        "map.tif",
+        "map.tif.aux.xml",
+        "p.tif",
+    ]
     ds = _open(out)
     band = ds.GetRasterBand(1)
     assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == 0
@@ -103,8 +122,7 @@ def test_prediction_writer_class_map_style_and_outputs(tmp_path: Path):
 
 
 def test_prediction_writer_abort_leaves_nothing(tmp_path: Path):
-    w = PredictionWriter(tmp_path / "m.tif", 50, 50, GT, "", CLASSES,
-                         confidence=tmp_path / "c.tif")
+    w = PredictionWriter(tmp_path / "m.tif", 50, 50, GT, "", CLASSES, confidence=tmp_path / "c.tif")
     w.write(0, np.ones((20, 50), np.uint8), np.ones((20, 50), np.uint8))
     w.abort()
     assert list(tmp_path.iterdir()) == []

@@ -1,17 +1,17 @@
 """Fixtures for plugin tests (pytest-qgis): the registered provider, small rasters, tiny models."""
+
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
-from tests.core.helpers import CLASSES, tiny_model_file, write_geotiff
-
 from lovecs_qgis.provider import PROVIDER_ID, LoveCSProvider
+from tests.core.helpers import CLASSES, tiny_model_file, write_geotiff
 
 _KEEP: list[LoveCSProvider] = []
 
@@ -52,8 +52,9 @@ def scene_layer(qgis_data: Path, qgis_new_project) -> QgsRasterLayer:
 CLASS_NAMES = [c.name for c in CLASSES]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 120.0,
-               what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float = 120.0, what: str = "condition"
+) -> None:
     """Run the Qt event loop until ``predicate()`` holds; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -1,4 +1,5 @@
 """Drive the real dock headless: pick a layer, press a button, wait for the task (Qt event loop)."""
+
 from __future__ import annotations
 
 import os
@@ -35,14 +36,17 @@ def run_to_end(dock: LoveCSDock, button) -> object:
 
 def layer_named(name: str) -> QgsRasterLayer:
     layers = QgsProject.instance().mapLayersByName(name)
-    assert layers, f"no layer {name!r} in {[l.name() for l in QgsProject.instance().mapLayers().values()]}"
+    assert layers, (
+        f"no layer {name!r} in {[l.name() for l in QgsProject.instance().mapLayers().values()]}"
+    )
     return layers[0]
 
 
 def test_classify_only_adds_a_styled_layer_on_top(dock, scene_layer, tmp_path):
     dock.layer_combo.setLayer(scene_layer)
-    assert [dock.legend.item(i).text() for i in range(dock.legend.count())] == \
-        [f"{i + 1}  {n}" for i, n in enumerate(CLASS_NAMES)]
+    assert [dock.legend.item(i).text() for i in range(dock.legend.count())] == [
+        f"{i + 1}  {n}" for i, n in enumerate(CLASS_NAMES)
+    ]
     outcome = run_to_end(dock, dock.classify_button)
     assert outcome.status is Status.SUCCESS, outcome.error
     layer = layer_named("scene — land cover (LoveCS)")
@@ -57,8 +61,7 @@ def test_classify_only_adds_a_styled_layer_on_top(dock, scene_layer, tmp_path):
     assert "Done" in dock.stage_label.text() and dock.adapt_button.isEnabled()
 
 
-def test_adapt_to_this_image_adds_the_map_and_saves_the_adapted_model(dock, scene_layer,
-                                                                      tmp_path):
+def test_adapt_to_this_image_adds_the_map_and_saves_the_adapted_model(dock, scene_layer, tmp_path):
     dock.layer_combo.setLayer(scene_layer)
     dock.preset_combo.setCurrentIndex(dock.preset_combo.findData("fast"))
     outcome = run_to_end(dock, dock.adapt_button)
@@ -87,23 +90,79 @@ def harmful_adaptation(tmp_path: Path, scene: Path) -> dict:
     images, labels = write_source(tmp_path / "src", n=2, size=96)
     model = tmp_path / "src.lovecs"
     engine = [sys.executable, "-m", "lovecs_core"]
-    subprocess.run(engine + ["train", "--images", str(images), "--labels", str(labels),
-                             "--classes", str(write_classes(tmp_path / "c.json")), "--out",
-                             str(model), "--arch", "tiny", "--iterations", "60", "--batch-size",
-                             "4", "--crop", "48", "--lr", "0.05", "--device", "cpu",
-                             "--randomise", "none", "--sample-crops", "4", "--sample-side",
-                             "48"], check=True, capture_output=True)
-    run = subprocess.run(engine + ["--progress", "json", "adapt", "--model", str(model),
-                                   "--target", str(scene), "--out", str(tmp_path / "a.lovecs"),
-                                   "--map", str(tmp_path / "a.tif"), "--preset", "fast",
-                                   "--iterations", "10", "--refresh-every", "5", "--crop", "48",
-                                   "--pl-tile", "64", "--lr", "10", "--device", "cpu"],
-                         check=True, capture_output=True, text=True)
+    subprocess.run(
+        engine
+        + [
+            "train",
+            "--images",
+            str(images),
+            "--labels",
+            str(labels),
+            "--classes",
+            str(write_classes(tmp_path / "c.json")),
+            "--out",
+            str(model),
+            "--arch",
+            "tiny",
+            "--iterations",
+            "60",
+            "--batch-size",
+            "4",
+            "--crop",
+            "48",
+            "--lr",
+            "0.05",
+            "--device",
+            "cpu",
+            "--randomise",
+            "none",
+            "--sample-crops",
+            "4",
+            "--sample-side",
+            "48",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    run = subprocess.run(
+        engine
+        + [
+            "--progress",
+            "json",
+            "adapt",
+            "--model",
+            str(model),
+            "--target",
+            str(scene),
+            "--out",
+            str(tmp_path / "a.lovecs"),
+            "--map",
+            str(tmp_path / "a.tif"),
+            "--preset",
+            "fast",
+            "--iterations",
+            "10",
+            "--refresh-every",
+            "5",
+            "--crop",
+            "48",
+            "--pl-tile",
+            "64",
+            "--lr",
+            "10",
+            "--device",
+            "cpu",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def test_harmful_adaptation_gives_the_safe_map_and_a_way_to_keep_the_adapted_one(
-        dock, scene_layer, qgis_data, tmp_path):
+    dock, scene_layer, qgis_data, tmp_path
+):
     from qgis.PyQt.QtWidgets import QPushButton
 
     from lovecs_qgis.runner import EngineOutcome
@@ -139,8 +198,14 @@ def test_cancel_mid_run_stops_the_child_and_leaves_nothing(dock, qgis_data, tmp_
     task = dock.task
     assert task is not None
     task.done.connect(outcomes.append)
-    wait_until(lambda: task.process is not None and task.process.pid is not None
-               and "training" in dock.stage_label.text(), timeout=120)
+    wait_until(
+        lambda: (
+            task.process is not None
+            and task.process.pid is not None
+            and "training" in dock.stage_label.text()
+        ),
+        timeout=120,
+    )
     pid = task.process.pid
     assert dock.cancel_button.isEnabled()
     dock.cancel_button.click()

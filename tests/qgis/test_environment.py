@@ -1,4 +1,5 @@
 """Finding the engine's Python, and the child's environment."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,14 @@ import pytest
 from qgis.core import QgsSettings
 
 from lovecs_qgis import environment
-from lovecs_qgis.environment import (ENV_VAR, SETTINGS_KEY, EngineNotFound, check_python,
-                                     engine_env, find_engine_python)
+from lovecs_qgis.environment import (
+    ENV_VAR,
+    SETTINGS_KEY,
+    EngineNotFound,
+    check_python,
+    engine_env,
+    find_engine_python,
+)
 from lovecs_qgis.paths import engine_root
 
 
@@ -53,8 +60,11 @@ def test_check_python_accepts_the_test_interpreter_and_caches(clean_choice):
 
 
 def test_check_python_explains_what_is_missing(tmp_path, clean_choice):
-    no_torch = fake_python(tmp_path, "python3-no-torch",
-                           "echo \"ModuleNotFoundError: No module named 'torch'\" >&2; exit 1\n")
+    no_torch = fake_python(
+        tmp_path,
+        "python3-no-torch",
+        "echo \"ModuleNotFoundError: No module named 'torch'\" >&2; exit 1\n",
+    )
     check = check_python(no_torch)
     assert not check.ok and check.detail == "ModuleNotFoundError: No module named 'torch'"
     assert not check_python(str(tmp_path / "absent")).ok
@@ -66,10 +76,14 @@ def test_automatic_choice_finds_a_python_with_torch(clean_choice):
     assert python in [p for p, _ in environment.candidate_pythons()]
 
 
-def test_a_configured_python_that_cannot_run_the_engine_is_an_error(tmp_path, clean_choice,
-                                                                      monkeypatch):
-    bad = fake_python(tmp_path, "python-bad",
-                      "echo \"ModuleNotFoundError: No module named 'torch'\" >&2; exit 1\n")
+def test_a_configured_python_that_cannot_run_the_engine_is_an_error(
+    tmp_path, clean_choice, monkeypatch
+):
+    bad = fake_python(
+        tmp_path,
+        "python-bad",
+        "echo \"ModuleNotFoundError: No module named 'torch'\" >&2; exit 1\n",
+    )
     monkeypatch.setenv(ENV_VAR, bad)
     with pytest.raises(EngineNotFound) as err:
         find_engine_python()
@@ -98,7 +112,6 @@ def test_engine_python_file_is_a_candidate(tmp_path, monkeypatch, clean_choice):
     (plugin / environment.ENGINE_PYTHON_FILE).write_text("/opt/venv/bin/python\n")
     monkeypatch.setattr(environment, "PLUGIN_DIR", plugin)
     candidates = environment.candidate_pythons()
-    assert candidates[0] == ("/opt/venv/bin/python",
-                             str(plugin / environment.ENGINE_PYTHON_FILE))
+    assert candidates[0] == ("/opt/venv/bin/python", str(plugin / environment.ENGINE_PYTHON_FILE))
     assert candidates[-1][0] == "/usr/bin/python3"
     assert len({p for p, _ in candidates}) == len(candidates)

@@ -1,4 +1,5 @@
 """The plugin loads like QGIS loads it; the provider and its algorithms register; metadata."""
+
 from __future__ import annotations
 
 import configparser
@@ -32,13 +33,21 @@ def test_class_factory_init_gui_and_unload(qgis_app, qgis_iface, qgis_processing
         assert not provider.icon().isNull()
         assert provider.supportedOutputRasterLayerExtensions() == ["tif"]
         ids = sorted(a.id() for a in provider.algorithms())
-        assert ids == ["lovecs:adapt", "lovecs:classify", "lovecs:evaluate",
-                       "lovecs:trainsource"]
+        assert ids == ["lovecs:adapt", "lovecs:classify", "lovecs:evaluate", "lovecs:trainsource"]
         classify = registry.algorithmById("lovecs:classify")
         assert classify.displayName() == "Classify raster with a land-cover model"
         names = [p.name() for p in classify.parameterDefinitions()]
-        assert names == ["INPUT", "MODEL", "BANDS", "DEVICE", "TILE_SIZE", "OVERLAP", "NO_RESAMPLE", "OUTPUT",
-                         "CONFIDENCE"]
+        assert names == [
+            "INPUT",
+            "MODEL",
+            "BANDS",
+            "DEVICE",
+            "TILE_SIZE",
+            "OVERLAP",
+            "NO_RESAMPLE",
+            "OUTPUT",
+            "CONFIDENCE",
+        ]
         for alg in provider.algorithms():  # runs in a background thread in the GUI
             assert not alg.flags() & alg.FlagNoThreading, alg.id()
         assert len(plugin.actions) == 1 + len(DIALOG_ENTRIES)
@@ -105,8 +114,14 @@ def test_importing_the_plugin_never_loads_torch():
         print(len(names), heavy)
     """)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                          cwd=str(ROOT), timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(ROOT),
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     count, heavy = proc.stdout.split(" ", 1)
     assert int(count) >= 10 and heavy.strip() == "[]"

@@ -1,5 +1,6 @@
 """EngineProcess and EngineTask with fake engines (small Python scripts): events, failures,
 crashes, cancellation without orphans, partial-output cleanup."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,14 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsApplication
 
-from lovecs_qgis.runner import (EngineEvent, EngineProcess, ProgressMap, Status,
-                                parse_line, remove_partial_outputs)
+from lovecs_qgis.runner import (
+    EngineEvent,
+    EngineProcess,
+    ProgressMap,
+    Status,
+    parse_line,
+    remove_partial_outputs,
+)
 from lovecs_qgis.task import EngineTask
 
 from .conftest import wait_until
@@ -22,9 +29,11 @@ from .conftest import wait_until
 
 def fake(tmp_path: Path, body: str, name: str = "engine.py") -> list[str]:
     script = tmp_path / name
-    script.write_text("import json, os, signal, subprocess, sys, time\n"
-                      "def emit(**kw):\n"
-                      "    print(json.dumps(kw), flush=True)\n" + textwrap.dedent(body))
+    script.write_text(
+        "import json, os, signal, subprocess, sys, time\n"
+        "def emit(**kw):\n"
+        "    print(json.dumps(kw), flush=True)\n" + textwrap.dedent(body)
+    )
     return [sys.executable, str(script)]
 
 
@@ -40,8 +49,10 @@ def alive(pid: int) -> bool:
 
 
 def test_parse_line():
-    event = parse_line('{"type": "progress", "stage": "mapping", "fraction": 0.25, '
-                       '"message": "1/4 tiles", "extra": {}}\n')
+    event = parse_line(
+        '{"type": "progress", "stage": "mapping", "fraction": 0.25, '
+        '"message": "1/4 tiles", "extra": {}}\n'
+    )
     assert (event.type, event.stage, event.fraction) == ("progress", "mapping", 0.25)
     assert event.text == "mapping 25 %: 1/4 tiles"
     assert parse_line("plain text\n").type == "log"
@@ -53,20 +64,25 @@ def test_parse_line():
 def test_progress_map_is_monotone_and_ignores_unknown_stages():
     progress = ProgressMap({"training": (10, 90), "mapping": (90, 100)})
     assert progress.update(EngineEvent("progress", {"stage": "training", "fraction": 0.5})) == 50
-    assert progress.update(EngineEvent("progress", {"stage": "pseudo-labels",
-                                                    "fraction": 0.1})) is None
+    assert (
+        progress.update(EngineEvent("progress", {"stage": "pseudo-labels", "fraction": 0.1}))
+        is None
+    )
     assert progress.update(EngineEvent("progress", {"stage": "training", "fraction": 0.25})) == 50
     assert progress.update(EngineEvent("progress", {"stage": "mapping", "fraction": 1.0})) == 100
 
 
 def test_success_streams_events_and_result(tmp_path):
-    argv = fake(tmp_path, """
+    argv = fake(
+        tmp_path,
+        """
         for i in range(3):
             emit(type="progress", stage="mapping", fraction=i / 2, message=f"{i}/2", extra={})
         print("not json on stdout", flush=True)
         print("a log line", file=sys.stderr, flush=True)
         emit(type="result", output="map.tif", tiles_total=2)
-    """)
+    """,
+    )
     events = []
     outcome = EngineProcess("predict", [], argv=argv).run(events.append)
     assert outcome.status is Status.SUCCESS and outcome.ok
@@ -79,31 +95,40 @@ def test_success_streams_events_and_result(tmp_path):
 
 
 def test_engine_error_message_is_reported(tmp_path):
-    argv = fake(tmp_path, """
+    argv = fake(
+        tmp_path,
+        """
         print("Traceback noise", file=sys.stderr)
         emit(type="error", message="the model expects 4 band(s) but 3 were selected")
         sys.exit(1)
-    """)
+    """,
+    )
     outcome = EngineProcess("predict", [], argv=argv).run()
     assert outcome.status is Status.FAILED and outcome.returncode == 1
     assert outcome.error == "the model expects 4 band(s) but 3 were selected"
 
 
 def test_crash_without_json_uses_the_stderr_tail(tmp_path):
-    argv = fake(tmp_path, """
+    argv = fake(
+        tmp_path,
+        """
         print("RuntimeError: CUDA error: an illegal memory access", file=sys.stderr, flush=True)
         os._exit(3)
-    """)
+    """,
+    )
     outcome = EngineProcess("predict", [], argv=argv).run()
     assert outcome.status is Status.FAILED
     assert "exit code 3" in outcome.error and "illegal memory access" in outcome.error
 
 
 def test_killed_engine_is_described(tmp_path):
-    argv = fake(tmp_path, """
+    argv = fake(
+        tmp_path,
+        """
         emit(type="progress", stage="mapping", fraction=0.1, message="", extra={})
         os.kill(os.getpid(), signal.SIGKILL)
-    """)
+    """,
+    )
     outcome = EngineProcess("predict", [], argv=argv).run()
     assert outcome.status is Status.FAILED and outcome.returncode == -signal.SIGKILL
     assert "SIGKILL" in outcome.error and "out of memory" in outcome.error
@@ -118,7 +143,9 @@ def test_exit_zero_without_result_is_a_failure(tmp_path):
 def test_graceful_cancel(tmp_path):
     """SIGTERM reaches the engine, which reports 'cancelled' and removes its partial file."""
     partial = tmp_path / ".map.part-0123abcd.tif"
-    argv = fake(tmp_path, f"""
+    argv = fake(
+        tmp_path,
+        f"""
         open({str(partial)!r}, "w").close()
         def stop(*_):
             os.remove({str(partial)!r})
@@ -128,11 +155,13 @@ def test_graceful_cancel(tmp_path):
         emit(type="progress", stage="mapping", fraction=0.0, message="", extra={{}})
         while True:
             time.sleep(0.05)
-    """)
+    """,
+    )
     events: list[EngineEvent] = []
     start = time.monotonic()
     outcome = EngineProcess("predict", [], argv=argv, grace=5).run(
-        events.append, is_cancelled=lambda: bool(events))
+        events.append, is_cancelled=lambda: bool(events)
+    )
     assert outcome.status is Status.CANCELLED and outcome.returncode == 130
     assert time.monotonic() - start < 4
     assert not partial.exists()
@@ -144,7 +173,9 @@ def test_cancel_kills_a_stubborn_engine_and_its_children(tmp_path):
     out = tmp_path / "map.tif"
     partial = tmp_path / ".map.part-89abcdef.tif"
     pid_file = tmp_path / "child.pid"
-    argv = fake(tmp_path, f"""
+    argv = fake(
+        tmp_path,
+        f"""
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         child = subprocess.Popen([sys.executable, "-c",
                                   "import signal, time; signal.signal(signal.SIGTERM, "
@@ -153,7 +184,8 @@ def test_cancel_kills_a_stubborn_engine_and_its_children(tmp_path):
         open({str(partial)!r}, "w").close()
         emit(type="progress", stage="mapping", fraction=0.0, message="", extra={{}})
         time.sleep(60)
-    """)
+    """,
+    )
     (tmp_path / "map.tif").write_text("an earlier, complete map")
     events: list[EngineEvent] = []
     proc = EngineProcess("predict", [], argv=argv, outputs=[out], grace=0.5)
@@ -177,8 +209,13 @@ def test_remove_partial_outputs_only_touches_temporary_names(tmp_path):
     from lovecs_core.contract import TEMPORARY_TAGS, part_path, temporary_path
 
     out = tmp_path / "map.tif"
-    keep = [out, tmp_path / "map.qml", tmp_path / ".map.part-xyz.tif",
-            temporary_path(tmp_path / "other.tif"), tmp_path / "map.tif.aux.xml"]
+    keep = [
+        out,
+        tmp_path / "map.qml",
+        tmp_path / ".map.part-xyz.tif",
+        temporary_path(tmp_path / "other.tif"),
+        tmp_path / "map.tif.aux.xml",
+    ]
     drop = []
     for tag in TEMPORARY_TAGS:
         stage = temporary_path(out, tag)
@@ -200,12 +237,15 @@ def test_a_missing_interpreter_fails_cleanly(tmp_path):
 
 
 def test_engine_task_reports_progress_and_outcome(tmp_path, qgis_app):
-    argv = fake(tmp_path, """
+    argv = fake(
+        tmp_path,
+        """
         for i in range(5):
             emit(type="progress", stage="mapping", fraction=i / 4, message="", extra={})
             time.sleep(0.02)
         emit(type="result", output="map.tif")
-    """)
+    """,
+    )
     done, events, progress = [], [], []
     task = EngineTask("fake predict", "predict", [], argv=argv)
     task.done.connect(done.append)
@@ -221,10 +261,13 @@ def test_engine_task_reports_progress_and_outcome(tmp_path, qgis_app):
 
 
 def test_engine_task_cancel_stops_the_child(tmp_path, qgis_app):
-    argv = fake(tmp_path, """
+    argv = fake(
+        tmp_path,
+        """
         emit(type="progress", stage="mapping", fraction=0.0, message="", extra={})
         time.sleep(60)
-    """)
+    """,
+    )
     done, events = [], []
     task = EngineTask("fake predict", "predict", [], argv=argv, grace=0.5)
     task.done.connect(done.append)

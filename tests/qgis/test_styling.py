@@ -1,14 +1,27 @@
 """Paletted renderer and .qml sidecar from a model card's classes."""
+
 from __future__ import annotations
 
 import numpy as np
-from qgis.core import (QgsPalettedRasterRenderer, QgsProcessingContext, QgsProcessingFeedback,
-                       QgsProject, QgsRasterLayer)
+from qgis.core import (
+    QgsPalettedRasterRenderer,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+)
 
 from lovecs_core.qml import qml_path
-from lovecs_qgis.styling import (ClassMapStyler, apply_class_style, classes_for_map,
-                                 classes_for_model, ensure_qml, map_layer_name,
-                                 renderer_classes, style_output_on_load)
+from lovecs_qgis.styling import (
+    ClassMapStyler,
+    apply_class_style,
+    classes_for_map,
+    classes_for_model,
+    ensure_qml,
+    map_layer_name,
+    renderer_classes,
+    style_output_on_load,
+)
 from tests.core.helpers import CLASSES, write_geotiff
 
 
@@ -48,8 +61,9 @@ def test_post_processor_styles_and_names_the_loaded_layer(tmp_path, qgis_new_pro
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
     assert not style_output_on_load(context, str(path), CLASSES, "x")  # not to be loaded
-    context.addLayerToLoadOnCompletion(str(path), QgsProcessingContext.LayerDetails(
-        "out", QgsProject.instance(), "OUTPUT"))
+    context.addLayerToLoadOnCompletion(
+        str(path), QgsProcessingContext.LayerDetails("out", QgsProject.instance(), "OUTPUT")
+    )
     assert style_output_on_load(context, str(path), CLASSES, map_layer_name("scene"))
     processor = context.layerToLoadOnCompletionDetails(str(path)).postProcessor()
     assert isinstance(processor, ClassMapStyler)

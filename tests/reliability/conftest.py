@@ -1,6 +1,7 @@
 """The bad-input suite's inputs, all made here (small rasters, tiny or crafted model files), and
 the checks every case shares: the input's bytes and folder unchanged, no output unless
 complete, no temporary file left."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,17 +24,25 @@ PY = sys.executable
 
 # -- rasters -------------------------------------------------------------------------------------
 
+
 def rgb(size: int = 40, seed: int = 0, dtype: str = "uint8", high: float = 255) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.uniform(0, high, (3, size, size))).astype(dtype)
 
 
-def _plain(path: Path, data: np.ndarray, gt: Optional[tuple] = None, epsg: Optional[int] = None,
-           gdal_type: Optional[int] = None, options: Sequence[str] = ()) -> Path:
+def _plain(
+    path: Path,
+    data: np.ndarray,
+    gt: Optional[tuple] = None,
+    epsg: Optional[int] = None,
+    gdal_type: Optional[int] = None,
+    options: Sequence[str] = (),
+) -> Path:
     """A GeoTIFF with optional geotransform and CRS."""
     bands, h, w = data.shape
     dtype = gdal_type or gdal.GetDataTypeByName(
-        {"uint8": "Byte"}.get(data.dtype.name, data.dtype.name.capitalize()))
+        {"uint8": "Byte"}.get(data.dtype.name, data.dtype.name.capitalize())
+    )
     ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, bands, dtype, list(options))
     if gt is not None:
         ds.SetGeoTransform(gt)
@@ -69,14 +78,17 @@ def make_raster(folder: Path, kind: str, name: Optional[str] = None) -> Path:
         d = 1.0 / 111_320.0
         return _plain(path, rgb(), gt=(55.0, d / 0.906, 0.0, 25.0, 0.0, -d), epsg=4326)
     if kind == "us_feet":  # NAD83 / New York Long Island (ftUS): 3.28 ft = 1 m pixels
-        return _plain(path, rgb(), gt=(1000000.0, 3.2808, 0.0, 200000.0, 0.0, -3.2808),
-                      epsg=2263)
+        return _plain(path, rgb(), gt=(1000000.0, 3.2808, 0.0, 200000.0, 0.0, -3.2808), epsg=2263)
     if kind == "two_bands":
         return write_geotiff(path, rgb()[:2])
     if kind == "four_bands_untagged":  # (a 4-band Byte GeoTIFF is RGBA unless told otherwise)
-        return _plain(path, np.concatenate([rgb(), rgb(seed=1)[:1]]),
-                      gt=(500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0), epsg=32640,
-                      options=["PHOTOMETRIC=MINISBLACK"])
+        return _plain(
+            path,
+            np.concatenate([rgb(), rgb(seed=1)[:1]]),
+            gt=(500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0),
+            epsg=32640,
+            options=["PHOTOMETRIC=MINISBLACK"],
+        )
     if kind == "uint16_12bit":
         return write_geotiff(path, rgb(dtype="uint16", high=4095))
     if kind == "float_0_1":
@@ -84,8 +96,13 @@ def make_raster(folder: Path, kind: str, name: Optional[str] = None) -> Path:
     if kind == "float64":
         return write_geotiff(path, rgb(dtype="float64"))
     if kind == "complex":
-        return _plain(path, rgb(dtype="float32"), gt=(500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0),
-                      epsg=32640, gdal_type=gdal.GDT_CFloat32)
+        return _plain(
+            path,
+            rgb(dtype="float32"),
+            gt=(500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0),
+            epsg=32640,
+            gdal_type=gdal.GDT_CFloat32,
+        )
     if kind == "nan_inf":
         a = rgb(dtype="float32")
         a[:, :8, :8] = np.nan
@@ -99,8 +116,7 @@ def make_raster(folder: Path, kind: str, name: Optional[str] = None) -> Path:
         return write_geotiff(path, rgb(3))
     if kind == "huge_vrt":  # declares 10⁶ x 10⁶ pixels, holds nothing
         path = path.with_suffix(".vrt")
-        ds = gdal.GetDriverByName("VRT").Create(str(path), 1_000_000, 1_000_000, 3,
-                                                 gdal.GDT_Byte)
+        ds = gdal.GetDriverByName("VRT").Create(str(path), 1_000_000, 1_000_000, 3, gdal.GDT_Byte)
         ds.SetGeoTransform((500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0))
         srs = osr.SpatialReference()
         srs.ImportFromEPSG(32640)
@@ -111,6 +127,7 @@ def make_raster(folder: Path, kind: str, name: Optional[str] = None) -> Path:
 
 
 # -- model files ---------------------------------------------------------------------------------
+
 
 def crafted_model(path: Path, edit: Callable[[dict], None], seed: int = 0) -> Path:
     """A tiny model whose card JSON was edited by ``edit`` (written without validation)."""
@@ -145,8 +162,9 @@ def make_model(folder: Path, kind: str) -> Path:
         path.write_bytes(b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
         return path
     if kind == "text_stats":
-        return crafted_model(path, lambda c: c["normalization"]["source"].update(
-            mean=["a lot", 1.0, 2.0]))
+        return crafted_model(
+            path, lambda c: c["normalization"]["source"].update(mean=["a lot", 1.0, 2.0])
+        )
     if kind == "wide_network":
         return crafted_model(path, lambda c: c["architecture"].update(width=40_000))
     if kind == "tile_zero":
@@ -158,10 +176,14 @@ def make_model(folder: Path, kind: str) -> Path:
 
 # -- what every case checks ----------------------------------------------------------------------
 
+
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` (relative name -> sha256)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def temporary_files(folder: Path) -> list[str]:
@@ -184,11 +206,17 @@ def cli(capsys, caplog):
         rc = main(["--progress", "none", *map(str, args)])
         out = capsys.readouterr()
         return rc, out.err + out.out + caplog.text
+
     return run
 
 
 def run_engine(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``python -m lovecs_core ARGS`` in a child process, as a user runs it."""
-    return subprocess.run([PY, "-m", "lovecs_core", *map(str, args)], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [PY, "-m", "lovecs_core", *map(str, args)],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

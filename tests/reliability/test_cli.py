@@ -2,9 +2,9 @@
 ``lovecs adapt`` either succeed with a complete output (and the warning the case calls for) or
 fail with exit code 1 and a message naming the problem and what to do; in every case the
 input's bytes and folder are unchanged, and no partial or temporary file is left."""
+
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import pytest
 from osgeo import gdal
 
 from .conftest import make_model, make_raster, run_engine, snapshot, temporary_files
+
 
 def read_band(path: Path) -> np.ndarray:
     ds = gdal.Open(str(path))  # keep the dataset alive while its band is read
@@ -41,9 +42,11 @@ PREDICT_RASTERS = [
 ]
 
 
-@pytest.mark.parametrize("kind,extra,code,text", PREDICT_RASTERS,
-                         ids=[f"{k}{'+' + ' '.join(e) if e else ''}" for k, e, *_ in
-                              PREDICT_RASTERS])
+@pytest.mark.parametrize(
+    "kind,extra,code,text",
+    PREDICT_RASTERS,
+    ids=[f"{k}{'+' + ' '.join(e) if e else ''}" for k, e, *_ in PREDICT_RASTERS],
+)
 def test_predict_raster_cases(cli, tmp_path, kind, extra, code, text):
     inputs, outputs = tmp_path / "in", tmp_path / "out"
     inputs.mkdir()
@@ -65,16 +68,19 @@ def test_predict_raster_cases(cli, tmp_path, kind, extra, code, text):
         ds = gdal.Open(str(out))
         src = gdal.Open(str(raster))
         assert (ds.RasterXSize, ds.RasterYSize) == (src.RasterXSize, src.RasterYSize)
-        assert sorted(p.name for p in outputs.iterdir()) == ["map.qml", "map.tif",
-                                                             "map.tif.aux.xml"] or \
-            sorted(p.name for p in outputs.iterdir()) == ["map.qml", "map.tif"]
+        assert sorted(p.name for p in outputs.iterdir()) == [
+            "map.qml",
+            "map.tif",
+            "map.tif.aux.xml",
+        ] or sorted(p.name for p in outputs.iterdir()) == ["map.qml", "map.tif"]
 
 
 def test_nan_and_inf_pixels_become_nodata(cli, tmp_path):
     raster = make_raster(tmp_path, "nan_inf")
     out = tmp_path / "map.tif"
-    rc, log = cli("predict", "--model", make_model(tmp_path, "good"), "--raster", raster,
-                  "--out", out)
+    rc, log = cli(
+        "predict", "--model", make_model(tmp_path, "good"), "--raster", raster, "--out", out
+    )
     assert rc == 0, log
     codes = read_band(out)
     assert (codes[:8, :8] == 0).all() and (codes[30:, 30:] == 0).all()
@@ -135,8 +141,12 @@ def test_predict_model_cases(cli, tmp_path, kind, text):
 def test_predict_output_path_cases(cli, tmp_path, case):
     model = make_model(tmp_path, "good")
     raster = make_raster(tmp_path, "good")
-    out = {"is_input": raster, "is_folder": tmp_path / "folder.tif",
-           "under_a_file": raster / "map.tif", "existing": tmp_path / "old.tif"}[case]
+    out = {
+        "is_input": raster,
+        "is_folder": tmp_path / "folder.tif",
+        "under_a_file": raster / "map.tif",
+        "existing": tmp_path / "old.tif",
+    }[case]
     if case == "is_folder":
         out.mkdir()
     if case == "existing":
@@ -148,8 +158,11 @@ def test_predict_output_path_cases(cli, tmp_path, case):
         assert gdal.Open(str(out)).RasterXSize == 40
         return
     assert rc == 1
-    assert {"is_input": "would overwrite the input raster", "is_folder": "is an existing folder",
-            "under_a_file": "is a file, not a folder"}[case] in log
+    assert {
+        "is_input": "would overwrite the input raster",
+        "is_folder": "is an existing folder",
+        "under_a_file": "is a file, not a folder",
+    }[case] in log
     assert snapshot(tmp_path) == before
     assert temporary_files(tmp_path) == []
 
@@ -157,8 +170,15 @@ def test_predict_output_path_cases(cli, tmp_path, case):
 def test_a_failed_run_leaves_an_existing_output_as_it_was(cli, tmp_path):
     out = tmp_path / "old.tif"
     out.write_bytes(b"an older map")
-    rc, log = cli("predict", "--model", make_model(tmp_path, "good"), "--raster",
-                  make_raster(tmp_path, "two_bands"), "--out", out)
+    rc, log = cli(
+        "predict",
+        "--model",
+        make_model(tmp_path, "good"),
+        "--raster",
+        make_raster(tmp_path, "two_bands"),
+        "--out",
+        out,
+    )
     assert rc == 1 and out.read_bytes() == b"an older map"
 
 
@@ -168,13 +188,25 @@ def test_full_disk_is_refused_up_front(cli, tmp_path, monkeypatch):
     from lovecs_core import checks
 
     usage = _shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(checks.shutil, "disk_usage",
-                        lambda p: type(usage)(usage.total, usage.total - 4096, 4096))
+    monkeypatch.setattr(
+        checks.shutil, "disk_usage", lambda p: type(usage)(usage.total, usage.total - 4096, 4096)
+    )
     model, raster = make_model(tmp_path, "good"), make_raster(tmp_path, "good")
     rc, log = cli("predict", "--model", model, "--raster", raster, "--out", tmp_path / "m.tif")
     assert rc == 1 and "disk full" in log and "free some space" in log
-    rc, log = cli("adapt", "--model", model, "--target", raster, "--out", tmp_path / "a.lovecs",
-                  "--method", "adabn", "--preset", "fast")
+    rc, log = cli(
+        "adapt",
+        "--model",
+        model,
+        "--target",
+        raster,
+        "--out",
+        tmp_path / "a.lovecs",
+        "--method",
+        "adabn",
+        "--preset",
+        "fast",
+    )
     assert rc == 1 and "disk full" in log
     assert temporary_files(tmp_path) == [] and not (tmp_path / "m.tif").exists()
 
@@ -225,8 +257,20 @@ def test_adapt_refuses_before_anything_runs(tmp_path, case, text, monkeypatch, c
     elif case == "portion":
         extra = ["--portion", "2"]
     before = snapshot(tmp_path)
-    rc = main(["--progress", "json", "adapt", "--model", str(model), "--target", str(scene),
-               "--out", str(out), *map(str, extra)])
+    rc = main(
+        [
+            "--progress",
+            "json",
+            "adapt",
+            "--model",
+            str(model),
+            "--target",
+            str(scene),
+            "--out",
+            str(out),
+            *map(str, extra),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 1
     assert text in captured.out + caplog.text
@@ -240,8 +284,19 @@ def test_adapt_out_equal_to_model_through_the_real_cli(tmp_path):
     model = make_model(tmp_path, "good")
     scene = make_raster(tmp_path, "good")
     before = model.read_bytes()
-    proc = run_engine("adapt", "--model", model, "--target", scene, "--out", model,
-                      "--method", "adabn", "--preset", "fast")
+    proc = run_engine(
+        "adapt",
+        "--model",
+        model,
+        "--target",
+        scene,
+        "--out",
+        model,
+        "--method",
+        "adabn",
+        "--preset",
+        "fast",
+    )
     assert proc.returncode == 1
     assert proc.stderr.count("would overwrite the source model") == 1
     assert model.read_bytes() == before
@@ -253,8 +308,9 @@ def test_paths_with_spaces_and_non_ascii_characters(tmp_path):
     model = make_model(folder, "good")
     raster = make_raster(folder, "good", "île de la Cité.tif")
     out = folder / "carte d'occupation.tif"
-    proc = run_engine("predict", "--model", model, "--raster", raster, "--out", out,
-                      "--device", "cpu")
+    proc = run_engine(
+        "predict", "--model", model, "--raster", raster, "--out", out, "--device", "cpu"
+    )
     assert proc.returncode == 0, proc.stderr
     assert gdal.Open(str(out)).RasterXSize == 40
     assert temporary_files(folder) == []
@@ -268,10 +324,31 @@ def test_target_smaller_than_a_training_crop_is_adapted(cli, tmp_path):
     model = make_model(tmp_path, "good")
     scene = make_raster(tmp_path, "good")
     out, landcover = tmp_path / "adapted.lovecs", tmp_path / "map.tif"
-    rc, log = cli("adapt", "--model", model, "--target", scene, "--out", out, "--map", landcover,
-                  "--preset", "fast", "--iterations", "2", "--refresh-every", "2",
-                  "--batch-size", "1", "--device", "cpu", "--source-images", images / "s0.tif",
-                  "--source-labels", labels / "s0.tif")
+    rc, log = cli(
+        "adapt",
+        "--model",
+        model,
+        "--target",
+        scene,
+        "--out",
+        out,
+        "--map",
+        landcover,
+        "--preset",
+        "fast",
+        "--iterations",
+        "2",
+        "--refresh-every",
+        "2",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--source-images",
+        images / "s0.tif",
+        "--source-labels",
+        labels / "s0.tif",
+    )
     assert rc == 0, log
     assert out.is_file() and gdal.Open(str(landcover)).RasterXSize == 40
     assert temporary_files(tmp_path) == []
@@ -284,8 +361,13 @@ def test_wide_network_card_is_refused_without_allocating(tmp_path):
     from lovecs_core.models import ModelFileError, check_weights
 
     card = read_card(make_model(tmp_path, "good"))
-    card.architecture = {"arch": "fpn", "encoder": "resnet50", "csn": True,
-                         "pyramid_channels": 2048, "segmentation_channels": 2048}
+    card.architecture = {
+        "arch": "fpn",
+        "encoder": "resnet50",
+        "csn": True,
+        "pyramid_channels": 2048,
+        "segmentation_channels": 2048,
+    }
     t0 = time.monotonic()
     with pytest.raises(ModelFileError, match="million parameters"):
         check_weights(card, {}, "big.lovecs")

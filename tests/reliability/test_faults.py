@@ -1,10 +1,9 @@
 """Faults injected where they are hard to cause for real: a disk that fills up while the map is
 written or renamed, and a GPU that runs out of memory while mapping (simulated on the CPU)."""
+
 from __future__ import annotations
 
 import errno
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from osgeo import gdal
 
 from lovecs_core import writer as writer_mod
 from lovecs_core.predict import predict_raster
-
 from tests.core.helpers import write_geotiff
 
 from .conftest import make_model, make_raster, snapshot, temporary_files
@@ -29,25 +27,40 @@ def test_disk_full_while_writing_leaves_nothing_and_says_so(cli, tmp_path, monke
     inputs.mkdir()
     outputs.mkdir()
     model = make_model(inputs, "good")
-    raster = write_geotiff(inputs / "scene.tif", np.random.default_rng(0).integers(
-        0, 255, (3, 300, 300)).astype(np.uint8))  # large enough for overviews
+    raster = write_geotiff(
+        inputs / "scene.tif",
+        np.random.default_rng(0).integers(0, 255, (3, 300, 300)).astype(np.uint8),
+    )  # large enough for overviews
     before = snapshot(inputs)
     if where == "write":  # GDAL reports a failed block write as a RuntimeError
+
         def write_array(self, *a, **k):
             raise RuntimeError("TIFFAppendToStrip:Write error at scanline 0")
+
         monkeypatch.setattr(gdal.Band, "WriteArray", write_array)
         # the message says nothing of space: the free space (here: "less than 1 PB") decides
-        monkeypatch.setattr(writer_mod, "DISK_FULL_BYTES", 1024 ** 5)
+        monkeypatch.setattr(writer_mod, "DISK_FULL_BYTES", 1024**5)
     elif where == "flush":
         monkeypatch.setattr(gdal.Dataset, "FlushCache", _enospc)
     elif where == "overviews":
-        monkeypatch.setattr(gdal.Dataset, "BuildOverviews",
-                            lambda *a, **k: (_ for _ in ()).throw(
-                                RuntimeError("No space left on device")))
+        monkeypatch.setattr(
+            gdal.Dataset,
+            "BuildOverviews",
+            lambda *a, **k: (_ for _ in ()).throw(RuntimeError("No space left on device")),
+        )
     else:
         monkeypatch.setattr(writer_mod.os, "replace", _enospc)
-    rc, log = cli("predict", "--model", model, "--raster", raster,
-                  "--out", outputs / "map.tif", "--confidence", outputs / "conf.tif")
+    rc, log = cli(
+        "predict",
+        "--model",
+        model,
+        "--raster",
+        raster,
+        "--out",
+        outputs / "map.tif",
+        "--confidence",
+        outputs / "conf.tif",
+    )
     monkeypatch.undo()
     assert rc == 1
     assert "disk full: cannot write" in log and "free some space" in log
@@ -98,6 +111,7 @@ def test_a_failed_commit_is_not_marked_done(tmp_path, monkeypatch):
 
 # -- GPU out of memory ------------------------------------------------------------------------------
 
+
 class OomAbove(torch.nn.Module):
     """Wraps a network and raises CUDA's out-of-memory error for batches above ``limit``."""
 
@@ -117,17 +131,14 @@ def test_gpu_out_of_memory_while_mapping_halves_the_batch(tmp_path, caplog):
 
     model = make_model(tmp_path, "good")
     raster = tmp_path / "big.tif"
-    write_geotiff(raster, np.random.default_rng(0).integers(0, 255, (3, 200, 200)).astype(
-        np.uint8))
+    write_geotiff(raster, np.random.default_rng(0).integers(0, 255, (3, 200, 200)).astype(np.uint8))
     card, net = model_from_file(str(model))
     reference = tmp_path / "reference.tif"
-    predict_raster((card, net), raster, reference, device="cpu", batch_size=8, tile=32,
-                   overlap=8)
+    predict_raster((card, net), raster, reference, device="cpu", batch_size=8, tile=32, overlap=8)
     flaky = OomAbove(net, limit=2)
     out = tmp_path / "map.tif"
     with caplog.at_level("WARNING"):
-        predict_raster((card, flaky), raster, out, device="cpu", batch_size=8, tile=32,
-                       overlap=8)
+        predict_raster((card, flaky), raster, out, device="cpu", batch_size=8, tile=32, overlap=8)
     assert "out of GPU memory with 8 tiles per batch: going on with 4" in caplog.text
     assert "going on with 2" in caplog.text
     assert max(flaky.sizes[-5:]) <= 2  # the smaller batch is kept for the rest of the run
