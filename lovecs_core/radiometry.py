@@ -5,7 +5,11 @@ Scene-content-robust by construction (no torch, GDAL only to read a decimated co
 1. **Bit depth / value range.** A scene's nominal maximum comes from its data type, the GeoTIFF
    ``NBITS`` tag, or the smallest common bit depth (8, 10, 11, 12, 14, 16) that holds its 99.99th
    percentile; floats in 0..1 are reflectance-like. Values are scaled so the nominal maximum
-   becomes the model's (``card.band_range``). This does not depend on what the scene shows.
+   becomes the model's (``card.band_range``). This does not depend on what the scene shows. A
+   scene of another bit depth is certainly another sensor, and its products are rarely
+   stretched like the source's: one linear stretch, the same for all bands (so colours, and
+   with them the class mix, are kept), brings its overall 2nd-98th percentile spread to the
+   source's.
 2. **Minimal per-band correction.** The model card keeps, per band, the range that each
    training image's 2nd and 98th percentiles spanned (:class:`Reference`). A scene whose
    percentiles fall inside that range (give or take ``TOLERANCE``) is *not* changed: the same
@@ -83,6 +87,7 @@ class Alignment:
     bit_depth: Optional[int] = None
     corrected_bands: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stretch: float = 1.0  # the common stretch applied to a scene of another bit depth
 
     @classmethod
     def identity(cls, bands: int) -> "Alignment":
@@ -113,6 +118,8 @@ class Alignment:
             parts.append(f"{self.bit_depth}-bit values scaled by {self.range_scale:.4g}")
         elif abs(self.range_scale - 1) > 1e-6:
             parts.append(f"values scaled by {self.range_scale:.4g}")
+        if abs(self.stretch - 1) > 1e-3:
+            parts.append(f"contrast stretched x{self.stretch:.3g} (all bands alike)")
         if self.corrected_bands:
             parts.append(
                 "bands "
@@ -205,18 +212,32 @@ def describe_scene(ds: Any, bands: Sequence[int]) -> SceneRadiometry:
 
 
 # -- aligning --------------------------------------------------------------------------------------
-def align(reference: Reference, scene: SceneRadiometry, correct_bands: bool = True) -> Alignment:
-    """The alignment of ``scene`` to ``reference``: range scaling, then the minimal per-band
+def align(reference: Reference, scene: SceneRadiometry, correct_bands: bool = True,
+          stretch: bool = True) -> Alignment:
+    """The alignment of ``scene`` to ``reference``: range scaling; for a scene of another bit
+    depth, a common linear stretch of all bands to the source's spread; then the minimal per-band
     affine correction that brings each band's 2nd/98th percentiles into the range the source
     images spanned (no change for a band already inside it)."""
     n = len(reference.low)
     if len(scene.low) != n:
         raise ValueError(f"the scene has {len(scene.low)} band(s), the reference {n}")
     scale = reference.value_max / scene.value_max if scene.value_max > 0 else 1.0
+    # another bit depth / value range: certainly another sensor, whose products are rarely
+    # stretched like the source's; one common linear stretch (the same for every band, so the
+    # scene's colours, and with them its class mix, are kept) brings its overall spread to the
+    # source's before the per-band check
+    k_all, o_all = 1.0, 0.0
+    if stretch and abs(scene.value_max - reference.value_max) > 1e-6:
+        lo_all = float(np.mean(scene.low)) * scale
+        hi_all = float(np.mean(scene.high)) * scale
+        if hi_all - lo_all > 1e-6 * reference.value_max:
+            k_all = (float(np.mean(reference.high)) - float(np.mean(reference.low))) / (
+                hi_all - lo_all)
+            o_all = float(np.mean(reference.low)) - k_all * lo_all
     gains, offsets, corrected, notes = [], [], [], []
     for b in range(n):
-        lo, hi = scene.low[b] * scale, scene.high[b] * scale
-        g, o = scale, 0.0
+        lo, hi = scene.low[b] * scale * k_all + o_all, scene.high[b] * scale * k_all + o_all
+        g, o = scale * k_all, o_all
         if correct_bands and hi - lo > 1e-6 * reference.value_max:
             tol = TOLERANCE * reference.value_max
             lo2 = float(
@@ -227,7 +248,7 @@ def align(reference: Reference, scene: SceneRadiometry, correct_bands: bool = Tr
             )
             if hi2 - lo2 > 0 and (abs(lo2 - lo) > 1e-9 or abs(hi2 - hi) > 1e-9):
                 k = (hi2 - lo2) / (hi - lo)
-                g, o = scale * k, lo2 - k * lo
+                g, o = g * k, lo2 - k * lo + k * o
                 corrected.append(b)
                 notes.append(f"band {b + 1}: {lo:.1f}..{hi:.1f} -> {lo2:.1f}..{hi2:.1f}")
         gains.append(float(g))
