@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from ..contract import (
     ADAPT_PRESETS,
@@ -113,22 +114,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         raise AdaptError("--confidence needs --map")
     config = make_config(
         args.preset,
-        iterations=args.iterations,
-        refresh_every=args.refresh_every,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        lr=args.lr,
-        portion=args.portion,
-        source_weight=args.source_weight,
-        pseudo_weight=args.pseudo_weight,
-        scales=args.scales,
-        n_scales=args.n_scales,
-        scale_range=args.scale_range,
-        pl_tile=args.pl_tile,
-        bn_windows=args.bn_windows,
+        **setting_overrides(args),
         seed=args.seed,
-        anchor_portion=args.anchor_portion,
-        min_share=args.min_share,
         device=args.device,
         amp=not args.no_amp,
     )
@@ -187,6 +174,19 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
+#: The "settings (override the preset)" group: AdaptConfig fields of the same names.
+SETTINGS = (
+    "iterations", "refresh_every", "batch_size", "crop", "lr", "portion", "source_weight",
+    "pseudo_weight", "scales", "n_scales", "scale_range", "pl_tile", "bn_windows",
+    "anchor_portion", "min_share",
+)  # fmt: skip
+
+
+def setting_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the user gave (None: the preset's)."""
+    return {name: getattr(args, name) for name in SETTINGS}
+
+
 def early_checks(args: argparse.Namespace) -> None:
     """Everything that can be checked before the first iteration: the model card, the settings,
     the outputs (distinct from the inputs, writable, disk not full) and the scene's bands. When
@@ -198,21 +198,7 @@ def early_checks(args: argparse.Namespace) -> None:
     from ..raster import open_dataset
     from ..rasterchecks import check_raster_data
 
-    check_adapt_settings(
-        iterations=args.iterations,
-        refresh_every=args.refresh_every,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        lr=args.lr,
-        portion=args.portion,
-        source_weight=args.source_weight,
-        pseudo_weight=args.pseudo_weight,
-        scales=args.scales,
-        n_scales=args.n_scales,
-        scale_range=args.scale_range,
-        pl_tile=args.pl_tile,
-        bn_windows=args.bn_windows,
-    )
+    check_adapt_settings(**setting_overrides(args))
     card = read_card(args.model)
     check_adapt_outputs(args.model, args.target, args.out, args.map, args.confidence)
     scene = open_dataset(args.target)
