@@ -266,6 +266,6 @@ class ArraySource(RasterSource):
         return None
 
 
-def sample_array_sources(images: np.ndarray, labels: np.ndarray) -> list[ArraySource]:
+def sample_array_sources(images: np.ndarray, labels: np.ndarray) -> list[RasterSource]:
     """One :class:`ArraySource` per crop of ``images[N, C, H, W]`` / ``labels[N, H, W]``."""
     return [ArraySource(images[i], labels[i], f"sample {i}") for i in range(images.shape[0])]

@@ -171,7 +171,7 @@ def class_thresholds(
     max_samples: int = 20_000_000,
     seed: int = 0,
     rules: Optional[SelectionRules] = None,
-    priors: Optional[Sequence[float]] = None,
+    priors: Optional[Sequence[float] | np.ndarray] = None,
 ) -> np.ndarray:
     """Per class ``c``: the confidence of the ``max(1, floor(n_c * portion))``-th most confident
     of the ``n_c`` pixels predicted as ``c`` (so keeping ``conf >= threshold`` keeps the top
@@ -225,7 +225,7 @@ def class_balanced_pseudo_labels(
     codes: Sequence[int],
     portion: float,
     rules: Optional[SelectionRules] = None,
-    priors: Optional[Sequence[float]] = None,
+    priors: Optional[Sequence[float] | np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(pseudo-label codes uint8, thresholds)``: :func:`class_thresholds` then
     :func:`select_pseudo_labels`."""

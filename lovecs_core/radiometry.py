@@ -212,8 +212,9 @@ def describe_scene(ds: Any, bands: Sequence[int]) -> SceneRadiometry:
 
 
 # -- aligning --------------------------------------------------------------------------------------
-def align(reference: Reference, scene: SceneRadiometry, correct_bands: bool = True,
-          stretch: bool = True) -> Alignment:
+def align(
+    reference: Reference, scene: SceneRadiometry, correct_bands: bool = True, stretch: bool = True
+) -> Alignment:
     """The alignment of ``scene`` to ``reference``: range scaling; for a scene of another bit
     depth, a common linear stretch of all bands to the source's spread; then the minimal per-band
     affine correction that brings each band's 2nd/98th percentiles into the range the source
@@ -232,7 +233,8 @@ def align(reference: Reference, scene: SceneRadiometry, correct_bands: bool = Tr
         hi_all = float(np.mean(scene.high)) * scale
         if hi_all - lo_all > 1e-6 * reference.value_max:
             k_all = (float(np.mean(reference.high)) - float(np.mean(reference.low))) / (
-                hi_all - lo_all)
+                hi_all - lo_all
+            )
             o_all = float(np.mean(reference.low)) - k_all * lo_all
     gains, offsets, corrected, notes = [], [], [], []
     for b in range(n):

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -231,7 +231,6 @@ class WindowBatches:
     ) -> None:
         self.sampler, self.batch_size, self.workers = sampler, int(batch_size), int(workers)
         self.seed = seed
-        self._iter: Optional[Iterable[tuple[np.ndarray, np.ndarray]]] = None
 
     def _dataset(self) -> "Any":
         import torch
@@ -239,8 +238,8 @@ class WindowBatches:
 
         sampler, batch, seed = self.sampler, self.batch_size, self.seed
 
-        class _Windows(IterableDataset):  # type: ignore[type-arg]
-            def __iter__(self) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        class _Windows(IterableDataset):
+            def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
                 info = get_worker_info()
                 if info is not None:  # each worker: its own stream, reproducible from the seed
                     base = 0 if seed is None else seed

@@ -41,6 +41,7 @@ from torch import nn
 
 from .adapt_config import METHODS, AdaptConfig, AdaptError, make_config  # noqa: F401
 from .card import ModelCard, read_source_sample, save_model
+from .contract import band_count_problem
 from .csn import (
     copy_source_to_target,
     csn_domain,
@@ -133,12 +134,9 @@ def _open_scene(
 ) -> _Scene:
     report("reading", 0.0, f"opening {Path(target).name}")
     scene = RasterSource(target, bands, in_memory=False)
-    if scene.band_count != card.band_count:
-        raise AdaptError(
-            f"the model expects {card.band_count} band(s) "
-            f"({', '.join(card.band_names)}) but {Path(target).name} gives "
-            f"{scene.band_count}; choose bands with --bands"
-        )
+    problem = band_count_problem(card.band_names, scene.band_count, Path(target).name)
+    if problem:
+        raise AdaptError(problem)
     if scene.pixels <= cfg.in_memory_pixels:  # small scenes are read once; else window by window
         scene.load()
     gsd = pixel_size_metres(scene.reader.ds)
@@ -424,11 +422,11 @@ def _source_term(
     report("reading", 0.0, f"source data: {len(pairs)} image/label pair(s)")
     bands = source_bands if source_bands else card.provenance.get("bands")
     sources = open_sources(pairs, bands)
-    if sources[0].band_count != card.band_count:
-        raise AdaptError(
-            f"the source images give {sources[0].band_count} band(s), the model "
-            f"expects {card.band_count}"
-        )
+    problem = band_count_problem(
+        card.band_names, sources[0].band_count, "the source images", "--source-bands"
+    )
+    if problem:
+        raise AdaptError(problem)
     return sources, kind
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal
 
-from lovecs_core.card import read_card
+from lovecs_core.card import read_card, read_source_sample
 from lovecs_core.models import model_from_file
 from lovecs_core.predict import predict_raster
 
@@ -18,7 +18,7 @@ DEFAULT = ROOT / "resources" / "models" / "default.lovecs"
 
 def test_default_model_card():
     assert DEFAULT.is_file(), "resources/models/default.lovecs is missing (make default-model)"
-    assert DEFAULT.stat().st_size < 25e6
+    assert DEFAULT.stat().st_size < 30e6
     card = read_card(DEFAULT)
     assert [c.name for c in card.classes] == [
         "building",
@@ -29,8 +29,18 @@ def test_default_model_card():
     ]
     assert card.band_count == 3 and card.gsd == 0.5 and card.architecture["arch"] == "fpn"
     assert card.provenance["reproduce"].startswith("make default-model")
+    # trained with sensor randomisation, some source images held out for evaluation
+    assert card.provenance["training"]["randomisation"]["parts"]
+    held_out = {Path(p).stem for p in card.provenance["held_out_images"]}
+    assert held_out and not held_out & {Path(p).stem for p in card.provenance["source_images"]}
+    # what the sensor alignment compares scenes with, and the sample for adaptation anywhere
+    assert len(card.radiometry["reference"]["high_range"]) == 3
+    images, labels = read_source_sample(DEFAULT)
+    assert images.dtype == np.uint8 and images.shape[1] == 3 and labels.shape[0] == images.shape[0]
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 4, 5}
     miou = card.scores["miou"]
-    assert {"source-only", "lovecs"} <= set(miou) and all(0 <= v <= 1 for v in miou.values())
+    assert {"target_b: aligned source model", "target_b: lovecs"} <= set(miou)
+    assert all(0 <= v <= 1 for v in miou.values())
 
 
 def test_default_model_maps_a_real_geotiff(shared_data: Path, tmp_path: Path):

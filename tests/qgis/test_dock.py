@@ -169,6 +169,7 @@ def test_harmful_adaptation_gives_the_safe_map_and_a_way_to_keep_the_adapted_one
 
     result = harmful_adaptation(tmp_path, qgis_data / "scene.tif")
     assert result["health"]["verdict"] == "likely harmful" and result["rejected"]
+    dock.iface.messageBar().clearWidgets()  # the bar is shared by the session's tests
     dock.layer_combo.setLayer(scene_layer)
     job = dock.prepare("adapt")
     job.map_path = Path(result["map"])
