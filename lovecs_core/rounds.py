@@ -4,7 +4,7 @@ Each round maps the scene (multi-scale for LoveCS, in the target CSN slot), sele
 with the guards of :mod:`.pseudolabels` (priors from the aligned source model's map), keeps that
 map's most confident pixels labelled (the anchor), then trains on
 ``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)`` with source and target batches
-forwarded separately.
+forwarded separately. :func:`source_term` finds the labelled rasters of the source term.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import dataclasses
 import logging
 import math
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +22,9 @@ from torch import nn
 
 from .adapt_config import AdaptConfig, AdaptError
 from .card import ModelCard
+from .contract import band_count_problem
 from .csn import csn_domain
-from .data import RasterSource
+from .data import RasterSource, open_sources, sample_array_sources
 from .progress import Reporter
 from .pseudolabels import (
     CONF_SCALE,
@@ -44,6 +46,59 @@ from .train import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def source_pairs_from_card(card: ModelCard) -> list[tuple[Path, Path]]:
+    """The labelled source data recorded in the card's provenance (files must still exist)."""
+    pairs, missing = card.recorded_source_data()
+    if missing:
+        raise AdaptError(
+            f"the source data recorded in the model card is missing "
+            f"({len(missing)} file(s), e.g. {missing[0]}); pass the source images and "
+            f"labels explicitly (--source-images/--source-labels)"
+        )
+    return pairs
+
+
+def source_term(
+    card: ModelCard,
+    cfg: AdaptConfig,
+    method: str,
+    source_pairs: Optional[Sequence[tuple[Path, Path]]],
+    source_bands: Optional[Sequence[int]],
+    sample: Optional[tuple[np.ndarray, np.ndarray]],
+    report: Reporter,
+) -> tuple[list[RasterSource], str]:
+    """The labelled source rasters of the source CE term and where they come from: the given
+    pairs, else the sample carried in the model file, else the card's recorded files."""
+    if cfg.source_weight <= 0:
+        return [], "none"
+    if source_pairs:
+        pairs, kind = list(source_pairs), "source data"
+    elif sample is not None:
+        report(
+            "reading",
+            0.0,
+            f"source term: the model file's labelled sample ({sample[0].shape[0]} crops)",
+        )
+        return sample_array_sources(*sample), "model file sample"
+    else:
+        pairs, kind = source_pairs_from_card(card), "recorded source data"
+    if not pairs:
+        raise AdaptError(
+            f"{method} trains with a source cross-entropy term and needs the labelled source "
+            "data, but the model card records none; pass --source-images and "
+            "--source-labels, or --source-weight 0 to train on pseudo-labels only"
+        )
+    report("reading", 0.0, f"source data: {len(pairs)} image/label pair(s)")
+    bands = source_bands if source_bands else card.provenance.get("bands")
+    sources = open_sources(pairs, bands)
+    problem = band_count_problem(
+        card.band_names, sources[0].band_count, "the source images", "--source-bands"
+    )
+    if problem:
+        raise AdaptError(problem)
+    return sources, kind
 
 
 def self_train(

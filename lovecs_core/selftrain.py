@@ -49,7 +49,7 @@ from .csn import (
     recompute_target_statistics,
     replace_bn_with_csn,
 )
-from .data import RasterSource, open_sources, sample_array_sources
+from .data import RasterSource
 from .health import HARMFUL, HealthReport, health_check
 from .models import input_divisor
 from .presets import PRESETS  # noqa: F401
@@ -57,7 +57,7 @@ from .progress import Reporter
 from .pseudolabels import CONF_SCALE, NO_CLASS, class_shares, gsd_scales, predict_scene
 from .radiometry import Alignment, scene_alignment
 from .raster import pixel_size_metres
-from .rounds import self_train
+from .rounds import self_train, source_term
 from .sampling import WindowSampler
 from .train import resolve_device, round_up, seed_everything
 
@@ -84,18 +84,6 @@ class AdaptResult:
 
 
 # -- the adaptation driver -------------------------------------------------------------------------
-def source_pairs_from_card(card: ModelCard) -> list[tuple[Path, Path]]:
-    """The labelled source data recorded in the card's provenance (files must still exist)."""
-    pairs, missing = card.recorded_source_data()
-    if missing:
-        raise AdaptError(
-            f"the source data recorded in the model card is missing "
-            f"({len(missing)} file(s), e.g. {missing[0]}); pass the source images and "
-            f"labels explicitly (--source-images/--source-labels)"
-        )
-    return pairs
-
-
 def rejected_path(out: str | os.PathLike[str]) -> Path:
     """Where an adapted model judged harmful is kept: ``NAME.rejected.lovecs`` beside ``out``."""
     out = Path(out)
@@ -268,7 +256,7 @@ def adapt(
         adaptation["target_gsd"] = sc.gsd / final_scale if sc.gsd else None
         adaptation["target_scale"] = final_scale
     else:
-        src_sampler_sources, source_kind = _source_term(
+        src_sampler_sources, source_kind = source_term(
             card, cfg, method, source_pairs, source_bands, sample, report
         )
         use_csn = method == "lovecs"
@@ -387,47 +375,6 @@ def adapt(
         result.map = Path(pr.output)
         result.confidence = Path(pr.confidence) if pr.confidence else None
     return result
-
-
-def _source_term(
-    card: ModelCard,
-    cfg: AdaptConfig,
-    method: str,
-    source_pairs: Optional[Sequence[tuple[Path, Path]]],
-    source_bands: Optional[Sequence[int]],
-    sample: Optional[tuple[np.ndarray, np.ndarray]],
-    report: Reporter,
-) -> tuple[list[RasterSource], str]:
-    """The labelled source rasters of the source CE term and where they come from: the given
-    pairs, else the sample carried in the model file, else the card's recorded files."""
-    if cfg.source_weight <= 0:
-        return [], "none"
-    if source_pairs:
-        pairs, kind = list(source_pairs), "source data"
-    elif sample is not None:
-        report(
-            "reading",
-            0.0,
-            f"source term: the model file's labelled sample ({sample[0].shape[0]} crops)",
-        )
-        return sample_array_sources(*sample), "model file sample"
-    else:
-        pairs, kind = source_pairs_from_card(card), "recorded source data"
-    if not pairs:
-        raise AdaptError(
-            f"{method} trains with a source cross-entropy term and needs the labelled source "
-            "data, but the model card records none; pass --source-images and "
-            "--source-labels, or --source-weight 0 to train on pseudo-labels only"
-        )
-    report("reading", 0.0, f"source data: {len(pairs)} image/label pair(s)")
-    bands = source_bands if source_bands else card.provenance.get("bands")
-    sources = open_sources(pairs, bands)
-    problem = band_count_problem(
-        card.band_names, sources[0].band_count, "the source images", "--source-bands"
-    )
-    if problem:
-        raise AdaptError(problem)
-    return sources, kind
 
 
 class _StageReporter(Reporter):
