@@ -169,7 +169,8 @@ def test_harmful_adaptation_gives_the_safe_map_and_a_way_to_keep_the_adapted_one
 
     result = harmful_adaptation(tmp_path, qgis_data / "scene.tif")
     assert result["health"]["verdict"] == "likely harmful" and result["rejected"]
-    dock.iface.messageBar().clearWidgets()  # the bar is shared by the session's tests
+    bar = dock.iface.messageBar()  # shared by the session's tests: look at new widgets only
+    earlier = set(bar.findChildren(QPushButton))
     dock.layer_combo.setLayer(scene_layer)
     job = dock.prepare("adapt")
     job.map_path = Path(result["map"])
@@ -178,7 +179,7 @@ def test_harmful_adaptation_gives_the_safe_map_and_a_way_to_keep_the_adapted_one
     text = dock.log_view.toPlainText()
     assert "Health check: likely harmful" in text and result["rejected"] in text
     assert "likely harmful" in dock.stage_label.text()
-    buttons = {b.text(): b for b in dock.iface.messageBar().findChildren(QPushButton)}
+    buttons = {b.text(): b for b in bar.findChildren(QPushButton) if b not in earlier}
     assert "Keep adapted model anyway" in buttons and "Use this model" not in buttons
     outcomes: list = []
     buttons["Keep adapted model anyway"].click()
