@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--no-randomisation", action="store_true")
     p.add_argument("--only", nargs="*", help="randomisation parts to use (default: all)")
-    p.add_argument("--probability", type=float, default=0.4)
+    p.add_argument("--probability", type=float, help="per part (default: SensorRandomisation's)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
@@ -50,15 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     pairs = pair_rasters([data / "source" / "images"], [data / "source" / "labels"])
     train, held = held_out_pairs(pairs)
-    from lovecs_core.augment import PARTS, SensorRandomisation
+    from lovecs_core.commands.train import randomisation
 
-    rand = (
-        None
-        if args.no_randomisation
-        else SensorRandomisation(
-            parts=list(args.only) if args.only else list(PARTS), probability=args.probability
-        ).to_dict()
-    )
+    parts = "none" if args.no_randomisation else (",".join(args.only) if args.only else "all")
+    rand = randomisation(parts, args.probability)
     cfg = TrainConfig(
         iterations=args.iterations,
         batch_size=args.batch_size,

@@ -32,7 +32,7 @@ class SensorRandomisation:
     """Which parts run, with what probability and ranges (recorded in the model card)."""
 
     parts: list[str] = field(default_factory=lambda: list(PARTS))
-    probability: float = 0.5  # each part runs on a window with this probability
+    probability: float = 0.4  # each part runs on a window with this probability
     mixing: float = 0.08  # off-diagonal mixing weights in [-m, m]
     gain: tuple[float, float] = (0.7, 1.4)  # common gain (log-uniform)
     band_gain: tuple[float, float] = (0.85, 1.18)  # extra per-band gain (log-uniform)

@@ -42,6 +42,19 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     print("  classes      :")
     for c in card.classes:
         print(f"    {c.code:3d} {c.color} {c.name}")
+    health = card.adaptation.get("health") or {}
+    if health:
+        print(
+            f"  health check : {health['verdict']} (agreement on confident pixels "
+            f"{100 * health['agreement_confident']:.0f} %, class shares moved "
+            f"{100 * health['class_shift']:.0f} %); result: {card.adaptation.get('result')}"
+        )
+    alignment = card.adaptation.get("alignment") or {}
+    if alignment.get("summary"):
+        print(f"  alignment    : {alignment['summary']}")
+    sample = card.provenance.get("source_sample")
+    if sample:
+        print(f"  source sample: {sample.get('crops')} labelled crops of {sample.get('side')} px")
     for key in ("provenance", "adaptation", "scores"):
         value = getattr(card, key)
         if value:

@@ -31,7 +31,7 @@ def pair_of_ints(text: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def randomisation(parts: str, probability: float) -> Optional[dict[str, Any]]:
+def randomisation(parts: str, probability: Optional[float]) -> Optional[dict[str, Any]]:
     """``--randomise`` -> the TrainConfig field (None: off)."""
     from ..augment import PARTS, SensorRandomisation
 
@@ -39,7 +39,10 @@ def randomisation(parts: str, probability: float) -> Optional[dict[str, Any]]:
     if text == "none":
         return None
     chosen = list(PARTS) if text == "all" else [p.strip() for p in text.split(",") if p.strip()]
-    return SensorRandomisation(parts=chosen, probability=probability).to_dict()
+    settings = SensorRandomisation(parts=chosen)
+    if probability is not None:
+        settings.probability = probability
+    return settings.to_dict()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -110,9 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--randomise-probability",
         type=float,
-        default=0.4,
         metavar="P",
-        help="probability of each randomisation part per window (0.4)",
+        help="probability of each randomisation part per window (default: the card's "
+        "SensorRandomisation default, 0.4)",
     )
     p.add_argument(
         "--workers",
