@@ -37,6 +37,32 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Normalisation domains of a model card.
 DOMAINS: tuple[str, ...] = ("source", "target")
 
+# -- the health check's verdicts (lovecs_core.health) and what they mean to a user --------------
+
+IMPROVED, UNCERTAIN, HARMFUL = "improved", "uncertain", "likely harmful"
+VERDICTS: tuple[str, ...] = (IMPROVED, UNCERTAIN, HARMFUL)
+#: Plain words for each verdict (CLI, Processing log, dock).
+VERDICT_MEANING: dict[str, str] = {
+    IMPROVED: "the adapted map keeps what the source model was sure of and is more confident",
+    UNCERTAIN: "the adaptation changed the map but did not show that it improves it",
+    HARMFUL: "the adapted map contradicts what the source model was sure of",
+}
+
+
+def safe_result_note(verdict: str, rejected: str) -> str:
+    """Why the user got the aligned source model instead of the adapted one, and how to keep
+    the adapted one anyway (``rejected``: where it was kept)."""
+    why = (
+        "adapting would likely make this map worse"
+        if verdict == HARMFUL
+        else "the health check could not show that adapting improves this map"
+    )
+    return (
+        f"{why}, so the model file and the map are the source model's, aligned to the "
+        f"scene (the safe result). The adapted model is kept in {rejected}"
+    )
+
+
 # -- the JSON lines on the engine's stdout (``--progress json``) ----------------------------------
 
 PROGRESS, RESULT, ERROR, CANCELLED = "progress", "result", "error", "cancelled"

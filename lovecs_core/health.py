@@ -8,11 +8,14 @@ source pixels relabelled) shows up in these figures even though no label is know
 Verdicts:
 
 * ``improved``: the maps agree where the source model was sure, class shares moved little, and the
-  adapted model is more confident;
-* ``likely harmful``: the adapted map contradicts most of the source model's confident pixels, or
-  the class mix moved far (a class gained a large share of the scene): the adapted model is not
-  used by default;
-* ``uncertain``: anything in between (the adapted model is used, with a warning).
+  adapted model is at least as confident: the adapted model is used;
+* ``likely harmful``: the adapted map contradicts many of the source model's confident pixels, or
+  the class mix moved far (a class gained a large share of the scene);
+* ``uncertain``: anything in between, e.g. a model that changed the map but became less sure.
+
+Only ``improved`` delivers the adapted model by default: on the benchmark scenes
+(bench/RESULTS.md) every "uncertain" adaptation that lowered the mean confidence also lowered the
+map's accuracy, and "never worse than not adapting" is the promise.
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-IMPROVED, UNCERTAIN, HARMFUL = "improved", "uncertain", "likely harmful"
-VERDICTS = (IMPROVED, UNCERTAIN, HARMFUL)
+from .contract import HARMFUL, IMPROVED, UNCERTAIN, VERDICTS  # noqa: F401
 
 
 @dataclass

@@ -256,7 +256,14 @@ def align(
         gains.append(float(g))
         offsets.append(float(o))
     return Alignment(
-        gains, offsets, float(scale), scene.value_max, scene.bit_depth, corrected, notes
+        gains,
+        offsets,
+        float(scale),
+        scene.value_max,
+        scene.bit_depth,
+        corrected,
+        notes,
+        stretch=round(k_all, 6),
     )
 
 
@@ -271,5 +278,8 @@ def scene_alignment(card: Any, ds: Any, bands: Sequence[int]) -> Alignment:
         return Alignment.identity(len(scene.low))
     unbounded = [(-math.inf, math.inf)] * len(scene.low)
     return align(
-        Reference(255.0, scene.low, scene.high, unbounded, unbounded), scene, correct_bands=False
+        Reference(255.0, scene.low, scene.high, unbounded, unbounded),
+        scene,
+        correct_bands=False,
+        stretch=False,
     )

@@ -21,9 +21,9 @@ with ``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)``. The sou
 labelled source data when given, else the labelled source sample carried in the model file.
 
 Every adaptation ends with a health check (:mod:`.health`) comparing the adapted model's map with
-the reference map. When the verdict is "likely harmful", the model written to ``out`` is the
-aligned source model (the safe result) and the adapted one is kept beside it
-(``*.rejected.lovecs``), unless ``keep_adapted`` is set.
+the reference map. Unless the verdict is "improved", the model written to ``out`` is the aligned
+source model (the safe result: never worse than not adapting) and the adapted one is kept beside
+it (``*.rejected.lovecs``), unless ``keep_adapted`` is set.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from .csn import (
     replace_bn_with_csn,
 )
 from .data import RasterSource
-from .health import HARMFUL, HealthReport, health_check
+from .health import IMPROVED, HealthReport, health_check
 from .models import input_divisor
 from .presets import PRESETS  # noqa: F401
 from .progress import Reporter
@@ -76,7 +76,7 @@ class AdaptResult:
     map: Optional[Path] = None
     confidence: Optional[Path] = None
     health: Optional[HealthReport] = None
-    rejected: Optional[Path] = None  # the adapted model kept aside when judged harmful
+    rejected: Optional[Path] = None  # the adapted model kept aside (verdict not "improved")
 
     @property
     def fell_back(self) -> bool:
@@ -85,7 +85,8 @@ class AdaptResult:
 
 # -- the adaptation driver -------------------------------------------------------------------------
 def rejected_path(out: str | os.PathLike[str]) -> Path:
-    """Where an adapted model judged harmful is kept: ``NAME.rejected.lovecs`` beside ``out``."""
+    """Where an adapted model not judged "improved" is kept: ``NAME.rejected.lovecs`` beside
+    ``out``."""
     out = Path(out)
     return out.with_name(f"{out.stem}.rejected{out.suffix or '.lovecs'}")
 
@@ -168,10 +169,10 @@ def adapt(
     reporter: Optional[Reporter] = None,
 ) -> AdaptResult:
     """Adapt ``model`` (a model file or ``(card, module)``) to the ``target`` scene with
-    ``method`` and write the result to ``out`` (atomically, only when done): the adapted model,
-    or the aligned source model when the health check finds the adaptation likely harmful (then
-    the adapted one goes to :func:`rejected_path`; ``keep_adapted`` writes it to ``out``
-    anyway). Optionally map the scene with the result."""
+    ``method`` and write the result to ``out`` (atomically, only when done): the adapted model
+    when the health check finds it improved, else the aligned source model (then the adapted one
+    goes to :func:`rejected_path`; ``keep_adapted`` writes it to ``out`` anyway). Optionally map
+    the scene with the result."""
     if method not in METHODS:
         raise AdaptError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     cfg = config or make_config("standard")
@@ -327,18 +328,18 @@ def adapt(
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     rejected = None
-    if health is not None and health.verdict == HARMFUL and not keep_adapted:
+    if health is not None and health.verdict != IMPROVED and not keep_adapted:
         rejected = rejected_path(out)
         adapted_card = out_card.copy()
         adapted_card.adaptation = {**adaptation, "result": "adapted model, rejected"}
-        adapted_card.name = f"{card.name} (adapted: {method}, judged likely harmful)"
+        adapted_card.name = f"{card.name} (adapted: {method}, judged {health.verdict})"
         save_model(rejected, adapted_card, net.state_dict())
         net.load_state_dict(source_state)
         out_card = card.copy()
         out_card.default_domain = "source"
         out_card.normalization.pop("target", None)
         out_card.radiometry = {**card.radiometry, "alignment": sc.alignment.to_dict()}
-        adaptation["result"] = "aligned source model (adaptation judged likely harmful)"
+        adaptation["result"] = f"aligned source model (adaptation judged {health.verdict})"
         adaptation["rejected_model"] = str(rejected)
         adaptation["target_gsd"] = card.gsd
         out_card.name = f"{card.name} (aligned to {Path(target).name}; adaptation rejected)"

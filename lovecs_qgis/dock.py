@@ -24,7 +24,7 @@ from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QPushButton, QWidg
 from .algorithms.base import data_band_count
 from .dock_form import SETTINGS, DockForm
 from .engine import card as model_card
-from .engine import estimate
+from .engine import contract, estimate
 from .i18n import tr
 from .jobs import (
     Job,
@@ -331,7 +331,9 @@ class LoveCSDock(DockForm):
             )
         rejected = outcome.result.get("rejected")
         if rejected and Path(rejected).is_file():
-            self._offer_rejected(Path(rejected), verdict)
+            self._offer_rejected(
+                Path(rejected), (outcome.result.get("health") or {}).get("verdict")
+            )
         elif job.model_out is not None and job.model_out.is_file():
             self._offer_model(job.model_out)
 
@@ -370,15 +372,18 @@ class LoveCSDock(DockForm):
         widget.layout().addWidget(button)
         bar.pushWidget(widget, Qgis.Success, 15)
 
-    def _offer_rejected(self, model: Path, verdict: str) -> None:
-        """The adaptation was judged likely harmful: say so, and offer the adapted map anyway."""
+    def _offer_rejected(self, model: Path, verdict: Optional[str]) -> None:
+        """The adaptation was not judged improved: say so, and offer the adapted map anyway."""
         bar = self.iface.messageBar()
+        headline = (
+            tr("Adapting would likely have made this map worse")
+            if verdict == contract.HARMFUL
+            else tr("The health check could not show that adapting improves this map")
+        )
         widget = bar.createMessage(
             "LoveCS",
-            tr(
-                "Adapting would likely have made this map worse, so you got the source "
-                "model's map, aligned to this scene (the safe result)."
-            ),
+            headline
+            + tr(", so you got the source model's map, aligned to this scene (the safe result)."),
         )
         keep = QPushButton(tr("Keep adapted model anyway"), widget)
         keep.setToolTip(tr("Map the scene with the adapted model ({})").format(model.name))

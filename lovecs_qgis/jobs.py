@@ -181,15 +181,9 @@ def health_text(result: dict[str, Any]) -> str:
     health = result.get("health") or {}
     if not health:
         return ""
-    meaning = {
-        "improved": tr(
-            "the adapted map agrees with what the source model was sure of and is more confident"
-        ),
-        "uncertain": tr("the adapted map changed more than expected; check it"),
-        "likely harmful": tr("the adapted map contradicts what the source model was sure of"),
-    }
+    meaning = tr(contract.VERDICT_MEANING.get(health["verdict"], ""))
     return tr("Health check: {} ({}; {})").format(
-        health["verdict"], meaning.get(health["verdict"], ""), health_figures(health)
+        health["verdict"], meaning, health_figures(health)
     )
 
 

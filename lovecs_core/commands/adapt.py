@@ -16,6 +16,7 @@ from ..contract import (
     RESULT,
     format_bands,
     parse_bands,
+    safe_result_note,
 )
 from ..progress import Reporter, emit_json
 from .train import floats, pair_of_floats
@@ -97,8 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--keep-adapted",
         action="store_true",
-        help="write the adapted model to --out even when the health check judges it "
-        "likely harmful (default: the aligned source model is written instead)",
+        help="write the adapted model to --out whatever the health check says (default: "
+        "unless the verdict is 'improved', the aligned source model is written instead)",
     )
     p.set_defaults(handler=run)
 
@@ -160,12 +161,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             )
         if result.health:
             print(f"  {result.health.summary()}")
-        if result.rejected:
-            print(
-                f"  the adaptation would likely make the map worse: {result.output} is the "
-                f"source model, aligned to the scene (the safe result); the adapted model is "
-                f"kept in {result.rejected} (use it, or rerun with --keep-adapted, to keep it)"
-            )
+        if result.rejected and result.health:
+            note = safe_result_note(result.health.verdict, str(result.rejected))
+            print(f"  {note} (use it, or rerun with --keep-adapted, to keep it)")
         if result.map:
             print(
                 f"map: {result.map}"

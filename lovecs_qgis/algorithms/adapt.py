@@ -83,10 +83,10 @@ class AdaptAlgorithm(EngineAlgorithm):
             "(default: the files recorded in the model).<br><br>"
             "Every adaptation ends with a <b>health check</b> (no labels needed) comparing "
             "the adapted map with the source model's: <i>improved</i>, <i>uncertain</i> or "
-            "<i>likely harmful</i>. When it is likely harmful, the model file and the map are "
+            "<i>likely harmful</i>. Unless it is improved, the model file and the map are "
             "those of the source model aligned to the scene (the safe result), and the "
             "adapted model is kept beside it as <i>NAME.rejected.lovecs</i>; tick <i>Keep "
-            "the adapted model even if judged harmful</i> to override.<br><br>"
+            "the adapted model whatever the health check says</i> to override.<br><br>"
             "Outputs: the adapted model file (reuse it on other scenes of the same sensor), "
             "the styled land-cover map, and the verdict."
         )
@@ -141,7 +141,7 @@ class AdaptAlgorithm(EngineAlgorithm):
             ),
             QgsProcessingParameterBoolean(
                 self.KEEP_ADAPTED,
-                tr("Keep the adapted model even if judged harmful"),
+                tr("Keep the adapted model whatever the health check says"),
                 defaultValue=False,
             ),
         ]
@@ -164,7 +164,7 @@ class AdaptAlgorithm(EngineAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.VERDICT, tr("Health check verdict")))
         self.addOutput(
             QgsProcessingOutputString(
-                self.REJECTED_MODEL, tr("Adapted model judged harmful (if any)")
+                self.REJECTED_MODEL, tr("Adapted model kept aside (if not improved)")
             )
         )
 
@@ -253,16 +253,11 @@ def report_health(result: dict[str, Any], feedback: QgsProcessingFeedback) -> st
         return verdict
     figures = health_figures(health)
     if result.get("rejected"):
+        reasons = "; ".join(health.get("reasons") or [contract.VERDICT_MEANING.get(verdict, "")])
+        note = contract.safe_result_note(verdict, result["rejected"])
         feedback.pushWarning(
-            f"Health check: {verdict} ({figures}; {'; '.join(health.get('reasons') or [])}). "
-            f"Adapting would likely make this map worse, so the map and the model file are the "
-            f"source model's, aligned to the scene (the safe result). The adapted model is kept "
-            f"in {result['rejected']}; set KEEP_ADAPTED to use it anyway."
-        )
-    elif verdict == "uncertain":
-        feedback.pushWarning(
-            f"Health check: uncertain ({figures}). The adapted model was kept; "
-            "check the map, or compare it with Classify on the source model."
+            f"Health check: {verdict} ({figures}; {reasons}). {note[0].upper()}{note[1:]}; "
+            "set KEEP_ADAPTED to use it anyway."
         )
     else:
         feedback.pushInfo(f"Health check: {verdict} ({figures}).")

@@ -202,7 +202,13 @@ def test_domains_are_forwarded_separately(small_setup, method):
         device="cpu",
     )
     result = adapt(
-        (card, net), scene, tmp_path / "a.lovecs", method=method, config=cfg, source_pairs=pairs
+        (card, net),
+        scene,
+        tmp_path / "a.lovecs",
+        method=method,
+        config=cfg,
+        source_pairs=pairs,
+        keep_adapted=True,  # the adapted model's card, whatever the health check says
     )
     train_calls = [c for c in calls if c[0]]
     eval_calls = [c for c in calls if not c[0]]
@@ -243,7 +249,7 @@ def test_source_only_and_adabn_cards(small_setup):
     cfg = make_config("fast", crop=32, bn_windows=4, batch_size=2, device="cpu")
     src = adapt(model, scene, tmp_path / "s.lovecs", method="source-only", config=cfg)
     assert src.card.default_domain == "source" and "target" not in src.card.normalization
-    bn = adapt(model, scene, tmp_path / "b.lovecs", method="adabn", config=cfg)
+    bn = adapt(model, scene, tmp_path / "b.lovecs", method="adabn", config=cfg, keep_adapted=True)
     assert bn.card.default_domain == "target"
     # an untrained model runs the scene at the source GSD (1 m here; the scene has 2 m)
     assert bn.card.domain_gsd("target") == pytest.approx(1.0)
@@ -350,3 +356,21 @@ def test_recorded_source_data_is_used_or_reported_missing(small_setup):
     card.provenance["source_images"] = [str(tmp_path / "gone.tif")]
     with pytest.raises(AdaptError, match="missing"):
         adapt((card, net), scene, tmp_path / "b.lovecs", method="lovecs", config=cfg)
+
+
+def test_only_an_improved_adaptation_is_delivered_by_default(small_setup):
+    """Unless the health check says "improved", the user gets the aligned source model and the
+    adapted one is kept beside it; the verdict and the figures are in the card either way."""
+    tmp_path, model, scene, _ = small_setup
+    cfg = make_config("fast", crop=32, bn_windows=4, batch_size=2, device="cpu")
+    result = adapt(model, scene, tmp_path / "d.lovecs", method="adabn", config=cfg)
+    verdict = result.card.adaptation["health"]["verdict"]
+    kept = tmp_path / "d.rejected.lovecs"
+    if verdict == "improved":
+        assert result.card.default_domain == "target" and not kept.exists()
+    else:
+        assert result.fell_back and result.rejected == kept and kept.is_file()
+        assert result.card.default_domain == "source"
+        assert "target" not in result.card.normalization
+        assert verdict in result.card.adaptation["result"]
+        assert read_card(kept).default_domain == "target"
