@@ -48,6 +48,37 @@ from .train import (
 log = logging.getLogger(__name__)
 
 
+def map_scene(
+    net: nn.Module,
+    domain: str,
+    scene: RasterSource,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scales: Sequence[float],
+    cfg: AdaptConfig,
+    device: torch.device,
+    divisor: int,
+    reporter: Reporter,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_scene` in eval mode with the CSN ``domain`` and the settings of ``cfg``."""
+    net.eval()
+    with csn_domain(net, domain):
+        return predict_scene(
+            net,
+            scene,
+            mean,
+            std,
+            scales,
+            device=device,
+            tile=cfg.pl_tile,
+            margin=cfg.pl_margin,
+            batch=cfg.pl_batch,
+            amp=cfg.amp,
+            divisor=divisor,
+            reporter=reporter,
+        )
+
+
 def source_pairs_from_card(card: ModelCard) -> list[tuple[Path, Path]]:
     """The labelled source data recorded in the card's provenance (files must still exist)."""
     pairs, missing = card.recorded_source_data()
@@ -147,21 +178,18 @@ def self_train(
     t0 = time.monotonic()
     for r in range(1, n_rounds + 1):
         net.eval()
-        with csn_domain(net, target_domain):
-            pred, conf = predict_scene(
-                net,
-                scene,
-                mean,
-                std,
-                scales,
-                device=device,
-                tile=cfg.pl_tile,
-                margin=cfg.pl_margin,
-                batch=cfg.pl_batch,
-                amp=cfg.amp,
-                divisor=divisor,
-                reporter=_RoundReporter(report, r, n_rounds),
-            )
+        pred, conf = map_scene(
+            net,
+            target_domain,
+            scene,
+            mean,
+            std,
+            scales,
+            cfg,
+            device,
+            divisor,
+            _RoundReporter(report, r, n_rounds),
+        )
         labels, thresholds = class_balanced_pseudo_labels(
             pred, conf, codes, cfg.portion, rules, priors
         )

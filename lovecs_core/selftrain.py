@@ -44,7 +44,6 @@ from .card import ModelCard, read_source_sample, save_model
 from .contract import band_count_problem
 from .csn import (
     copy_source_to_target,
-    csn_domain,
     has_csn,
     recompute_target_statistics,
     replace_bn_with_csn,
@@ -54,10 +53,10 @@ from .health import IMPROVED, HealthReport, health_check
 from .models import input_divisor
 from .presets import PRESETS  # noqa: F401
 from .progress import Reporter
-from .pseudolabels import CONF_SCALE, NO_CLASS, class_shares, gsd_scales, predict_scene
+from .pseudolabels import CONF_SCALE, NO_CLASS, class_shares, gsd_scales
 from .radiometry import Alignment, scene_alignment
 from .raster import pixel_size_metres
-from .rounds import self_train, source_term
+from .rounds import map_scene, self_train, source_term
 from .sampling import WindowSampler
 from .train import resolve_device, round_up, seed_everything
 
@@ -212,22 +211,18 @@ def adapt(
 
     ref_pred = ref_conf = None
     if method != "source-only":  # the reference: the aligned source model's map of the scene
-        net.eval()
-        with csn_domain(net, "source"):
-            ref_pred, ref_conf = predict_scene(
-                net,
-                scene,
-                sc.mean,
-                sc.std,
-                [source_scale(sc.ratio)],
-                device=device,
-                tile=cfg.pl_tile,
-                margin=cfg.pl_margin,
-                batch=cfg.pl_batch,
-                amp=cfg.amp,
-                divisor=divisor,
-                reporter=_StageReporter(report, "statistics", "source model's map"),
-            )
+        ref_pred, ref_conf = map_scene(
+            net,
+            "source",
+            scene,
+            sc.mean,
+            sc.std,
+            [source_scale(sc.ratio)],
+            cfg,
+            device,
+            divisor,
+            _StageReporter(report, "statistics", "source model's map"),
+        )
         adaptation["reference_shares"] = {
             n: round(float(v), 4) for n, v in zip(names, class_shares(ref_pred, len(codes)))
         }
@@ -297,22 +292,18 @@ def adapt(
 
     health = None
     if ref_pred is not None and ref_conf is not None:
-        net.eval()
-        with csn_domain(net, out_card.default_domain):
-            pred, conf = predict_scene(
-                net,
-                scene,
-                sc.mean,
-                sc.std,
-                [final_scale],
-                device=device,
-                tile=cfg.pl_tile,
-                margin=cfg.pl_margin,
-                batch=cfg.pl_batch,
-                amp=cfg.amp,
-                divisor=divisor,
-                reporter=_StageReporter(report, "statistics", "health check"),
-            )
+        pred, conf = map_scene(
+            net,
+            out_card.default_domain,
+            scene,
+            sc.mean,
+            sc.std,
+            [final_scale],
+            cfg,
+            device,
+            divisor,
+            _StageReporter(report, "statistics", "health check"),
+        )
         health = health_check(ref_pred, ref_conf, pred, conf, names, NO_CLASS, CONF_SCALE)
         del pred, conf
         adaptation["health"] = health.to_dict()

@@ -82,3 +82,57 @@ def write_target(
 def write_classes(path: Path, data: Optional[dict] = None) -> Path:
     path.write_text(json.dumps(data or CLASSES_JSON))
     return path
+
+
+def tiny_train_args(images: Path, labels: Path, classes: Path, out: Path, *extra: str) -> list[str]:
+    """``lovecs train`` arguments for a tiny model trained in seconds (no sensor randomisation,
+    so the tests see the sensor difference itself)."""
+    return [
+        "train",
+        "--images",
+        str(images),
+        "--labels",
+        str(labels),
+        "--classes",
+        str(classes),
+        "--out",
+        str(out),
+        "--arch",
+        "tiny",
+        "--iterations",
+        "60",
+        "--batch-size",
+        "4",
+        "--crop",
+        "48",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--randomise",
+        "none",
+        *extra,
+    ]
+
+
+#: ``lovecs adapt`` settings that make self-training diverge: a learning rate 1000x too high.
+RUN_AWAY_ADAPT = [
+    "--method",
+    "lovecs",
+    "--preset",
+    "fast",
+    "--iterations",
+    "10",
+    "--refresh-every",
+    "5",
+    "--crop",
+    "48",
+    "--pl-tile",
+    "64",
+    "--lr",
+    "10",
+    "--device",
+    "cpu",
+]
+#: A tiny model file that carries a (small) source sample.
+SMALL_SAMPLE = ("--sample-crops", "4", "--sample-side", "48")

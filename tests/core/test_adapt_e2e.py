@@ -2,7 +2,6 @@
 (uint8, 1 m) and a target sensor (uint16 10-bit, mixed bands, 2 m, nodata corner)."""
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,45 +10,22 @@ from osgeo import gdal
 from lovecs_core.card import load_model_file, read_card
 from lovecs_core.cli import main
 
-from .synthetic import write_classes, write_source, write_target
+from .synthetic import (
+    RUN_AWAY_ADAPT,
+    SMALL_SAMPLE,
+    tiny_train_args,
+    write_classes,
+    write_source,
+    write_target,
+)
 
 
 def test_train_adapt_evaluate_cli(tmp_path: Path, capsys):
-    start = time.monotonic()
     images, labels = write_source(tmp_path / "src", n=2, size=96, gsd=1.0)
     scene, scene_labels = write_target(tmp_path / "tgt", size=96, gsd=2.0, nodata_corner=20)
     classes = write_classes(tmp_path / "classes.json")
     model = tmp_path / "src.lovecs"
-    assert (
-        main(
-            [
-                "train",
-                "--images",
-                str(images),
-                "--labels",
-                str(labels),
-                "--classes",
-                str(classes),
-                "--out",
-                str(model),
-                "--arch",
-                "tiny",
-                "--iterations",
-                "60",
-                "--batch-size",
-                "4",
-                "--crop",
-                "48",
-                "--lr",
-                "0.05",
-                "--device",
-                "cpu",
-                "--randomise",
-                "none",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_args(images, labels, classes, model)) == 0
     capsys.readouterr()
 
     scores = {}
@@ -170,7 +146,6 @@ def test_train_adapt_evaluate_cli(tmp_path: Path, capsys):
     assert scores["adabn"]["miou"] > 0.8
     assert scores["lovecs"]["miou"] > 0.8
     assert scores["lovecs"]["pixels"] == int((np.ones((96, 96)).sum() - 20 * 20))
-    assert time.monotonic() - start < 60
 
 
 def test_run_away_adaptation_is_detected_and_rolled_back(tmp_path: Path, capsys):
@@ -181,40 +156,7 @@ def test_run_away_adaptation_is_detected_and_rolled_back(tmp_path: Path, capsys)
     scene, _ = write_target(tmp_path / "tgt", size=96, gsd=1.0)
     classes = write_classes(tmp_path / "classes.json")
     model = tmp_path / "src.lovecs"
-    assert (
-        main(
-            [
-                "train",
-                "--images",
-                str(images),
-                "--labels",
-                str(labels),
-                "--classes",
-                str(classes),
-                "--out",
-                str(model),
-                "--arch",
-                "tiny",
-                "--iterations",
-                "60",
-                "--batch-size",
-                "4",
-                "--crop",
-                "48",
-                "--lr",
-                "0.05",
-                "--device",
-                "cpu",
-                "--randomise",
-                "none",
-                "--sample-crops",
-                "4",
-                "--sample-side",
-                "48",
-            ]
-        )
-        == 0
-    )
+    assert main(tiny_train_args(images, labels, classes, model, *SMALL_SAMPLE)) == 0
     source_map = tmp_path / "source.tif"
     assert (
         main(
@@ -233,29 +175,7 @@ def test_run_away_adaptation_is_detected_and_rolled_back(tmp_path: Path, capsys)
         == 0
     )
     capsys.readouterr()
-    common = [
-        "adapt",
-        "--model",
-        str(model),
-        "--target",
-        str(scene),
-        "--method",
-        "lovecs",
-        "--preset",
-        "fast",
-        "--iterations",
-        "10",
-        "--refresh-every",
-        "5",
-        "--crop",
-        "48",
-        "--pl-tile",
-        "64",
-        "--lr",
-        "10",
-        "--device",
-        "cpu",
-    ]
+    common = ["adapt", "--model", str(model), "--target", str(scene), *RUN_AWAY_ADAPT]
     out, map_tif = tmp_path / "adapted.lovecs", tmp_path / "map.tif"
     assert main(common + ["--out", str(out), "--map", str(map_tif)]) == 0
     text = capsys.readouterr().out

@@ -89,78 +89,35 @@ def harmful_adaptation(tmp_path: Path, scene: Path) -> dict:
     import subprocess
     import sys
 
-    from tests.core.synthetic import write_classes, write_source
+    from tests.core.synthetic import (
+        RUN_AWAY_ADAPT,
+        SMALL_SAMPLE,
+        tiny_train_args,
+        write_classes,
+        write_source,
+    )
 
     images, labels = write_source(tmp_path / "src", n=2, size=96)
     model = tmp_path / "src.lovecs"
     engine = [sys.executable, "-m", "lovecs_core"]
-    subprocess.run(
-        engine
-        + [
-            "train",
-            "--images",
-            str(images),
-            "--labels",
-            str(labels),
-            "--classes",
-            str(write_classes(tmp_path / "c.json")),
-            "--out",
-            str(model),
-            "--arch",
-            "tiny",
-            "--iterations",
-            "60",
-            "--batch-size",
-            "4",
-            "--crop",
-            "48",
-            "--lr",
-            "0.05",
-            "--device",
-            "cpu",
-            "--randomise",
-            "none",
-            "--sample-crops",
-            "4",
-            "--sample-side",
-            "48",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    run = subprocess.run(
-        engine
-        + [
-            "--progress",
-            "json",
-            "adapt",
-            "--model",
-            str(model),
-            "--target",
-            str(scene),
-            "--out",
-            str(tmp_path / "a.lovecs"),
-            "--map",
-            str(tmp_path / "a.tif"),
-            "--preset",
-            "fast",
-            "--iterations",
-            "10",
-            "--refresh-every",
-            "5",
-            "--crop",
-            "48",
-            "--pl-tile",
-            "64",
-            "--lr",
-            "10",
-            "--device",
-            "cpu",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    classes = write_classes(tmp_path / "c.json")
+    train = tiny_train_args(images, labels, classes, model, *SMALL_SAMPLE)
+    subprocess.run(engine + train, check=True, capture_output=True)
+    adapt = [
+        "--progress",
+        "json",
+        "adapt",
+        "--model",
+        str(model),
+        "--target",
+        str(scene),
+        "--out",
+        str(tmp_path / "a.lovecs"),
+        "--map",
+        str(tmp_path / "a.tif"),
+        *RUN_AWAY_ADAPT,
+    ]
+    run = subprocess.run(engine + adapt, check=True, capture_output=True, text=True)
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
