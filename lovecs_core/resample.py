@@ -13,6 +13,7 @@ from osgeo import gdal
 
 from .card import ModelCard
 from .contract import INPUT_GRID, MODEL_GRID, MODEL_GRID_CONF, MODEL_GRID_PROB, RESAMPLING
+from .outputfiles import remove_raster
 from .pipeline import TileEngine, strip_sink
 from .progress import Cancelled, Reporter
 from .raster import RasterReader, Window, warp_to_gsd
@@ -22,7 +23,6 @@ from .writer import (
     CONFIDENCE_NODATA,
     PROBABILITY_NODATA,
     PredictionWriter,
-    remove_raster,
     temporary_path,
 )
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from osgeo import gdal
 
+from lovecs_core import outputfiles
 from lovecs_core import writer as writer_mod
 from lovecs_core.predict import predict_raster
 from tests.core.helpers import write_geotiff
@@ -39,7 +40,7 @@ def test_disk_full_while_writing_leaves_nothing_and_says_so(cli, tmp_path, monke
 
         monkeypatch.setattr(gdal.Band, "WriteArray", write_array)
         # the message says nothing of space: the free space (here: "less than 1 PB") decides
-        monkeypatch.setattr(writer_mod, "DISK_FULL_BYTES", 1024**5)
+        monkeypatch.setattr(outputfiles, "DISK_FULL_BYTES", 1024**5)
     elif where == "flush":
         monkeypatch.setattr(gdal.Dataset, "FlushCache", _enospc)
     elif where == "overviews":
@@ -102,7 +103,7 @@ def test_a_failed_commit_is_not_marked_done(tmp_path, monkeypatch):
     w.write(0, np.ones((16, 16), np.uint8))
     w.finish()
     monkeypatch.setattr(writer_mod.os, "replace", _enospc)
-    with pytest.raises(writer_mod.OutputError, match="disk full"):
+    with pytest.raises(outputfiles.OutputError, match="disk full"):
         w.commit()
     monkeypatch.undo()
     w.abort()
