@@ -25,6 +25,7 @@ from .algorithms.base import data_band_count
 from .dock_form import SETTINGS, DockForm
 from .engine import card as model_card
 from .engine import contract, estimate
+from .events import EngineEvent, EngineOutcome, Status
 from .i18n import tr
 from .jobs import (
     Job,
@@ -39,7 +40,6 @@ from .jobs import (
     safe_name,
     stage_text,
 )
-from .runner import EngineEvent, EngineOutcome, Status
 from .styling import apply_class_style
 from .task import EngineTask
 

@@ -16,8 +16,9 @@ from typing import Any, Optional
 from .engine import bands as engine_bands
 from .engine import card as model_card
 from .engine import contract
+from .events import EngineEvent
 from .i18n import tr
-from .runner import EngineEvent, engine_args
+from .runner import engine_args
 from .styling import map_layer_name
 
 ModelCard = model_card.ModelCard

@@ -10,7 +10,8 @@ from qgis.core import QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 
 from .engine import contract
-from .runner import GRACE_S, STAGES, EngineEvent, EngineOutcome, EngineProcess, ProgressMap, Status
+from .events import EngineEvent, EngineOutcome, ProgressMap, Status
+from .runner import GRACE_S, STAGES, EngineProcess
 
 
 class EngineTask(QgsTask):

@@ -26,8 +26,9 @@ from ..engine import bands as engine_bands
 from ..engine import card as model_card
 from ..engine import checks, contract
 from ..environment import EngineNotFound, find_engine_python
+from ..events import EngineEvent, ProgressMap, Status
 from ..paths import icon_path
-from ..runner import STAGES, EngineEvent, EngineProcess, ProgressMap, Status
+from ..runner import STAGES, EngineProcess
 
 ModelCard = model_card.ModelCard
 DEVICES = list(contract.DEVICES)

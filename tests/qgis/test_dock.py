@@ -9,8 +9,8 @@ import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
 from lovecs_qgis.dock import LoveCSDock
+from lovecs_qgis.events import Status
 from lovecs_qgis.jobs import band_problem, format_seconds, free_path
-from lovecs_qgis.runner import Status
 
 from .conftest import CLASS_NAMES, wait_until
 
@@ -126,7 +126,7 @@ def test_harmful_adaptation_gives_the_safe_map_and_a_way_to_keep_the_adapted_one
 ):
     from qgis.PyQt.QtWidgets import QPushButton
 
-    from lovecs_qgis.runner import EngineOutcome
+    from lovecs_qgis.events import EngineOutcome
 
     result = harmful_adaptation(tmp_path, qgis_data / "scene.tif")
     assert result["health"]["verdict"] == "likely harmful" and result["rejected"]

@@ -14,14 +14,8 @@ from pathlib import Path
 import pytest
 from qgis.core import QgsApplication
 
-from lovecs_qgis.runner import (
-    EngineEvent,
-    EngineProcess,
-    ProgressMap,
-    Status,
-    parse_line,
-    remove_partial_outputs,
-)
+from lovecs_qgis.events import EngineEvent, ProgressMap, Status, parse_line
+from lovecs_qgis.runner import EngineProcess, remove_partial_outputs
 from lovecs_qgis.task import EngineTask
 
 from .conftest import wait_until
