@@ -445,8 +445,8 @@ def results_section(ctx: dict[str, Any], rows: list[dict[str, Any]], names: list
         )
     lines += [
         "",
-        "↩: the health check judged the adaptation likely harmful and the user got "
-        "the aligned source model.",
+        "↩: the health check did not judge the adaptation improved (uncertain or likely "
+        "harmful), so the user got the aligned source model.",
         "",
         "Every run, per class (IoU in %):",
         "",
