@@ -19,12 +19,13 @@ from qgis.core import (
     QgsSettings,
 )
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
-from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QPushButton, QWidget
+from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QWidget
 
+from . import messages
 from .algorithms.base import data_band_count
 from .dock_form import SETTINGS, DockForm
 from .engine import card as model_card
-from .engine import contract, estimate
+from .engine import estimate
 from .events import EngineEvent, EngineOutcome, Status
 from .i18n import tr
 from .jobs import (
@@ -316,7 +317,7 @@ class LoveCSDock(DockForm):
         if outcome.status is Status.FAILED:
             self.stage_label.setText(tr("Failed — see the log."))
             self.log(outcome.error)
-            self._push_error(outcome.error)
+            messages.push_error(self.iface.messageBar(), outcome.error, self.show_log)
             return
         self.progress_bar.setValue(100)
         self.stage_label.setText(tr("Done in {}.").format(format_seconds(outcome.seconds)))
@@ -331,11 +332,25 @@ class LoveCSDock(DockForm):
             )
         rejected = outcome.result.get("rejected")
         if rejected and Path(rejected).is_file():
-            self._offer_rejected(
-                Path(rejected), (outcome.result.get("health") or {}).get("verdict")
+            kept = Path(rejected)
+            messages.offer_rejected(
+                self.iface.messageBar(),
+                kept,
+                (outcome.result.get("health") or {}).get("verdict"),
+                keep=lambda: self.use_rejected_model(kept),
+                details=self.show_log,
+            )
+            self.log(
+                tr(
+                    "The adapted model is kept in {}. 'Keep adapted model anyway' maps the scene "
+                    "with it."
+                ).format(kept)
             )
         elif job.model_out is not None and job.model_out.is_file():
-            self._offer_model(job.model_out)
+            model = job.model_out
+            messages.offer_model(
+                self.iface.messageBar(), model, lambda: self.model_widget.setFilePath(str(model))
+            )
 
     def add_result_layers(self, job: Job) -> QgsRasterLayer:
         classes = model_card.read_card(
@@ -359,59 +374,10 @@ class LoveCSDock(DockForm):
         root.insertLayer(0, layer)
         return layer
 
-    def _offer_model(self, model: Path) -> None:
-        bar = self.iface.messageBar()
-        widget = bar.createMessage(
-            "LoveCS",
-            tr("Adapted model saved: {}. Reuse it for other scenes of this sensor.").format(
-                model.name
-            ),
-        )
-        button = QPushButton(tr("Use this model"), widget)
-        button.clicked.connect(lambda: self.model_widget.setFilePath(str(model)))
-        widget.layout().addWidget(button)
-        bar.pushWidget(widget, Qgis.Success, 15)
-
-    def _offer_rejected(self, model: Path, verdict: Optional[str]) -> None:
-        """The adaptation was not judged improved: say so, and offer the adapted map anyway."""
-        bar = self.iface.messageBar()
-        headline = (
-            tr("Adapting would likely have made this map worse")
-            if verdict == contract.HARMFUL
-            else tr("The health check could not show that adapting improves this map")
-        )
-        widget = bar.createMessage(
-            "LoveCS",
-            headline
-            + tr(", so you got the source model's map, aligned to this scene (the safe result)."),
-        )
-        keep = QPushButton(tr("Keep adapted model anyway"), widget)
-        keep.setToolTip(tr("Map the scene with the adapted model ({})").format(model.name))
-        keep.clicked.connect(lambda: self.use_rejected_model(model))
-        details = QPushButton(tr("Details"), widget)
-        details.clicked.connect(self.show_log)
-        widget.layout().addWidget(keep)
-        widget.layout().addWidget(details)
-        bar.pushWidget(widget, Qgis.Warning, 0)
-        self.log(
-            tr(
-                "The adapted model is kept in {}. 'Keep adapted model anyway' maps the scene "
-                "with it."
-            ).format(model)
-        )
-
     def use_rejected_model(self, model: Path) -> Optional[EngineTask]:
         """Select the adapted model the health check rejected and map the scene with it."""
         self.model_widget.setFilePath(str(model))
         return self.start("predict")
-
-    def _push_error(self, error: str) -> None:
-        bar = self.iface.messageBar()
-        widget = bar.createMessage("LoveCS failed", error.splitlines()[0][:200])
-        button = QPushButton(tr("Details"), widget)
-        button.clicked.connect(self.show_log)
-        widget.layout().addWidget(button)
-        bar.pushWidget(widget, Qgis.Critical, 0)
 
     def show_log(self) -> None:
         self.log_group.setCollapsed(False)
