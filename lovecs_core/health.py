@@ -69,9 +69,11 @@ class HealthReport:
         )
 
 
-def class_shares(pred: np.ndarray, valid: np.ndarray, num_classes: int) -> np.ndarray:
-    counts = np.bincount(pred[valid].ravel().astype(np.int64), minlength=num_classes)
-    return counts[:num_classes] / max(int(valid.sum()), 1)
+def class_shares(pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Share of each class among the predicted pixels (class indices below ``num_classes``;
+    anything else, such as the "not predicted" code, is left out)."""
+    counts = np.bincount(pred.ravel(), minlength=256)[:num_classes].astype(np.float64)
+    return counts / max(counts.sum(), 1.0)
 
 
 def health_check(
@@ -97,10 +99,7 @@ def health_check(
     confident = sc >= np.quantile(sc, r.confident_quantile)
     agree_conf = float((sp[confident] == ap[confident]).mean()) if confident.any() else 1.0
     agree = float((sp == ap).mean())
-    before, after = (
-        class_shares(sp, np.ones_like(sp, bool), k),
-        class_shares(ap, np.ones_like(ap, bool), k),
-    )
+    before, after = class_shares(sp, k), class_shares(ap, k)
     shift = float(0.5 * np.abs(after - before).sum())
     gains = after - before
     top = int(np.argmax(gains))

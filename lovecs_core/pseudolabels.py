@@ -157,12 +157,6 @@ def predict_scene(
     return pred, conf
 
 
-def class_shares(pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Share of each class among the predicted (valid) pixels."""
-    counts = np.bincount(pred.ravel(), minlength=256)[:num_classes].astype(np.float64)
-    return counts / max(counts.sum(), 1.0)
-
-
 def class_thresholds(
     pred: np.ndarray,
     conf: np.ndarray,

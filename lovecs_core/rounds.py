@@ -25,13 +25,13 @@ from .card import ModelCard
 from .contract import band_count_problem
 from .csn import csn_domain
 from .data import RasterSource, open_sources, sample_array_sources
+from .health import class_shares
 from .progress import Reporter
 from .pseudolabels import (
     CONF_SCALE,
     NO_CLASS,
     SelectionRules,
     class_balanced_pseudo_labels,
-    class_shares,
     predict_scene,
 )
 from .sampling import WindowSampler

@@ -49,11 +49,11 @@ from .csn import (
     replace_bn_with_csn,
 )
 from .data import RasterSource
-from .health import IMPROVED, HealthReport, health_check
+from .health import IMPROVED, HealthReport, class_shares, health_check
 from .models import input_divisor
 from .presets import PRESETS  # noqa: F401
 from .progress import Reporter
-from .pseudolabels import CONF_SCALE, NO_CLASS, class_shares, gsd_scales
+from .pseudolabels import CONF_SCALE, NO_CLASS, gsd_scales
 from .radiometry import Alignment, scene_alignment
 from .raster import pixel_size_metres
 from .rounds import map_scene, self_train, source_term

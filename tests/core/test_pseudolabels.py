@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from lovecs_core.health import class_shares
 from lovecs_core.pseudolabels import (
     CONF_SCALE,
     NO_CLASS,
     SelectionRules,
     class_balanced_pseudo_labels,
-    class_shares,
 )
 
 CODES = [1, 2, 3, 4]
