@@ -111,8 +111,12 @@ def write(
     ds.SetProjection(srs.ExportToWkt())
     for b in range(data.shape[0]):
         ds.GetRasterBand(b + 1).WriteArray(data[b])
-    if valid is not None:
-        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    if valid is not None:  # inside the file: a .msk sidecar would not follow the rename below
+        gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", "YES")
+        try:
+            ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+        finally:
+            gdal.SetConfigOption("GDAL_TIFF_INTERNAL_MASK", None)
         ds.GetRasterBand(1).GetMaskBand().WriteArray(valid.astype(np.uint8) * 255)
     ds = None
     tmp.rename(path)

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-randomisation", action="store_true")
     p.add_argument("--only", nargs="*", help="randomisation parts to use (default: all)")
     p.add_argument("--probability", type=float, help="per part (default: SensorRandomisation's)")
+    p.add_argument("--clean-share", type=float, help="default: SensorRandomisation's")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from lovecs_core.commands.train import randomisation
 
     parts = "none" if args.no_randomisation else (",".join(args.only) if args.only else "all")
-    rand = randomisation(parts, args.probability)
+    rand = randomisation(parts, args.probability, args.clean_share)
     cfg = TrainConfig(
         iterations=args.iterations,
         batch_size=args.batch_size,

@@ -31,7 +31,9 @@ def pair_of_ints(text: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
-def randomisation(parts: str, probability: Optional[float]) -> Optional[dict[str, Any]]:
+def randomisation(
+    parts: str, probability: Optional[float], clean_share: Optional[float] = None
+) -> Optional[dict[str, Any]]:
     """``--randomise`` -> the TrainConfig field (None: off)."""
     from ..augment import PARTS, SensorRandomisation
 
@@ -42,6 +44,9 @@ def randomisation(parts: str, probability: Optional[float]) -> Optional[dict[str
     settings = SensorRandomisation(parts=chosen)
     if probability is not None:
         settings.probability = probability
+    if clean_share is not None:
+        settings.clean_share = clean_share
+    settings.__post_init__()  # range checks of the values set above
     return settings.to_dict()
 
 
@@ -116,6 +121,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="P",
         help="probability of each randomisation part per window (default: the card's "
         "SensorRandomisation default, 0.4)",
+    )
+    p.add_argument(
+        "--randomise-clean-share",
+        type=float,
+        metavar="S",
+        help="share of windows left as the source sensor saw them (default 0.5)",
     )
     p.add_argument(
         "--workers",
@@ -197,7 +208,9 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         device=args.device,
         amp=not args.no_amp,
         checkpoint_every=args.checkpoint_every,
-        randomisation=randomisation(args.randomise, args.randomise_probability),
+        randomisation=randomisation(
+            args.randomise, args.randomise_probability, args.randomise_clean_share
+        ),
         workers=args.workers,
         sample_crops=args.sample_crops,
         sample_side=args.sample_side,

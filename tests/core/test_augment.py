@@ -27,7 +27,9 @@ def sources(tmp_path: Path) -> list[RasterSource]:
 
 def sampler(sources, parts=PARTS, probability=1.0, seed=3, crop=48):
     rand = (
-        None if parts is None else SensorRandomisation(parts=list(parts), probability=probability)
+        None
+        if parts is None
+        else SensorRandomisation(parts=list(parts), probability=probability, clean_share=0.0)
     )
     return WindowSampler(
         sources,
@@ -53,6 +55,18 @@ def test_each_part_is_seeded_in_range_and_changes_values(part):
     assert np.abs(a - data).mean() > 0.05
     c = randomise(data, np.random.default_rng(8), cfg, 255.0)
     assert not np.array_equal(a, c)
+
+
+def test_clean_share_leaves_that_share_of_windows_unchanged():
+    data = np.random.default_rng(0).uniform(0, 255, (3, 16, 16)).astype(np.float32)
+    rng = np.random.default_rng(5)
+    cfg = SensorRandomisation(probability=1.0, clean_share=0.5)
+    unchanged = [np.array_equal(randomise(data, rng, cfg, 255.0), data) for _ in range(400)]
+    assert 0.42 < np.mean(unchanged) < 0.58
+    always = SensorRandomisation(probability=1.0, clean_share=1.0)
+    assert np.array_equal(randomise(data, rng, always, 255.0), data)
+    with pytest.raises(ValueError, match="clean_share"):
+        SensorRandomisation(clean_share=1.5)
 
 
 def test_unknown_part_is_refused():
@@ -98,3 +112,19 @@ def test_dataloader_batches_equal_the_sampler_without_workers_and_are_seeded_wit
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
         assert xa.shape == (2, 3, 48, 48) and ya.shape == (2, 48, 48)
+
+
+def test_cli_settings_reach_the_card_record():
+    from lovecs_core.commands.train import randomisation
+
+    settings = randomisation("gain,blur", 0.3, 0.25)
+    assert settings is not None
+    assert (settings["parts"], settings["probability"], settings["clean_share"]) == (
+        ["gain", "blur"],
+        0.3,
+        0.25,
+    )
+    assert randomisation("all", None)["clean_share"] == SensorRandomisation().clean_share
+    assert randomisation("none", 0.3, 0.2) is None
+    with pytest.raises(ValueError, match="clean_share"):
+        randomisation("all", None, 2.0)
