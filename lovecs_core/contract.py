@@ -116,6 +116,7 @@ UNWEIGHTED_STAGES: dict[str, tuple[str, ...]] = {
 # Outputs are written under a hidden temporary name in the output's folder and renamed when
 # complete. When the engine is killed (out of memory, the plugin's grace timeout) they stay, and
 # the plugin removes them with :func:`partial_files`; the names and the pattern live together.
+# A training or adaptation run may also leave a checkpoint (:func:`checkpoint_path`).
 
 #: Tags of hidden temporary rasters: the output itself, and the stages of a resampled run (the
 #: map on the model's grid, its confidence and probabilities, each warped back to the input grid).
@@ -131,6 +132,10 @@ TEMPORARY_TAGS: tuple[str, ...] = (PART, MODEL_GRID, MODEL_GRID_CONF, MODEL_GRID
 PART_SUFFIX = ".part"
 #: Prefix of the probe file the early checks create (and delete) to test a folder.
 PROBE_PREFIX = ".lovecs-probe-"
+#: Suffix of a resumable checkpoint (``lovecs train``/``adapt``: ``OUT.ckpt``). The command line
+#: keeps it when a run stops early, for ``--resume``; the plugin, which does not resume, removes
+#: it with the partial files (:func:`partial_files` lists both).
+CHECKPOINT_SUFFIX = ".ckpt"
 _TOKEN = r"[0-9a-f]{8}"
 #: GDAL's sidecars of a temporary raster.
 _SIDECARS = r"(\.aux\.xml|\.ovr)?"
@@ -150,6 +155,11 @@ def part_path(final: Path) -> Path:
     return final.with_name(final.name + PART_SUFFIX)
 
 
+def checkpoint_path(final: Path) -> Path:
+    """The resumable checkpoint of a run writing ``final``: ``model.lovecs.ckpt``."""
+    return final.with_name(final.name + CHECKPOINT_SUFFIX)
+
+
 def partial_pattern(output: Path) -> re.Pattern[str]:
     """Matches every name :func:`temporary_path` and :func:`part_path` give for ``output`` (with
     one level of nesting and GDAL's sidecars), and nothing else."""
@@ -159,12 +169,19 @@ def partial_pattern(output: Path) -> re.Pattern[str]:
 
 
 def partial_files(output: Path) -> list[Path]:
-    """The temporary files of ``output`` present in its folder (never ``output`` itself)."""
+    """The temporary files of ``output`` present in its folder, and its checkpoint (never
+    ``output`` itself)."""
     folder = output.parent
     if not folder.is_dir():
         return []
     pattern = partial_pattern(output)
-    return sorted(p for p in folder.iterdir() if pattern.match(p.name) and p.is_file())
+    ckpt = checkpoint_path(output)
+    resumable = {ckpt.name, part_path(ckpt).name}
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if (pattern.match(p.name) or p.name in resumable) and p.is_file()
+    )
 
 
 def is_temporary_name(name: str) -> bool:

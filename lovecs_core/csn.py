@@ -15,8 +15,10 @@ are filled from the source slot when a checkpoint lacks them.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Iterator, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -193,7 +195,10 @@ def recompute_target_statistics(
     reporter: Optional["Reporter"] = None,
 ) -> None:
     """AdaBN: reset the target CSN statistics and re-estimate them (cumulative average) by
-    forwarding ``windows`` target windows in train mode, without gradients."""
+    forwarding ``windows`` target windows in train mode, without gradients. When the GPU runs
+    out of memory, the windows go through in halved batches (logged; the statistics touched by
+    the failed pass are restored first)."""
+    from .oom import ChunkedBatch
     from .progress import Reporter
     from .runtime import autocast
 
@@ -208,16 +213,38 @@ def recompute_target_statistics(
     was_training = model.training
     model.train()
     done = 0
+    chunks = ChunkedBatch(
+        batch,
+        "statistics windows",
+        "choose a smaller --crop, or run on the CPU (--device cpu)",
+    )
     try:
         with csn_domain(model, "target"):
             while done < windows:
                 n = min(batch, windows - done)
                 images, _ = sampler.sample(n)
-                with autocast(device, amp):
-                    model(torch.from_numpy(images).to(device))
+                saved = [_target_statistics(layer) for layer in layers]
+
+                def forward(items: slice, _share: float, images: np.ndarray = images) -> None:
+                    with autocast(device, amp):
+                        model(torch.from_numpy(images[items]).to(device))
+
+                chunks.run(n, forward, functools.partial(_restore, layers, saved))
                 done += n
                 report("statistics", done / windows, f"target windows {done}/{windows}")
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
         model.train(was_training)
+
+
+def _target_statistics(layer: CrossSensorNorm) -> list[torch.Tensor]:
+    """Copies of a layer's target running statistics (to undo a failed forward pass)."""
+    return [getattr(layer, f"target_{name}").clone() for name in _TARGET_BUFFERS]
+
+
+def _restore(layers: list[CrossSensorNorm], saved: list[list[torch.Tensor]]) -> None:
+    """Put the copies of :func:`_target_statistics` back."""
+    for layer, values in zip(layers, saved):
+        for name, value in zip(_TARGET_BUFFERS, values):
+            getattr(layer, f"target_{name}").copy_(value)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import RasterSource
+from .oom import ChunkedBatch
 from .progress import Reporter
 from .train import autocast, round_up
 
@@ -94,6 +95,13 @@ def multiscale_probabilities(
     return total / len(scales)
 
 
+def tile_chunks(batch: int) -> ChunkedBatch:
+    """How many tiles :func:`predict_scene` forwards at a time (halved on out-of-memory)."""
+    return ChunkedBatch(
+        batch, "pseudo-labelling tiles", "choose a smaller --pl-tile, or run on the CPU"
+    )
+
+
 def predict_scene(
     model: nn.Module,
     scene: RasterSource,
@@ -108,11 +116,14 @@ def predict_scene(
     amp: bool = True,
     divisor: int = 1,
     reporter: Optional[Reporter] = None,
+    chunks: Optional[ChunkedBatch] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multi-scale prediction over the whole scene in tiles (each with ``margin`` pixels of
-    context). Returns ``(class index uint8[H, W], NO_CLASS where invalid; confidence
-    uint16[H, W] = round(max probability * CONF_SCALE), 0 where invalid)``: 3 bytes a pixel.
-    The model's mode and CSN domain are the caller's."""
+    context), ``batch`` tiles at a time (fewer when the GPU runs out of memory: pass the same
+    ``chunks`` from :func:`tile_chunks` to every call of a run to keep the smaller size). Returns
+    ``(class index uint8[H, W], NO_CLASS where invalid; confidence uint16[H, W] = round(max
+    probability * CONF_SCALE), 0 where invalid)``: 3 bytes a pixel. The model's mode and CSN
+    domain are the caller's."""
     report = reporter or Reporter()
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     sd = np.asarray(std, dtype=np.float32)[:, None, None]
@@ -122,16 +133,30 @@ def predict_scene(
     side = tile + 2 * margin
     pending: list[tuple[int, int, np.ndarray]] = []
 
+    chunks = chunks or tile_chunks(batch)
+
     def flush() -> None:
-        x = torch.from_numpy(np.stack([p[2] for p in pending])).to(device)
-        valid_stack = x[:, -1] > 0
-        with autocast(device, amp):
-            probs = multiscale_probabilities(model, x[:, :-1], scales, divisor)
-        c, k = probs.max(dim=1)
-        k = torch.where(valid_stack, k, torch.full_like(k, NO_CLASS))
-        c = torch.where(valid_stack, c, torch.zeros_like(c))
-        c_np = torch.round(c * CONF_SCALE).cpu().numpy().astype(np.uint16)
-        k_np = k.cpu().numpy().astype(np.uint8)
+        stacked = torch.from_numpy(np.stack([p[2] for p in pending]))
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def forward(items: slice, _share: float) -> None:
+            x = stacked[items].to(device)
+            valid_stack = x[:, -1] > 0
+            with autocast(device, amp):
+                probs = multiscale_probabilities(model, x[:, :-1], scales, divisor)
+            c, k = probs.max(dim=1)
+            k = torch.where(valid_stack, k, torch.full_like(k, NO_CLASS))
+            c = torch.where(valid_stack, c, torch.zeros_like(c))
+            parts.append(
+                (
+                    torch.round(c * CONF_SCALE).cpu().numpy().astype(np.uint16),
+                    k.cpu().numpy().astype(np.uint8),
+                )
+            )
+
+        chunks.run(len(pending), forward, parts.clear)
+        c_np = np.concatenate([c for c, _ in parts])
+        k_np = np.concatenate([k for _, k in parts])
         for (x0, y0, _), ci, ki in zip(pending, c_np, k_np):
             th, tw = min(tile, scene.height - y0), min(tile, scene.width - x0)
             pred[y0 : y0 + th, x0 : x0 + tw] = ki[margin : margin + th, margin : margin + tw]

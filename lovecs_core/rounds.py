@@ -21,11 +21,13 @@ import torch
 from torch import nn
 
 from .adapt_config import AdaptConfig, AdaptError
+from .adapt_resume import AdaptCheckpoint, restore_training, training_state
 from .card import ModelCard
 from .contract import band_count_problem
 from .csn import csn_domain
 from .data import RasterSource, open_sources, sample_array_sources
 from .health import class_shares
+from .oom import ChunkedBatch
 from .progress import Reporter
 from .pseudolabels import (
     CONF_SCALE,
@@ -59,8 +61,10 @@ def map_scene(
     device: torch.device,
     divisor: int,
     reporter: Reporter,
+    chunks: Optional[ChunkedBatch] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`predict_scene` in eval mode with the CSN ``domain`` and the settings of ``cfg``."""
+    """:func:`predict_scene` in eval mode with the CSN ``domain`` and the settings of ``cfg``
+    (``chunks``: the run's :func:`tile_chunks`)."""
     net.eval()
     with csn_domain(net, domain):
         return predict_scene(
@@ -76,6 +80,7 @@ def map_scene(
             amp=cfg.amp,
             divisor=divisor,
             reporter=reporter,
+            chunks=chunks,
         )
 
 
@@ -147,10 +152,13 @@ def self_train(
     report: Reporter,
     ref_pred: np.ndarray,
     ref_conf: np.ndarray,
+    checkpoint: Optional[AdaptCheckpoint] = None,
+    tile_chunks: Optional[ChunkedBatch] = None,
 ) -> tuple[list[dict[str, Any]], list[float]]:
     """Rounds of pseudo-labelling and training (CBST and LoveCS): returns the rounds' records and
     the losses. ``ref_pred``/``ref_conf``: the aligned source model's map of the scene (priors
-    and the anchor)."""
+    and the anchor). With ``checkpoint``, the state is saved after every round, and a run that
+    resumes starts after the last saved round; ``tile_chunks``: see :func:`map_scene`."""
     codes = card.class_codes()
     crop = round_up(cfg.crop, divisor)
     src_sampler = None
@@ -174,9 +182,30 @@ def self_train(
     n_rounds = int(math.ceil(total / max(1, cfg.refresh_every)))
     rounds: list[dict[str, Any]] = []
     losses: list[float] = []
-    it = 0
-    t0 = time.monotonic()
-    for r in range(1, n_rounds + 1):
+    it, first = 0, 1
+    chunks = ChunkedBatch(
+        cfg.batch_size,
+        "training windows per domain",
+        "choose a smaller --crop, or run on the CPU (--device cpu)",
+    )
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        done = restore_training(state, net, optimizer, scheduler, scaler, src_sampler)
+        rounds, losses, it = list(done["rounds"]), list(done["losses"]), int(done["iteration"])
+        first, chunks.size = int(done["round"]) + 1, int(done["chunk"])
+        report(
+            "training",
+            it / total,
+            f"resumed after round {first - 1}/{n_rounds} (iteration {it}/{total}) from "
+            f"{checkpoint.path if checkpoint else ''}",
+            round=first - 1,
+            rounds=n_rounds,
+            iteration=it,
+            iterations=total,
+            resumed=True,
+        )
+    t0, it0 = time.monotonic(), it
+    for r in range(first, n_rounds + 1):
         net.eval()
         pred, conf = map_scene(
             net,
@@ -189,6 +218,7 @@ def self_train(
             device,
             divisor,
             _RoundReporter(report, r, n_rounds),
+            tile_chunks,
         )
         labels, thresholds = class_balanced_pseudo_labels(
             pred, conf, codes, cfg.portion, rules, priors
@@ -239,24 +269,20 @@ def self_train(
         steps = min(cfg.refresh_every, total - it)
         for _ in range(steps):
             lr = optimizer.param_groups[0]["lr"]
-            optimizer.zero_grad(set_to_none=True)
-            source_loss = 0.0
+            source = None
             if src_sampler is not None and cfg.source_weight > 0:
-                xs, ys = (
-                    torch.from_numpy(a).to(device) for a in src_sampler.sample(cfg.batch_size)
-                )
-                with csn_domain(net, "source"), autocast(device, cfg.amp, cpu_bf16=True):
-                    ls = masked_cross_entropy(net(xs), ys)
-                scaler.scale(cfg.source_weight * ls).backward()
-                source_loss = float(ls.detach())
-                del xs, ys, ls
-            xt, yt = (torch.from_numpy(a).to(device) for a in tgt_sampler.sample(cfg.batch_size))
-            with csn_domain(net, target_domain), autocast(device, cfg.amp, cpu_bf16=True):
-                lt = masked_cross_entropy(net(xt), yt)
-            scaler.scale(cfg.pseudo_weight * lt).backward()
-            pseudo_loss = float(lt.detach())
-            del xt, yt, lt
-            clip_and_step(net, optimizer, scaler, cfg.grad_clip)
+                source = src_sampler.sample(cfg.batch_size)
+            source_loss, pseudo_loss = _train_step(
+                net,
+                optimizer,
+                scaler,
+                cfg,
+                source,
+                tgt_sampler.sample(cfg.batch_size),
+                target_domain,
+                device,
+                chunks,
+            )
             scheduler.step()
             it += 1
             loss = cfg.source_weight * source_loss + cfg.pseudo_weight * pseudo_loss
@@ -274,11 +300,69 @@ def self_train(
                 source_loss=source_loss,
                 pseudo_loss=pseudo_loss,
                 lr=lr,
-                eta_s=elapsed / it * (total - it),
+                eta_s=elapsed / (it - it0) * (total - it),
+            )
+        if checkpoint is not None:
+            checkpoint.save(
+                **training_state(
+                    net,
+                    optimizer,
+                    scheduler,
+                    scaler,
+                    src_sampler,
+                    round=r,
+                    iteration=it,
+                    rounds=rounds,
+                    losses=losses,
+                    chunk=chunks.size,
+                )
             )
     net.eval()
     scene.labels = None
     return rounds, losses
+
+
+def _train_step(
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    cfg: AdaptConfig,
+    source: Optional[tuple[np.ndarray, np.ndarray]],
+    target: tuple[np.ndarray, np.ndarray],
+    target_domain: str,
+    device: torch.device,
+    chunks: ChunkedBatch,
+) -> tuple[float, float]:
+    """One optimiser step on a source and a target batch (forwarded separately, each in its CSN
+    domain); returns the source and pseudo-label losses. The batches go through in chunks of
+    ``chunks.size`` windows with their gradients accumulated, so a step still sees the whole
+    batch when the GPU ran out of memory and the chunks were made smaller (only the CSN/BN
+    batch statistics are then computed over fewer windows)."""
+    losses = [0.0, 0.0]
+    parts = [
+        (0, "source", cfg.source_weight, source),
+        (1, target_domain, cfg.pseudo_weight, target),
+    ]
+
+    def forward_backward(items: slice, share: float) -> None:
+        for index, domain, weight, batch in parts:
+            if batch is None:
+                continue
+            x, y = (torch.from_numpy(a[items]).to(device) for a in batch)
+            with csn_domain(net, domain), autocast(device, cfg.amp, cpu_bf16=True):
+                loss = masked_cross_entropy(net(x), y)
+            scaler.scale(weight * share * loss).backward()
+            losses[index] += share * float(loss.detach())
+            del x, y, loss
+
+    def undo() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        losses[:] = [0.0, 0.0]
+
+    optimizer.zero_grad(set_to_none=True)
+    chunks.run(target[0].shape[0], forward_backward, undo, "gradients accumulated over them")
+    clip_and_step(net, optimizer, scaler, cfg.grad_clip)
+    return losses[0], losses[1]
 
 
 class _RoundReporter(Reporter):

@@ -40,22 +40,22 @@ import numpy as np
 from torch import nn
 
 from .adapt_config import METHODS, AdaptConfig, AdaptError, make_config  # noqa: F401
+from .adapt_resume import AdaptCheckpoint, run_identity
+from .adapt_scene import StageReporter, open_scene, source_scale
 from .card import ModelCard, read_source_sample, save_model
-from .contract import band_count_problem
+from .contract import part_path
 from .csn import (
     copy_source_to_target,
     has_csn,
     recompute_target_statistics,
     replace_bn_with_csn,
 )
-from .data import RasterSource
 from .health import IMPROVED, HealthReport, class_shares, health_check
 from .models import input_divisor
 from .presets import PRESETS  # noqa: F401
 from .progress import Reporter
-from .pseudolabels import CONF_SCALE, NO_CLASS, gsd_scales
-from .radiometry import Alignment, scene_alignment
-from .raster import pixel_size_metres
+from .pseudolabels import CONF_SCALE, NO_CLASS, gsd_scales, tile_chunks
+from .qml import qml_path
 from .rounds import map_scene, self_train, source_term
 from .sampling import WindowSampler
 from .train import resolve_device, round_up, seed_everything
@@ -101,57 +101,6 @@ def _load(
     return model_from_file(str(model))
 
 
-@dataclass
-class _Scene:
-    """The target scene as adaptation sees it."""
-
-    source: RasterSource
-    alignment: Alignment
-    mean: list[float]
-    std: list[float]
-    gsd: Optional[float]
-    ratio: Optional[float]
-
-
-def _open_scene(
-    card: ModelCard,
-    target: str | os.PathLike[str],
-    bands: Optional[Sequence[int]],
-    cfg: AdaptConfig,
-    report: Reporter,
-) -> _Scene:
-    report("reading", 0.0, f"opening {Path(target).name}")
-    scene = RasterSource(target, bands, in_memory=False)
-    problem = band_count_problem(card.band_names, scene.band_count, Path(target).name)
-    if problem:
-        raise AdaptError(problem)
-    if scene.pixels <= cfg.in_memory_pixels:  # small scenes are read once; else window by window
-        scene.load()
-    gsd = pixel_size_metres(scene.reader.ds)
-    ratio = gsd / card.gsd if gsd and card.gsd else None
-    if ratio is None:
-        log.warning("GSD of the model or the scene unknown: multi-scale factors assume equal GSD")
-    try:
-        alignment = scene_alignment(card, scene.reader.ds, scene.bands)
-    except ValueError as exc:
-        raise AdaptError(f"{Path(target).name}: {exc}") from exc
-    norm = alignment.normalization(*card.stats("source"))
-    report(
-        "reading",
-        1.0,
-        f"{scene.width}x{scene.height} px, GSD "
-        f"{gsd if gsd else 'unknown'} m; sensor alignment: "
-        f"{alignment.describe()}",
-    )
-    return _Scene(scene, alignment, norm["mean"], norm["std"], gsd, ratio)
-
-
-def source_scale(ratio: Optional[float]) -> float:
-    """The factor that brings scene pixels to the source GSD, as mapping an unadapted model does
-    (no resampling within 10 %)."""
-    return ratio if ratio and abs(ratio - 1.0) > 0.1 else 1.0
-
-
 def adapt(
     model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
     target: str | os.PathLike[str],
@@ -165,13 +114,16 @@ def adapt(
     map_path: Optional[str | os.PathLike[str]] = None,
     confidence_path: Optional[str | os.PathLike[str]] = None,
     keep_adapted: bool = False,
+    resume: bool = False,
     reporter: Optional[Reporter] = None,
 ) -> AdaptResult:
     """Adapt ``model`` (a model file or ``(card, module)``) to the ``target`` scene with
-    ``method`` and write the result to ``out`` (atomically, only when done): the adapted model
-    when the health check finds it improved, else the aligned source model (then the adapted one
-    goes to :func:`rejected_path`; ``keep_adapted`` writes it to ``out`` anyway). Optionally map
-    the scene with the result."""
+    ``method`` and write the result to ``out``: the adapted model when the health check finds
+    it improved, else the aligned source model (then the adapted one goes to
+    :func:`rejected_path`; ``keep_adapted`` writes it to ``out`` anyway). Optionally map the
+    scene with the result. The model files and the map appear together, only when all are
+    done. Self-training saves a checkpoint after each round (:mod:`.adapt_resume`); ``resume``
+    continues from it."""
     if method not in METHODS:
         raise AdaptError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     cfg = config or make_config("standard")
@@ -181,6 +133,7 @@ def adapt(
     t0 = time.monotonic()
 
     card, net = _load(model)
+    model_id = net if isinstance(model, tuple) else model
     sample = None if isinstance(model, tuple) else read_source_sample(model)
     if not has_csn(net):  # a plain-BN model: give it CSN layers (both slots = its statistics)
         replace_bn_with_csn(net, per_domain_affine=bool(card.architecture.get("per_domain_affine")))
@@ -189,8 +142,12 @@ def adapt(
     copy_source_to_target(net)
     source_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
-    sc = _open_scene(card, target, bands, cfg, report)
+    sc = open_scene(card, target, bands, cfg, report)
     scene = sc.source
+    checkpoint = None
+    if method in ("cbst", "lovecs"):  # the methods that train
+        identity = run_identity(model_id, target, method, cfg, scene.bands, source_pairs)
+        checkpoint = AdaptCheckpoint(out, identity, resume)
     codes = card.class_codes()
     names = [c.name for c in card.classes]
     divisor = input_divisor(card.architecture)
@@ -210,6 +167,7 @@ def adapt(
     losses: list[float] = []
 
     ref_pred = ref_conf = None
+    tiles = tile_chunks(cfg.pl_batch)  # one size for the run's maps, halved on out-of-memory
     if method != "source-only":  # the reference: the aligned source model's map of the scene
         ref_pred, ref_conf = map_scene(
             net,
@@ -221,7 +179,8 @@ def adapt(
             cfg,
             device,
             divisor,
-            _StageReporter(report, "statistics", "source model's map"),
+            StageReporter(report, "statistics", "source model's map"),
+            tiles,
         )
         adaptation["reference_shares"] = {
             n: round(float(v), 4) for n, v in zip(names, class_shares(ref_pred, len(codes)))
@@ -277,6 +236,8 @@ def adapt(
             report,
             ref_pred,
             ref_conf,
+            checkpoint,
+            tiles,
         )
         if not use_csn:  # one set of statistics shared by both domains
             copy_source_to_target(net)
@@ -302,7 +263,8 @@ def adapt(
             cfg,
             device,
             divisor,
-            _StageReporter(report, "statistics", "health check"),
+            StageReporter(report, "statistics", "health check"),
+            tiles,
         )
         health = health_check(ref_pred, ref_conf, pred, conf, names, NO_CLASS, CONF_SCALE)
         del pred, conf
@@ -319,12 +281,14 @@ def adapt(
         date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     rejected = None
+    pending: list[tuple[Path, Path]] = []  # (complete file under a temporary name, final name)
     if health is not None and health.verdict != IMPROVED and not keep_adapted:
         rejected = rejected_path(out)
         adapted_card = out_card.copy()
         adapted_card.adaptation = {**adaptation, "result": "adapted model, rejected"}
         adapted_card.name = f"{card.name} (adapted: {method}, judged {health.verdict})"
-        save_model(rejected, adapted_card, net.state_dict())
+        pending.append((part_path(rejected), rejected))
+        save_model(pending[-1][0], adapted_card, net.state_dict())
         net.load_state_dict(source_state)
         out_card = card.copy()
         out_card.default_domain = "source"
@@ -338,10 +302,9 @@ def adapt(
         adaptation["result"] = "adapted model" if method != "source-only" else "source model"
         out_card.name = f"{card.name} (adapted: {method})"
     out_card.adaptation = adaptation
-    path = save_model(out, out_card, net.state_dict())
     scene.close()
     result = AdaptResult(
-        path,
+        Path(out),
         out_card,
         method,
         rounds,
@@ -351,30 +314,35 @@ def adapt(
         health=health,
         rejected=rejected,
     )
-    if map_path is not None:
-        from .predict import predict_raster
+    try:
+        pending.append((part_path(Path(out)), Path(out)))
+        save_model(pending[-1][0], out_card, net.state_dict())
+        if map_path is not None:
+            from .predict import predict_raster
 
-        pr = predict_raster(
-            (out_card, net),
-            target,
-            map_path,
-            bands=list(scene.bands),
-            device=str(device),
-            confidence=confidence_path,
-            amp=cfg.amp,
-            reporter=report,
-        )
-        result.map = Path(pr.output)
-        result.confidence = Path(pr.confidence) if pr.confidence else None
+            pr = predict_raster(
+                (out_card, net),
+                target,
+                map_path,
+                bands=list(scene.bands),
+                device=str(device),
+                confidence=confidence_path,
+                amp=cfg.amp,
+                reporter=report,
+            )
+            result.map = Path(pr.output)
+            result.confidence = Path(pr.confidence) if pr.confidence else None
+        for tmp, final in pending:
+            os.replace(tmp, final)
+    except BaseException:  # cancelled or failed: no model file without its map, nor the reverse
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        for written in (result.map, result.confidence):  # a map done before the failure
+            if written is not None:
+                written.unlink(missing_ok=True)
+        if result.map is not None:
+            qml_path(result.map).unlink(missing_ok=True)
+        raise
+    if checkpoint is not None:
+        checkpoint.remove()
     return result
-
-
-class _StageReporter(Reporter):
-    """Reports a sub-task under another stage name, prefixing its messages."""
-
-    def __init__(self, parent: Reporter, stage: str, what: str) -> None:
-        super().__init__(parent.callback, parent.cancel)
-        self.stage, self.what = stage, what
-
-    def __call__(self, stage: str, fraction: float, message: str = "", **extra: Any) -> None:
-        super().__call__(self.stage, fraction, f"{self.what}: {message}", **extra)

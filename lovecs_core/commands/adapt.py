@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 from ..contract import (
     ADAPT_PRESETS,
@@ -14,6 +16,7 @@ from ..contract import (
     DEFAULT_METHOD,
     METHODS,
     RESULT,
+    checkpoint_path,
     format_bands,
     parse_bands,
     safe_result_note,
@@ -101,6 +104,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="write the adapted model to --out whatever the health check says (default: "
         "unless the verdict is 'improved', the aligned source model is written instead)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted adaptation from OUT.ckpt (saved after each "
+        "self-training round; same model, scene and settings)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -121,20 +130,22 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         amp=not args.no_amp,
     )
     pairs = pair_rasters(args.source_images, args.source_labels) if args.source_images else None
-    result = adapt(
-        args.model,
-        args.target,
-        args.out,
-        method=args.method,
-        config=config,
-        bands=parse_bands(args.bands),
-        source_pairs=pairs,
-        source_bands=parse_bands(args.source_bands),
-        map_path=args.map,
-        confidence_path=args.confidence,
-        keep_adapted=args.keep_adapted,
-        reporter=reporter,
-    )
+    with _tell_about_checkpoint(args.out):
+        result = adapt(
+            args.model,
+            args.target,
+            args.out,
+            method=args.method,
+            config=config,
+            bands=parse_bands(args.bands),
+            source_pairs=pairs,
+            source_bands=parse_bands(args.source_bands),
+            map_path=args.map,
+            confidence_path=args.confidence,
+            keep_adapted=args.keep_adapted,
+            resume=args.resume,
+            reporter=reporter,
+        )
     health = result.health.to_dict() if result.health else None
     if args.progress == "json":
         payload = dict(
@@ -170,6 +181,22 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
                 + (f", confidence: {result.confidence}" if result.confidence else "")
             )
     return 0
+
+
+@contextlib.contextmanager
+def _tell_about_checkpoint(out: str) -> Iterator[None]:
+    """When the run stops early but a self-training round was saved, say how to go on."""
+    try:
+        yield
+    except BaseException:
+        ckpt = checkpoint_path(Path(out))
+        if ckpt.is_file():
+            log.warning(
+                "the adaptation stopped; its last completed round is kept in %s: rerun the "
+                "same command with --resume to continue from there, or delete that file",
+                ckpt,
+            )
+        raise
 
 
 #: The "settings (override the preset)" group: AdaptConfig fields of the same names.

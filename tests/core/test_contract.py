@@ -21,6 +21,7 @@ from lovecs_core.contract import (
     BandListError,
     band_count_problem,
     band_list_problem,
+    checkpoint_path,
     is_temporary_name,
     parse_bands,
     part_path,
@@ -240,3 +241,15 @@ def test_emit_json_writes_only_event_types_the_plugin_reads():
     stream = io.StringIO()
     emit_json(stream, contract.RESULT, output="x")
     assert stream.getvalue() == '{"type": "result", "output": "x"}\n'
+
+
+def test_partial_files_include_the_checkpoint_that_the_plugin_cannot_resume(tmp_path: Path):
+    """The plugin removes a run's checkpoint with its partial files (only the command line
+    resumes); the checkpoint of another output stays."""
+    out = tmp_path / "adapted.lovecs"
+    ckpt = checkpoint_path(out)
+    other = checkpoint_path(tmp_path / "other.lovecs")
+    for p in (out, ckpt, part_path(ckpt), other):
+        p.write_text("x")
+    assert ckpt.name == "adapted.lovecs.ckpt"
+    assert partial_files(out) == sorted([ckpt, part_path(ckpt)])
