@@ -174,6 +174,29 @@ def make_model(folder: Path, kind: str) -> Path:
     raise ValueError(kind)
 
 
+# -- adaptation -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def adapt_inputs(tmp_path: Path) -> dict[str, Path]:
+    """A tiny (untrained) model, one labelled 48 px source image and a 64 px, 2 m uint16 target
+    scene in ``in/``; ``out``: an empty folder for the outputs."""
+    from tests.core.synthetic import write_source, write_target
+
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    outputs.mkdir(parents=True)
+    images, labels = write_source(inputs / "src", n=1, size=48)
+    scene, _ = write_target(inputs / "tgt", size=64, gsd=2.0)
+    return {
+        "in": inputs,
+        "model": make_model(inputs, "good"),
+        "scene": scene,
+        "images": images / "s0.tif",
+        "labels": labels / "s0.tif",
+        "out": outputs,
+    }
+
+
 # -- what every case checks ----------------------------------------------------------------------
 
 

@@ -23,26 +23,8 @@ from lovecs_core.data import pair_rasters
 from lovecs_core.models import model_from_file
 from lovecs_core.oom import OutOfGpuMemory
 from lovecs_core.selftrain import adapt, make_config
-from tests.core.synthetic import write_source, write_target
 
-from .conftest import PY, ROOT, make_model, temporary_files
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> dict[str, Path]:
-    """A tiny (untrained) model, one labelled source image and a 2 m uint16 target scene in
-    ``in/``; outputs go to ``out/``."""
-    inputs, outputs = tmp_path / "in", tmp_path / "out"
-    outputs.mkdir(parents=True)
-    images, labels = write_source(inputs / "src", n=1, size=48)
-    scene, _ = write_target(inputs / "tgt", size=64, gsd=2.0)
-    return {
-        "model": make_model(inputs, "good"),
-        "scene": scene,
-        "images": images / "s0.tif",
-        "labels": labels / "s0.tif",
-        "out": outputs,
-    }
+from .conftest import PY, ROOT, temporary_files
 
 
 def oom_when(
@@ -96,9 +78,9 @@ OOM_CASES = [
     ids=["training", "adabn-statistics", "pseudo-labels"],
 )
 def test_gpu_out_of_memory_while_adapting_halves_the_batch(
-    setup, caplog, method, mode, settings, warnings
+    adapt_inputs, caplog, method, mode, settings, warnings
 ):
-    card, net = model_from_file(str(setup["model"]))
+    card, net = model_from_file(str(adapt_inputs["model"]))
     limit = 1 if "training" in warnings[0] else 2
     seen = oom_when(net, lambda m, n: m.training == (mode == "train") and n > limit)
     cfg = make_config(
@@ -113,15 +95,15 @@ def test_gpu_out_of_memory_while_adapting_halves_the_batch(
             **settings,
         },
     )
-    out = setup["out"] / "adapted.lovecs"
+    out = adapt_inputs["out"] / "adapted.lovecs"
     with caplog.at_level("WARNING"):
         result = adapt(
             (card, net),
-            setup["scene"],
+            adapt_inputs["scene"],
             out,
             method=method,
             config=cfg,
-            source_pairs=pair_rasters([setup["images"]], [setup["labels"]]),
+            source_pairs=pair_rasters([adapt_inputs["images"]], [adapt_inputs["labels"]]),
             keep_adapted=True,
         )
     for text in warnings:
@@ -130,11 +112,13 @@ def test_gpu_out_of_memory_while_adapting_halves_the_batch(
     assert caplog.text.count("out of GPU memory") == len(warnings) == len(seen["failed"])
     assert max(seen[mode]) == limit  # and the work went on at that size
     assert result.output == out and load_model_file(out)[0].adaptation["method"] == method
-    assert sorted(p.name for p in setup["out"].iterdir()) == ["adapted.lovecs"]  # no checkpoint
+    assert sorted(p.name for p in adapt_inputs["out"].iterdir()) == [
+        "adapted.lovecs"
+    ]  # no checkpoint
 
 
-def test_gpu_out_of_memory_for_a_single_training_window_is_a_clear_error(setup):
-    card, net = model_from_file(str(setup["model"]))
+def test_gpu_out_of_memory_for_a_single_training_window_is_a_clear_error(adapt_inputs):
+    card, net = model_from_file(str(adapt_inputs["model"]))
     oom_when(net, lambda m, n: m.training)
     cfg = make_config(
         "fast", iterations=2, refresh_every=2, crop=32, pl_tile=32, batch_size=1, device="cpu"
@@ -146,12 +130,12 @@ def test_gpu_out_of_memory_for_a_single_training_window_is_a_clear_error(setup):
     ):
         adapt(
             (card, net),
-            setup["scene"],
-            setup["out"] / "adapted.lovecs",
+            adapt_inputs["scene"],
+            adapt_inputs["out"] / "adapted.lovecs",
             config=cfg,
-            source_pairs=pair_rasters([setup["images"]], [setup["labels"]]),
+            source_pairs=pair_rasters([adapt_inputs["images"]], [adapt_inputs["labels"]]),
         )
-    assert list(setup["out"].iterdir()) == []  # no model, no checkpoint (no round finished)
+    assert list(adapt_inputs["out"].iterdir()) == []  # no model, no checkpoint (no round finished)
 
 
 # -- adapt --resume -------------------------------------------------------------------------------
@@ -173,13 +157,13 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def adapt_args(setup: dict[str, Path], out: Path, *extra: str) -> list[str]:
+def adapt_args(inputs: dict[str, Path], out: Path, *extra: str) -> list[str]:
     return [
         "adapt",
         "--model",
-        str(setup["model"]),
+        str(inputs["model"]),
         "--target",
-        str(setup["scene"]),
+        str(inputs["scene"]),
         "--out",
         str(out),
         "--preset",
@@ -198,9 +182,9 @@ def adapt_args(setup: dict[str, Path], out: Path, *extra: str) -> list[str]:
         "--device",
         "cpu",
         "--source-images",
-        str(setup["images"]),
+        str(inputs["images"]),
         "--source-labels",
-        str(setup["labels"]),
+        str(inputs["labels"]),
         *extra,
     ]
 
@@ -211,17 +195,17 @@ def json_run(capsys, args: list[str]) -> tuple[int, list[dict]]:
     return rc, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
-def test_adapt_resume_after_a_kill_continues_from_the_last_round(setup, capsys, caplog):
-    out = setup["out"] / "adapted.lovecs"
+def test_adapt_resume_after_a_kill_continues_from_the_last_round(adapt_inputs, capsys, caplog):
+    out = adapt_inputs["out"] / "adapted.lovecs"
     ckpt = checkpoint_path(out)
     # the reference: the same adaptation, never interrupted
-    reference = setup["out"].parent / "reference.lovecs"
-    rc, _ = json_run(capsys, adapt_args(setup, reference))
+    reference = adapt_inputs["out"].parent / "reference.lovecs"
+    rc, _ = json_run(capsys, adapt_args(adapt_inputs, reference))
     assert rc == 0 and not checkpoint_path(reference).exists()
 
     # killed (SIGKILL) in round 2 of 3, after round 1's checkpoint was written
     child = subprocess.Popen(
-        [PY, "-c", BLOCKED_CHILD.format(steps=2), *adapt_args(setup, out)],
+        [PY, "-c", BLOCKED_CHILD.format(steps=2), *adapt_args(adapt_inputs, out)],
         cwd=str(ROOT),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -235,14 +219,14 @@ def test_adapt_resume_after_a_kill_continues_from_the_last_round(setup, capsys, 
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=10)
     child.stderr.close()
-    assert sorted(p.name for p in setup["out"].iterdir()) == ["adapted.lovecs.ckpt"]
+    assert sorted(p.name for p in adapt_inputs["out"].iterdir()) == ["adapted.lovecs.ckpt"]
 
     # the checkpoint belongs to this run: other settings are refused, naming what differs
-    rc, lines = json_run(capsys, adapt_args(setup, out, "--lr", "0.5", "--resume"))
+    rc, lines = json_run(capsys, adapt_args(adapt_inputs, out, "--lr", "0.5", "--resume"))
     assert rc == 1 and "different setting lr" in lines[-1]["message"]
     assert "delete it to start over" in lines[-1]["message"]
 
-    rc, lines = json_run(capsys, adapt_args(setup, out, "--resume"))
+    rc, lines = json_run(capsys, adapt_args(adapt_inputs, out, "--resume"))
     assert rc == 0
     progress = [e for e in lines if e["type"] == "progress"]
     resumed = [e for e in progress if e["extra"].get("resumed")]
@@ -255,7 +239,7 @@ def test_adapt_resume_after_a_kill_continues_from_the_last_round(setup, capsys, 
     assert min(i for i in iterations if i) == 2 and max(iterations) == 6
     result = lines[-1]
     assert result["type"] == "result" and [r["round"] for r in result["rounds"]] == [1, 2, 3]
-    assert not ckpt.exists() and temporary_files(setup["out"]) == []
+    assert not ckpt.exists() and temporary_files(adapt_inputs["out"]) == []
     # the finished model loads, and equals the one of the uninterrupted run
     card, state = load_model_file(out)
     assert card.adaptation["method"] == "lovecs"
@@ -264,10 +248,10 @@ def test_adapt_resume_after_a_kill_continues_from_the_last_round(setup, capsys, 
         assert np.allclose(value.numpy(), state[key].numpy(), atol=1e-5), key
 
 
-def test_resume_without_a_checkpoint_starts_from_the_beginning(setup, capsys, caplog):
-    out = setup["out"] / "adapted.lovecs"
+def test_resume_without_a_checkpoint_starts_from_the_beginning(adapt_inputs, capsys, caplog):
+    out = adapt_inputs["out"] / "adapted.lovecs"
     with caplog.at_level("INFO"):
-        rc, lines = json_run(capsys, adapt_args(setup, out, "--iterations", "2", "--resume"))
+        rc, lines = json_run(capsys, adapt_args(adapt_inputs, out, "--iterations", "2", "--resume"))
     assert rc == 0, lines[-1]
     assert f"no checkpoint {checkpoint_path(out)}" in caplog.text
     assert not any(e["extra"].get("resumed") for e in lines if e["type"] == "progress")
