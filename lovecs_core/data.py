@@ -11,6 +11,7 @@ Training windows are drawn from these by :mod:`.sampling`.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from .raster import RasterError, RasterReader, Window
+
+log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".png")
 #: Rasters up to this many pixels (all sources together) are read into memory for training.
@@ -69,6 +72,38 @@ def code_lookup(codes: Sequence[int]) -> np.ndarray:
     for index, code in enumerate(codes):
         lut[int(code)] = index
     return lut
+
+
+def unknown_label_codes(histogram: np.ndarray, codes: Sequence[int]) -> dict[int, int]:
+    """Label codes other than 0 and ``codes``, with their pixel counts (``histogram``: pixels
+    per code 0..255, e.g. ``np.bincount(labels.ravel(), minlength=256)``)."""
+    known = {0, *map(int, codes)}
+    return {int(c): int(n) for c, n in enumerate(histogram) if n and c not in known}
+
+
+def unknown_codes_message(unknown: dict[int, int], codes: Sequence[int], where: str) -> str:
+    """The warning for :func:`unknown_label_codes`: the codes, their pixels and what to do."""
+    listed = ", ".join(f"{c} ({n:,} px)" for c, n in sorted(unknown.items()))
+    return (
+        f"{where} hold class code(s) {listed} that are not among the classes "
+        f"({', '.join(map(str, codes))}): these {sum(unknown.values()):,} labelled pixels are "
+        "ignored; check the label raster, or the classes' codes"
+    )
+
+
+def warn_unknown_label_codes(
+    sources: Sequence["RasterSource"], codes: Sequence[int], where: str = "the labels"
+) -> dict[int, int]:
+    """Log :func:`unknown_codes_message` when the sources' labels hold codes that are not
+    classes; returns the codes and their pixels."""
+    histogram = np.zeros(256, dtype=np.int64)
+    for s in sources:
+        if s.labels is not None:
+            histogram += np.bincount(s.labels.ravel(), minlength=256)
+    unknown = unknown_label_codes(histogram, codes)
+    if unknown:
+        log.warning("%s", unknown_codes_message(unknown, codes, where))
+    return unknown
 
 
 def read_labels(

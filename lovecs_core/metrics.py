@@ -3,6 +3,7 @@
 The confusion matrix counts (int64) labelled reference pixels (code 0 = no label, ignored): rows
 are reference classes, columns predicted classes. Labelled pixels the map leaves without a class
 (nodata or an unknown code) are counted per reference class as ``unmapped`` and treated as errors.
+Reference pixels whose code is not a class are left out, with a warning naming the codes.
 From it: per-class IoU, F1, precision (user's accuracy), recall (producer's accuracy), mIoU,
 overall accuracy and Cohen's kappa; and, given the map's class areas, the area-adjusted accuracy
 and area estimates with 95 % confidence intervals of Olofsson et al. (2014).
@@ -11,6 +12,7 @@ and area estimates with 95 % confidence intervals of Olofsson et al. (2014).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -18,7 +20,9 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .data import code_lookup
+from .data import code_lookup, unknown_codes_message, unknown_label_codes
+
+log = logging.getLogger(__name__)
 
 
 def class_indices(codes: Sequence[int]) -> np.ndarray:
@@ -205,6 +209,10 @@ class Accuracy:
                 f"{int(self.unmapped.sum())} labelled pixels have no class in the map "
                 "(counted as errors)"
             )
+        unknown = self.extra.get("unknown_label_codes")
+        if unknown:
+            listed = ", ".join(f"{c} ({n} px)" for c, n in unknown.items())
+            lines.append(f"left out: labelled pixels with codes that are no class: {listed}")
         area = self.area_adjusted()
         if area is not None:
             lines.append(
@@ -285,14 +293,21 @@ def evaluate_rasters(
     matrix = np.zeros((k, k), dtype=np.int64)
     unmapped = np.zeros(k, dtype=np.int64)
     counts = np.zeros(k, dtype=np.int64)
+    label_counts = np.zeros(256, dtype=np.int64)
     lut = class_indices(codes)
     for y, p, t in strips():
         m, u = confusion_matrix(p, t, codes)
         matrix += m
         unmapped += u
         counts += np.bincount(lut[p.ravel()], minlength=k + 1)[:k]
+        label_counts += np.bincount(t.ravel(), minlength=256)
         if reporter is not None:
             reporter("evaluating", (y + p.shape[0]) / height, f"row {y + p.shape[0]}/{height}")
+    extra: dict[str, Any] = {"prediction": str(pred_path), "labels": str(labels_path)}
+    unknown = unknown_label_codes(label_counts, codes)
+    if unknown:  # left out of every score: the user must know
+        log.warning("%s", unknown_codes_message(unknown, codes, f"the labels {labels_path}"))
+        extra["unknown_label_codes"] = {str(c): n for c, n in unknown.items()}
     px = pixel_size_metres(pds)
     return Accuracy(
         codes,
@@ -301,7 +316,7 @@ def evaluate_rasters(
         unmapped,
         map_counts=counts,
         pixel_area=px * px if px else None,
-        extra={"prediction": str(pred_path), "labels": str(labels_path)},
+        extra=extra,
     )
 
 

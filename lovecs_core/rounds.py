@@ -25,7 +25,7 @@ from .adapt_resume import AdaptCheckpoint, restore_training, training_state
 from .card import ModelCard
 from .contract import band_count_problem
 from .csn import csn_domain
-from .data import RasterSource, open_sources, sample_array_sources
+from .data import RasterSource, open_sources, sample_array_sources, warn_unknown_label_codes
 from .health import class_shares
 from .oom import ChunkedBatch
 from .progress import Reporter
@@ -129,6 +129,7 @@ def source_term(
     report("reading", 0.0, f"source data: {len(pairs)} image/label pair(s)")
     bands = source_bands if source_bands else card.provenance.get("bands")
     sources = open_sources(pairs, bands)
+    warn_unknown_label_codes(sources, card.class_codes(), "the source labels")
     problem = band_count_problem(
         card.band_names, sources[0].band_count, "the source images", "--source-bands"
     )
