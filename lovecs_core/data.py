@@ -4,6 +4,7 @@
 * :class:`RasterSource` is one raster, held in memory (native dtype) or read window by window
   through GDAL, with an optional label array (class codes, 0 = no label) kept in memory as uint8.
 * :func:`band_statistics` gives per-band mean/std over valid pixels.
+* :func:`warn_unknown_label_codes` names label codes that are not classes (left out otherwise).
 * :class:`ArraySource` is an in-memory image with labels (e.g. the source sample of a model file).
 
 Training windows are drawn from these by :mod:`.sampling`.

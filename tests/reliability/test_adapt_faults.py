@@ -225,6 +225,9 @@ def test_adapt_resume_after_a_kill_continues_from_the_last_round(adapt_inputs, c
     rc, lines = json_run(capsys, adapt_args(adapt_inputs, out, "--lr", "0.5", "--resume"))
     assert rc == 1 and "different setting lr" in lines[-1]["message"]
     assert "delete it to start over" in lines[-1]["message"]
+    assert f"its last completed round is kept in {ckpt}: rerun the same command with --resume" in (
+        caplog.text
+    )
 
     rc, lines = json_run(capsys, adapt_args(adapt_inputs, out, "--resume"))
     assert rc == 0
