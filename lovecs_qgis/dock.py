@@ -108,7 +108,11 @@ class LoveCSDock(DockForm):
         try:
             self.card = model_card.read_card(path)
         except model_card.ModelFileError as exc:
-            self.model_label.setText(f"<span style='color:#b00'>{exc}</span>")
+            self.model_label.setText(
+                "<span style='color:#b00'>{}</span>".format(
+                    tr("Cannot use this model: {}").format(exc)
+                )
+            )
             return
         card = self.card
         domain = tr("adapted model") if card.default_domain == "target" else tr("source model")
@@ -239,7 +243,7 @@ class LoveCSDock(DockForm):
             return self._refuse(str(exc))
 
     def _refuse(self, message: str) -> None:
-        self.iface.messageBar().pushMessage("LoveCS", message, level=Qgis.Warning, duration=8)
+        self.iface.messageBar().pushMessage(tr("LoveCS"), message, level=Qgis.Warning, duration=8)
         self.log(message)
         return None
 
@@ -311,7 +315,7 @@ class LoveCSDock(DockForm):
         if outcome.status is Status.CANCELLED:
             self.stage_label.setText(tr("Cancelled: nothing was written."))
             bar.pushMessage(
-                "LoveCS", tr("Cancelled; no output was written."), level=Qgis.Info, duration=5
+                tr("LoveCS"), tr("Cancelled; no output was written."), level=Qgis.Info, duration=5
             )
             return
         if outcome.status is Status.FAILED:

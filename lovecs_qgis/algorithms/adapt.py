@@ -189,7 +189,9 @@ class AdaptAlgorithm(EngineAlgorithm):
             for lyr in self.parameterAsLayerList(parameters, self.SOURCE_LABELS, context)
         ]
         if bool(images) != bool(labels):
-            raise QgsProcessingException("give both source images and source labels, or neither")
+            raise QgsProcessingException(
+                tr("give both source images and source labels, or neither")
+            )
         adapted = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context))
         destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         out = output_path(destination)
@@ -246,7 +248,7 @@ def report_health(result: dict[str, Any], feedback: QgsProcessingFeedback) -> st
     adaptation = result.get("adaptation") or {}
     alignment = (adaptation.get("alignment") or {}).get("summary")
     if alignment:
-        feedback.pushInfo(f"Sensor alignment: {alignment}")
+        feedback.pushInfo(tr("Sensor alignment: {}").format(alignment))
     health = result.get("health") or {}
     verdict = str(health.get("verdict") or "")
     if not health:
@@ -256,9 +258,10 @@ def report_health(result: dict[str, Any], feedback: QgsProcessingFeedback) -> st
         reasons = "; ".join(health.get("reasons") or [contract.VERDICT_MEANING.get(verdict, "")])
         note = contract.safe_result_note(verdict, result["rejected"])
         feedback.pushWarning(
-            f"Health check: {verdict} ({figures}; {reasons}). {note[0].upper()}{note[1:]}; "
-            "set KEEP_ADAPTED to use it anyway."
+            tr("Health check: {} ({}; {}). {}; set KEEP_ADAPTED to use it anyway.").format(
+                verdict, figures, reasons, f"{note[0].upper()}{note[1:]}"
+            )
         )
     else:
-        feedback.pushInfo(f"Health check: {verdict} ({figures}).")
+        feedback.pushInfo(tr("Health check: {} ({}).").format(verdict, figures))
     return verdict

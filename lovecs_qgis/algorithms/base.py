@@ -27,6 +27,7 @@ from ..engine import card as model_card
 from ..engine import checks, contract
 from ..environment import EngineNotFound, find_engine_python
 from ..events import EngineEvent, ProgressMap, Status
+from ..i18n import tr
 from ..paths import icon_path
 from ..runner import STAGES, EngineProcess
 
@@ -114,11 +115,12 @@ def choice_parameter(
 def raster_path(layer: Optional[QgsRasterLayer], what: str = "input") -> str:
     """The GDAL data source of a raster layer (the engine opens it with GDAL)."""
     if layer is None or not layer.isValid():
-        raise QgsProcessingException(f"the {what} raster layer is missing or invalid")
+        raise QgsProcessingException(tr("the {} raster layer is missing or invalid").format(what))
     if layer.providerType() != "gdal":
         raise QgsProcessingException(
-            f"the {what} layer '{layer.name()}' is not a GDAL raster (provider "
-            f"'{layer.providerType()}'); save it as a GeoTIFF first"
+            tr(
+                "the {} layer '{}' is not a GDAL raster (provider '{}'); save it as a GeoTIFF first"
+            ).format(what, layer.name(), layer.providerType())
         )
     return layer.source()
 
@@ -175,7 +177,7 @@ def check_bands(
 
 def read_model_card(path: str) -> ModelCard:
     if not path:
-        raise QgsProcessingException("no model file given")
+        raise QgsProcessingException(tr("no model file given"))
     try:
         return model_card.read_card(path)
     except model_card.ModelFileError as exc:
@@ -283,10 +285,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
         outcome = process.run(on_event, feedback.isCanceled)
         if outcome.status is Status.CANCELLED:
-            raise QgsProcessingException("LoveCS: cancelled; no output was written")
+            raise QgsProcessingException(tr("LoveCS: cancelled; no output was written"))
         if outcome.status is Status.FAILED:
-            raise QgsProcessingException(f"LoveCS {self.COMMAND}: {outcome.error}")
-        feedback.pushInfo(f"LoveCS {self.COMMAND} finished in {outcome.seconds:.1f} s")
+            raise QgsProcessingException(tr("LoveCS {}: {}").format(self.COMMAND, outcome.error))
+        feedback.pushInfo(
+            tr("LoveCS {} finished in {:.1f} s").format(self.COMMAND, outcome.seconds)
+        )
         return outcome.result
 
 

@@ -173,8 +173,9 @@ class ClassifyAlgorithm(EngineAlgorithm):
         ensure_qml(out, card.classes)
         style_output_on_load(context, destination, card.classes, map_layer_name(layer.name()))
         feedback.pushInfo(
-            f"{result.get('tiles_total')} tiles ({result.get('tiles_skipped')} "
-            f"without data) on {result.get('device')}"
+            tr("{} tiles ({} without data) on {}").format(
+                result.get("tiles_total"), result.get("tiles_skipped"), result.get("device")
+            )
         )
         outputs = {self.OUTPUT: out}
         if confidence:

@@ -170,7 +170,7 @@ class TrainSourceAlgorithm(EngineAlgorithm):
         labels += [label_folder] if label_folder else []
         if not images or not labels:
             raise QgsProcessingException(
-                "give image rasters (layers or a folder) and their label rasters"
+                tr("give image rasters (layers or a folder) and their label rasters")
             )
         out = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
         args = engine_args(
