@@ -29,7 +29,13 @@ from .augment import SensorRandomisation
 from .card import SAMPLE_IMAGES, SAMPLE_LABELS, ClassInfo, ModelCard, save_model
 from .contract import part_path
 from .csn import change_csn
-from .data import BandStats, RasterSource, band_statistics, open_sources
+from .data import (
+    BandStats,
+    RasterSource,
+    band_statistics,
+    open_sources,
+    warn_unknown_label_codes,
+)
 from .device import resolve_device
 from .models import architecture, build_model, input_divisor
 from .presets import TRAIN_PRESETS  # noqa: F401 (lovecs_core.train.TRAIN_PRESETS)
@@ -283,6 +289,7 @@ def train_source(
     report("reading", 0.5, "band statistics")
     stats = band_statistics(sources)
     card = source_card(sources, classes, stats, arch, gsd, name)
+    warn_unknown_label_codes(sources, card.class_codes(), "the training labels")
     card.radiometry = {"reference": radiometric_reference(sources, stats)}
     report(
         "reading",

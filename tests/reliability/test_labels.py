@@ -91,3 +91,27 @@ def test_adapt_warns_of_source_labels_with_unknown_codes(cli, tmp_path):
         "the source labels hold class code(s) 7 (20 px), 9 (120 px) that are not among the "
         "classes (1, 2, 3)" in log
     )
+
+
+def test_train_warns_of_labels_with_unknown_codes(cli, tmp_path):
+    from tests.core.synthetic import source_image, tiny_train_args
+
+    for folder in ("images", "labels"):
+        (tmp_path / folder).mkdir()
+    labels_path, labels = labels_with_unknown_codes(tmp_path / "labels" / "a.tif")
+    write_geotiff(tmp_path / "images" / "a.tif", source_image(np.clip(labels, 1, 3), seed=1))
+    classes = write_classes(tmp_path / "classes.json")
+    args = tiny_train_args(
+        tmp_path / "images",
+        tmp_path / "labels",
+        classes,
+        tmp_path / "m.lovecs",
+        "--iterations",
+        "2",
+    )
+    rc, log = cli(*args)
+    assert rc == 0, log
+    assert (
+        "the training labels hold class code(s) 7 (20 px), 9 (120 px) that are not among the "
+        "classes (1, 2, 3)" in log
+    )
