@@ -3,9 +3,11 @@
 A reader thread reads windows with GDAL, normalises them with the card's statistics of the
 chosen domain and stacks batches into a bounded queue; the calling thread runs the model on the
 chosen device (mixed precision on CUDA); a blender thread merges the overlapping tiles with
-smooth weights into row strips and hands them to a sink (:func:`strip_sink` turns them into the
-class map, confidence and probabilities). Memory is ``O(classes x tile x width)``, whatever the
-raster's height. When the GPU runs out of memory, batches are split and the run goes on.
+smooth weights (:class:`~.blend.BandAccumulator`) and hands each finished piece to a sink
+(:func:`piece_sink` turns it into class map, confidence and probabilities, written block by
+block). Memory is bounded by the tile, the batch queues and a compact carry across the raster's
+shorter side (tiles go along the longer one), whatever the raster's size. When the GPU runs out
+of memory, batches are split and the run goes on.
 """
 
 from __future__ import annotations
@@ -21,21 +23,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from .blend import BandAccumulator, Piece, tile_order
 from .card import ModelCard
 from .contract import MAPPING
 from .csn import csn_domain
 from .models import input_divisor
 from .progress import Reporter
 from .raster import RasterReader
-from .tiling import Strip, StripAccumulator, Tile, TileGrid, make_grid
+from .tiling import Tile, TileGrid, make_grid
 from .writer import CLASS_NODATA, CONFIDENCE_NODATA, PROBABILITY_NODATA, PredictionWriter
 
 log = logging.getLogger(__name__)
 
 #: Batches waiting between the stages (reader -> model -> blender).
 PREFETCH = 3
-#: Rows converted to output arrays at a time.
-SINK_ROWS = 64
 #: At most this many tiles (computed or skipped) per batch, so progress keeps flowing.
 MAX_TILES_PER_BATCH = 256
 
@@ -51,41 +52,34 @@ def normalize(data: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> 
     return ((data.astype(np.float32, copy=False) - m) / s).astype(np.float32, copy=False)
 
 
-def strip_sink(writer: PredictionWriter, card: ModelCard) -> Callable[[Strip], None]:
-    """A sink writing finished strips into ``writer``: class codes, confidence, probabilities."""
+def piece_sink(writer: PredictionWriter, card: ModelCard) -> Callable[[Piece], None]:
+    """A sink writing finished pieces into ``writer``: class codes, confidence, probabilities."""
     codes = np.asarray(card.class_codes(), dtype=np.uint8)
     want_conf = writer.conf is not None
     want_probs = writer.probs is not None
     as_percent = writer.confidence_dtype == "uint8"
 
-    def write_rows(row_off: int, probs: np.ndarray, ok: np.ndarray) -> None:
+    def sink(piece: Piece) -> None:
+        ok = piece.valid & piece.covered
+        probs = piece.probs
         h, w = ok.shape
+        conf = probs_out = None
         if not ok.any():
             classes = np.zeros((h, w), np.uint8)
-            conf = (
-                np.full((h, w), CONFIDENCE_NODATA, writer.confidence_dtype) if want_conf else None
-            )
-            probs_out = (
-                np.full((len(codes), h, w), PROBABILITY_NODATA, np.float32) if want_probs else None
-            )
-            writer.write(row_off, classes, conf, probs_out)
-            return
-        classes = np.where(ok, codes[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
-        conf = probs_out = None
-        if want_conf:
-            pmax = probs.max(axis=0)
-            if as_percent:
-                pmax = np.clip(np.rint(pmax * 100.0), 1, 100)
-            conf = np.where(ok, pmax, CONFIDENCE_NODATA).astype(writer.confidence_dtype)
-        if want_probs:
-            probs_out = np.where(ok[None], probs, PROBABILITY_NODATA).astype(np.float32)
-        writer.write(row_off, classes, conf, probs_out)
-
-    def sink(strip: Strip) -> None:
-        ok = strip.valid & strip.covered
-        for r in range(0, strip.rows, SINK_ROWS):  # bounded temporaries on very wide rasters
-            rows = slice(r, r + SINK_ROWS)
-            write_rows(strip.row_off + r, strip.probs[:, rows], ok[rows])
+            if want_conf:
+                conf = np.full((h, w), CONFIDENCE_NODATA, writer.confidence_dtype)
+            if want_probs:
+                probs_out = np.full((len(codes), h, w), PROBABILITY_NODATA, np.float32)
+        else:
+            classes = np.where(ok, codes[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
+            if want_conf:
+                pmax = probs.max(axis=0)
+                if as_percent:
+                    pmax = np.clip(np.rint(pmax * 100.0), 1, 100)
+                conf = np.where(ok, pmax, CONFIDENCE_NODATA).astype(writer.confidence_dtype)
+            if want_probs:
+                probs_out = np.where(ok[None], probs, PROBABILITY_NODATA).astype(np.float32)
+        writer.write(piece.row_off, classes, conf, probs_out, col_off=piece.col_off)
 
     return sink
 
@@ -132,7 +126,7 @@ def _pad(array: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 class TileEngine:
-    """Runs one model over one :class:`RasterReader`, feeding finished strips to a sink."""
+    """Runs one model over one :class:`RasterReader`, feeding finished pieces to a sink."""
 
     def __init__(
         self,
@@ -156,13 +150,13 @@ class TileEngine:
         self.reporter = reporter
         self.divisor = input_divisor(card.architecture)
 
-    def run(self, reader: RasterReader, sink: Callable[[Strip], None]) -> tuple[int, int]:
+    def run(self, reader: RasterReader, sink: Callable[[Piece], None]) -> tuple[int, int]:
         """Predict every tile of ``reader``; returns ``(tiles_total, tiles_skipped)``."""
         grid = make_grid(reader.width, reader.height, self.tile, self.overlap)
         div = self.divisor
         pad_h = math.ceil(grid.tile_h / div) * div
         pad_w = math.ceil(grid.tile_w / div) * div
-        accumulator = StripAccumulator(grid, self.card.num_classes)
+        accumulator = BandAccumulator(grid, self.card.num_classes)
         stop = threading.Event()
         to_model: "queue.Queue[Any]" = queue.Queue(maxsize=PREFETCH)
         to_blend: "queue.Queue[Any]" = queue.Queue(maxsize=PREFETCH)
@@ -172,7 +166,7 @@ class TileEngine:
         def read_tiles() -> None:
             try:
                 batch = _Batch()
-                for t in grid.tiles():
+                for t in tile_order(grid):
                     if stop.is_set():
                         return
                     if reader.is_empty(t.window):
@@ -220,8 +214,8 @@ class TileEngine:
                         if k < len(item.compute) and item.compute[k] == i:
                             probs = item.probs[k]
                             k += 1
-                        for strip in accumulator.add(t, probs, valid):
-                            sink(strip)
+                        for piece in accumulator.add(t, probs, valid):
+                            sink(piece)
             except BaseException as exc:
                 blend_errors.append(exc)
                 stop.set()

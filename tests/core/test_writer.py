@@ -134,3 +134,45 @@ def test_set_class_metadata_on_any_dataset():
     band = ds.GetRasterBand(1)
     assert band.GetCategoryNames()[3] == "water"
     assert band.GetColorTable().GetColorEntry(3) == (*CLASSES[2].rgb(), 255)
+
+
+def test_windows_in_any_order_are_written_as_whole_blocks(tmp_path: Path, monkeypatch):
+    from lovecs_core.blocks import BlockAssembler
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 9, (2, 600, 530)).astype(np.uint8)
+    w = StripWriter(tmp_path / "w.tif", 530, 600, 2, np.uint8, GT, "", 0)
+    writes = []
+    real = gdal.Band.WriteArray
+
+    def spy(band, array, xoff=0, yoff=0, *a, **k):
+        writes.append((xoff, yoff, array.shape))
+        return real(band, array, xoff, yoff, *a, **k)
+
+    monkeypatch.setattr(gdal.Band, "WriteArray", spy)
+    # column strips, right to left, of uneven widths and heights (as the blender hands out)
+    for x0, x1 in [(400, 530), (97, 400), (0, 97)]:
+        for y0, y1 in [(0, 300), (300, 301), (301, 600)]:
+            w.write_window(y0, x0, data[:, y0:y1, x0:x1])
+    with pytest.raises(ValueError, match="windows"):
+        w.write(0, data)
+    w.finish()
+    monkeypatch.undo()
+    assert {(x % BLOCK, y % BLOCK) for x, y, _ in writes} == {(0, 0)}
+    assert len(writes) == 2 * 3 * 3  # 2 bands x 3 x 3 blocks, each written once
+    ds = _open(w.commit())
+    assert (ds.ReadAsArray() == data).all()
+    assembler = BlockAssembler(530, 600, 1, np.uint8, BLOCK)
+    list(assembler.add(0, 0, np.zeros((1, 10, 10), np.uint8)))
+    assert assembler.open_blocks == 1 and not assembler.complete()
+    with pytest.raises(ValueError, match="more than once"):
+        list(assembler.add(0, 0, np.zeros((1, 256, 256), np.uint8)))
+
+
+def test_missing_windows_are_an_error(tmp_path: Path):
+    w = StripWriter(tmp_path / "x.tif", 300, 300, 1, np.uint8, GT, "", 0)
+    w.write_window(0, 0, np.zeros((1, 256, 256), np.uint8))
+    with pytest.raises(ValueError, match="only 1 of 4 blocks"):
+        w.finish()
+    w.abort()
+    assert list(tmp_path.iterdir()) == []
