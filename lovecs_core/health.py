@@ -11,7 +11,11 @@ Verdicts:
   adapted model is at least as confident: the adapted model is used;
 * ``likely harmful``: the adapted map contradicts many of the source model's confident pixels, or
   the class mix moved far (a class gained a large share of the scene);
-* ``uncertain``: anything in between, e.g. a model that changed the map but became less sure.
+* ``uncertain``: anything in between, e.g. a model that changed the map but became less sure, or
+  one that halved or doubled a class's share of the scene (minority classes collapsing or
+  growing is self-training's typical failure, and it can hide behind high agreement: the
+  reference map's confident pixels are the anchor self-training learns from, so they agree by
+  construction). The reasons say which.
 
 Only ``improved`` delivers the adapted model by default: on the benchmark scenes
 (bench/RESULTS.md) every "uncertain" adaptation that lowered the mean confidence also lowered the
@@ -38,6 +42,8 @@ class HealthRules:
     harmful_gain: float = 0.15  # any class gaining more than this share: harmful
     improved_agreement: float = 0.90
     improved_shift: float = 0.10
+    improved_ratio: float = 2.0  # every class's share within 1/ratio..ratio of the reference's
+    ratio_min_share: float = 0.01  # ... for classes on at least this share of either map
 
 
 @dataclass
@@ -120,12 +126,9 @@ def health_check(
         )
     if reasons:
         verdict = HARMFUL
-    elif (
-        agree_conf >= r.improved_agreement and shift <= r.improved_shift and ac.mean() >= sc.mean()
-    ):
-        verdict = IMPROVED
     else:
-        verdict = UNCERTAIN
+        reasons = doubts(r, names, agree_conf, shift, before, after, sc.mean(), ac.mean())
+        verdict = UNCERTAIN if reasons else IMPROVED
     return HealthReport(
         verdict=verdict,
         agreement_confident=round(agree_conf, 4),
@@ -139,3 +142,34 @@ def health_check(
         shares_after={n: round(float(v), 4) for n, v in zip(names, after)},
         reasons=reasons,
     )
+
+
+def doubts(
+    r: HealthRules,
+    names: Sequence[str],
+    agree_conf: float,
+    shift: float,
+    before: np.ndarray,
+    after: np.ndarray,
+    conf_before: float,
+    conf_after: float,
+) -> list[str]:
+    """Why a run that is not likely harmful is not judged improved either (empty: improved)."""
+    found = []
+    if agree_conf < r.improved_agreement:
+        found.append(
+            f"{100 * agree_conf:.0f} % of the source model's confident pixels keep their class "
+            f"(< {100 * r.improved_agreement:.0f} %)"
+        )
+    if shift > r.improved_shift:
+        found.append(
+            f"the class mix moved by {100 * shift:.0f} % (> {100 * r.improved_shift:.0f} %)"
+        )
+    if conf_after < conf_before:
+        found.append(
+            f"the model became less sure ({100 * conf_before:.0f} % -> {100 * conf_after:.0f} %)"
+        )
+    for name, b, a in zip(names, before, after):
+        if max(a, b) >= r.ratio_min_share and not b / r.improved_ratio <= a <= b * r.improved_ratio:
+            found.append(f"{name} went from {100 * b:.1f} % to {100 * a:.1f} % of the scene")
+    return found

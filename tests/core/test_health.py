@@ -22,7 +22,7 @@ def test_a_small_confident_refinement_is_improved():
     pred, conf = source_map()
     adapted = pred.copy()
     unsure = conf < 0.5 * SCALE
-    adapted[unsure & (np.arange(pred.size) % 3 == 0)] = 3  # relabels a few unsure pixels
+    adapted[unsure & (np.arange(pred.size) % 10 == 0)] = 3  # relabels a few unsure pixels
     report = health_check(
         pred,
         conf,
@@ -45,6 +45,26 @@ def test_building_flooding_a_rural_scene_is_likely_harmful():
     assert report.largest_gain_class == "building" and report.largest_gain > 0.5
     assert any("building grew" in r for r in report.reasons)
     assert "likely harmful" in report.summary()
+
+
+def test_a_minority_class_halved_is_not_improved_even_when_all_else_looks_fine():
+    """Seen on target_b (CBST): agreement on the confident pixels 100 %, confidence up, class
+    mix moved 10 %, but building and road lost ~60 % of their area, and mIoU fell 7.6 points."""
+    rng = np.random.default_rng(4)
+    n = 50_000
+    pred = rng.choice(5, n, p=[0.025, 0.053, 0.128, 0.754, 0.04]).astype(np.uint8)
+    sure = np.where(np.isin(pred, [0, 1]), 0.7, 1.0)  # the minority classes are less sure
+    conf = np.round(rng.uniform(0.4, sure) * SCALE).astype(np.uint16)
+    adapted = pred.copy()
+    unsure = conf < np.quantile(conf, 0.5)
+    minority = unsure & np.isin(pred, [0, 1]) & (rng.random(n) < 0.9)
+    adapted[minority] = 2  # unsure building and road pixels become water
+    more_sure = np.minimum(conf.astype(np.int64) + 3000, SCALE).astype(np.uint16)
+    report = health_check(pred, conf, adapted, more_sure, NAMES)
+    assert report.agreement_confident == 1.0 and report.class_shift <= 0.1
+    assert report.verdict == UNCERTAIN, report.summary()
+    assert any(r.startswith("building went from") for r in report.reasons)
+    assert any(r.startswith("road went from") for r in report.reasons)
 
 
 def test_confident_pixels_relabelled_without_a_share_shift_is_harmful():
