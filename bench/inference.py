@@ -1,8 +1,12 @@
 """Tiled-inference throughput: the full pipeline (read, normalise, model, blend, write) against
-the model alone on the same tiles. Not a unit test; writes a section of bench/RESULTS.md.
+the model alone on the same tiles; with ``--memory``, peak RSS against raster size (VRT mosaics
+of a real scene, 4 MPix to 1 GPix, and very wide strips) for the bundled model and a null model
+(a 1x1 convolution: the I/O ceiling), each run in a fresh process. Not a unit test; writes
+sections of bench/RESULTS.md (and the plot bench/inference_memory.png).
 
     python bench/inference.py                       # the bundled model on target_b (CPU here)
-    python bench/inference.py --device cuda --repeat 4 --batch-size 16
+    python bench/inference.py --device cuda --batch-size 16
+    python bench/inference.py --memory              # the memory sweep (see inference_memory.py)
 """
 
 from __future__ import annotations
@@ -62,6 +66,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--no-amp", action="store_true")
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--memory", action="store_true", help="the peak-RSS sweep instead (--help)")
+    argv = sys.argv[1:] if argv is None else argv
+    if "--memory" in argv:
+        from inference_memory import main as memory_main
+
+        return memory_main([a for a in argv if a != "--memory"])
     args = p.parse_args(argv)
     if not Path(args.raster).is_file():
         print(f"raster not found: {args.raster} (set LOVECS_SHARED_DATA)", file=sys.stderr)

@@ -85,6 +85,7 @@ class BandAccumulator:
         self._sum = np.zeros((c, th, span), np.float32)
         self._w = np.zeros((th, span), np.float32)
         self._valid = np.zeros((th, span), bool)
+        self._scratch = np.empty((c, th, tw), np.float32)  # weighted tile, no temporary per tile
         self._x0 = 0  # raster column held in window column 0
         self._right = 0  # raster columns [x0, right) are in the window
         carry = max([y + th - n for y, n in zip(g.ys, g.ys[1:])] + [0])
@@ -98,7 +99,7 @@ class BandAccumulator:
     @property
     def nbytes(self) -> int:
         """Bytes held by the accumulator's buffers."""
-        arrays = (self._sum, self._w, self._valid, self._cq, self._cw, self._cv)
+        arrays = (self._sum, self._w, self._valid, self._scratch, self._cq, self._cw, self._cv)
         return sum(a.nbytes for a in arrays) + sum(w.nbytes for w in self._wcache.values())
 
     def _weights(self, ix: int, iy: int) -> np.ndarray:
@@ -136,7 +137,8 @@ class BandAccumulator:
             self._valid[:, cols] |= valid
         if probs is not None:
             wt = self._weights(tile.ix, tile.iy)
-            self._sum[:, :, cols] += probs * wt
+            weighted = np.multiply(probs, wt, out=self._scratch[:, : win.ysize, : win.xsize])
+            self._sum[:, :, cols] += weighted
             self._w[:, cols] += wt
         done = g.xs[tile.ix + 1] if tile.ix + 1 < nx else g.width
         pieces = [self._finish(done, tile.iy)]

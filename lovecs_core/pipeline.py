@@ -12,6 +12,8 @@ of memory, batches are split and the run goes on.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import math
 import queue
@@ -39,6 +41,22 @@ log = logging.getLogger(__name__)
 PREFETCH = 3
 #: At most this many tiles (computed or skipped) per batch, so progress keeps flowing.
 MAX_TILES_PER_BATCH = 256
+#: Freed heap memory goes back to the system after this many batches (glibc's ``malloc_trim``).
+TRIM_EVERY = 8
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's ``malloc_trim(0)``, or a no-op elsewhere. Three threads churning through tile-sized
+    arrays leave freed pages in glibc's arenas (about +0.3 GB of RSS on a 64 MPix map); handing
+    them back every few batches keeps the peak flat for a few milliseconds each time."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return lambda: None
+    return lambda: None if trim(0) else None
 
 
 def normalize(data: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -222,7 +240,8 @@ class TileEngine:
 
         reader_thread = threading.Thread(target=read_tiles, name="lovecs-read", daemon=True)
         blend_thread = threading.Thread(target=blend, name="lovecs-blend", daemon=True)
-        total, done, skipped = len(grid), 0, 0
+        total, done, skipped, batches = len(grid), 0, 0, 0
+        trim = _malloc_trim()
         was_training = self.net.training
         self.net.eval()
         self.net.to(self.dev)
@@ -248,6 +267,9 @@ class TileEngine:
                         self._check(blend_errors)
                     done += len(item.tiles)
                     skipped += item.skipped
+                    batches += 1
+                    if batches % TRIM_EVERY == 0:
+                        trim()
                     self.reporter(MAPPING, done / total, f"{done}/{total} tiles")
                     self._check(blend_errors)
             _put(to_blend, _END, stop)

@@ -86,7 +86,7 @@ def test_memory_depends_on_the_shorter_side_only():
         carry = acc._cq.nbytes + acc._cw.nbytes + acc._cv.nbytes
         return carry, acc.nbytes - carry
 
-    window = (6 * 4 + 1 + 9 * 4) * 512 * 512  # sums and weights, mask, cached tile weights
+    window = (6 * 4 + 1 + 5 * 4 + 9 * 4) * 512 * 512  # sums and weights, mask, scratch, weights
     for side in (8192, 20_000):
         for length in (side, 50_000, 400_000):
             carry, rest = sizes(side, length)

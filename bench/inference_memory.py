@@ -1,0 +1,232 @@
+"""Peak RSS of ``lovecs predict`` against raster size and width (``bench/inference.py --memory``).
+
+Inputs are VRT mosaics of one real scene (``target_b/scene.tif``, 1831 x 2077 RGB, tiled, with
+nodata), built under ``bench/data/inference`` (git-ignored): squares from 4 MPix to 1 GPix and
+very wide strips. Every run is a fresh process pinned to ``--cores`` CPU cores with as many torch
+threads; its peak is the kernel's VmHWM, reset after the imports and the model load (``base``).
+Models: the bundled one and a null model (the same card with a 1x1 convolution: what the read,
+blend and write stages alone cost, the I/O ceiling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT / "bench" / "data" / "inference"
+PLOT = ROOT / "bench" / "inference_memory.png"
+SHARED = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+MODEL = ROOT / "resources" / "models" / "default.lovecs"
+#: (name, width, height): squares 4 MPix ... 1 GPix, and strips (very wide, short).
+SIZES = {
+    "2048": (2048, 2048),
+    "4096": (4096, 4096),
+    "8192": (8192, 8192),
+    "16384": (16384, 16384),
+    "32768": (32768, 32768),
+    "strip-32768x2048": (32768, 2048),
+    "strip-262144x2048": (262144, 2048),
+}
+
+CHILD = """
+import json, os, sys, time
+cores, null = int(sys.argv[4]), sys.argv[5] == "null"
+os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:cores]))
+import torch
+torch.set_num_threads(cores)
+sys.path.insert(0, sys.argv[6])
+from bench.inference_memory import load
+from lovecs_core.predict import predict_raster
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+model = load(sys.argv[1], null)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # VmHWM := VmRSS: the peak from here on
+base = status("VmRSS")
+t0 = time.perf_counter()
+r = predict_raster(model, sys.argv[2], sys.argv[3], device="cpu", batch_size=4, resample=False)
+print(json.dumps({"base": base, "peak": status("VmHWM"), "seconds": time.perf_counter() - t0,
+                  "tiles": r.tiles_total, "skipped": r.tiles_skipped}))
+"""
+
+
+def load(path: str, null: bool) -> Any:
+    """The model file, or (``null``) its card with a 1x1 convolution instead of the network."""
+    import dataclasses
+
+    from lovecs_core.models import architecture, build_model, model_from_file
+
+    card, net = model_from_file(path)
+    if not null:
+        return card, net
+    card = dataclasses.replace(
+        card, architecture=architecture("tiny", csn=False, width=8, depth=0), name="null"
+    )
+    return card, build_model(card).eval()
+
+
+def mosaic(src: Path, width: int, height: int) -> Path:
+    """A VRT of ``width x height`` pixels tiling ``src`` (written once, under bench/data)."""
+    from osgeo import gdal
+
+    out = DATA / f"mosaic-{width}x{height}.vrt"
+    if out.is_file():
+        return out
+    DATA.mkdir(parents=True, exist_ok=True)
+    ds = gdal.Open(str(src))
+    sw, sh, n = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
+    nodata = ds.GetRasterBand(1).GetNoDataValue()
+    gt = ds.GetGeoTransform()
+    bands = []
+    for b in range(1, n + 1):
+        sources = []
+        for y in range(0, height, sh):
+            for x in range(0, width, sw):
+                w, h = min(sw, width - x), min(sh, height - y)
+                sources.append(
+                    f'<SimpleSource><SourceFilename relativeToVRT="0">{src}</SourceFilename>'
+                    f"<SourceBand>{b}</SourceBand>"
+                    f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+                    f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/></SimpleSource>'
+                )
+        nd = "" if nodata is None else f"<NoDataValue>{nodata:g}</NoDataValue>"
+        bands.append(
+            f'<VRTRasterBand dataType="Byte" band="{b}">{nd}{"".join(sources)}</VRTRasterBand>'
+        )
+    out.write_text(
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+        f"<SRS>{ds.GetProjection()}</SRS>"
+        f"<GeoTransform>{', '.join(repr(v) for v in gt)}</GeoTransform>"
+        + "".join(bands)
+        + "</VRTDataset>"
+    )
+    return out
+
+
+def measure(raster: Path, null: bool, cores: int) -> dict[str, Any]:
+    out = DATA / "out.tif"
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(MODEL), str(raster), str(out), str(cores)]
+        + ["null" if null else "model", str(ROOT)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    for p in DATA.glob("out.tif*"):
+        p.unlink()
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--null-sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
+    p.add_argument(
+        "--model-sizes",
+        nargs="*",
+        default=["2048", "4096", "8192", "strip-32768x2048", "16384", "32768"],
+        choices=list(SIZES),
+    )
+    p.add_argument("--cores", type=int, default=1)
+    p.add_argument("--ceiling", default="8192", help="size for the 1- and 2-core I/O ceiling")
+    p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    src = SHARED / "target_b" / "scene.tif"
+    if not src.is_file():
+        print(f"raster not found: {src} (set LOVECS_SHARED_DATA)", file=sys.stderr)
+        return 2
+    rows: list[dict[str, Any]] = []
+    runs = [(s, True, args.cores) for s in args.null_sizes]
+    if args.ceiling:  # the I/O ceiling on 1 and 2 cores
+        runs += [(args.ceiling, True, c) for c in (1, 2) if c != args.cores]
+    runs += [(s, False, args.cores) for s in args.model_sizes]
+    for name, null, cores in runs:
+        w, h = SIZES[name]
+        m = measure(mosaic(src, w, h), null, cores)
+        m.update(name=name, width=w, height=h, null=null, cores=cores)
+        m["mpix_s"] = w * h / 1e6 / m["seconds"]
+        print(json.dumps(m), flush=True)
+        rows.append(m)
+        text = report(rows, args)  # after every run: a long sweep cut short keeps its rows
+        plot(rows)
+        if not args.no_write:
+            from adaptation import write_section
+
+            write_section(Path(args.results), "inference-memory:cpu", text)
+    print(text)
+    return 0
+
+
+def _load() -> str:
+    return os.getloadavg()[0].__format__(".1f")
+
+
+def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    gb = 1024**3
+    lines = [
+        "### Peak memory against raster size (tiled inference, CPU)",
+        "",
+        f"- command: `python bench/inference.py --memory {' '.join(sys.argv[2:])}`".rstrip(),
+        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; CPU "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with a "
+        f"training run (load average {_load()} at the end); torch threads = cores of the run",
+        "- input: VRT mosaics of target_b/scene.tif (RGB uint8, nodata 0); tile 512, overlap 64,"
+        " batch 4, no resampling; outputs: class map only",
+        "- peak = the process's VmHWM after imports and model load were counted as base",
+        "",
+        "| raster | MPix | model | cores | base GB | peak GB | seconds | MPix/s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['width']} x {r['height']} | {r['width'] * r['height'] / 1e6:.0f} "
+            f"| {'null (1x1 conv)' if r['null'] else 'bundled'} | {r['cores']} "
+            f"| {r['base'] / gb:.2f} | {r['peak'] / gb:.2f} | {r['seconds']:.0f} "
+            f"| {r['mpix_s']:.2f} |"
+        )
+    lines += ["", f"![peak RSS against raster size]({PLOT.name})"]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for null, label in ((False, "bundled model"), (True, "null model (I/O ceiling)")):
+        for strip, marker in ((False, "o-"), (True, "s")):
+            pts = sorted(
+                (r["width"] * r["height"] / 1e6, r["peak"] / 1024**3)
+                for r in rows
+                if r["null"] == null and r["name"].startswith("strip") == strip and r["cores"] == 1
+            )
+            if pts:
+                kind = "strip" if strip else "square"
+                ax.plot(*zip(*pts), marker, label=f"{label}, {kind}")
+    ax.set_xscale("log")
+    ax.set_xlabel("raster size (MPix)")
+    ax.set_ylabel("peak RSS (GB)")
+    ax.set_ylim(bottom=0)
+    ax.axhline(1.5, color="grey", ls=":", label="1.5 GB target")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=110)
+    plt.close(fig)
