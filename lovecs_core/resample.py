@@ -26,6 +26,9 @@ from .writer import (
     temporary_path,
 )
 
+#: Columns copied at a time from the warped-back files (16 output blocks).
+COPY_COLUMNS = 16 * BLOCK
+
 
 def predict_resampled(
     engine: TileEngine,
@@ -136,27 +139,36 @@ def _warp_onto(
 def _copy_masked(
     paths: list[Path], source: RasterReader, writer: PredictionWriter, reporter: Reporter
 ) -> None:
-    """Stream the warped-back files into ``writer`` in strips, nodata where the input is not
-    valid (the model grid's footprint is coarser than the input's mask)."""
+    """Stream the warped-back files into ``writer`` in windows of one block row by
+    :data:`COPY_COLUMNS` columns (memory independent of the raster's width), nodata where the
+    input is not valid (the model grid's footprint is coarser than the input's mask)."""
     datasets = [gdal.Open(str(p)) for p in paths]
     try:
         height, width = source.height, source.width
         for row in range(0, height, BLOCK):
             rows = min(BLOCK, height - row)
-            valid = source.read_valid(Window(0, row, width, rows))
-            arrays = [ds.ReadAsArray(0, row, width, rows) for ds in datasets]
-            classes = np.where(valid, arrays[0], CLASS_NODATA).astype(np.uint8)
-            conf = probs = None
-            k = 1
-            if writer.conf is not None:
-                conf = np.where(valid & (classes > 0), arrays[k], CONFIDENCE_NODATA)
-                conf = conf.astype(writer.confidence_dtype)
-                k += 1
-            if writer.probs is not None:
-                p = arrays[k].reshape(-1, rows, width)
-                probs = np.where((valid & (classes > 0))[None], p, PROBABILITY_NODATA)
-                probs = probs.astype(np.float32)
-            writer.write(row, classes, conf, probs)
+            for col in range(0, width, COPY_COLUMNS):
+                cols = min(COPY_COLUMNS, width - col)
+                _copy_window(datasets, source, writer, Window(col, row, cols, rows))
             reporter(RESAMPLING, 1.0 if row + rows >= height else (row + rows) / height, "masking")
     finally:
         datasets.clear()
+
+
+def _copy_window(
+    datasets: list[gdal.Dataset], source: RasterReader, writer: PredictionWriter, w: Window
+) -> None:
+    valid = source.read_valid(w)
+    arrays = [ds.ReadAsArray(w.xoff, w.yoff, w.xsize, w.ysize) for ds in datasets]
+    classes = np.where(valid, arrays[0], CLASS_NODATA).astype(np.uint8)
+    conf = probs = None
+    k = 1
+    if writer.conf is not None:
+        conf = np.where(valid & (classes > 0), arrays[k], CONFIDENCE_NODATA)
+        conf = conf.astype(writer.confidence_dtype)
+        k += 1
+    if writer.probs is not None:
+        p = arrays[k].reshape(-1, w.ysize, w.xsize)
+        probs = np.where((valid & (classes > 0))[None], p, PROBABILITY_NODATA)
+        probs = probs.astype(np.float32)
+    writer.write(w.yoff, classes, conf, probs, col_off=w.xoff)
