@@ -7,6 +7,7 @@ sections of bench/RESULTS.md (and the plot bench/inference_memory.png).
     python bench/inference.py                       # the bundled model on target_b (CPU here)
     python bench/inference.py --device cuda --batch-size 16
     python bench/inference.py --memory              # the memory sweep (see inference_memory.py)
+    python bench/inference.py --precision           # CPU bf16 / channels_last (model alone)
 """
 
 from __future__ import annotations
@@ -67,11 +68,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--memory", action="store_true", help="the peak-RSS sweep instead (--help)")
+    p.add_argument("--precision", action="store_true", help="CPU bf16 / channels_last (--help)")
     argv = sys.argv[1:] if argv is None else argv
     if "--memory" in argv:
         from inference_memory import main as memory_main
 
         return memory_main([a for a in argv if a != "--memory"])
+    if "--precision" in argv:
+        from inference_precision import main as precision_main
+
+        return precision_main([a for a in argv if a != "--precision"])
     args = p.parse_args(argv)
     if not Path(args.raster).is_file():
         print(f"raster not found: {args.raster} (set LOVECS_SHARED_DATA)", file=sys.stderr)

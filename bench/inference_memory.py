@@ -57,7 +57,8 @@ with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # VmHWM := VmRSS: the peak from here on
 base = status("VmRSS")
 t0 = time.perf_counter()
-r = predict_raster(model, sys.argv[2], sys.argv[3], device="cpu", batch_size=4, resample=False)
+r = predict_raster(model, sys.argv[2], sys.argv[3], device="cpu", batch_size=int(sys.argv[7]),
+                   resample=False)
 print(json.dumps({"base": base, "peak": status("VmHWM"), "seconds": time.perf_counter() - t0,
                   "tiles": r.tiles_total, "skipped": r.tiles_skipped}))
 """
@@ -116,11 +117,11 @@ def mosaic(src: Path, width: int, height: int) -> Path:
     return out
 
 
-def measure(raster: Path, null: bool, cores: int) -> dict[str, Any]:
+def measure(raster: Path, null: bool, cores: int, batch: int) -> dict[str, Any]:
     out = DATA / "out.tif"
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, str(MODEL), str(raster), str(out), str(cores)]
-        + ["null" if null else "model", str(ROOT)],
+        + ["null" if null else "model", str(ROOT), str(batch)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -141,7 +142,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         default=["2048", "4096", "8192", "strip-32768x2048", "16384", "32768"],
         choices=list(SIZES),
     )
+    p.add_argument("--batch1-sizes", nargs="*", default=["8192"], choices=list(SIZES))
     p.add_argument("--cores", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=4, help="the CLI's default (4)")
     p.add_argument("--ceiling", default="8192", help="size for the 1- and 2-core I/O ceiling")
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true")
@@ -151,14 +154,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"raster not found: {src} (set LOVECS_SHARED_DATA)", file=sys.stderr)
         return 2
     rows: list[dict[str, Any]] = []
-    runs = [(s, True, args.cores) for s in args.null_sizes]
+    b = args.batch_size
+    runs = [(s, True, args.cores, b) for s in args.null_sizes]
     if args.ceiling:  # the I/O ceiling on 1 and 2 cores
-        runs += [(args.ceiling, True, c) for c in (1, 2) if c != args.cores]
-    runs += [(s, False, args.cores) for s in args.model_sizes]
-    for name, null, cores in runs:
+        runs += [(args.ceiling, True, c, b) for c in (1, 2) if c != args.cores]
+    runs += [(s, False, args.cores, 1) for s in args.batch1_sizes]  # the API's CPU default
+    runs += [(s, False, args.cores, b) for s in args.model_sizes]
+    for name, null, cores, batch in runs:
         w, h = SIZES[name]
-        m = measure(mosaic(src, w, h), null, cores)
-        m.update(name=name, width=w, height=h, null=null, cores=cores)
+        m = measure(mosaic(src, w, h), null, cores, batch)
+        m.update(name=name, width=w, height=h, null=null, cores=cores, batch=batch)
         m["mpix_s"] = w * h / 1e6 / m["seconds"]
         print(json.dumps(m), flush=True)
         rows.append(m)
@@ -177,7 +182,7 @@ def _load() -> str:
 
 
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    gb = 1024**3
+    gb = 1e9
     lines = [
         "### Peak memory against raster size (tiled inference, CPU)",
         "",
@@ -186,16 +191,18 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with a "
         f"training run (load average {_load()} at the end); torch threads = cores of the run",
         "- input: VRT mosaics of target_b/scene.tif (RGB uint8, nodata 0); tile 512, overlap 64,"
-        " batch 4, no resampling; outputs: class map only",
-        "- peak = the process's VmHWM after imports and model load were counted as base",
+        " no resampling; outputs: class map only; batch: tiles per forward pass (4: the CLI's"
+        " default, 1: predict_raster's default on a CPU)",
+        "- peak = the process's VmHWM (GB = 10^9 bytes) after imports and model load were counted"
+        " as base",
         "",
-        "| raster | MPix | model | cores | base GB | peak GB | seconds | MPix/s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "| raster | MPix | model | batch | cores | base GB | peak GB | seconds | MPix/s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['width']} x {r['height']} | {r['width'] * r['height'] / 1e6:.0f} "
-            f"| {'null (1x1 conv)' if r['null'] else 'bundled'} | {r['cores']} "
+            f"| {'null (1x1 conv)' if r['null'] else 'bundled'} | {r['batch']} | {r['cores']} "
             f"| {r['base'] / gb:.2f} | {r['peak'] / gb:.2f} | {r['seconds']:.0f} "
             f"| {r['mpix_s']:.2f} |"
         )
@@ -210,19 +217,21 @@ def plot(rows: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for null, label in ((False, "bundled model"), (True, "null model (I/O ceiling)")):
+    series = [(False, 4, "bundled model"), (False, 1, "bundled, batch 1"), (True, 4, "null model")]
+    for null, batch, label in series:
         for strip, marker in ((False, "o-"), (True, "s")):
             pts = sorted(
-                (r["width"] * r["height"] / 1e6, r["peak"] / 1024**3)
+                (r["width"] * r["height"] / 1e6, r["peak"] / 1e9)
                 for r in rows
-                if r["null"] == null and r["name"].startswith("strip") == strip and r["cores"] == 1
+                if (r["null"], r["batch"], r["cores"]) == (null, batch, 1)
+                and r["name"].startswith("strip") == strip
             )
             if pts:
                 kind = "strip" if strip else "square"
                 ax.plot(*zip(*pts), marker, label=f"{label}, {kind}")
     ax.set_xscale("log")
     ax.set_xlabel("raster size (MPix)")
-    ax.set_ylabel("peak RSS (GB)")
+    ax.set_ylabel("peak RSS (GB, 10^9 bytes)")
     ax.set_ylim(bottom=0)
     ax.axhline(1.5, color="grey", ls=":", label="1.5 GB target")
     ax.grid(alpha=0.3)

@@ -38,11 +38,11 @@ from .writer import CLASS_NODATA, CONFIDENCE_NODATA, PROBABILITY_NODATA, Predict
 log = logging.getLogger(__name__)
 
 #: Batches waiting between the stages (reader -> model -> blender).
-PREFETCH = 3
+PREFETCH = 2
 #: At most this many tiles (computed or skipped) per batch, so progress keeps flowing.
 MAX_TILES_PER_BATCH = 256
 #: Freed heap memory goes back to the system after this many batches (glibc's ``malloc_trim``).
-TRIM_EVERY = 8
+TRIM_EVERY = 2
 
 
 def _malloc_trim() -> Callable[[], None]:

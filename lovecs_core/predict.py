@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
 from osgeo import gdal
 from torch import nn
 
@@ -49,10 +50,21 @@ GSD_TOLERANCE = 0.10
 MAX_UPSAMPLING = 4.0
 #: GDAL block cache while mapping (input blocks are reused by overlapping tiles) and while
 #: building overviews (a single sequential pass).
-MAPPING_CACHE_BYTES = 128 * 1024**2
+MAPPING_CACHE_BYTES = 64 * 1024**2
 OVERVIEW_CACHE_BYTES = 32 * 1024**2
 
+#: Tiles per forward pass when none is asked for: on a CPU one 512 px tile at a time keeps the
+#: activations within the caches (the bundled model ran 2x faster than four at a time, with less
+#: memory: bench/RESULTS.md); a GPU wants batches.
+CPU_BATCH = 1
+GPU_BATCH = 4
+
 ModelArg = str | os.PathLike[str] | tuple[ModelCard, nn.Module]
+
+
+def default_batch_size(dev: torch.device) -> int:
+    """Tiles per batch when the caller gives none: :data:`CPU_BATCH` or :data:`GPU_BATCH`."""
+    return CPU_BATCH if dev.type == "cpu" else GPU_BATCH
 
 
 @dataclass
@@ -121,7 +133,7 @@ def predict_raster(
     tile: Optional[int] = None,
     overlap: Optional[int] = None,
     device: str = "auto",
-    batch_size: int = 4,
+    batch_size: Optional[int] = None,
     domain: Optional[str] = None,
     confidence: Optional[str | os.PathLike[str]] = None,
     extent: Optional[tuple[float, float, float, float]] = None,
@@ -142,6 +154,7 @@ def predict_raster(
     with ``confidence_dtype="float32"``, 0..1; nodata 0 in both. ``probabilities``: optional
     float32 GeoTIFF with one band per class (nodata -1). ``extent``: ``(xmin, ymin, xmax, ymax)``
     in the raster's CRS; only that window of the input grid is classified and written.
+    ``batch_size``: tiles per forward pass (None: :func:`default_batch_size` of the device).
     ``model`` may be a ``(card, module)`` pair: the module is moved to the device and used in
     eval mode (its train/eval mode is restored afterwards).
     ``align``: a model not adapted to this scene sees the scene through the sensor alignment of
@@ -179,7 +192,7 @@ def _predict_raster(
     tile: Optional[int],
     overlap: Optional[int],
     device: str,
-    batch_size: int,
+    batch_size: Optional[int],
     domain: Optional[str],
     confidence: Optional[str | os.PathLike[str]],
     extent: Optional[tuple[float, float, float, float]],
@@ -196,9 +209,10 @@ def _predict_raster(
     card, net = load_model(model)
     domain = domain or card.default_domain
     mean, std = card.stats(domain)
+    dev = resolve_device(device)
+    batch_size = default_batch_size(dev) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    dev = resolve_device(device)
     out = Path(out)
     conf_path = None if confidence is None else Path(confidence)
     prob_path = None if probabilities is None else Path(probabilities)

@@ -1,0 +1,32 @@
+from pathlib import Path
+
+import numpy as np
+import torch
+from osgeo import gdal
+
+from lovecs_core.models import build_model
+from lovecs_core.predict import CPU_BATCH, GPU_BATCH, default_batch_size, predict_raster
+
+from .helpers import tiny_card, write_geotiff
+
+
+def test_cpu_maps_one_tile_per_forward_by_default_with_the_same_result(tmp_path: Path):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    card = tiny_card()
+    net = build_model(card).eval()
+    sizes: list[int] = []
+    net.register_forward_pre_hook(lambda module, inputs: sizes.append(inputs[0].shape[0]))
+    data = np.random.default_rng(5).integers(1, 256, (3, 120, 150)).astype(np.uint8)
+    raster = write_geotiff(tmp_path / "r.tif", data)
+    one = predict_raster((card, net), raster, tmp_path / "a.tif", tile=32, overlap=8, device="cpu")
+    assert set(sizes) == {CPU_BATCH} == {1}
+    sizes.clear()
+    four = predict_raster(
+        (card, net), raster, tmp_path / "b.tif", tile=32, overlap=8, device="cpu", batch_size=4
+    )
+    assert max(sizes) == 4 and one.tiles_total == four.tiles_total
+    a, b = (gdal.Open(str(p)).ReadAsArray() for p in (one.output, four.output))
+    assert (a == b).all()
+    assert default_batch_size(torch.device("cpu")) == 1
+    assert default_batch_size(torch.device("cuda", 0)) == GPU_BATCH == 4
