@@ -111,14 +111,9 @@ def health_check(
     top = int(np.argmax(gains))
     reasons = []
     if agree_conf < r.harmful_agreement:
-        reasons.append(
-            f"only {100 * agree_conf:.0f} % of the source model's confident pixels "
-            f"keep their class (< {100 * r.harmful_agreement:.0f} %)"
-        )
+        reasons.append("only " + agreement_note(agree_conf, r.harmful_agreement))
     if shift > r.harmful_shift:
-        reasons.append(
-            f"the class mix moved by {100 * shift:.0f} % (> {100 * r.harmful_shift:.0f} %)"
-        )
+        reasons.append(shift_note(shift, r.harmful_shift))
     if gains[top] > r.harmful_gain:
         reasons.append(
             f"{names[top]} grew from {100 * before[top]:.0f} % to "
@@ -157,14 +152,9 @@ def doubts(
     """Why a run that is not likely harmful is not judged improved either (empty: improved)."""
     found = []
     if agree_conf < r.improved_agreement:
-        found.append(
-            f"{100 * agree_conf:.0f} % of the source model's confident pixels keep their class "
-            f"(< {100 * r.improved_agreement:.0f} %)"
-        )
+        found.append(agreement_note(agree_conf, r.improved_agreement))
     if shift > r.improved_shift:
-        found.append(
-            f"the class mix moved by {100 * shift:.0f} % (> {100 * r.improved_shift:.0f} %)"
-        )
+        found.append(shift_note(shift, r.improved_shift))
     if conf_after < conf_before:
         found.append(
             f"the model became less sure ({100 * conf_before:.0f} % -> {100 * conf_after:.0f} %)"
@@ -173,3 +163,14 @@ def doubts(
         if max(a, b) >= r.ratio_min_share and not b / r.improved_ratio <= a <= b * r.improved_ratio:
             found.append(f"{name} went from {100 * b:.1f} % to {100 * a:.1f} % of the scene")
     return found
+
+
+def agreement_note(agreement: float, limit: float) -> str:
+    return (
+        f"{100 * agreement:.0f} % of the source model's confident pixels keep their class "
+        f"(< {100 * limit:.0f} %)"
+    )
+
+
+def shift_note(shift: float, limit: float) -> str:
+    return f"the class mix moved by {100 * shift:.0f} % (> {100 * limit:.0f} %)"
