@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,10 +43,15 @@ def model_only_seconds(
     bands: int,
     batch: int,
     amp: bool,
+    cpu_bf16: bool = False,
 ) -> float:
-    """Seconds for the model alone on ``tiles`` random tiles already on the device."""
+    """Seconds for the model alone on ``tiles`` random tiles already on the device (channels_last
+    on a CPU, as the pipeline runs it)."""
     x = torch.randn(batch, bands, tile, tile, device=device)
-    with torch.inference_mode(), autocast(device, amp):
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(device, amp or cpu_bf16, cpu_bf16=cpu_bf16):
         model(x)  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -65,6 +71,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--tile", type=int)
     p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--cpu-bf16", action="store_true", help="bfloat16 autocast on a CPU")
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--memory", action="store_true", help="the peak-RSS sweep instead (--help)")
@@ -100,11 +107,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         device=str(device),
         batch_size=args.batch_size,
         amp=amp,
+        cpu_bf16=args.cpu_bf16,
         resample=False,
     )
     processed = result.tiles_total - result.tiles_skipped
     model_s = model_only_seconds(
-        model, device, processed, tile, card.band_count, args.batch_size, amp
+        model, device, processed, tile, card.band_count, args.batch_size, amp, args.cpu_bf16
     )
     pipe_mpix = pixels / 1e6 / result.seconds
     model_mpix = processed * tile * tile / 1e6 / model_s
@@ -116,7 +124,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "",
             f"- command: `python bench/inference.py {' '.join(sys.argv[1:])}`",
             f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; device: "
-            f"{device_description(device)}; mixed precision: {amp and device.type == 'cuda'}",
+            f"{device_description(device)}; mixed precision: {amp and device.type == 'cuda'}; "
+            f"CPU bf16 autocast: {args.cpu_bf16}; load average {os.getloadavg()[0]:.1f}",
             f"- model: {card.name} ({card.architecture.get('arch')} "
             f"{card.architecture.get('encoder', '')}); raster: {Path(args.raster).name}, "
             f"{pixels / 1e6:.2f} MPix; tile {result.tile}, overlap {result.overlap}, "

@@ -113,7 +113,7 @@ class BandAccumulator:
         self, tile: Tile, probs: Optional[np.ndarray], valid: Optional[np.ndarray]
     ) -> list[Piece]:
         """Add one tile's probabilities ``[C, h, w]`` (None: skipped) and validity mask (None: no
-        valid pixel); returns the pieces that became final (maybe none)."""
+        valid pixel); returns the pieces that became final."""
         if self.flip:
             w = tile.window
             tile = Tile(tile.iy, tile.ix, Window(w.yoff, w.xoff, w.ysize, w.xsize))
@@ -131,7 +131,7 @@ class BandAccumulator:
         win = tile.window
         if tile.ix == 0:
             self._x0 = self._right = 0
-        self._extend(win.xoff + win.xsize, tile.iy)
+        self._extend(win.xoff + win.xsize)
         cols = slice(win.xoff - self._x0, win.xoff - self._x0 + win.xsize)
         if valid is not None:
             self._valid[:, cols] |= valid
@@ -144,7 +144,7 @@ class BandAccumulator:
         pieces = [self._finish(done, tile.iy)]
         return [p.transposed() for p in pieces] if self.flip else pieces
 
-    def _extend(self, right: int, iy: int) -> None:
+    def _extend(self, right: int) -> None:
         """Bring raster columns up to ``right`` into the window, seeded from the carry."""
         if right <= self._right:
             return
@@ -155,7 +155,7 @@ class BandAccumulator:
         self._valid[:, a:b] = False
         n = self._carry_rows
         if n:
-            w = self._cw[:n, new].astype(np.float32)
+            w = self._cw[:n, new]
             q = self._cq[:, :n, new].astype(np.float32) * np.float32(1.0 / Q_SCALE)
             self._sum[:, :n, a:b] = q * w
             self._w[:n, a:b] = w

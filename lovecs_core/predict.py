@@ -144,6 +144,7 @@ def predict_raster(
     probabilities: Optional[str | os.PathLike[str]] = None,
     write_style: bool = True,
     align: bool = True,
+    cpu_bf16: bool = False,
 ) -> PredictResult:
     """Classify ``raster`` with ``model`` into the GeoTIFF ``out`` (uint8 class codes, nodata 0)
     plus ``out``'s ``.qml`` style.
@@ -159,6 +160,9 @@ def predict_raster(
     eval mode (its train/eval mode is restored afterwards).
     ``align``: a model not adapted to this scene sees the scene through the sensor alignment of
     :mod:`.radiometry` (bit depth, out-of-range bands), folded into its normalisation.
+    ``cpu_bf16``: bfloat16 autocast on a CPU that computes it natively (about 1.6x faster for the
+    bundled model; 99.8 % of its pixels keep their class, bench/RESULTS.md). Off by default: it
+    changes maps, float32 does not. On a CPU the network always runs channels_last (same sums).
     """
     with gdal_cache_limit(MAPPING_CACHE_BYTES):
         return _predict_raster(
@@ -180,6 +184,7 @@ def predict_raster(
             probabilities=probabilities,
             write_style=write_style,
             align=align,
+            cpu_bf16=cpu_bf16,
         )
 
 
@@ -203,6 +208,7 @@ def _predict_raster(
     probabilities: Optional[str | os.PathLike[str]],
     write_style: bool,
     align: bool,
+    cpu_bf16: bool,
 ) -> PredictResult:
     start = time.perf_counter()
     reporter = reporter or Reporter()
@@ -258,7 +264,7 @@ def _predict_raster(
         )
 
     engine = TileEngine(
-        card, net, dev, domain, mean, std, tile_px, overlap_px, batch_size, amp, reporter
+        card, net, dev, domain, mean, std, tile_px, overlap_px, batch_size, amp, reporter, cpu_bf16
     )
     gt = ds.GetGeoTransform(can_return_null=True)
     metadata = {

@@ -30,3 +30,28 @@ def test_cpu_maps_one_tile_per_forward_by_default_with_the_same_result(tmp_path:
     assert (a == b).all()
     assert default_batch_size(torch.device("cpu")) == 1
     assert default_batch_size(torch.device("cuda", 0)) == GPU_BATCH == 4
+
+
+def test_cpu_bf16_is_opt_in_and_the_module_keeps_its_memory_format(tmp_path: Path):
+    from lovecs_core.runtime import cpu_bf16_supported
+
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    card = tiny_card()
+    net = build_model(card).eval()
+    dtypes: list[torch.dtype] = []
+    net.register_forward_hook(lambda module, inputs, out: dtypes.append(out.dtype))
+    data = np.random.default_rng(6).integers(1, 256, (3, 100, 100)).astype(np.uint8)
+    raster = write_geotiff(tmp_path / "r.tif", data)
+    exact = predict_raster((card, net), raster, tmp_path / "a.tif", tile=32, overlap=8)
+    assert set(dtypes) == {torch.float32}  # the default: float32, channels_last (same sums)
+    assert all(p.is_contiguous() for p in net.parameters())  # restored after the run
+    if not cpu_bf16_supported():
+        return
+    dtypes.clear()
+    fast = predict_raster(
+        (card, net), raster, tmp_path / "b.tif", tile=32, overlap=8, cpu_bf16=True
+    )
+    assert set(dtypes) == {torch.bfloat16}
+    a, b = (gdal.Open(str(p)).ReadAsArray() for p in (exact.output, fast.output))
+    assert (a == b).mean() >= 0.99
