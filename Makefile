@@ -72,7 +72,7 @@ DEMO_ARGS ?=
 demo: setup | $(TMPDIR)  ## train, adapt and map a real cross-sensor pair; styled map, preview, QGIS project
 	$(PY) scripts/demo.py $(DEMO_ARGS)
 
-SOURCE_MODEL := bench/out/source-v2/source.lovecs
+SOURCE_MODEL := bench/out/source-v3/source.lovecs
 $(SOURCE_MODEL): | $(TMPDIR)
 	$(PY) bench/train_source.py --iterations 5000 --out $@
 

@@ -9,7 +9,7 @@ Per scene and method: mIoU, OA, per-class IoU, the health check's verdict, and w
 the user gets beats the aligned source model. On target_b an oracle trained on its own labels
 gives the gap. Labels are used for scoring only; no setting is tuned on them.
 
-    python bench/adaptation.py --source-model bench/out/source-v2/source.lovecs
+    python bench/adaptation.py --source-model bench/out/source-v3/source.lovecs
     python bench/adaptation.py --budget tiny          # smoke run: a few minutes
 
 Results: ``bench/out/adaptation-<budget>-<preset>/scores.json`` and a section of

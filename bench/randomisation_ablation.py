@@ -53,7 +53,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; device: "
         f"CPU {platform.machine()}, {torch.get_num_threads()} thread(s)",
         "- each model applied with the sensor alignment, as `lovecs predict` does; vegetation and "
-        "water are source images held out of both trainings",
+        "water are source images held out of every training; clean share 0.0: models trained "
+        "before the setting existed",
         "",
         "| model | training | scene | mIoU | " + " | ".join(names) + " | OA |",
         "|---|---|---|---:|" + "---:|" * len(names) + "---:|",
@@ -64,7 +65,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         t = card.provenance.get("training", {})
         rand = t.get("randomisation")
         what = f"{t.get('iterations')} it., randomisation " + (
-            "off" if not rand else ",".join(rand["parts"]) + f" p={rand['probability']}"
+            "off"
+            if not rand
+            else ",".join(rand["parts"])
+            + f" p={rand['probability']}, clean share {rand.get('clean_share', 0.0)}"
         )
         for scene in scenes:
             out = work / f"{name}-{scene.name}.tif"

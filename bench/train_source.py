@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the benchmark's (and default model's) source model on source/ minus the held-out images.
 
-python bench/train_source.py --iterations 5000 --out bench/out/source-v2/source.lovecs
+python bench/train_source.py --iterations 5000 --out bench/out/source-v3/source.lovecs
 """
 
 from __future__ import annotations

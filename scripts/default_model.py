@@ -6,8 +6,8 @@ MobileNet-V2 encoder trained by this project's own training code (sensor randomi
 source sample for adaptation anywhere. Its card gets the benchmark's honest scores. Steps that
 already have results are not rerun (``--rerun`` redoes the benchmark):
 
-    python bench/train_source.py --iterations 5000 --out bench/out/source-v2/source.lovecs
-    python bench/adaptation.py --source-model bench/out/source-v2/source.lovecs
+    python bench/train_source.py --iterations 5000 --out bench/out/source-v3/source.lovecs
+    python bench/adaptation.py --source-model bench/out/source-v3/source.lovecs
     python scripts/default_model.py
 """
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from lovecs_core.card import load_model_file, save_model  # noqa: E402
 
-SOURCE = ROOT / "bench" / "out" / "source-v2" / "source.lovecs"
+SOURCE = ROOT / "bench" / "out" / "source-v3" / "source.lovecs"
 BENCH = ROOT / "bench" / "out" / "adaptation-small-fast"
 TRAIN_COMMAND = ["bench/train_source.py", "--iterations", "5000", "--out", str(SOURCE)]
 BENCH_COMMAND = ["bench/adaptation.py", "--source-model", str(SOURCE), "--work", str(BENCH)]
