@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT / "bench" / "data" / "inference"
 PLOT = ROOT / "bench" / "inference_memory.png"
+ROWS = ROOT / "bench" / "out" / "inference" / "memory-rows.json"  # kept for --keep
 SHARED = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MODEL = ROOT / "resources" / "models" / "default.lovecs"
 #: (name, width, height): squares 4 MPix ... 1 GPix, and strips (very wide, short).
@@ -87,6 +88,7 @@ def mosaic(src: Path, width: int, height: int) -> Path:
     if out.is_file():
         return out
     DATA.mkdir(parents=True, exist_ok=True)
+    src = src.resolve()  # the VRT names it absolutely: usable from any folder
     ds = gdal.Open(str(src))
     sw, sh, n = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
     nodata = ds.GetRasterBand(1).GetNoDataValue()
@@ -148,33 +150,64 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--ceiling", default="8192", help="size for the 1- and 2-core I/O ceiling")
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep earlier rows of other runs")
+    p.add_argument("--report-only", action="store_true", help="table and plot of the kept rows")
     args = p.parse_args(argv)
+    if args.report_only:
+        args.keep, args.null_sizes, args.model_sizes, args.batch1_sizes = True, [], [], []
+        args.ceiling = ""
     src = SHARED / "target_b" / "scene.tif"
     if not src.is_file():
         print(f"raster not found: {src} (set LOVECS_SHARED_DATA)", file=sys.stderr)
         return 2
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = (
+        json.loads(ROWS.read_text()) if args.keep and ROWS.is_file() else []
+    )
     b = args.batch_size
     runs = [(s, True, args.cores, b) for s in args.null_sizes]
     if args.ceiling:  # the I/O ceiling on 1 and 2 cores
         runs += [(args.ceiling, True, c, b) for c in (1, 2) if c != args.cores]
     runs += [(s, False, args.cores, 1) for s in args.batch1_sizes]  # the API's CPU default
     runs += [(s, False, args.cores, b) for s in args.model_sizes]
+    if not runs:
+        write_report(rows, args)
+        return 0
     for name, null, cores, batch in runs:
         w, h = SIZES[name]
         m = measure(mosaic(src, w, h), null, cores, batch)
         m.update(name=name, width=w, height=h, null=null, cores=cores, batch=batch)
         m["mpix_s"] = w * h / 1e6 / m["seconds"]
+        m["date"] = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}"
+        m["commit"] = _commit()
         print(json.dumps(m), flush=True)
-        rows.append(m)
-        text = report(rows, args)  # after every run: a long sweep cut short keeps its rows
-        plot(rows)
-        if not args.no_write:
-            from adaptation import write_section
-
-            write_section(Path(args.results), "inference-memory:cpu", text)
-    print(text)
+        key = (name, null, cores, batch)
+        rows = [r for r in rows if (r["name"], r["null"], r["cores"], r["batch"]) != key] + [m]
+        ROWS.parent.mkdir(parents=True, exist_ok=True)
+        ROWS.write_text(json.dumps(rows))
+        write_report(rows, args)  # after every run: a long sweep cut short keeps its rows
     return 0
+
+
+def write_report(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """Print and write the table (a section of RESULTS.md) and the plot of ``rows``."""
+    text = report(rows, args)
+    plot(rows)
+    print(text)
+    if not args.no_write:
+        from adaptation import write_section
+
+        write_section(Path(args.results), "inference-memory:cpu", text)
+
+
+def _commit() -> str:
+    """The checkout's commit, with ``+`` when the engine has uncommitted changes."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "diff", "--quiet", "HEAD", "--", "lovecs_core"], cwd=ROOT
+    ).returncode
+    return head + ("+" if dirty else "")
 
 
 def _load() -> str:
@@ -187,7 +220,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "### Peak memory against raster size (tiled inference, CPU)",
         "",
         f"- command: `python bench/inference.py --memory {' '.join(sys.argv[2:])}`".rstrip(),
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}; CPU "
+        f"- written: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC} (each row: when and at "
+        "which commit it was measured); CPU "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with a "
         f"training run (load average {_load()} at the end); torch threads = cores of the run",
         "- input: VRT mosaics of target_b/scene.tif (RGB uint8, nodata 0); tile 512, overlap 64,"
@@ -196,15 +230,15 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "- peak = the process's VmHWM (GB = 10^9 bytes) after imports and model load were counted"
         " as base",
         "",
-        "| raster | MPix | model | batch | cores | base GB | peak GB | seconds | MPix/s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| raster | MPix | model | batch | cores | base GB | peak GB | seconds | MPix/s | measured |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['width']} x {r['height']} | {r['width'] * r['height'] / 1e6:.0f} "
             f"| {'null (1x1 conv)' if r['null'] else 'bundled'} | {r['batch']} | {r['cores']} "
             f"| {r['base'] / gb:.2f} | {r['peak'] / gb:.2f} | {r['seconds']:.0f} "
-            f"| {r['mpix_s']:.2f} |"
+            f"| {r['mpix_s']:.2f} | {r.get('date', '?')} UTC, {r.get('commit', '?')} |"
         )
     lines += ["", f"![peak RSS against raster size]({PLOT.name})"]
     return "\n".join(lines)
@@ -217,8 +251,12 @@ def plot(rows: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    series = [(False, 4, "bundled model"), (False, 1, "bundled, batch 1"), (True, 4, "null model")]
-    for null, batch, label in series:
+    series = [
+        (False, 4, "bundled model, batch 4", "tab:blue"),
+        (False, 1, "bundled model, batch 1", "tab:green"),
+        (True, 4, "null model (I/O ceiling)", "tab:red"),
+    ]
+    for null, batch, label, colour in series:
         for strip, marker in ((False, "o-"), (True, "s")):
             pts = sorted(
                 (r["width"] * r["height"] / 1e6, r["peak"] / 1e9)
@@ -227,15 +265,18 @@ def plot(rows: list[dict[str, Any]]) -> None:
                 and r["name"].startswith("strip") == strip
             )
             if pts:
-                kind = "strip" if strip else "square"
-                ax.plot(*zip(*pts), marker, label=f"{label}, {kind}")
+                kind = "strips (very wide)" if strip else "squares"
+                ax.plot(*zip(*pts), marker, color=colour, label=f"{label}, {kind}")
+    base = sorted(r["base"] / 1e9 for r in rows)[len(rows) // 2]
+    ax.axhline(base, color="grey", ls="--", lw=1, label="after imports and model load")
+    ax.axhline(1.5, color="black", ls=":", lw=1, label="1.5 GB target")
     ax.set_xscale("log")
     ax.set_xlabel("raster size (MPix)")
     ax.set_ylabel("peak RSS (GB, 10^9 bytes)")
-    ax.set_ylim(bottom=0)
-    ax.axhline(1.5, color="grey", ls=":", label="1.5 GB target")
+    ax.set_ylim(0, max(1.6, max(r["peak"] for r in rows) / 1e9 * 1.1))
+    ax.set_title("lovecs predict on a CPU: peak memory against raster size", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(PLOT, dpi=110)
     plt.close(fig)
