@@ -48,16 +48,19 @@ TRIM_EVERY = 2
 
 def _malloc_trim() -> Callable[[], None]:
     """glibc's ``malloc_trim(0)``, or a no-op elsewhere. Three threads churning through tile-sized
-    arrays leave freed pages in glibc's arenas (about +0.3 GB of RSS on a 64 MPix map); handing
-    them back every few batches keeps the peak flat for a few milliseconds each time."""
+    arrays leave freed pages in glibc's arenas: on 64 MPix (null model) the peak grew 0.57-0.60 GiB
+    above the base without trimming, 0.42-0.46 GiB when trimming every 8 batches."""
     name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
+        libc_trim = ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
-        trim = None
-    if trim is None:
-        return lambda: None
-    return lambda: None if trim(0) else None
+        libc_trim = None
+
+    def trim() -> None:
+        if libc_trim is not None:
+            libc_trim(0)
+
+    return trim
 
 
 def normalize(data: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
