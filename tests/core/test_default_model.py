@@ -29,8 +29,9 @@ def test_default_model_card():
     ]
     assert card.band_count == 3 and card.gsd == 0.5 and card.architecture["arch"] == "fpn"
     assert card.provenance["reproduce"].startswith("make default-model")
-    # trained with sensor randomisation, some source images held out for evaluation
-    assert card.provenance["training"]["randomisation"]["parts"]
+    # trained with sensor randomisation on half the windows, some source images held out
+    randomisation = card.provenance["training"]["randomisation"]
+    assert randomisation["parts"] and randomisation["clean_share"] == 0.5
     held_out = {Path(p).stem for p in card.provenance["held_out_images"]}
     assert held_out and not held_out & {Path(p).stem for p in card.provenance["source_images"]}
     # what the sensor alignment compares scenes with, and the sample for adaptation anywhere
