@@ -10,6 +10,7 @@ milliseconds (``tests/core/test_contract.py`` checks both).
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -168,19 +169,26 @@ def partial_pattern(output: Path) -> re.Pattern[str]:
     return re.compile(rf"^(?:{raster}|{re.escape(output.name + PART_SUFFIX)})$")
 
 
+def rejected_path(out: str | os.PathLike[str]) -> Path:
+    """Where an adapted model not judged "improved" is kept: ``NAME.rejected.lovecs`` beside
+    ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.rejected{out.suffix or '.lovecs'}")
+
+
 def partial_files(output: Path) -> list[Path]:
-    """The temporary files of ``output`` present in its folder, and its checkpoint (never
-    ``output`` itself)."""
+    """The temporary files of ``output`` present in its folder, its checkpoint, and for a model
+    file the temporary file of its rejected twin (never ``output`` itself)."""
     folder = output.parent
     if not folder.is_dir():
         return []
     pattern = partial_pattern(output)
     ckpt = checkpoint_path(output)
-    resumable = {ckpt.name, part_path(ckpt).name}
+    names = {ckpt.name, part_path(ckpt).name}
+    if output.suffix == ".lovecs":
+        names.add(part_path(rejected_path(output)).name)
     return sorted(
-        p
-        for p in folder.iterdir()
-        if (pattern.match(p.name) or p.name in resumable) and p.is_file()
+        p for p in folder.iterdir() if (pattern.match(p.name) or p.name in names) and p.is_file()
     )
 
 

@@ -43,7 +43,7 @@ from .adapt_config import METHODS, AdaptConfig, AdaptError, make_config  # noqa:
 from .adapt_resume import AdaptCheckpoint, run_identity
 from .adapt_scene import StageReporter, open_scene, source_scale
 from .card import ModelCard, read_source_sample, save_model
-from .contract import part_path
+from .contract import part_path, rejected_path
 from .csn import (
     copy_source_to_target,
     has_csn,
@@ -83,13 +83,6 @@ class AdaptResult:
 
 
 # -- the adaptation driver -------------------------------------------------------------------------
-def rejected_path(out: str | os.PathLike[str]) -> Path:
-    """Where an adapted model not judged "improved" is kept: ``NAME.rejected.lovecs`` beside
-    ``out``."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.rejected{out.suffix or '.lovecs'}")
-
-
 def _load(
     model: str | os.PathLike[str] | tuple[ModelCard, nn.Module],
 ) -> tuple[ModelCard, nn.Module]:

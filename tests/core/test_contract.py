@@ -253,3 +253,15 @@ def test_partial_files_include_the_checkpoint_that_the_plugin_cannot_resume(tmp_
         p.write_text("x")
     assert ckpt.name == "adapted.lovecs.ckpt"
     assert partial_files(out) == sorted([ckpt, part_path(ckpt)])
+
+
+def test_partial_files_include_the_rejected_models_temporary_file(tmp_path: Path):
+    """Killed while writing the rejected adapted model: its ``.part`` goes with the run's
+    partial files; a complete rejected model stays (the user may want it)."""
+    out = tmp_path / "adapted.lovecs"
+    rejected = contract.rejected_path(out)
+    assert rejected.name == "adapted.rejected.lovecs"
+    for p in (rejected, part_path(rejected)):
+        p.write_text("x")
+    assert partial_files(out) == [part_path(rejected)]
+    assert partial_files(tmp_path / "map.tif") == []
