@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .raster import Window
-from .tiling import Tile, TileGrid
+from .tiling import Tile, TileGrid, WeightCache
 
 #: Scale of the uint16 carry of blended probabilities.
 Q_SCALE = 65535.0
@@ -94,20 +94,13 @@ class BandAccumulator:
         self._cv = np.zeros((carry, g.width), bool)
         self._carry_rows = 0  # rows of the carry that hold data for the current tile row
         self._expect = 0
-        self._wcache: dict[tuple[int, int], np.ndarray] = {}
+        self._weights = WeightCache(self.grid)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the accumulator's buffers."""
         arrays = (self._sum, self._w, self._valid, self._scratch, self._cq, self._cw, self._cv)
-        return sum(a.nbytes for a in arrays) + sum(w.nbytes for w in self._wcache.values())
-
-    def _weights(self, ix: int, iy: int) -> np.ndarray:
-        nx, ny = len(self.grid.xs), len(self.grid.ys)
-        key = (ix if ix in (0, nx - 2, nx - 1) else -1, iy if iy in (0, ny - 2, ny - 1) else -1)
-        if key not in self._wcache:
-            self._wcache[key] = self.grid.weights(ix, iy)
-        return self._wcache[key]
+        return sum(a.nbytes for a in arrays) + self._weights.nbytes
 
     def add(
         self, tile: Tile, probs: Optional[np.ndarray], valid: Optional[np.ndarray]

@@ -110,6 +110,26 @@ class TileGrid:
         return self.ys[iy + 1] if iy + 1 < len(self.ys) else self.height
 
 
+class WeightCache:
+    """The blend weights of a grid's tiles, computed once per kind: tiles away from the first and
+    the last two of an axis share their weights."""
+
+    def __init__(self, grid: TileGrid) -> None:
+        self.grid = grid
+        self._cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def __call__(self, ix: int, iy: int) -> np.ndarray:
+        nx, ny = len(self.grid.xs), len(self.grid.ys)
+        key = (ix if ix in (0, nx - 2, nx - 1) else -1, iy if iy in (0, ny - 2, ny - 1) else -1)
+        if key not in self._cache:
+            self._cache[key] = self.grid.weights(ix, iy)
+        return self._cache[key]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(w.nbytes for w in self._cache.values())
+
+
 def make_grid(width: int, height: int, tile: int, overlap: int) -> TileGrid:
     """A :class:`TileGrid` of ``tile``-sized tiles (clipped to the raster) with ``overlap``."""
     tw, th = min(tile, width), min(tile, height)
@@ -152,16 +172,8 @@ class StripAccumulator:
         self._valid = np.zeros((h, w), dtype=bool)
         self._top = 0  # raster row held in buffer row 0
         self._expect = 0  # running index of the next tile in row-major order
-        self._wcache: dict[tuple[int, int], np.ndarray] = {}
+        self._weights = WeightCache(self.grid)
         self._pending: Optional[tuple[int, int]] = None
-
-    def _weights(self, ix: int, iy: int) -> np.ndarray:
-        # Tiles away from the first and the last two of an axis share their weights.
-        nx, ny = len(self.grid.xs), len(self.grid.ys)
-        key = (ix if ix in (0, nx - 2, nx - 1) else -1, iy if iy in (0, ny - 2, ny - 1) else -1)
-        if key not in self._wcache:
-            self._wcache[key] = self.grid.weights(ix, iy)
-        return self._wcache[key]
 
     def add(
         self, tile: Tile, probs: Optional[np.ndarray], valid: Optional[np.ndarray]
