@@ -106,8 +106,9 @@ def mosaic(src: Path, width: int, height: int) -> Path:
                     f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/></SimpleSource>'
                 )
         nd = "" if nodata is None else f"<NoDataValue>{nodata:g}</NoDataValue>"
+        dtype = gdal.GetDataTypeName(ds.GetRasterBand(b).DataType)  # the source's own type
         bands.append(
-            f'<VRTRasterBand dataType="Byte" band="{b}">{nd}{"".join(sources)}</VRTRasterBand>'
+            f'<VRTRasterBand dataType="{dtype}" band="{b}">{nd}{"".join(sources)}</VRTRasterBand>'
         )
     out.write_text(
         f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
@@ -224,7 +225,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "which commit it was measured); CPU "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with a "
         f"training run (load average {_load()} at the end); torch threads = cores of the run",
-        "- input: VRT mosaics of target_b/scene.tif (RGB uint8, nodata 0); tile 512, overlap 64,"
+        "- input: VRT mosaics of target_b/scene.tif (RGB, 10-bit UInt16, nodata 0); tile 512, overlap 64,"
         " no resampling; outputs: class map only; batch: tiles per forward pass (4: the CLI's"
         " default, 1: predict_raster's default on a CPU)",
         "- peak = the process's VmHWM (GB = 10^9 bytes) after imports and model load were counted"
