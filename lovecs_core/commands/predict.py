@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="tiles per forward pass (default: 1 on a CPU, where it is faster, 4 on a GPU)",
     )
     p.add_argument(
+        "--cpu-bf16",
+        action="store_true",
+        help="bfloat16 on a CPU that computes it natively: about 2x faster end to end, with "
+        "0.2-0.6 %% of pixels changing class (off by default: maps then equal float32's)",
+    )
+    p.add_argument(
         "--domain",
         choices=DOMAINS,
         help="normalisation statistics and CSN domain (default: the card's)",
@@ -137,6 +143,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         extent=parse_extent(args.extent),
         resample=not args.no_resample,
         amp=not args.no_amp,
+        cpu_bf16=args.cpu_bf16,
         reporter=reporter,
         confidence_dtype="float32" if args.confidence_float else "uint8",
         probabilities=args.probabilities,

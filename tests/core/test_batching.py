@@ -55,3 +55,28 @@ def test_cpu_bf16_is_opt_in_and_the_module_keeps_its_memory_format(tmp_path: Pat
     assert set(dtypes) == {torch.bfloat16}
     a, b = (gdal.Open(str(p)).ReadAsArray() for p in (exact.output, fast.output))
     assert (a == b).mean() >= 0.99
+
+
+def test_cli_cpu_bf16_flag_reaches_the_mapping(tmp_path: Path, monkeypatch):
+    import lovecs_core.predict as predict_module
+    from lovecs_core.cli import main
+
+    from .helpers import tiny_model_file
+
+    calls: list[dict] = []
+    original = predict_module.predict_raster
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "predict_raster", recording)
+    model = tiny_model_file(tmp_path / "m.lovecs")
+    data = np.random.default_rng(7).integers(1, 256, (3, 64, 64)).astype(np.uint8)
+    raster = write_geotiff(tmp_path / "r.tif", data)
+    for flag, out in (([], "a.tif"), (["--cpu-bf16"], "b.tif")):
+        argv = ["predict", "--model", str(model), "--raster", str(raster), "--out"]
+        assert main([*argv, str(tmp_path / out), "--device", "cpu", *flag]) == 0
+        assert (tmp_path / out).is_file()
+    assert [c["cpu_bf16"] for c in calls] == [False, True]
+    assert all(c["batch_size"] is None for c in calls)  # the device's default
