@@ -82,13 +82,19 @@ def load(path: str, null: bool) -> Any:
 
 def mosaic(src: Path, width: int, height: int) -> Path:
     """A VRT of ``width x height`` pixels tiling ``src`` (written once, under bench/data)."""
+    out = DATA / f"mosaic-{width}x{height}.vrt"
+    if not out.is_file():
+        DATA.mkdir(parents=True, exist_ok=True)
+        write_mosaic_vrt(src, width, height, out)
+    return out
+
+
+def write_mosaic_vrt(src: Path, width: int, height: int, out: Path) -> Path:
+    """Write ``out``: a VRT of ``width x height`` pixels tiling ``src`` side by side (its own data
+    type and nodata value; ``src`` named by absolute path, so the VRT works from any folder)."""
     from osgeo import gdal
 
-    out = DATA / f"mosaic-{width}x{height}.vrt"
-    if out.is_file():
-        return out
-    DATA.mkdir(parents=True, exist_ok=True)
-    src = src.resolve()  # the VRT names it absolutely: usable from any folder
+    src = src.resolve()
     ds = gdal.Open(str(src))
     sw, sh, n = ds.RasterXSize, ds.RasterYSize, ds.RasterCount
     nodata = ds.GetRasterBand(1).GetNoDataValue()
@@ -106,7 +112,7 @@ def mosaic(src: Path, width: int, height: int) -> Path:
                     f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/></SimpleSource>'
                 )
         nd = "" if nodata is None else f"<NoDataValue>{nodata:g}</NoDataValue>"
-        dtype = gdal.GetDataTypeName(ds.GetRasterBand(b).DataType)  # the source's own type
+        dtype = gdal.GetDataTypeName(ds.GetRasterBand(b).DataType)
         bands.append(
             f'<VRTRasterBand dataType="{dtype}" band="{b}">{nd}{"".join(sources)}</VRTRasterBand>'
         )

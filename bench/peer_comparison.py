@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from adaptation import DEFAULT_DATA, write_section  # noqa: E402
+from inference_memory import write_mosaic_vrt  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "peer"
 KEY = "peer-comparison:cpu"
@@ -108,34 +109,7 @@ def mosaic(src: Path, size: int) -> Path:
     tif = DATA / f"mosaic-{size}.tif"
     if tif.is_file():
         return tif
-    out = DATA / f"mosaic-{size}.vrt"
-    src = src.resolve()
-    ds = gdal.Open(str(src))
-    sw, sh = ds.RasterXSize, ds.RasterYSize
-    bands = []
-    for b in range(1, ds.RasterCount + 1):
-        sources = []
-        for y in range(0, size, sh):
-            for x in range(0, size, sw):
-                w, h = min(sw, size - x), min(sh, size - y)
-                sources.append(
-                    f'<SimpleSource><SourceFilename relativeToVRT="0">{src}</SourceFilename>'
-                    f"<SourceBand>{b}</SourceBand>"
-                    f'<SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-                    f'<DstRect xOff="{x}" yOff="{y}" xSize="{w}" ySize="{h}"/></SimpleSource>'
-                )
-        bands.append(
-            f'<VRTRasterBand dataType="Byte" band="{b}"><NoDataValue>0</NoDataValue>'
-            + "".join(sources)
-            + "</VRTRasterBand>"
-        )
-    out.write_text(
-        f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}">'
-        f"<SRS>{ds.GetProjection()}</SRS>"
-        f"<GeoTransform>{', '.join(repr(v) for v in ds.GetGeoTransform())}</GeoTransform>"
-        + "".join(bands)
-        + "</VRTDataset>"
-    )
+    out = write_mosaic_vrt(src, size, size, DATA / f"mosaic-{size}.vrt")
     gdal.Translate(str(tif), str(out), creationOptions=["TILED=YES"])
     return tif
 

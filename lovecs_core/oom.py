@@ -2,8 +2,8 @@
 chunk size is halved at each out-of-memory error (then kept for the rest of the run), with a
 warning naming the new size. Only a single item that does not fit is an error.
 
-Mapping has its own copy of this policy (:meth:`lovecs_core.pipeline.TileEngine._forward`);
-adaptation's training steps, AdaBN statistics and pseudo-labelling use :class:`ChunkedBatch`.
+Mapping (:meth:`lovecs_core.pipeline.TileEngine._forward`), adaptation's training steps, AdaBN
+statistics and pseudo-labelling all use :class:`ChunkedBatch`.
 """
 
 from __future__ import annotations
@@ -29,14 +29,19 @@ def free_gpu_memory() -> None:
 class ChunkedBatch:
     """Runs the work of a batch of ``n`` items in chunks of at most :attr:`size` items.
 
-    ``what`` names the items in messages (``"training windows"``); ``advice`` is what to do when
-    a single item does not fit. The size only ever shrinks, so a run pays for an out-of-memory
-    error once."""
+    ``what`` names the items in messages (``"training windows"``), followed by ``unit``;
+    ``single`` names one item in the error (default: "one of the ``what``"); ``advice`` is what
+    to do when a single item does not fit. The size only ever shrinks, so a run pays for an
+    out-of-memory error once."""
 
-    def __init__(self, size: int, what: str, advice: str) -> None:
+    def __init__(
+        self, size: int, what: str, advice: str, unit: str = "at a time", single: str = ""
+    ) -> None:
         self.size = max(1, int(size))
         self.what = what
         self.advice = advice
+        self.unit = unit
+        self.single = single or f"one of the {what}"
         self.halvings = 0
 
     def run(
@@ -61,14 +66,14 @@ class ChunkedBatch:
                 chunk = min(self.size, n)
                 if chunk <= 1:
                     raise OutOfGpuMemory(
-                        f"out of GPU memory even for one of the {self.what}: {self.advice}"
+                        f"out of GPU memory even for {self.single}: {self.advice}"
                     ) from None
                 self.size = max(1, chunk // 2)
                 self.halvings += 1
                 log.warning(
-                    "out of GPU memory with %d %s at a time: going on with %d%s",
+                    "out of GPU memory with %d %s: going on with %d%s",
                     chunk,
-                    self.what,
+                    f"{self.what} {self.unit}".rstrip(),
                     self.size,
                     f" ({note})" if note else "",
                 )

@@ -30,6 +30,7 @@ from .card import ModelCard
 from .contract import MAPPING
 from .csn import csn_domain
 from .models import input_divisor
+from .oom import ChunkedBatch
 from .progress import Reporter
 from .raster import RasterReader
 from .runtime import cpu_bf16_supported
@@ -176,6 +177,13 @@ class TileEngine:
         self.channels_last = dev.type == "cpu"
         self.reporter = reporter
         self.divisor = input_divisor(card.architecture)
+        self.chunks = ChunkedBatch(
+            batch_size,
+            "tiles per batch",
+            "choose a smaller tile size (--tile), or run on the CPU (--device cpu)",
+            unit="",
+            single=f"a single tile of {tile} px",
+        )
 
     def run(self, reader: RasterReader, sink: Callable[[Piece], None]) -> tuple[int, int]:
         """Predict every tile of ``reader``; returns ``(tiles_total, tiles_skipped)``."""
@@ -314,26 +322,14 @@ class TileEngine:
     def _forward(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
         """Class probabilities of a batch. When the GPU runs out of memory, the batch is split
         in halves (then quarters ...) and the smaller size is kept for the rest of the run; the
-        log says so. Only a single tile that does not fit is an error."""
-        n = x.shape[0]
-        chunk = min(n, getattr(self, "max_forward", None) or n)
-        while True:
-            try:
-                parts = [self._forward_once(x[i : i + chunk], grid) for i in range(0, n, chunk)]
-                return parts[0] if len(parts) == 1 else np.concatenate(parts)
-            except torch.cuda.OutOfMemoryError:
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                if chunk == 1:
-                    raise RuntimeError(
-                        f"out of GPU memory even for a single tile of {self.tile} px: choose a "
-                        f"smaller tile size (--tile), or run on the CPU (--device cpu)"
-                    ) from None
-                smaller = max(1, chunk // 2)
-                log.warning(
-                    "out of GPU memory with %d tiles per batch: going on with %d", chunk, smaller
-                )
-                chunk = self.max_forward = smaller
+        log says so. Only a single tile that does not fit is an error (:mod:`.oom`)."""
+        parts: list[np.ndarray] = []
+        self.chunks.run(
+            x.shape[0],
+            lambda items, _share: parts.append(self._forward_once(x[items], grid)),
+            undo=parts.clear,
+        )
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _forward_once(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
         x = x.to(self.dev, non_blocking=True)
