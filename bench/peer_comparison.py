@@ -12,8 +12,9 @@ tiling, each tool in its own fresh process, one run at a time. Not a unit test; 
 - peer: ``geoai.inference.predict_geotiff(model, IN, OUT, tile_size=512, overlap=64,
   batch_size=4, num_classes=5, device="cpu")`` with its own ``postprocess_fn`` doing the argmax
   (uint8 output); ours: ``lovecs_core.predict.predict_raster(model_file, IN, OUT, tile=512,
-  overlap=64, device="cpu")`` with every other setting at its default (batch 1 on a CPU,
-  float32, overviews built).
+  overlap=64, device="cpu", cpu_bf16=True)``, as ``lovecs predict`` runs it by default
+  (bfloat16 where the CPU computes it natively, batch 1 on a CPU, overviews built), and once
+  more in float32 (``cpu_bf16=False``, as ``lovecs predict --no-amp``) for the exact result.
 - measured: wall seconds of each child process (imports included) and of the call alone, the
   child's peak RSS (``getrusage``), and the share of pixels (valid in our map) where the maps
   agree.
@@ -71,7 +72,7 @@ import torch
 sys.path.insert(0, sys.argv[4])
 from lovecs_core.predict import predict_raster
 model, raster, out = sys.argv[1:4]
-bf16 = sys.argv[5:6] == ["bf16"]
+bf16 = sys.argv[5:6] != ["float32"]  # our default: bfloat16 where the CPU computes it
 t0 = time.perf_counter()
 r = predict_raster(model, raster, out, tile=512, overlap=64, device="cpu", cpu_bf16=bf16)
 seconds = time.perf_counter() - t0
@@ -198,9 +199,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-load", type=float, default=1.0, help="wait until load is below this")
     p.add_argument("--latest", help="HH:MM UTC: start no run after this (rows done are written)")
-    p.add_argument(
-        "--bf16", action="store_true", help="also ours with cpu_bf16=True (an extra column)"
-    )
     p.add_argument("--prepare", action="store_true", help="only build the inputs and models")
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true")
@@ -218,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     rows: list[dict[str, Any]] = []
     for size, raster in rasters.items():
-        whos = ("peer", "ours", "bf16") if args.bf16 else ("peer", "ours")
+        whos = ("peer", "ours", "float32")
         outs = {who: DATA / f"{who}-{size}.tif" for who in whos}
         for out in outs.values():
             for f in out.parent.glob(out.name + "*"):
@@ -241,9 +239,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             row[who] = res
             print(f"  {json.dumps(res)}", flush=True)
         row.update(agreement(outs["ours"], outs["peer"]))
-        if args.bf16:
-            row["bf16"]["agree_peer"] = agreement(outs["bf16"], outs["peer"])["agree"]
-            row["bf16"]["agree_ours"] = agreement(outs["bf16"], outs["ours"], offset=0)["agree"]
+        row["float32"]["agree_peer"] = agreement(outs["float32"], outs["peer"])["agree"]
+        row["agree_float32"] = agreement(outs["ours"], outs["float32"], offset=0)["agree"]
         print(f"  agree {row['agree']:.4%}, class shares {row['shares']}", flush=True)
         rows.append(row)
         finish(rows, args)  # what is done so far is kept, whatever happens to the next size
@@ -268,10 +265,16 @@ def _commit() -> str:
     return head + ("+" if dirty.returncode else "")
 
 
+def bf16_native() -> bool:
+    from lovecs_core.runtime import cpu_bf16_supported
+
+    return cpu_bf16_supported()
+
+
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     gb = 1e9
     version = rows[0]["peer"].get("version", "?") if rows else "?"
-    loads = [r[w]["load"] for r in rows for w in ("peer", "ours", "bf16") if w in r]
+    loads = [r[w]["load"] for r in rows for w in ("peer", "ours", "float32") if w in r]
     lines = [
         "### Side by side with the peer geoai-py (CPU, issue 12)",
         "",
@@ -285,46 +288,36 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         " segmentation-models-pytorch; `predict_geotiff(model, IN, OUT, tile_size=512,"
         ' overlap=64, batch_size=4, num_classes=5, device="cpu")` with `postprocess_fn` = argmax'
         " (uint8 output; its defaults otherwise: spline blending of logits, x/255 input)",
-        '- ours: `predict_raster(model_file, IN, OUT, tile=512, overlap=64, device="cpu")`,'
-        " all else default (batch 1 on a CPU, float32, no bf16, overviews built)",
+        '- ours: `predict_raster(model_file, IN, OUT, tile=512, overlap=64, device="cpu",'
+        " cpu_bf16=True)`, what `lovecs predict` and the plugin run by default (bfloat16 autocast"
+        f" where the CPU computes it natively: {'yes' if bf16_native() else 'no'} on this one;"
+        " batch 1 on a CPU, overviews built); ours float32: the same with `cpu_bf16=False`"
+        " (`lovecs predict --no-amp`)",
         f"- model: smp FPN ResNet-18, random weights (seed {args.seed}), 3 bands, 5 classes, the"
         " same state dict in both; input: VRT mosaics of target_b/scene.tif scaled to Byte"
         " (0..1023 -> 0..255, nodata 0), written out as tiled uncompressed GeoTIFFs (the peer"
         " cannot write its output when the input is a VRT)",
         "- wall: the child process end to end (imports, model load, inference, write); call: the"
         " inference call alone; peak RSS: the child's ru_maxrss (GB = 10^9 bytes); agree: share"
-        " of pixels valid in our map (the peer ignores nodata) with the same class",
+        " of pixels valid in our map (the peer ignores nodata) with the same class; agree f32:"
+        " our default map against our float32 map",
         "",
-        "| size | peer wall s | ours wall s | ratio peer/ours | peer call s | ours call s"
-        " | peer peak GB | ours peak GB | agree % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | peer wall s | ours wall s | peer/ours | ours f32 wall s | peer/ours f32"
+        " | peer call s | ours call s | peer peak GB | ours peak GB | agree peer % |"
+        " agree f32 % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        pe, ou = r["peer"], r["ours"]
+        pe, ou, f32 = r["peer"], r["ours"], r["float32"]
         lines.append(
             f"| {r['size']}² | {pe['wall']:.1f} | {ou['wall']:.1f} | {pe['wall'] / ou['wall']:.2f}x"
+            f" | {f32['wall']:.1f} | {pe['wall'] / f32['wall']:.2f}x"
             f" | {pe['seconds']:.1f} | {ou['seconds']:.1f} | {pe['maxrss'] / gb:.2f}"
-            f" | {ou['maxrss'] / gb:.2f} | {100 * r['agree']:.2f} |"
+            f" | {ou['maxrss'] / gb:.2f} | {100 * r['agree']:.2f}"
+            f" | {100 * r['agree_float32']:.2f} |"
         )
     lines += [
         "",
-        *(
-            [
-                "Extra, not our default: ours with `cpu_bf16=True` (bfloat16 autocast; this CPU"
-                " has avx512_bf16): "
-                + "; ".join(
-                    f"{r['size']}²: wall {r['bf16']['wall']:.1f} s (peer/ours-bf16"
-                    f" {r['peer']['wall'] / r['bf16']['wall']:.2f}x), call"
-                    f" {r['bf16']['seconds']:.1f} s, peak {r['bf16']['maxrss'] / gb:.2f} GB, agrees"
-                    f" with the peer on {100 * r['bf16']['agree_peer']:.2f} % and with our float32"
-                    f" map on {100 * r['bf16']['agree_ours']:.2f} %"
-                    for r in rows
-                ),
-                "",
-            ]
-            if rows and "bf16" in rows[0]
-            else []
-        ),
         "Class shares in our map (classes 1..5): "
         + "; ".join(f"{r['size']}²: " + ", ".join(f"{s:.1%}" for s in r["shares"]) for r in rows),
     ]

@@ -39,6 +39,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--work", default=str(ROOT / "bench" / "out" / "randomisation-ablation"))
     p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--key", default="randomisation-ablation:cpu", help="RESULTS.md section key")
+    p.add_argument("--title", default="Sensor randomisation: on vs off (no adaptation)")
     args = p.parse_args(argv)
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -46,7 +48,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     scenes = build_scenes(data, ROOT / "bench" / "data" / "scenes")
     names = [c.name for c in classes]
     lines = [
-        "### Sensor randomisation: on vs off (no adaptation)",
+        f"### {args.title}",
         "",
         f"- command: `python bench/randomisation_ablation.py "
         f"{' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))}`",
@@ -84,7 +86,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     text = "\n".join(lines)
     print("\n" + text)
     if not args.no_write:
-        write_section(Path(args.results), "randomisation-ablation:cpu", text)
+        write_section(Path(args.results), args.key, text)
     return 0
 
 

@@ -175,6 +175,7 @@ class TileEngine:
         # pixels) and computed natively; channels_last on a CPU always: same float32 sums, faster
         self.cpu_bf16 = bool(cpu_bf16 and dev.type == "cpu" and cpu_bf16_supported())
         self.channels_last = dev.type == "cpu"
+        self.precision = "bfloat16" if self.cpu_bf16 else "float16" if self.amp else "float32"
         self.reporter = reporter
         self.divisor = input_divisor(card.architecture)
         self.chunks = ChunkedBatch(

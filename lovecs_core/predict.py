@@ -83,6 +83,7 @@ class PredictResult:
     tile: int = 0
     overlap: int = 0
     alignment: Optional[dict[str, Any]] = None
+    precision: str = "float32"  # the network's arithmetic: float32, bfloat16 (CPU), float16 (CUDA)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -272,6 +273,7 @@ def _predict_raster(
         "LOVECS_DOMAIN": domain,
         "LOVECS_TILE": str(tile_px),
         "LOVECS_OVERLAP": str(overlap_px),
+        "LOVECS_PRECISION": engine.precision,
     }
     writer = PredictionWriter(
         out,
@@ -331,4 +333,5 @@ def _predict_raster(
         tile_px,
         overlap_px,
         alignment.to_dict() if alignment else None,
+        engine.precision,
     )

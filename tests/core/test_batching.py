@@ -32,7 +32,7 @@ def test_cpu_maps_one_tile_per_forward_by_default_with_the_same_result(tmp_path:
     assert default_batch_size(torch.device("cuda", 0)) == GPU_BATCH == 4
 
 
-def test_cpu_bf16_is_opt_in_and_the_module_keeps_its_memory_format(tmp_path: Path):
+def test_predict_raster_is_float32_unless_asked_and_keeps_the_memory_format(tmp_path: Path):
     from lovecs_core.runtime import cpu_bf16_supported
 
     torch.set_num_threads(1)
@@ -53,11 +53,12 @@ def test_cpu_bf16_is_opt_in_and_the_module_keeps_its_memory_format(tmp_path: Pat
         (card, net), raster, tmp_path / "b.tif", tile=32, overlap=8, cpu_bf16=True
     )
     assert set(dtypes) == {torch.bfloat16}
+    assert (exact.precision, fast.precision) == ("float32", "bfloat16")
     a, b = (gdal.Open(str(p)).ReadAsArray() for p in (exact.output, fast.output))
     assert (a == b).mean() >= 0.99
 
 
-def test_cli_cpu_bf16_flag_reaches_the_mapping(tmp_path: Path, monkeypatch):
+def test_cli_maps_in_bf16_by_default_and_float32_with_no_amp(tmp_path: Path, monkeypatch):
     import lovecs_core.predict as predict_module
     from lovecs_core.cli import main
 
@@ -74,9 +75,9 @@ def test_cli_cpu_bf16_flag_reaches_the_mapping(tmp_path: Path, monkeypatch):
     model = tiny_model_file(tmp_path / "m.lovecs")
     data = np.random.default_rng(7).integers(1, 256, (3, 64, 64)).astype(np.uint8)
     raster = write_geotiff(tmp_path / "r.tif", data)
-    for flag, out in (([], "a.tif"), (["--cpu-bf16"], "b.tif")):
+    for flag, out in (([], "a.tif"), (["--no-amp"], "b.tif")):
         argv = ["predict", "--model", str(model), "--raster", str(raster), "--out"]
         assert main([*argv, str(tmp_path / out), "--device", "cpu", *flag]) == 0
         assert (tmp_path / out).is_file()
-    assert [c["cpu_bf16"] for c in calls] == [False, True]
+    assert [(c["cpu_bf16"], c["amp"]) for c in calls] == [(True, True), (False, False)]
     assert all(c["batch_size"] is None for c in calls)  # the device's default
