@@ -176,3 +176,26 @@ def test_missing_windows_are_an_error(tmp_path: Path):
         w.finish()
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_multithreaded_block_encoding_keeps_every_pixel_and_overview(tmp_path: Path, monkeypatch):
+    from lovecs_core import geotiff
+
+    assert "NUM_THREADS=ALL_CPUS" in geotiff.CREATION_OPTIONS  # the default: parallel encoding
+    data = np.random.default_rng(3).integers(0, 6, (1, 1300, 1100)).astype(np.uint8)
+    outputs = {}
+    for threads in ("1", "ALL_CPUS"):
+        options = [o for o in geotiff.CREATION_OPTIONS if not o.startswith("NUM_THREADS=")]
+        monkeypatch.setattr(geotiff, "CREATION_OPTIONS", [*options, f"NUM_THREADS={threads}"])
+        monkeypatch.setattr(geotiff, "ENCODE_THREADS", threads)
+        w = StripWriter(tmp_path / f"{threads}.tif", 1100, 1300, 1, np.uint8, GT, "", 0)
+        for y in range(0, 1300, 300):
+            w.write(y, data[:, y : y + 300])
+        w.finish()
+        w.commit()
+        outputs[threads] = _open(tmp_path / f"{threads}.tif")
+    one, many = outputs["1"].GetRasterBand(1), outputs["ALL_CPUS"].GetRasterBand(1)
+    assert (many.ReadAsArray() == data[0]).all()
+    assert many.GetOverviewCount() == one.GetOverviewCount() > 0
+    for i in range(one.GetOverviewCount()):
+        assert (many.GetOverview(i).ReadAsArray() == one.GetOverview(i).ReadAsArray()).all()
