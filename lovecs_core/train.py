@@ -232,6 +232,7 @@ def checkpoint_path(out: str | os.PathLike[str]) -> Path:
 
 def save_checkpoint(path: Path, **state: Any) -> None:
     tmp = part_path(path)
+    tmp.parent.mkdir(parents=True, exist_ok=True)  # the model's folder may not exist yet
     torch.save(state, tmp)
     os.replace(tmp, path)
 

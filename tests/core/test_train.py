@@ -84,7 +84,7 @@ def test_training_reduces_the_loss_and_writes_a_complete_card(source):
 
 def test_cancel_then_resume_from_checkpoint(source):
     tmp_path, pairs, classes = source
-    out = tmp_path / "m.lovecs"
+    out = tmp_path / "new" / "folder" / "m.lovecs"  # checkpoints create the model's folder
     cfg = TrainConfig(iterations=12, batch_size=2, crop=32, device="cpu", checkpoint_every=4)
     token = CancelToken()
 
