@@ -3,11 +3,11 @@
 # images, seed, iterations, clean share) with every part, with none, and with all parts but one;
 # then each applied to the adaptation benchmark's five scenes (no adaptation) by
 # bench/randomisation_ablation.py. One thread, so it can run beside other work on 2 cores.
-#   bash bench/randomisation_leave_one_out.sh [ITERATIONS]   (default 1500: ~11 min per model)
+#   bash bench/randomisation_leave_one_out.sh [ITERATIONS]   (default 1200: ~10 min per model on 1 thread)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-ITER=${1:-1500}
+ITER=${1:-1200}
 OUT=bench/out/ablation-$ITER
 PARTS=(mixing gain haze blur tone noise quantise)
 train() {  # NAME ARGS...
