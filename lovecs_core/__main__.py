@@ -1,7 +1,15 @@
-"""``python -m lovecs_core`` runs the ``lovecs`` command line."""
+"""``python -m lovecs_core`` runs the ``lovecs`` command line; under torchrun (``torchrun
+--nproc_per_node N -m lovecs_core adapt ...``: ``RANK`` set, ``WORLD_SIZE`` > 1), the
+distributed adaptation of :mod:`lovecs_core.distributed`."""
 
+import os
 import sys
 
-from .cli import main
+if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from .distributed import main as distributed_main
+
+    sys.exit(distributed_main(sys.argv[1:]))
+
+from .cli import main  # noqa: E402
 
 sys.exit(main())

@@ -10,13 +10,17 @@ API as in the LoveCS release::
 Source statistics live in the usual BatchNorm buffer names (``running_mean`` ...), so checkpoints
 with plain BatchNorm load into CSN models; target statistics are ``target_running_mean`` etc. and
 are filled from the source slot when a checkpoint lacks them.
+
+Under torchrun (:mod:`.distributed`), layers in training mode normalise with the mean and
+variance of the whole batch across all ranks (:func:`sync_statistics`), so the running statistics
+of both slots stay identical on every rank and equal one process's on the whole batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -28,6 +32,15 @@ if TYPE_CHECKING:
     from .sampling import WindowSampler
 
 _TARGET_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+#: the process group whose ranks share the batch statistics (None: this process alone)
+_SYNC: dict[str, Any] = {"group": None}
+
+
+def sync_statistics(group: Any) -> None:
+    """From now on, every CSN layer in training mode (training steps, AdaBN) normalises with the
+    batch mean and variance of all ranks of ``group`` (:func:`.distributed.synced_batch_norm`);
+    its running statistics then stay identical on all ranks. ``None``: this process alone."""
+    _SYNC["group"] = group
 
 
 class CrossSensorNorm(nn.Module):
@@ -95,6 +108,10 @@ class CrossSensorNorm(nn.Module):
             if self.momentum is None:  # cumulative moving average, as nn.BatchNorm
                 momentum = 1.0 / float(tracked)
         weight, bias = self._affine()
+        if self.training and _SYNC["group"] is not None:  # torchrun: statistics of all ranks
+            from .distributed import synced_batch_norm
+
+            return synced_batch_norm(x, mean, var, weight, bias, momentum, self.eps, _SYNC["group"])
         return F.batch_norm(x, mean, var, weight, bias, self.training, momentum, self.eps)
 
     def copy_source_to_target(self) -> None:
@@ -197,7 +214,10 @@ def recompute_target_statistics(
     """AdaBN: reset the target CSN statistics and re-estimate them (cumulative average) by
     forwarding ``windows`` target windows in train mode, without gradients. When the GPU runs
     out of memory, the windows go through in halved batches (logged; the statistics touched by
-    the failed pass are restored first)."""
+    the failed pass are restored first). Under torchrun, each rank forwards its share of every
+    batch and the statistics are those of the whole batch (:func:`sync_statistics`); there is
+    no halving then, as every rank must make the same passes."""
+    from .distributed import current, share
     from .oom import ChunkedBatch
     from .progress import Reporter
     from .runtime import autocast
@@ -222,14 +242,17 @@ def recompute_target_statistics(
         with csn_domain(model, "target"):
             while done < windows:
                 n = min(batch, windows - done)
-                images, _ = sampler.sample(n)
+                images, _ = sampler.sample(n, share(n))  # under torchrun: this rank's share
                 saved = [_target_statistics(layer) for layer in layers]
 
                 def forward(items: slice, _share: float, images: np.ndarray = images) -> None:
                     with autocast(device, amp):
                         model(torch.from_numpy(images[items]).to(device))
 
-                chunks.run(n, forward, functools.partial(_restore, layers, saved))
+                if current() is not None:  # one pass per rank: the same all-reduces on every rank
+                    forward(slice(None), 1.0)
+                else:
+                    chunks.run(n, forward, functools.partial(_restore, layers, saved))
                 done += n
                 report("statistics", done / windows, f"target windows {done}/{windows}")
     finally:

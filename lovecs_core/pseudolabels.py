@@ -117,19 +117,23 @@ def predict_scene(
     divisor: int = 1,
     reporter: Optional[Reporter] = None,
     chunks: Optional[ChunkedBatch] = None,
+    part: Optional[tuple[int, int]] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multi-scale prediction over the whole scene in tiles (each with ``margin`` pixels of
     context), ``batch`` tiles at a time (fewer when the GPU runs out of memory: pass the same
     ``chunks`` from :func:`tile_chunks` to every call of a run to keep the smaller size). Returns
     ``(class index uint8[H, W], NO_CLASS where invalid; confidence uint16[H, W] = round(max
     probability * CONF_SCALE), 0 where invalid)``: 3 bytes a pixel. The model's mode and CSN
-    domain are the caller's."""
+    domain are the caller's. ``part = (r, n)``: only tiles ``r, r + n, r + 2n ...`` (row-major)
+    are mapped, the others left NO_CLASS / 0 (:meth:`.distributed.Session.combine_maps`)."""
     report = reporter or Reporter()
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     sd = np.asarray(std, dtype=np.float32)[:, None, None]
     pred = np.full((scene.height, scene.width), NO_CLASS, dtype=np.uint8)
     conf = np.zeros((scene.height, scene.width), dtype=np.uint16)
     origins = [(x, y) for y in range(0, scene.height, tile) for x in range(0, scene.width, tile)]
+    if part is not None:
+        origins = origins[part[0] :: part[1]]
     side = tile + 2 * margin
     pending: list[tuple[int, int, np.ndarray]] = []
 

@@ -5,6 +5,7 @@ with the guards of :mod:`.pseudolabels` (priors from the aligned source model's 
 map's most confident pixels labelled (the anchor), then trains on
 ``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)`` with source and target batches
 forwarded separately. :func:`source_term` finds the labelled rasters of the source term.
+Under torchrun, :mod:`.distributed` splits the maps' tiles and each batch across ranks.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .adapt_config import AdaptConfig, AdaptError
 from .adapt_resume import AdaptCheckpoint, restore_training, training_state
 from .card import ModelCard
@@ -64,10 +66,12 @@ def map_scene(
     chunks: Optional[ChunkedBatch] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_scene` in eval mode with the CSN ``domain`` and the settings of ``cfg``
-    (``chunks``: the run's :func:`tile_chunks`)."""
+    (``chunks``: the run's :func:`tile_chunks`). Under torchrun each rank maps its share of
+    the tiles and every rank gets the whole map."""
     net.eval()
+    session = distributed.current()
     with csn_domain(net, domain):
-        return predict_scene(
+        pred, conf = predict_scene(
             net,
             scene,
             mean,
@@ -81,7 +85,11 @@ def map_scene(
             divisor=divisor,
             reporter=reporter,
             chunks=chunks,
+            part=session.part if session else None,
         )
+    if session is not None:
+        session.combine_maps(pred, conf)
+    return pred, conf
 
 
 def source_pairs_from_card(card: ModelCard) -> list[tuple[Path, Path]]:
@@ -189,7 +197,7 @@ def self_train(
         "training windows per domain",
         "choose a smaller --crop, or run on the CPU (--device cpu)",
     )
-    state = checkpoint.load() if checkpoint is not None else None
+    state = distributed.from_main(checkpoint.load) if checkpoint is not None else None
     if state is not None:
         done = restore_training(state, net, optimizer, scheduler, scaler, src_sampler)
         rounds, losses, it = list(done["rounds"]), list(done["losses"]), int(done["iteration"])
@@ -205,6 +213,8 @@ def self_train(
             iterations=total,
             resumed=True,
         )
+    session = distributed.current()
+    ddp = session.wrap(net, target_domain) if session else None
     t0, it0 = time.monotonic(), it
     for r in range(first, n_rounds + 1):
         net.eval()
@@ -270,20 +280,18 @@ def self_train(
         steps = min(cfg.refresh_every, total - it)
         for _ in range(steps):
             lr = optimizer.param_groups[0]["lr"]
-            source = None
+            source, share = None, distributed.share(cfg.batch_size)  # share: None, all
             if src_sampler is not None and cfg.source_weight > 0:
-                source = src_sampler.sample(cfg.batch_size)
-            source_loss, pseudo_loss = _train_step(
-                net,
-                optimizer,
-                scaler,
-                cfg,
-                source,
-                tgt_sampler.sample(cfg.batch_size),
-                target_domain,
-                device,
-                chunks,
-            )
+                source = src_sampler.sample(cfg.batch_size, share)
+            target = tgt_sampler.sample(cfg.batch_size, share)
+            if session is not None and ddp is not None:
+                source_loss, pseudo_loss = session.train_step(
+                    ddp, optimizer, scaler, cfg, source, target
+                )
+            else:
+                source_loss, pseudo_loss = _train_step(
+                    net, optimizer, scaler, cfg, source, target, target_domain, device, chunks
+                )
             scheduler.step()
             it += 1
             loss = cfg.source_weight * source_loss + cfg.pseudo_weight * pseudo_loss
@@ -303,7 +311,7 @@ def self_train(
                 lr=lr,
                 eta_s=elapsed / (it - it0) * (total - it),
             )
-        if checkpoint is not None:
+        if checkpoint is not None and distributed.is_main():
             checkpoint.save(
                 **training_state(
                     net,

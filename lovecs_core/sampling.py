@@ -155,13 +155,22 @@ class WindowSampler:
         x = min(x0 + int(self.rng.integers(self.cell)), source.width - 1)
         return i, x, y
 
+    def _draw(self) -> tuple[int, int, int, float, int, bool]:
+        """The random choices of one window without sensor randomisation: source, centre,
+        scale, rotation and flip (reading nothing but the in-memory labels)."""
+        i, cx, cy = self._centre()
+        lo, hi = self.scale_range
+        scale = math.exp(self.rng.uniform(math.log(lo), math.log(hi))) if hi > lo else lo
+        k, flip = (
+            (int(self.rng.integers(4)), bool(self.rng.integers(2))) if self.augment else (0, False)
+        )
+        return i, cx, cy, scale, k, flip
+
     def sample_one(self) -> tuple[np.ndarray, np.ndarray]:
         """One window: ``(image float32[C, crop, crop], target int64[crop, crop])`` with class
         indices and -1 for ignored pixels."""
-        i, cx, cy = self._centre()
+        i, cx, cy, scale, k, flip = self._draw()
         source = self.sources[i]
-        lo, hi = self.scale_range
-        scale = math.exp(self.rng.uniform(math.log(lo), math.log(hi))) if hi > lo else lo
         side = max(1, int(round(self.crop / scale)))
         x0 = _clamp_start(cx - side // 2, side, source.width)
         y0 = _clamp_start(cy - side // 2, side, source.height)
@@ -169,7 +178,6 @@ class WindowSampler:
         data = np.where(valid[None], data, self.mean)
         data, valid, labels = resize_window(data, valid, labels, self.crop)
         if self.augment:
-            k, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
             data, valid = dihedral(data, k, flip), dihedral(valid, k, flip)
             labels = None if labels is None else dihedral(labels, k, flip)
         if self.randomisation is not None:
@@ -183,9 +191,27 @@ class WindowSampler:
             target[~valid] = -1
         return image, target
 
-    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """A batch: ``(images float32[n, C, crop, crop], targets int64[n, crop, crop])``."""
-        items = [self.sample_one() for _ in range(n)]
+    def sample(self, n: int, keep: Optional[range] = None) -> tuple[np.ndarray, np.ndarray]:
+        """A batch: ``(images float32[n, C, crop, crop], targets int64[n, crop, crop])``.
+
+        ``keep``: only these windows of the ``n`` are returned; the others are drawn (the
+        random stream advances as for ``n`` windows) but not read. Processes that share a
+        seed thus split one batch between them (:mod:`.distributed`)."""
+        keep = range(n) if keep is None else keep
+        items = []
+        for j in range(n):
+            if j in keep or self.randomisation is not None:  # (its draws follow the reading)
+                item = self.sample_one()
+                if j in keep:
+                    items.append(item)
+            else:
+                self._draw()
+        if not items:  # this process's share is empty
+            c = self.sources[0].band_count
+            return (
+                np.zeros((0, c, self.crop, self.crop), np.float32),
+                np.zeros((0, self.crop, self.crop), np.int64),
+            )
         return np.stack([a for a, _ in items]), np.stack([b for _, b in items])
 
 

@@ -24,6 +24,10 @@ Every adaptation ends with a health check (:mod:`.health`) comparing the adapted
 the reference map. Unless the verdict is "improved", the model written to ``out`` is the aligned
 source model (the safe result: never worse than not adapting) and the adapted one is kept beside
 it (``*.rejected.lovecs``), unless ``keep_adapted`` is set.
+
+Under torchrun (``torchrun --nproc_per_node N -m lovecs_core adapt ...``), the same code runs on
+every rank, with the work split and the statistics synchronised by :mod:`.distributed`; only rank
+0 writes files and reports progress.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from torch import nn
 
+from . import distributed
 from .adapt_config import METHODS, AdaptConfig, AdaptError, make_config  # noqa: F401
 from .adapt_resume import AdaptCheckpoint, run_identity
 from .adapt_scene import StageReporter, open_scene, source_scale
@@ -121,7 +126,16 @@ def adapt(
         raise AdaptError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     cfg = config or make_config("standard")
     report = reporter or Reporter()
-    device = resolve_device(cfg.device)
+    session = distributed.start(cfg.device)  # None: one process
+    device = session.device if session else resolve_device(cfg.device)
+    if session is not None:
+        if not session.is_main:  # progress and messages come from rank 0
+            report = Reporter(None, report.cancel)
+        if method != "source-only" and cfg.batch_size < session.world:
+            raise AdaptError(
+                f"--batch-size {cfg.batch_size} is smaller than the {session.world} processes: "
+                "each process needs at least one window of every batch"
+            )
     seed_everything(cfg.seed)
     t0 = time.monotonic()
 
@@ -281,7 +295,8 @@ def adapt(
         adapted_card.adaptation = {**adaptation, "result": "adapted model, rejected"}
         adapted_card.name = f"{card.name} (adapted: {method}, judged {health.verdict})"
         pending.append((part_path(rejected), rejected))
-        save_model(pending[-1][0], adapted_card, net.state_dict())
+        if distributed.is_main():
+            save_model(pending[-1][0], adapted_card, net.state_dict())
         net.load_state_dict(source_state)
         out_card = card.copy()
         out_card.default_domain = "source"
@@ -307,6 +322,8 @@ def adapt(
         health=health,
         rejected=rejected,
     )
+    if not distributed.is_main():  # rank 0 writes the files
+        return result
     try:
         pending.append((part_path(Path(out)), Path(out)))
         save_model(pending[-1][0], out_card, net.state_dict())

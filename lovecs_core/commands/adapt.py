@@ -114,10 +114,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    from .. import distributed
     from ..data import pair_rasters
     from ..selftrain import AdaptError, adapt, make_config
 
-    early_checks(args)
+    distributed.start(args.device)  # under torchrun (None otherwise)
+    try:
+        early_checks(args)
+    except Exception as exc:
+        error: Exception | None = exc
+    else:
+        error = None
+    distributed.agree(error)  # under torchrun: a rank's error stops every rank
     if bool(args.source_images) != bool(args.source_labels):
         raise AdaptError("give both --source-images and --source-labels")
     if args.confidence and not args.map:
@@ -146,6 +154,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             resume=args.resume,
             reporter=reporter,
         )
+    if not distributed.is_main():  # rank 0 prints the result
+        return 0
     health = result.health.to_dict() if result.health else None
     if args.progress == "json":
         payload = dict(
@@ -214,18 +224,21 @@ def setting_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def early_checks(args: argparse.Namespace) -> None:
     """Everything that can be checked before the first iteration: the model card, the settings,
-    the outputs (distinct from the inputs, writable, disk not full) and the scene's bands. When
+    the outputs (distinct from the inputs, writable, disk not full; under torchrun, on rank 0,
+    which writes them) and the scene's bands. When
     the scene has more bands than the model and their names do not say which to use, the first
     ones are chosen (and the log says so)."""
     from ..bands import choose_bands
     from ..card import read_card
     from ..checks import check_adapt_outputs, check_adapt_settings
+    from ..distributed import is_main
     from ..raster import open_dataset
     from ..rasterchecks import check_raster_data
 
     check_adapt_settings(**setting_overrides(args))
     card = read_card(args.model)
-    check_adapt_outputs(args.model, args.target, args.out, args.map, args.confidence)
+    if is_main():  # under torchrun, rank 0 alone writes
+        check_adapt_outputs(args.model, args.target, args.out, args.map, args.confidence)
     scene = open_dataset(args.target)
     if not parse_bands(args.bands):
         bands, note = choose_bands(card.band_names, scene)
