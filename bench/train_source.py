@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", help="randomisation parts to use (default: all)")
     p.add_argument("--probability", type=float, help="per part (default: SensorRandomisation's)")
     p.add_argument("--clean-share", type=float, help="default: SensorRandomisation's")
+    p.add_argument("--gamma", help="tone part's gamma range LO,HI (default: SensorRandomisation's)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parts = "none" if args.no_randomisation else (",".join(args.only) if args.only else "all")
     rand = randomisation(parts, args.probability, args.clean_share)
+    if rand is not None and args.gamma:
+        rand["gamma"] = [float(v) for v in args.gamma.split(",")]
     cfg = TrainConfig(
         iterations=args.iterations,
         batch_size=args.batch_size,
