@@ -382,20 +382,16 @@ def main(argv: Sequence[str]) -> int:
                 file=sys.stderr,
             )
         return EXIT_ERROR
-    level = logging.DEBUG if args.verbose else logging.INFO
+    argv = list(argv)
+    if rank != 0:  # errors only, marked with the rank; no progress
+        sys.stderr = _RankPrefix(sys.stderr, f"[rank {rank}] ")
+        verbose = ["-v"] if args.verbose else []
+        argv = ["--progress", "none", *verbose, *argv[argv.index("adapt") :]]
     logging.basicConfig(
-        level=level if rank == 0 else logging.ERROR,
-        format=f"%(levelname)s [rank {rank}] %(name)s: %(message)s",
+        level=(logging.DEBUG if args.verbose else logging.INFO) if rank == 0 else logging.ERROR,
+        format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    argv = list(argv)
-    if rank != 0:  # no progress on the other ranks
-        argv = [
-            "--progress",
-            "none",
-            *(["-v"] if args.verbose else []),
-            *argv[argv.index("adapt") :],
-        ]
     try:
         start(args.device)
     except Exception as exc:
@@ -408,3 +404,24 @@ def main(argv: Sequence[str]) -> int:
         return cli_main(argv)
     finally:
         finish()
+
+
+class _RankPrefix:
+    """A text stream that starts every line with ``prefix``."""
+
+    def __init__(self, stream: Any, prefix: str) -> None:
+        self.stream, self.prefix, self._line_start = stream, prefix, True
+
+    def write(self, text: str) -> int:
+        parts = []
+        for line in text.splitlines(keepends=True):
+            parts.append(self.prefix + line if self._line_start else line)
+            self._line_start = line.endswith("\n")
+        self.stream.write("".join(parts))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
