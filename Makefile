@@ -24,7 +24,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(SYS_PY) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q -c constraints.txt $(TORCH_PINS)
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,cluster]'
 	touch $@
 
 # Tests and qgis_process keep their profile and temporary files inside the checkout.

@@ -12,6 +12,7 @@ of memory, batches are split and the run goes on.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -19,7 +20,7 @@ import math
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -75,36 +76,55 @@ def normalize(data: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> 
     return ((data.astype(np.float32, copy=False) - m) / s).astype(np.float32, copy=False)
 
 
-def piece_sink(writer: PredictionWriter, card: ModelCard) -> Callable[[Piece], None]:
-    """A sink writing finished pieces into ``writer``: class codes, confidence, probabilities."""
-    codes = np.asarray(card.class_codes(), dtype=np.uint8)
-    want_conf = writer.conf is not None
-    want_probs = writer.probs is not None
-    as_percent = writer.confidence_dtype == "uint8"
+def piece_arrays(
+    piece: Piece,
+    codes: np.ndarray,
+    confidence_dtype: Optional[str] = None,
+    probabilities: bool = False,
+) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """A finished piece as output arrays: class codes (``codes[argmax]``), confidence (None
+    unless ``confidence_dtype``: ``uint8`` percent or ``float32``) and probabilities."""
+    ok = piece.valid & piece.covered
+    probs = piece.probs
+    h, w = ok.shape
+    conf = probs_out = None
+    if not ok.any():
+        classes = np.zeros((h, w), np.uint8)
+        if confidence_dtype:
+            conf = np.full((h, w), CONFIDENCE_NODATA, confidence_dtype)
+        if probabilities:
+            probs_out = np.full((len(codes), h, w), PROBABILITY_NODATA, np.float32)
+    else:
+        classes = np.where(ok, codes[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
+        if confidence_dtype:
+            pmax = probs.max(axis=0)
+            if confidence_dtype == "uint8":
+                pmax = np.clip(np.rint(pmax * 100.0), 1, 100)
+            conf = np.where(ok, pmax, CONFIDENCE_NODATA).astype(confidence_dtype)
+        if probabilities:
+            probs_out = np.where(ok[None], probs, PROBABILITY_NODATA).astype(np.float32)
+    return classes, conf, probs_out
 
-    def sink(piece: Piece) -> None:
-        ok = piece.valid & piece.covered
-        probs = piece.probs
-        h, w = ok.shape
-        conf = probs_out = None
-        if not ok.any():
-            classes = np.zeros((h, w), np.uint8)
-            if want_conf:
-                conf = np.full((h, w), CONFIDENCE_NODATA, writer.confidence_dtype)
-            if want_probs:
-                probs_out = np.full((len(codes), h, w), PROBABILITY_NODATA, np.float32)
-        else:
-            classes = np.where(ok, codes[probs.argmax(axis=0)], CLASS_NODATA).astype(np.uint8)
-            if want_conf:
-                pmax = probs.max(axis=0)
-                if as_percent:
-                    pmax = np.clip(np.rint(pmax * 100.0), 1, 100)
-                conf = np.where(ok, pmax, CONFIDENCE_NODATA).astype(writer.confidence_dtype)
-            if want_probs:
-                probs_out = np.where(ok[None], probs, PROBABILITY_NODATA).astype(np.float32)
-        writer.write(piece.row_off, classes, conf, probs_out, col_off=piece.col_off)
 
-    return sink
+class PieceSink:
+    """Writes finished pieces into ``writer``: class codes, confidence, probabilities."""
+
+    def __init__(self, writer: PredictionWriter, card: ModelCard) -> None:
+        self.writer = writer
+        self.codes = np.asarray(card.class_codes(), dtype=np.uint8)
+        self.confidence_dtype = writer.confidence_dtype if writer.conf is not None else None
+        self.probabilities = writer.probs is not None
+
+    def __call__(self, piece: Piece) -> None:
+        classes, conf, probs = piece_arrays(
+            piece, self.codes, self.confidence_dtype, self.probabilities
+        )
+        self.writer.write(piece.row_off, classes, conf, probs, col_off=piece.col_off)
+
+
+def piece_sink(writer: PredictionWriter, card: ModelCard) -> PieceSink:
+    """A sink writing finished pieces into ``writer`` (:class:`PieceSink`)."""
+    return PieceSink(writer, card)
 
 
 _END = object()
@@ -189,9 +209,7 @@ class TileEngine:
     def run(self, reader: RasterReader, sink: Callable[[Piece], None]) -> tuple[int, int]:
         """Predict every tile of ``reader``; returns ``(tiles_total, tiles_skipped)``."""
         grid = make_grid(reader.width, reader.height, self.tile, self.overlap)
-        div = self.divisor
-        pad_h = math.ceil(grid.tile_h / div) * div
-        pad_w = math.ceil(grid.tile_w / div) * div
+        pad_h, pad_w = self.padded_size(grid)
         accumulator = BandAccumulator(grid, self.card.num_classes)
         stop = threading.Event()
         to_model: "queue.Queue[Any]" = queue.Queue(maxsize=PREFETCH)
@@ -205,20 +223,12 @@ class TileEngine:
                 for t in tile_order(grid):
                     if stop.is_set():
                         return
-                    if reader.is_empty(t.window):
-                        batch.tiles.append(t)
-                        batch.valid.append(None)
-                    else:
-                        data, valid = reader.read(t.window)
-                        batch.tiles.append(t)
-                        if valid.any():
-                            x = normalize(data, self.mean, self.std)
-                            x[:, ~valid] = 0.0
-                            batch.valid.append(valid)
-                            batch.compute.append(len(batch.tiles) - 1)
-                            batch.arrays.append(_pad(x, pad_h, pad_w))
-                        else:
-                            batch.valid.append(None)
+                    valid, x = self.read_tile(reader, t, pad_h, pad_w)
+                    batch.tiles.append(t)
+                    batch.valid.append(valid)
+                    if x is not None:
+                        batch.compute.append(len(batch.tiles) - 1)
+                        batch.arrays.append(x)
                     if (
                         len(batch.compute) >= self.batch_size
                         or len(batch.tiles) >= MAX_TILES_PER_BATCH
@@ -260,16 +270,11 @@ class TileEngine:
         blend_thread = threading.Thread(target=blend, name="lovecs-blend", daemon=True)
         total, done, skipped, batches = len(grid), 0, 0, 0
         trim = _malloc_trim()
-        was_training = self.net.training
-        self.net.eval()
-        self.net.to(self.dev)
-        if self.channels_last:
-            self.net.to(memory_format=torch.channels_last)
         reader_thread.start()
         blend_thread.start()
         try:
             self.reporter(MAPPING, 0.0, f"0/{total} tiles")
-            with csn_domain(self.net, self.domain):
+            with self.prepared():
                 while True:
                     try:
                         item = to_model.get(timeout=0.05)
@@ -281,7 +286,7 @@ class TileEngine:
                     if isinstance(item, _Failure):
                         raise item.error
                     if item.compute:
-                        item.probs = self._forward(item.stacked, grid)
+                        item.probs = self.forward(item.stacked, grid)
                     item.stacked = None
                     if not _put(to_blend, item, stop):
                         self._check(blend_errors)
@@ -304,10 +309,43 @@ class TileEngine:
                     break
             reader_thread.join()
             blend_thread.join()
+        return total, skipped
+
+    @contextlib.contextmanager
+    def prepared(self) -> Iterator[None]:
+        """The network in eval mode on the device (channels_last on a CPU) with the domain's
+        CSN statistics; its mode and memory format are restored afterwards."""
+        was_training = self.net.training
+        self.net.eval()
+        self.net.to(self.dev)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        try:
+            with csn_domain(self.net, self.domain):
+                yield
+        finally:
             self.net.train(was_training)
             if self.channels_last:
                 self.net.to(memory_format=torch.contiguous_format)
-        return total, skipped
+
+    def padded_size(self, grid: TileGrid) -> tuple[int, int]:
+        """The model's input size for the grid's tiles: each side up to the input divisor."""
+        div = self.divisor
+        return math.ceil(grid.tile_h / div) * div, math.ceil(grid.tile_w / div) * div
+
+    def read_tile(
+        self, reader: RasterReader, tile: Tile, pad_h: int, pad_w: int
+    ) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """A tile's validity mask and its normalised input padded to ``pad_h x pad_w`` (invalid
+        pixels 0); ``(None, None)`` for a tile without a valid pixel (it is skipped)."""
+        if reader.is_empty(tile.window):
+            return None, None
+        data, valid = reader.read(tile.window)
+        if not valid.any():
+            return None, None
+        x = normalize(data, self.mean, self.std)
+        x[:, ~valid] = 0.0
+        return valid, _pad(x, pad_h, pad_w)
 
     def _check(self, errors: list[BaseException]) -> None:
         if errors:
@@ -320,7 +358,7 @@ class TileEngine:
             batch.stacked = stacked.pin_memory() if pin else stacked
             batch.arrays = []
 
-    def _forward(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
+    def forward(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
         """Class probabilities of a batch. When the GPU runs out of memory, the batch is split
         in halves (then quarters ...) and the smaller size is kept for the rest of the run; the
         log says so. Only a single tile that does not fit is an error (:mod:`.oom`)."""

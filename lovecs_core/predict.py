@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from osgeo import gdal
@@ -60,6 +60,8 @@ CPU_BATCH = 1
 GPU_BATCH = 4
 
 ModelArg = str | os.PathLike[str] | tuple[ModelCard, nn.Module]
+#: Replaces the in-process engine: ``(engine with the run's settings, input dataset) -> engine``.
+EngineHook = Callable[[TileEngine, gdal.Dataset], TileEngine]
 
 
 def default_batch_size(dev: torch.device) -> int:
@@ -84,6 +86,7 @@ class PredictResult:
     overlap: int = 0
     alignment: Optional[dict[str, Any]] = None
     precision: str = "float32"  # the network's arithmetic: float32, bfloat16 (CPU), float16 (CUDA)
+    cluster: Optional[dict[str, Any]] = None  # what a distributed run did (ray_map.RunStats)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -146,6 +149,7 @@ def predict_raster(
     write_style: bool = True,
     align: bool = True,
     cpu_bf16: bool = False,
+    make_engine: Optional[EngineHook] = None,
 ) -> PredictResult:
     """Classify ``raster`` with ``model`` into the GeoTIFF ``out`` (uint8 class codes, nodata 0)
     plus ``out``'s ``.qml`` style.
@@ -164,6 +168,8 @@ def predict_raster(
     ``cpu_bf16``: bfloat16 autocast on a CPU that computes it natively (about 1.6x faster for the
     bundled model; 99.8 % of its pixels keep their class, bench/RESULTS.md). Off by default: it
     changes maps, float32 does not. On a CPU the network always runs channels_last (same sums).
+    ``make_engine(engine, dataset)``: another engine in place of the in-process one, given its
+    settings and the input dataset (:mod:`.ray_map` maps on a Ray cluster this way).
     """
     with gdal_cache_limit(MAPPING_CACHE_BYTES):
         return _predict_raster(
@@ -186,6 +192,7 @@ def predict_raster(
             write_style=write_style,
             align=align,
             cpu_bf16=cpu_bf16,
+            make_engine=make_engine,
         )
 
 
@@ -210,6 +217,7 @@ def _predict_raster(
     write_style: bool,
     align: bool,
     cpu_bf16: bool,
+    make_engine: Optional[EngineHook],
 ) -> PredictResult:
     start = time.perf_counter()
     reporter = reporter or Reporter()
@@ -267,6 +275,8 @@ def _predict_raster(
     engine = TileEngine(
         card, net, dev, domain, mean, std, tile_px, overlap_px, batch_size, amp, reporter, cpu_bf16
     )
+    if make_engine is not None:
+        engine = make_engine(engine, ds)
     gt = ds.GetGeoTransform(can_return_null=True)
     metadata = {
         "LOVECS_MODEL": card.name,

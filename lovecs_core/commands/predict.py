@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from ..contract import DOMAINS, RESULT, parse_bands
 from ..progress import Reporter, emit_json
@@ -89,6 +89,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="feed the raster's values as they are (no sensor alignment of bit depth "
         "and out-of-range bands to the model's source sensor)",
     )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="map on a Ray cluster: no value (or 'local') starts one on this machine, 'auto' "
+        "joins the one `ray start` runs here, or give its address (host:port, ray://host:port). "
+        "The map equals one process's; the raster must be readable at the same path on every node",
+    )
+    p.add_argument(
+        "--ray-workers",
+        type=int,
+        help="Ray workers, each holding the model (default: one per GPU, else one per "
+        "--ray-cpus-per-worker CPUs of the cluster)",
+    )
+    p.add_argument(
+        "--ray-cpus-per-worker",
+        type=int,
+        default=1,
+        help="CPUs (torch threads) per Ray worker (default 1)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -127,9 +148,23 @@ def early_checks(args: argparse.Namespace) -> Optional[list[int]]:
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     bands = early_checks(args)
-    from ..predict import predict_raster  # torch is imported only when predicting
+    extra: dict[str, Any] = {}
+    predict: Callable[..., Any]
+    if args.ray is not None:
+        from ..ray_cluster import import_ray
 
-    result = predict_raster(
+        import_ray()  # says how to install Ray before anything heavy starts
+        from ..ray_map import RayOptions, predict_raster_ray
+
+        predict = predict_raster_ray
+        extra["ray_options"] = RayOptions(
+            args.ray, args.ray_workers, max(1, args.ray_cpus_per_worker)
+        )
+    else:
+        from ..predict import predict_raster  # torch is imported only when predicting
+
+        predict = predict_raster
+    result = predict(
         args.model,
         args.raster,
         args.out,
@@ -148,6 +183,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         confidence_dtype="float32" if args.confidence_float else "uint8",
         probabilities=args.probabilities,
         align=not args.no_align,
+        **extra,
     )
     if args.progress == "json":
         emit_json(sys.stdout, RESULT, **result.to_dict())
