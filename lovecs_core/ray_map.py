@@ -39,7 +39,7 @@ from typing import Any, Optional
 import torch
 from osgeo import gdal
 
-from .blockmap import block_side, block_windows
+from .blockmap import block_sides, block_windows
 from .contract import MAPPING
 from .pipeline import PieceSink, TileEngine
 from .predict import PredictResult, predict_raster
@@ -71,7 +71,8 @@ class RayOptions:
     address: Optional[str] = None  # None or "local": start one; "auto"; "host:port"
     workers: Optional[int] = None  # default: one per GPU, or one per cpus_per_worker CPUs
     cpus_per_worker: int = 1
-    block: Optional[int] = None  # block side in px (a multiple of 256); default: block_side()
+    block: Optional[int] = None  # square blocks of this side (a multiple of 256); default:
+    # block_sides()
     device: str = "auto"
     batch_size: Optional[int] = None
     amp: bool = True
@@ -86,7 +87,7 @@ class RunStats:
     workers: int = 0
     device: str = ""
     blocks: int = 0
-    block_side: int = 0
+    block_size: str = ""
     tiles_computed: int = 0
     resubmitted: int = 0
     processes: set[int] = field(default_factory=set)
@@ -213,16 +214,16 @@ class RayEngine(TileEngine):
         if not isinstance(sink, PieceSink):
             raise TypeError("RayEngine.run writes through a PieceSink (pipeline.piece_sink)")
         grid = make_grid(reader.width, reader.height, self.tile, self.overlap)
-        side = self.options.block or block_side(
-            reader.width, reader.height, len(self.actors), self.tile
+        bw, bh = (
+            (self.options.block,) * 2 if self.options.block else block_sides(grid, len(self.actors))
         )
-        blocks = block_windows(reader.width, reader.height, side)
+        blocks = block_windows(reader.width, reader.height, bw, bh)
         source = portable_source(reader.ds, self.base)
         jobs = [
             BlockJob(source, tuple(reader.bands), b, sink.confidence_dtype, sink.probabilities)
             for b in blocks
         ]
-        self.stats.blocks, self.stats.block_side = len(blocks), side
+        self.stats.blocks, self.stats.block_size = len(blocks), f"{bw}x{bh}"
         total_px = reader.width * reader.height
         queue, tries = deque(range(len(jobs))), [0] * len(jobs)
         pending: dict[Any, tuple[int, int]] = {}  # ref -> (job, actor)
@@ -233,7 +234,7 @@ class RayEngine(TileEngine):
         died = self.ray.exceptions.ActorDiedError
         skipped: set[tuple[int, int]] = set()
         done = done_px = 0
-        self.reporter(MAPPING, 0.0, f"0/{len(jobs)} blocks of {side} px")
+        self.reporter(MAPPING, 0.0, f"0/{len(jobs)} blocks of {bw}x{bh} px")
         while queue or pending:
             for a in range(len(self.actors)):
                 while a not in dead and load[a] < IN_FLIGHT and queue:
@@ -288,10 +289,10 @@ class RayEngine(TileEngine):
                 )
         computed = self.stats.tiles_computed
         log.info(
-            "%d blocks of %d px on %d workers: %d tile runs for %d tiles (%.2fx, tiles across "
+            "%d blocks of %s px on %d workers: %d tile runs for %d tiles (%.2fx, tiles across "
             "block edges run for each block), %d blocks resubmitted",
             len(jobs),
-            side,
+            self.stats.block_size,
             len(self.actors),
             computed,
             len(grid) - len(skipped),

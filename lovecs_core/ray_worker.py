@@ -16,7 +16,7 @@ import torch
 from osgeo import gdal
 
 from .blockmap import map_block
-from .pipeline import TileEngine, piece_arrays
+from .pipeline import TileEngine
 from .predict import MAPPING_CACHE_BYTES, default_batch_size
 from .progress import Reporter
 from .raster import RasterReader, Window, open_dataset
@@ -104,7 +104,6 @@ class MapWorker:
             Reporter(),
             settings.cpu_bf16,
         )
-        self.codes = np.asarray(card.class_codes(), dtype=np.uint8)
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(self.engine.prepared())
         self._readers: dict[str, RasterReader] = {}
@@ -128,17 +127,14 @@ class MapWorker:
         reader = self._reader(job.source, job.bands)
         e = self.engine
         grid = make_grid(reader.width, reader.height, e.tile, e.overlap)
-        piece, computed, skipped = map_block(e, reader, grid, job.block)
-        classes, conf, probs = piece_arrays(
-            piece, self.codes, job.confidence_dtype, job.probabilities
-        )
+        m = map_block(e, reader, grid, job.block, job.confidence_dtype, job.probabilities)
         return BlockResult(
             job.block,
-            classes,
-            conf,
-            probs,
-            computed,
-            [(t.ix, t.iy) for t in skipped],
+            m.classes,
+            m.confidence,
+            m.probabilities,
+            m.computed,
+            [(t.ix, t.iy) for t in m.skipped],
             os.getpid(),
             e.precision,
         )

@@ -12,15 +12,14 @@ from osgeo import gdal
 
 from lovecs_core.blend import BandAccumulator, tile_order
 from lovecs_core.blockmap import (
-    BLOCK,
     BlockBlender,
-    block_side,
+    block_sides,
     block_tiles,
     block_windows,
     map_block,
 )
 from lovecs_core.models import model_from_file
-from lovecs_core.pipeline import TileEngine, piece_arrays
+from lovecs_core.pipeline import TileEngine
 from lovecs_core.predict import predict_raster
 from lovecs_core.progress import Reporter
 from lovecs_core.raster import RasterReader, Window
@@ -80,18 +79,19 @@ def test_blocks_blend_bit_for_bit_like_the_whole_raster(width, height, tile, ove
     seen = np.zeros((height, width), np.int32)
     for b in block_windows(width, height, side):
         blender = BlockBlender(grid, b, 3)
-        for t in block_tiles(grid, b):
-            blender.add(t, *tiles[(t.ix, t.iy)])
-        piece = blender.result()
-        assert (piece.row_off, piece.col_off) == (b.yoff, b.xoff)
-        win = np.s_[b.yoff : b.yoff + b.ysize, b.xoff : b.xoff + b.xsize]
-        seen[win] += 1
-        # bitwise: the float32 patterns, not a tolerance
-        assert np.array_equal(
-            piece.probs.view(np.uint32), probs[(slice(None), *win)].view(np.uint32)
-        )
-        assert np.array_equal(piece.covered, covered[win])
-        assert np.array_equal(piece.valid, valid[win])
+        pieces = [p for t in block_tiles(grid, b) for p in blender.add(t, *tiles[(t.ix, t.iy)])]
+        pieces += blender.finish()
+        for piece in pieces:  # bands of the block, one per tile row
+            ph, pw = piece.covered.shape
+            win = np.s_[piece.row_off : piece.row_off + ph, piece.col_off : piece.col_off + pw]
+            assert b.yoff <= piece.row_off and piece.row_off + ph <= b.yoff + b.ysize
+            assert b.xoff <= piece.col_off and piece.col_off + pw <= b.xoff + b.xsize
+            seen[win] += 1
+            # bitwise: the float32 patterns, not a tolerance
+            expected = probs[(slice(None), *win)]
+            assert np.array_equal(piece.probs.view(np.uint32), expected.view(np.uint32))
+            assert np.array_equal(piece.covered, covered[win])
+            assert np.array_equal(piece.valid, valid[win])
     assert (seen == 1).all()
 
 
@@ -103,13 +103,15 @@ def test_blocks_cover_the_raster_in_whole_tiff_blocks():
         (0, 512, 512, 88),
         (512, 512, 488, 88),
     ]
-    with pytest.raises(ValueError, match="multiple of 256"):
+    assert len(block_windows(1000, 600, 256, 768)) == 4
+    with pytest.raises(ValueError, match="multiples of 256"):
         block_windows(1000, 600, 300)
-    # about four blocks per worker, at least one tile wide, at most MAX_BLOCK_SIDE
-    assert block_side(4096, 4096, 4, 512) == 1024
-    assert block_side(600, 600, 2, 512) == 512
-    assert block_side(100_000, 100_000, 2, 512) == 2048
-    assert block_side(300, 300, 8, 64) == BLOCK
+    # two blocks per worker, cut so that the fewest tiles run, sides between a tile and 4096
+    assert block_sides(make_grid(4096, 4096, 512, 64), 2) == (2048, 2048)  # 100 runs, 81 tiles
+    assert block_sides(make_grid(1831, 2077, 512, 64), 1) == (2048, 1280)  # 24 runs, 20 tiles
+    assert block_sides(make_grid(8000, 600, 512, 64), 4) == (1024, 768)
+    assert block_sides(make_grid(100_000, 100_000, 512, 64), 2) == (4096, 4096)
+    assert block_sides(make_grid(300, 300, 64, 16), 8) == (256, 256)
 
 
 def test_a_tile_out_of_order_is_refused():
@@ -120,7 +122,7 @@ def test_a_tile_out_of_order_is_refused():
     with pytest.raises(ValueError, match="out of order"):
         blender.add(tiles[1], None, None)
     with pytest.raises(ValueError, match="misses tiles"):
-        BlockBlender(grid, b, 2).result()
+        BlockBlender(grid, b, 2).finish()
 
 
 def test_a_model_mapped_block_by_block_equals_predict_raster(tmp_path: Path):
@@ -143,18 +145,16 @@ def test_a_model_mapped_block_by_block_equals_predict_raster(tmp_path: Path):
     )
     reader = RasterReader(str(raster))
     grid = make_grid(reader.width, reader.height, 64, 16)
-    codes = np.asarray(card.class_codes(), np.uint8)
     classes = np.full_like(expected, 255)
     conf = np.full_like(expected_conf, 255)
     runs, skipped = 0, set()
     with engine.prepared():
         for b in block_windows(reader.width, reader.height, 256):
-            piece, computed, skips = map_block(engine, reader, grid, b)
-            c, k, _ = piece_arrays(piece, codes, "uint8")
-            classes[b.yoff : b.yoff + b.ysize, b.xoff : b.xoff + b.xsize] = c
-            conf[b.yoff : b.yoff + b.ysize, b.xoff : b.xoff + b.xsize] = k
-            runs += computed
-            skipped.update((t.ix, t.iy) for t in skips)
+            m = map_block(engine, reader, grid, b, "uint8")
+            classes[b.yoff : b.yoff + b.ysize, b.xoff : b.xoff + b.xsize] = m.classes
+            conf[b.yoff : b.yoff + b.ysize, b.xoff : b.xoff + b.xsize] = m.confidence
+            runs += m.computed
+            skipped.update((t.ix, t.iy) for t in m.skipped)
     assert np.array_equal(classes, expected)
     assert np.array_equal(conf, expected_conf)
     assert len(skipped) == r.tiles_skipped > 0
