@@ -236,6 +236,7 @@ class LoveCSDock(DockForm):
             self.device_combo.currentData(),
             self.preset_combo.currentData(),
             folder,
+            ray=self.ray_edit.text(),
         )
         try:
             return build_job(request, self.card)

@@ -86,6 +86,16 @@ class DockForm(QgsDockWidget):
         form.addRow(tr("Output folder"), self.output_widget)
         self.confidence_check = QCheckBox(tr("Also add the confidence layer"), body)
         form.addRow("", self.confidence_check)
+        self.ray_edit = QLineEdit(body)
+        self.ray_edit.setPlaceholderText(tr("empty: this computer, no Ray"))
+        self.ray_edit.setToolTip(
+            tr(
+                "Classify only on a Ray cluster: 'local' starts one on this computer, 'auto' "
+                "joins the one started here with 'ray start', or give its address (host:port). "
+                "The map is the same; the engine's Python needs Ray"
+            )
+        )
+        form.addRow(tr("Ray cluster"), self.ray_edit)
         layout.addLayout(form)
 
         buttons = QHBoxLayout()
@@ -135,6 +145,7 @@ class DockForm(QgsDockWidget):
             s.value(SETTINGS + "output", str(Path(documents) / "LoveCS"))
         )
         self.confidence_check.setChecked(s.value(SETTINGS + "confidence", False, type=bool))
+        self.ray_edit.setText(s.value(SETTINGS + "ray", ""))
 
     def save_settings(self) -> None:
         s = QgsSettings()
@@ -144,6 +155,7 @@ class DockForm(QgsDockWidget):
         s.setValue(SETTINGS + "area", self.area_combo.currentIndex())
         s.setValue(SETTINGS + "output", self.output_widget.filePath())
         s.setValue(SETTINGS + "confidence", self.confidence_check.isChecked())
+        s.setValue(SETTINGS + "ray", self.ray_edit.text().strip())
 
     @staticmethod
     def _select_data(combo: QComboBox, value: Any) -> None:
@@ -162,6 +174,7 @@ class DockForm(QgsDockWidget):
             self.preset_combo,
             self.area_combo,
             self.output_widget,
+            self.ray_edit,
         ):
             widget.setEnabled(not running)
         self.cancel_button.setEnabled(running)

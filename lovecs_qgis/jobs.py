@@ -42,6 +42,7 @@ class JobRequest:
     device: str = "auto"
     preset: str = contract.ADAPT_PRESETS[0]
     folder: Path = Path(".")
+    ray: str = ""  # "Classify only" on a Ray cluster: its address, "local" or "auto"
 
 
 @dataclass
@@ -150,6 +151,7 @@ def build_job(request: JobRequest, card: ModelCard) -> Job:
             raster=request.raster,
             out=str(map_path),
             confidence=str(conf_path),
+            ray=request.ray.strip() or None,
             **options,
         )
     else:

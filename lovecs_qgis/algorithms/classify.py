@@ -54,7 +54,7 @@ class ClassifyAlgorithm(EngineAlgorithm):
     COMMAND = "predict"
     INPUT, MODEL, BANDS, DEVICE = "INPUT", "MODEL", "BANDS", "DEVICE"
     TILE_SIZE, OVERLAP, OUTPUT, CONFIDENCE = "TILE_SIZE", "OVERLAP", "OUTPUT", "CONFIDENCE"
-    NO_RESAMPLE = "NO_RESAMPLE"
+    NO_RESAMPLE, RAY_ADDRESS = "NO_RESAMPLE", "RAY_ADDRESS"
 
     def name(self) -> str:
         return "classify"
@@ -74,7 +74,12 @@ class ClassifyAlgorithm(EngineAlgorithm):
             "<b>Tile size</b> / <b>Overlap</b>: in pixels; 0 / empty take the model's "
             "defaults.<br><b>Confidence</b>: optional raster of the winning class's "
             "probability in percent.<br><br>The model runs in a separate Python process "
-            "(PyTorch), so QGIS stays responsive and Cancel stops it."
+            "(PyTorch), so QGIS stays responsive and Cancel stops it.<br><br>"
+            "<b>Ray cluster address</b> (advanced): empty maps on this computer in one process. "
+            "<i>local</i> starts a Ray cluster on this computer, <i>auto</i> joins the one "
+            "started here with <tt>ray start</tt>, or give a cluster's address "
+            "(host:port). The map is the same pixel for pixel; the raster must be readable "
+            "at the same path on every node, and the engine's Python needs Ray."
         )
 
     def initAlgorithm(self, config: Any = None) -> None:
@@ -114,6 +119,13 @@ class ClassifyAlgorithm(EngineAlgorithm):
         )
         no_resample.setFlags(no_resample.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(no_resample)
+        ray_address = QgsProcessingParameterString(
+            self.RAY_ADDRESS,
+            tr("Ray cluster address (empty: this computer, no Ray; local; auto; host:port)"),
+            optional=True,
+        )
+        ray_address.setFlags(ray_address.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(ray_address)
         self.addParameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Land-cover map"))
         )
@@ -156,6 +168,7 @@ class ClassifyAlgorithm(EngineAlgorithm):
             else None
         )
         device = self.choice(parameters, self.DEVICE, context)
+        ray_address = self.parameterAsString(parameters, self.RAY_ADDRESS, context).strip()
         args = engine_args(
             model=model,
             raster=raster,
@@ -166,6 +179,7 @@ class ClassifyAlgorithm(EngineAlgorithm):
             device=device,
             confidence=confidence or None,
             no_resample=no_resample,
+            ray=ray_address or None,
         )
         result = self.run_engine(
             args, feedback, outputs=[out] + ([confidence] if confidence else [])
