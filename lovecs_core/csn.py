@@ -109,7 +109,7 @@ class CrossSensorNorm(nn.Module):
                 momentum = 1.0 / float(tracked)
         weight, bias = self._affine()
         if self.training and _SYNC["group"] is not None:  # torchrun: statistics of all ranks
-            from .distributed import synced_batch_norm
+            from .sync_layers import synced_batch_norm
 
             return synced_batch_norm(x, mean, var, weight, bias, momentum, self.eps, _SYNC["group"])
         return F.batch_norm(x, mean, var, weight, bias, self.training, momentum, self.eps)
@@ -221,6 +221,7 @@ def recompute_target_statistics(
     from .oom import ChunkedBatch
     from .progress import Reporter
     from .runtime import autocast
+    from .sync_layers import global_batch
 
     report = reporter or Reporter()
     layers = csn_layers(model)
@@ -250,7 +251,8 @@ def recompute_target_statistics(
                         model(torch.from_numpy(images[items]).to(device))
 
                 if current() is not None:  # one pass per rank: the same all-reduces on every rank
-                    forward(slice(None), 1.0)
+                    with global_batch(n, share(n)):
+                        forward(slice(None), 1.0)
                 else:
                     chunks.run(n, forward, functools.partial(_restore, layers, saved))
                 done += n

@@ -15,11 +15,15 @@ code path is the one of a single process, with these differences:
   cross-entropy divided by the *global* number of labelled pixels (times the world size, which
   DDP's gradient averaging divides out), so the gradient is the one-process gradient.
 * **CSN statistics.** In training mode every :class:`~.csn.CrossSensorNorm` computes the batch
-  mean and variance over all ranks' windows (:func:`synced_batch_norm`: two all-reduces per
-  layer and forward, differentiable, like :class:`torch.nn.SyncBatchNorm` but also on a CPU), so
-  the running statistics of both domain slots stay identical on all ranks and equal those of
-  one process on the whole batch. AdaBN (:func:`~.csn.recompute_target_statistics`) goes through
-  the same path. Eval-mode passes use the running statistics and need no communication.
+  mean and variance over all ranks' windows (:func:`.sync_layers.synced_batch_norm`: two
+  all-reduces per layer and forward, differentiable, like :class:`torch.nn.SyncBatchNorm` but
+  also on a CPU), so the running statistics of both domain slots stay identical on all ranks
+  and equal those of one process on the whole batch. AdaBN
+  (:func:`~.csn.recompute_target_statistics`) goes through the same path. Eval-mode passes use
+  the running statistics and need no communication.
+* **Dropout.** The ranks' torch generators stay in step (same seed, same draws); each dropout
+  layer draws the mask of the whole batch and applies its share's rows
+  (:func:`.sync_layers.share_dropout_masks`), so the ranks drop what one process drops.
 * **Pseudo-labelling** (the reference map, each round's map, the health check's map): rank ``r``
   maps tiles ``r, r + N, r + 2N, ...`` (:func:`~.pseudolabels.predict_scene` ``part``) and the
   maps are combined on every rank (:meth:`Session.combine_maps`), so class-balanced thresholds
@@ -64,63 +68,6 @@ def launched_world() -> int:
     if "RANK" not in os.environ:
         return 1
     return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-
-
-# -- CSN statistics over all ranks -------------------------------------------------------------
-class _AllReduceSum(torch.autograd.Function):
-    """Sum over ranks; its gradient is the sum over ranks of the gradients (every rank's loss
-    depends on every rank's contribution)."""
-
-    @staticmethod
-    def forward(ctx: Any, tensor: torch.Tensor, group: Any) -> torch.Tensor:
-        ctx.group = group
-        out = tensor.clone()
-        dist.all_reduce(out, group=group)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor, None]:
-        grad = grads[0].contiguous().clone()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
-
-
-def synced_batch_norm(
-    x: torch.Tensor,
-    running_mean: torch.Tensor,
-    running_var: torch.Tensor,
-    weight: Optional[torch.Tensor],
-    bias: Optional[torch.Tensor],
-    momentum: float,
-    eps: float,
-    group: Any,
-) -> torch.Tensor:
-    """Training-mode batch normalisation with the batch statistics of all ranks' inputs: the
-    mean from the all-reduced sums and counts, then the (biased) variance from the all-reduced
-    squared deviations from that mean (two passes, as stable as one process's). The running
-    statistics are updated as :func:`torch.nn.functional.batch_norm` does (unbiased variance
-    over the global count). A rank may hold no windows (it still takes part)."""
-    dims = [0, *range(2, x.dim())]
-    xf = x.float()
-    channels = x.shape[1]
-    count = torch.full((1,), xf.numel() / max(channels, 1), dtype=xf.dtype, device=x.device)
-    first = _AllReduceSum.apply(torch.cat([xf.sum(dims), count]), group)
-    n = first[-1].detach()
-    shape = [1, channels] + [1] * (x.dim() - 2)
-    mean = first[:channels] / n.clamp(min=1)
-    centred = xf - mean.view(shape)
-    var = _AllReduceSum.apply((centred * centred).sum(dims), group) / n.clamp(min=1)
-    out = centred * torch.rsqrt(var + eps).view(shape)
-    if weight is not None:
-        out = out * weight.float().view(shape)
-    if bias is not None:
-        out = out + bias.float().view(shape)
-    with torch.no_grad():
-        factor = torch.where(n > 1, n / (n - 1).clamp(min=1), torch.ones_like(n))
-        unbiased = var.detach() * factor
-        running_mean.mul_(1 - momentum).add_(momentum * mean.detach().to(running_mean.dtype))
-        running_var.mul_(1 - momentum).add_(momentum * unbiased.to(running_var.dtype))
-    return out.to(x.dtype)
 
 
 # -- the session -------------------------------------------------------------------------------
@@ -232,6 +179,7 @@ class Session:
         :func:`.rounds._train_step` does for one process."""
         from .oom import OutOfGpuMemory
         from .runtime import autocast
+        from .sync_layers import global_batch
         from .train import IGNORE, clip_and_step
 
         batches = [source, target]
@@ -244,7 +192,8 @@ class Session:
         try:
             xs = [None if b is None else torch.from_numpy(b[0]).to(self.device) for b in batches]
             total: Optional[torch.Tensor] = None
-            with autocast(self.device, cfg.amp, cpu_bf16=True):
+            whole = global_batch(cfg.batch_size, self.share(cfg.batch_size))
+            with whole, autocast(self.device, cfg.amp, cpu_bf16=True):
                 outs = ddp(*xs)
                 for k, (batch, logits) in enumerate(zip(batches, outs)):
                     if batch is None or logits is None:

@@ -63,6 +63,7 @@ from .pseudolabels import CONF_SCALE, NO_CLASS, gsd_scales, tile_chunks
 from .qml import qml_path
 from .rounds import map_scene, self_train, source_term
 from .sampling import WindowSampler
+from .sync_layers import share_dropout_masks
 from .train import resolve_device, round_up, seed_everything
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ def adapt(
         card.architecture = {**card.architecture, "csn": True}
     net.to(device)
     copy_source_to_target(net)
+    if session is not None:  # dropout masks as one process draws them (see .sync_layers)
+        share_dropout_masks(net)
     source_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
     sc = open_scene(card, target, bands, cfg, report)

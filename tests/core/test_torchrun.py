@@ -33,6 +33,7 @@ from lovecs_core.csn import CrossSensorNorm, recompute_target_statistics, replac
 from lovecs_core.data import RasterSource
 from lovecs_core.pseudolabels import predict_scene
 from lovecs_core.sampling import WindowSampler
+from lovecs_core.sync_layers import global_batch, share_dropout_masks
 
 from .helpers import write_geotiff
 from .synthetic import tiny_train_args, write_classes, write_source, write_target
@@ -76,6 +77,10 @@ def _norm_pass(layer: CrossSensorNorm, x: torch.Tensor, w: torch.Tensor) -> dict
         "tracked": layer.target_num_batches_tracked.clone(),
         "source_mean": layer.running_mean.clone(),
     }
+
+
+def _dropouts() -> nn.Module:
+    return nn.Sequential(nn.Dropout2d(0.5, inplace=True), nn.Dropout(0.3)).train()
 
 
 def _make_layer() -> CrossSensorNorm:
@@ -127,6 +132,12 @@ def _worker(rank: int, port: int, folder: str) -> None:
         out["norm"] = _norm_pass(
             _make_layer(), x[mine.start : mine.stop], w[mine.start : mine.stop]
         )
+        torch.manual_seed(7)
+        drop = _dropouts()
+        share_dropout_masks(drop)
+        with global_batch(len(x), mine):
+            out["dropout"] = drop(x[mine.start : mine.stop].clone())
+        out["after_dropout"] = torch.rand(4)  # the generators are still in step
         net = _tiny_net()
         # 7 windows in batches of 3: shares 1+2, 1+2, then 0+1 (rank 0 forwards an empty batch)
         scene = Path(folder) / "scene.tif"
@@ -181,6 +192,14 @@ def test_collectives_on_two_processes_equal_one_process(tmp_path: Path):
     # without synchronisation, a rank's statistics would be those of its share alone
     alone = _norm_pass(_make_layer(), x[:2], w[:2])
     assert not torch.allclose(alone["var"], one["var"], rtol=1e-3)
+
+    # dropout: the ranks drop what one process drops on the whole batch
+    torch.manual_seed(7)
+    dropped = _dropouts()(x.clone())
+    torch.testing.assert_close(torch.cat([r["dropout"] for r in ranks]), dropped)
+    assert 0 < int((dropped == 0).sum()) < dropped.numel()
+    after = torch.rand(4)
+    assert all(torch.equal(r["after_dropout"], after) for r in ranks)
 
     # AdaBN: the same target statistics as one process drawing the same windows
     net = _tiny_net()
