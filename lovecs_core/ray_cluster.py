@@ -57,8 +57,8 @@ def describe(address: Optional[str]) -> str:
 def connected(
     address: Optional[str] = None, num_cpus: Optional[int] = None
 ) -> Iterator[ModuleType]:
-    """Ray, connected for the ``with`` block: to ``address`` (``auto``, ``host:port`` or
-    ``ray://host:port``), or to a local cluster started here (``None``/``local``; ``num_cpus``:
+    """Ray, connected for the ``with`` block: to ``address`` (``auto`` or ``host:port``), or
+    to a local cluster started here (``None``/``local``; ``num_cpus``:
     its CPUs, default all). A connection that already exists (a test's cluster, a notebook's)
     is used as it is and left open; one made here is closed at the end."""
     ray = import_ray()

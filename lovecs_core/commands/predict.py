@@ -95,8 +95,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         const="local",
         metavar="ADDRESS",
         help="map on a Ray cluster: no value (or 'local') starts one on this machine, 'auto' "
-        "joins the one `ray start` runs here, or give its address (host:port, ray://host:port). "
-        "The map equals one process's; the raster must be readable at the same path on every node",
+        "joins the one `ray start` runs here, or give its head's address (host:port). The map "
+        "equals one process's; the raster must be readable at the same path on every node",
     )
     p.add_argument(
         "--ray-workers",
