@@ -1,13 +1,14 @@
 """Adaptation with torchrun: one process against N gloo (CPU) or NCCL (GPU) processes.
 
-Runs the same short LoVeCS adaptation of a model to a window of a real scene as one process
+Runs the same short LoveCS adaptation of a model to a window of a real scene as one process
 (``python -m lovecs_core adapt``) and under ``torchrun --nproc_per_node N -m lovecs_core adapt``,
-each process on ``--threads`` CPU threads (or its own GPU with ``--device cuda``), and records
+each process on the CPU threads ``--runs`` gives it (or its own GPU with ``--device cuda``), and records
 the wall time of the whole command (start-up included), the engine's own time (the result's
 ``seconds``), and how far the adapted models are apart (they should agree within floating-point
-reduction order). Writes its section of bench/RESULTS.md with ``--write``::
+reduction order; a one-process run on 2 threads shows how large one process's own
+floating-point noise is). Writes its section of bench/RESULTS.md with ``--write``::
 
-    python bench/torchrun_adapt.py --nproc 1 2 --write
+    python bench/torchrun_adapt.py --write
 """
 
 from __future__ import annotations
@@ -44,40 +45,52 @@ def crop_scene(scene: Path, window: int, out: Path) -> Path:
     return path
 
 
-def run(n: int, args: argparse.Namespace, scene: Path, out: Path) -> dict[str, Any]:
-    model = out / f"adapted_{n}.lovecs"
-    for stale in out.glob(f"adapted_{n}.*"):
+def run(spec: str, amp: bool, args: argparse.Namespace, scene: Path, out: Path) -> dict[str, Any]:
+    """One adaptation: ``spec`` = ``PROCESSES:THREADS`` (threads per process)."""
+    n, threads = (int(v) for v in spec.split(":"))
+    model = out / f"adapted_{'amp' if amp else 'fp32'}_{n}x{threads}.lovecs"
+    for stale in out.glob(model.name + "*"):
         stale.unlink()
     adapt = [
         "adapt", "--model", str(args.model), "--target", str(scene), "--out", str(model),
         "--method", "lovecs", "--preset", "fast", "--iterations", str(args.iterations),
         "--refresh-every", str(args.refresh_every), "--batch-size", str(args.batch_size),
         "--crop", str(args.crop), "--pl-tile", str(args.pl_tile), "--n-scales", "1",
-        "--device", args.device, "--keep-adapted",
+        "--device", args.device, "--keep-adapted", *([] if amp else ["--no-amp"]),
     ]  # fmt: skip
     if n == 1:
         command = [sys.executable, "-m", "lovecs_core", "--progress", "json", *adapt]
     else:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         command += ["--nproc_per_node", str(n), "-m", "lovecs_core", "--progress", "json", *adapt]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     load = os.getloadavg()[0]
     t0 = time.monotonic()
     done = subprocess.run(command, cwd=str(ROOT), env=env, capture_output=True, text=True)
     wall = time.monotonic() - t0
     if done.returncode != 0:
-        raise SystemExit(f"{n} process(es) failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{spec} failed:\n{done.stderr[-3000:]}")
     result = [json.loads(line) for line in done.stdout.splitlines()][-1]
-    return {"n": n, "wall": wall, "engine": result["seconds"], "load": load, "model": model}
+    return dict(
+        n=n, threads=threads, amp=amp, wall=wall, engine=result["seconds"], load=load,
+        model=model, pixels=[r["class_pixels"] for r in result["rounds"]],
+    )  # fmt: skip
 
 
-def max_difference(a: Path, b: Path) -> float:
+def difference(a: Path, b: Path, source: Path) -> tuple[float, float]:
+    """The largest absolute difference between two adapted models' weights and statistics, and
+    the difference as a share of what adaptation changed (L2 norms over all of them)."""
     from lovecs_core.card import load_model_file
 
-    sa, sb = load_model_file(a)[1], load_model_file(b)[1]
-    return max(
-        float((sa[k].float() - sb[k].float()).abs().max()) for k in sa if sa[k].is_floating_point()
-    )
+    sa, sb, s0 = (load_model_file(path)[1] for path in (a, b, source))
+    worst, apart, moved = 0.0, 0.0, 0.0
+    for key, value in sa.items():
+        if value.is_floating_point():
+            d = value.double() - sb[key].double()
+            worst = max(worst, float(d.abs().max()))
+            apart += float((d * d).sum())
+            moved += float(((value.double() - s0[key].double()) ** 2).sum())
+    return worst, (apart / max(moved, 1e-300)) ** 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=str(ROOT / "resources" / "models" / "default.lovecs"))
     p.add_argument("--scene", default=str(DATA / "target_b" / "scene.tif"))
     p.add_argument("--window", type=int, default=512, help="side of the scene window, pixels")
-    p.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--threads", type=int, default=1, help="CPU threads per process")
+    p.add_argument(
+        "--runs",
+        nargs="+",
+        default=["1:1", "2:1", "1:2"],
+        help="PROCESSES:THREADS each; the first is the reference (1:2: one process's own "
+        "floating-point noise, as its threads sum in another order)",
+    )
+    p.add_argument("--precision", nargs="+", choices=("amp", "fp32"), default=["amp", "fp32"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--iterations", type=int, default=8)
     p.add_argument("--refresh-every", type=int, default=4)
@@ -99,30 +118,47 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scene = crop_scene(Path(args.scene), args.window, out)
-    rows = [run(n, args, scene, out) for n in args.nproc]
-    base = rows[0]
+    from lovecs_core.runtime import cpu_bf16_supported
+
+    amp_name = "bfloat16 autocast" if cpu_bf16_supported() else "amp (float32 on this CPU)"
     lines = [
         "## Adaptation with torchrun (CPU, gloo)",
         "",
         f"`{' '.join(['python', 'bench/torchrun_adapt.py', *(argv or sys.argv[1:])])}` on "
-        f"{dt.date.today().isoformat()}: {os.cpu_count()}-core {platform.processor() or 'CPU'} "
-        f"({platform.machine()}), no GPU, shared with a background benchmark on one thread "
-        f"(load average at each start below). Model: {Path(args.model).name}; scene: the "
-        f"central {args.window}x{args.window} px of {Path(args.scene).parent.name}; LoveCS, "
+        f"{dt.date.today().isoformat()}: {os.cpu_count()}-core {platform.machine()} CPU, no GPU, "
+        "shared with a background benchmark on one thread and other jobs (load average at "
+        f"each start below). Model: {Path(args.model).name}; scene: the central "
+        f"{args.window}x{args.window} px of {Path(args.scene).parent.name}; LoveCS, "
         f"{args.iterations} iterations (new pseudo-labels every {args.refresh_every}), global "
         f"batch {args.batch_size} windows of {args.crop} px per domain, one pseudo-labelling "
-        f"scale, {args.threads} thread(s) per process, float32 or bfloat16 as the CPU allows.",
+        "scale. Differences are to the first row of the same precision.",
         "",
-        "| processes | wall (s, with start-up) | engine (s) | speed-up (engine) | load avg | "
-        "max weight difference to 1 process |",
-        "|---|---|---|---|---|---|",
+        "| precision | processes x threads | wall (s, with start-up) | engine (s) | speed-up "
+        "(engine) | load avg | weight difference: largest / share of the adaptation's "
+        "change | pseudo-label pixels that differ |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        diff = "-" if row is base else f"{max_difference(base['model'], row['model']):.2g}"
-        lines.append(
-            f"| {row['n']} | {row['wall']:.1f} | {row['engine']:.1f} | "
-            f"{base['engine'] / row['engine']:.2f}x | {row['load']:.1f} | {diff} |"
-        )
+    for precision in args.precision:
+        rows = [run(spec, precision == "amp", args, scene, out) for spec in args.runs]
+        base = rows[0]
+        for row in rows:
+            if row is base:
+                diff, changed = "-", "-"
+            else:
+                worst, share = difference(base["model"], row["model"], Path(args.model))
+                diff = f"{worst:.2g} / {100 * share:.2g} %"
+                changed = str(
+                    sum(
+                        abs(x - y)
+                        for a, b in zip(base["pixels"], row["pixels"])
+                        for x, y in zip(a, b)
+                    )
+                )
+            lines.append(
+                f"| {amp_name if row['amp'] else 'float32'} | {row['n']} x {row['threads']} | "
+                f"{row['wall']:.1f} | {row['engine']:.1f} | "
+                f"{base['engine'] / row['engine']:.2f}x | {row['load']:.1f} | {diff} | {changed} |"
+            )
     text = "\n".join(lines)
     print(text)
     if args.write:
