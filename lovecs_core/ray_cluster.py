@@ -5,7 +5,8 @@ only here and only when a run asks for it, and its absence is a one-line error s
 install it. A local cluster keeps its session files under the temporary folder (``$TMPDIR/ray``;
 the Makefile points ``TMPDIR`` into the checkout), runs without a dashboard and, unless the
 caller configured Ray's token authentication, with a token held in this process's environment
-instead of Ray's default ``~/.ray/auth_token``.
+instead of Ray's default ``~/.ray/auth_token`` (also when a parent process left Ray's
+``RAY_AUTH_MODE=token`` behind); the variables are restored when the cluster stops.
 """
 
 from __future__ import annotations
@@ -66,28 +67,28 @@ def connected(
         yield ray
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reporting home from a run
-    token_set = False
-    if not address or address == LOCAL:
-        if not any(v in os.environ for v in _AUTH_VARIABLES):
-            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # not ~/.ray/auth_token
-            token_set = True
-        temp = os.path.join(tempfile.gettempdir(), "ray")
-        log.info("starting a local Ray cluster (session files in %s)", temp)
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            _temp_dir=temp,
-        )
-    else:
-        log.info("connecting to %s", describe(address))
-        try:
-            ray.init(address=address, log_to_driver=False)
-        except (ConnectionError, RuntimeError) as exc:
-            raise RuntimeError(f"cannot connect to {describe(address)}: {exc}") from None
+    saved = {v: os.environ.get(v) for v in _AUTH_VARIABLES}  # ray.init sets RAY_AUTH_MODE
     try:
+        if not address or address == LOCAL:
+            token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            if not token and os.environ.get("RAY_AUTH_MODE", "").lower() != "disabled":
+                os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # not ~/.ray/auth_token
+            temp = os.path.join(tempfile.gettempdir(), "ray")
+            log.info("starting a local Ray cluster (session files in %s)", temp)
+            ray.init(
+                num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, _temp_dir=temp
+            )
+        else:
+            log.info("connecting to %s", describe(address))
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError) as exc:
+                raise RuntimeError(f"cannot connect to {describe(address)}: {exc}") from None
         yield ray
     finally:
         ray.shutdown()
-        if token_set:
-            os.environ.pop("RAY_AUTH_TOKEN", None)
+        for name, value in saved.items():  # child processes must not inherit this run's
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -5,6 +5,7 @@ cancelled run leaves no file. Without Ray, ``--ray`` is a one-line error saying 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,12 @@ from lovecs_core.ray_map import ACTOR_PREFIX, RayOptions, predict_raster_ray  # 
 @pytest.fixture(scope="module")
 def cluster():
     """One local cluster for the module: 2 CPUs, session files under $TMPDIR/ray."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("RAY_AUTH")}
     with connected("local", num_cpus=2) as r:
         yield r
+    # Ray sets RAY_AUTH_MODE=token in this process: restored, or child processes (the plugin's
+    # engine) would start clusters that write ~/.ray/auth_token
+    assert {k: v for k, v in os.environ.items() if k.startswith("RAY_AUTH")} == before
 
 
 @pytest.fixture(autouse=True)

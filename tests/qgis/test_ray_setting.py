@@ -54,6 +54,10 @@ def test_classify_on_a_local_ray_cluster_gives_the_same_map(
 ):
     pytest.importorskip("ray", reason="the engine's Python has no Ray (make setup installs it)")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one thread per forward pass, as each worker
+    # Ray's own default would write a token to ~/.ray/auth_token, even more so when RAY_AUTH_MODE
+    # was left in the environment: the engine keeps it in its environment instead
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
     maps = {}
     for name, address in (("one", ""), ("ray", "local")):
         out = tmp_path / f"{name}.tif"
@@ -70,3 +74,4 @@ def test_classify_on_a_local_ray_cluster_gives_the_same_map(
         maps[name] = gdal.Open(str(out)).ReadAsArray()
     assert maps["one"].shape == (90, 110) and len(np.unique(maps["one"])) >= 2
     assert np.array_equal(maps["one"], maps["ray"])
+    assert not (tmp_path / "home" / ".ray").exists()
