@@ -20,7 +20,7 @@ from lovecs_core.predict import predict_raster
 from lovecs_core.progress import Cancelled, CancelToken, Reporter
 from lovecs_core.raster import open_dataset, pixel_size_metres
 
-from .helpers import tiny_model_file, write_geotiff
+from .helpers import tiny_card, tiny_model_file, write_geotiff
 
 ray = pytest.importorskip(
     "ray", reason="Ray is not installed (make setup installs the 'cluster' extra)"
@@ -164,6 +164,22 @@ def test_cancel_stops_the_workers_and_leaves_no_file(cluster, tmp_path: Path):
             ray_options=RayOptions(block=256),
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.lovecs", "r.tif"]
+    assert not [n for n in ray.util.list_named_actors() if n.startswith(ACTOR_PREFIX)]
+
+
+class Exploding(torch.nn.Module):
+    """A network that fails in every forward pass (the workers import it from this module)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("device exploded")
+
+
+def test_an_error_in_a_worker_is_raised_as_itself_and_leaves_no_file(cluster, tmp_path: Path):
+    data = np.random.default_rng(2).integers(1, 256, (3, 300, 300)).astype(np.uint8)
+    raster = write_geotiff(tmp_path / "r.tif", data)
+    with pytest.raises(RuntimeError, match="^device exploded$"):
+        predict_raster_ray((tiny_card(), Exploding()), raster, tmp_path / "o.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tif"]
     assert not [n for n in ray.util.list_named_actors() if n.startswith(ACTOR_PREFIX)]
 
 
