@@ -45,6 +45,7 @@ def test_class_factory_init_gui_and_unload(qgis_app, qgis_iface, qgis_processing
             "TILE_SIZE",
             "OVERLAP",
             "NO_RESAMPLE",
+            "RAY_ADDRESS",
             "OUTPUT",
             "CONFIDENCE",
         ]
