@@ -28,7 +28,7 @@ temporary outputs are removed as in one process.
 from __future__ import annotations
 
 import contextlib
-import io
+import copy
 import logging
 import os
 import time
@@ -154,9 +154,12 @@ class RayEngine(TileEngine):
             o.amp,
             o.cpu_bf16,
         )
-        buf = io.BytesIO()
-        torch.save((self.card, self.net), buf)
-        self._model = ray.put(buf.getvalue())  # kept: a restarted actor loads it again
+        net = self.net
+        if any(t.device.type != "cpu" for t in (*net.parameters(), *net.buffers())):
+            net = copy.deepcopy(net).cpu()  # workers without a GPU must be able to unpack it
+        # Ray's own serialiser carries the module from this process to the workers (no file is
+        # read there, so nothing to torch.load); kept: a restarted actor unpacks it again
+        self._model = ray.put((self.card, net))
         remote = ray.remote(MapWorker)
         self.actors = [
             remote.options(

@@ -5,7 +5,6 @@ with ``ray.remote``."""
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -14,8 +13,10 @@ from xml.sax.saxutils import escape
 import numpy as np
 import torch
 from osgeo import gdal
+from torch import nn
 
 from .blockmap import map_block
+from .card import ModelCard
 from .pipeline import TileEngine
 from .predict import MAPPING_CACHE_BYTES, default_batch_size
 from .progress import Reporter
@@ -84,10 +85,10 @@ class MapWorker:
     """A Ray actor (wrapped with ``ray.remote`` by the driver): loads the model once, then maps
     blocks (:func:`~.blockmap.map_block`)."""
 
-    def __init__(self, model: bytes, settings: WorkerSettings) -> None:
+    def __init__(self, model: tuple[ModelCard, nn.Module], settings: WorkerSettings) -> None:
         torch.set_num_threads(max(1, settings.threads))
         gdal.SetCacheMax(MAPPING_CACHE_BYTES)
-        card, net = torch.load(io.BytesIO(model), map_location="cpu", weights_only=False)
+        card, net = model  # unpacked by Ray from the driver's object (on CPU)
         dev = torch.device(settings.device)
         batch = settings.batch_size or default_batch_size(dev)
         self.engine = TileEngine(
