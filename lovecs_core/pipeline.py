@@ -4,7 +4,7 @@ A reader thread reads windows with GDAL, normalises them with the card's statist
 chosen domain and stacks batches into a bounded queue; the calling thread runs the model on the
 chosen device (mixed precision on CUDA); a blender thread merges the overlapping tiles with
 smooth weights (:class:`~.blend.BandAccumulator`) and hands each finished piece to a sink
-(:func:`piece_sink` turns it into class map, confidence and probabilities, written block by
+(:class:`PieceSink` turns it into class map, confidence and probabilities, written block by
 block). Memory is bounded by the tile, the batch queues and a compact carry across the raster's
 shorter side (tiles go along the longer one), whatever the raster's size. When the GPU runs out
 of memory, batches are split and the run goes on.
@@ -120,11 +120,6 @@ class PieceSink:
             piece, self.codes, self.confidence_dtype, self.probabilities
         )
         self.writer.write(piece.row_off, classes, conf, probs, col_off=piece.col_off)
-
-
-def piece_sink(writer: PredictionWriter, card: ModelCard) -> PieceSink:
-    """A sink writing finished pieces into ``writer`` (:class:`PieceSink`)."""
-    return PieceSink(writer, card)
 
 
 _END = object()

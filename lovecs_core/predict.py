@@ -25,7 +25,7 @@ from .card import ModelCard
 from .contract import READING, WRITING, band_count_problem, format_bands
 from .device import resolve_device
 from .models import input_divisor, model_from_file
-from .pipeline import TileEngine, normalize, piece_sink  # noqa: F401 (normalize: the API)
+from .pipeline import PieceSink, TileEngine, normalize  # noqa: F401 (normalize: the API)
 from .progress import Cancelled, Reporter
 from .qml import qml_path, write_qml
 from .radiometry import scene_alignment
@@ -299,7 +299,7 @@ def _predict_raster(
     )
     try:
         if resample_to is None:
-            total, skipped = engine.run(source, piece_sink(writer, card))
+            total, skipped = engine.run(source, PieceSink(writer, card))
         else:
             log.info("resampling from %.4g m to the model's %.4g m", raster_gsd, resample_to)
             total, skipped = predict_resampled(engine, ds, source, writer, out, resample_to, card)

@@ -215,7 +215,7 @@ class RayEngine(TileEngine):
         """Map every block of ``reader`` on the workers; ``sink`` (a :class:`PieceSink`) gives
         the writer. Returns ``(tiles_total, tiles_skipped)`` of the grid, as one process."""
         if not isinstance(sink, PieceSink):
-            raise TypeError("RayEngine.run writes through a PieceSink (pipeline.piece_sink)")
+            raise TypeError("RayEngine.run writes through a PieceSink (pipeline.PieceSink)")
         grid = make_grid(reader.width, reader.height, self.tile, self.overlap)
         bw, bh = (
             (self.options.block,) * 2 if self.options.block else block_sides(grid, len(self.actors))

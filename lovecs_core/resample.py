@@ -14,7 +14,7 @@ from osgeo import gdal
 from .card import ModelCard
 from .contract import INPUT_GRID, MODEL_GRID, MODEL_GRID_CONF, MODEL_GRID_PROB, RESAMPLING
 from .outputfiles import remove_raster
-from .pipeline import TileEngine, piece_sink
+from .pipeline import PieceSink, TileEngine
 from .progress import Cancelled, Reporter
 from .raster import RasterReader, Window, warp_to_gsd
 from .writer import (
@@ -58,7 +58,7 @@ def predict_resampled(
         styled=False,
     )
     try:
-        total, skipped = engine.run(model_reader, piece_sink(stage, card))
+        total, skipped = engine.run(model_reader, PieceSink(stage, card))
         model_reader.close()
         temps += stage.commit(overviews=False)
         nodata: list[float] = [CLASS_NODATA]
