@@ -53,6 +53,7 @@ DEFAULT_DATA = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" 
 SOURCE_STATS = "source model, source statistics (no alignment)"
 SCENE_STATS = "source model, scene statistics"
 ALIGNED = "aligned source model"
+NO_TONE = "aligned source model, no tone step"
 ORACLE = "oracle (target labels)"
 ADAPT_METHODS = ("adabn", "cbst", "lovecs")
 DEFAULT_METHOD = "lovecs"  # what the dock's "Adapt to this image" runs
@@ -218,6 +219,17 @@ def run_scene(
         amp=amp,
     )
     add(SCENE_STATS, folder / "scene-stats.tif", time.monotonic() - t0)
+    t0 = time.monotonic()
+    predict_raster(
+        str(model),
+        scene.image,
+        folder / "aligned-no-tone.tif",
+        bands=scene.bands,
+        device=str(device),
+        amp=amp,
+        tone="off",
+    )
+    add(NO_TONE, folder / "aligned-no-tone.tif", time.monotonic() - t0)
     t0 = time.monotonic()
     pr = predict_raster(
         str(model),
@@ -415,9 +427,9 @@ def results_section(ctx: dict[str, Any], rows: list[dict[str, Any]], names: list
         "",
         "Summary (mIoU / OA in %; *delivered* = the map the user gets by default):",
         "",
-        "| scene | source stats | scene stats | **aligned source** | adabn | cbst | **lovecs "
-        "(default)** | verdict (lovecs) | default vs aligned (mIoU / OA) |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| scene | source stats | scene stats | aligned, no tone | **aligned source** | adabn | "
+        "cbst | **lovecs (default)** | verdict (lovecs) | default vs aligned (mIoU / OA) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     by = {(r["scene"], r["method"]): r for r in rows}
     for scene in ctx["scenes"]:
@@ -439,7 +451,8 @@ def results_section(ctx: dict[str, Any], rows: list[dict[str, Any]], names: list
             )
         )
         lines.append(
-            f"| {scene} | {cell(SOURCE_STATS)} | {cell(SCENE_STATS)} | {cell(ALIGNED)} | "
+            f"| {scene} | {cell(SOURCE_STATS)} | {cell(SCENE_STATS)} | {cell(NO_TONE)} | "
+            f"{cell(ALIGNED)} | "
             f"{cell('adabn')} | {cell('cbst')} | {cell(DEFAULT_METHOD)} | "
             f"{(d or {}).get('verdict') or '–'} | {delta} |"
         )

@@ -47,6 +47,7 @@ class AdaptConfig:
     device: str = "auto"
     amp: bool = True
     in_memory_pixels: int = IN_MEMORY_PIXELS
+    tone: str | float = "auto"  # the alignment's tone step (.tone): auto, off or a gamma
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

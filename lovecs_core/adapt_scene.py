@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from torch import nn
+
 from .adapt_config import AdaptConfig, AdaptError
 from .card import ModelCard
 from .contract import band_count_problem
@@ -17,6 +19,7 @@ from .data import RasterSource
 from .progress import Reporter
 from .radiometry import Alignment, scene_alignment
 from .raster import pixel_size_metres
+from .tone import choose_tone
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,14 @@ class Scene:
 
 def open_scene(
     card: ModelCard,
+    net: nn.Module,
     target: str | os.PathLike[str],
     bands: Optional[Sequence[int]],
     cfg: AdaptConfig,
     report: Reporter,
 ) -> Scene:
     """Open ``target`` with ``bands`` (in memory when small), check its band count against the
-    card, and align it to the source sensor."""
+    card, and align it to the source sensor (``net`` chooses the tone, :mod:`.tone`)."""
     report("reading", 0.0, f"opening {Path(target).name}")
     scene = RasterSource(target, bands, in_memory=False)
     problem = band_count_problem(card.band_names, scene.band_count, Path(target).name)
@@ -55,9 +59,11 @@ def open_scene(
         log.warning("GSD of the model or the scene unknown: multi-scale factors assume equal GSD")
     try:
         alignment = scene_alignment(card, scene.reader.ds, scene.bands)
+        alignment = choose_tone(card, net, scene.reader.ds, scene.bands, alignment, cfg.tone)
     except ValueError as exc:
         raise AdaptError(f"{Path(target).name}: {exc}") from exc
     norm = alignment.normalization(*card.stats("source"))
+    scene.transform = alignment.pixel_transform()
     report(
         "reading",
         1.0,

@@ -17,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -129,6 +129,9 @@ def read_labels(
 class RasterSource:
     """One raster to read windows from (in memory or through GDAL) plus optional labels."""
 
+    #: applied to every window read (an alignment with a tone, :mod:`.tone`), or None
+    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -178,11 +181,14 @@ class RasterSource:
         self._data, self._valid = data, valid
 
     def read(self, xoff: int, yoff: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(data float32[C, h, w], valid bool[h, w])`` for a window inside the raster."""
+        """``(data float32[C, h, w], valid bool[h, w])`` for a window inside the raster (through
+        :attr:`transform` when set)."""
         if self._data is not None and self._valid is not None:
             d = self._data[:, yoff : yoff + height, xoff : xoff + width].astype(np.float32)
-            return d, self._valid[yoff : yoff + height, xoff : xoff + width].copy()
-        return self.reader.read(Window(xoff, yoff, width, height))
+            v = self._valid[yoff : yoff + height, xoff : xoff + width].copy()
+        else:
+            d, v = self.reader.read(Window(xoff, yoff, width, height))
+        return (d if self.transform is None else self.transform(d)), v
 
     def read_padded(
         self, xoff: int, yoff: int, width: int, height: int

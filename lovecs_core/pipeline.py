@@ -183,6 +183,8 @@ class TileEngine:
     ) -> None:
         self.card, self.net, self.dev, self.domain = card, net, dev, domain
         self.mean, self.std = list(mean), list(std)
+        #: applied to raw pixels before the normalisation (an alignment with a tone), or None
+        self.transform: Optional[Callable[[np.ndarray], np.ndarray]] = None
         self.tile, self.overlap = tile, overlap
         self.batch_size = batch_size
         self.amp = bool(amp and dev.type == "cuda")
@@ -338,6 +340,8 @@ class TileEngine:
         data, valid = reader.read(tile.window)
         if not valid.any():
             return None, None
+        if self.transform is not None:
+            data = self.transform(data)
         x = normalize(data, self.mean, self.std)
         x[:, ~valid] = 0.0
         return valid, _pad(x, pad_h, pad_w)

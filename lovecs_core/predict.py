@@ -28,7 +28,7 @@ from .models import input_divisor, model_from_file
 from .pipeline import PieceSink, TileEngine, normalize  # noqa: F401 (normalize: the API)
 from .progress import Cancelled, Reporter
 from .qml import qml_path, write_qml
-from .radiometry import scene_alignment
+from .radiometry import adapted_transform, scene_alignment
 from .raster import (
     RasterError,
     RasterReader,
@@ -39,6 +39,7 @@ from .raster import (
     window_from_extent,
 )
 from .resample import predict_resampled
+from .tone import choose_tone
 from .writer import PredictionWriter
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def predict_raster(
     align: bool = True,
     cpu_bf16: bool = False,
     make_engine: Optional[EngineHook] = None,
+    tone: str | float = "auto",
 ) -> PredictResult:
     """Classify ``raster`` with ``model`` into the GeoTIFF ``out`` (uint8 class codes, nodata 0)
     plus ``out``'s ``.qml`` style.
@@ -165,6 +167,8 @@ def predict_raster(
     eval mode (its train/eval mode is restored afterwards).
     ``align``: a model not adapted to this scene sees the scene through the sensor alignment of
     :mod:`.radiometry` (bit depth, out-of-range bands), folded into its normalisation.
+    ``tone``: the alignment's tone step (:mod:`.tone`): ``auto`` (the model chooses one for a
+    scene of another bit depth), ``off``, or a gamma.
     ``cpu_bf16``: bfloat16 autocast on a CPU that computes it natively (about 1.6x faster for the
     bundled model; 99.8 % of its pixels keep their class, bench/RESULTS.md). Off by default: it
     changes maps, float32 does not. On a CPU the network always runs channels_last (same sums).
@@ -193,6 +197,7 @@ def predict_raster(
             align=align,
             cpu_bf16=cpu_bf16,
             make_engine=make_engine,
+            tone=tone,
         )
 
 
@@ -218,6 +223,7 @@ def _predict_raster(
     align: bool,
     cpu_bf16: bool,
     make_engine: Optional[EngineHook],
+    tone: str | float,
 ) -> PredictResult:
     start = time.perf_counter()
     reporter = reporter or Reporter()
@@ -248,10 +254,13 @@ def _predict_raster(
     )
     if problem:
         raise RasterError(problem)
-    alignment = None
+    alignment, transform = None, None
     if align and domain == "source":
-        alignment = scene_alignment(card, ds, source.bands)
+        alignment = choose_tone(
+            card, net, ds, source.bands, scene_alignment(card, ds, source.bands), tone
+        )
         mean, std = (list(v) for v in alignment.normalization(mean, std).values())
+        transform = alignment.pixel_transform()
         reporter(READING, 0.0, f"sensor alignment: {alignment.describe()}")
         log.info("sensor alignment: %s", alignment.describe())
     tile_px, overlap_px = tile_settings(card, tile, overlap)
@@ -275,6 +284,7 @@ def _predict_raster(
     engine = TileEngine(
         card, net, dev, domain, mean, std, tile_px, overlap_px, batch_size, amp, reporter, cpu_bf16
     )
+    engine.transform = transform or adapted_transform(card, domain)
     if make_engine is not None:
         engine = make_engine(engine, ds)
     gt = ds.GetGeoTransform(can_return_null=True)

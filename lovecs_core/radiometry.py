@@ -17,8 +17,15 @@ Scene-content-robust by construction (no torch, GDAL only to read a decimated co
    with an unusual class mix. Only the part outside anything the source sensor produced is
    corrected, by the smallest per-band affine map that brings the percentiles back in range.
 
-The result is an affine map per band ``x' = gain * x + offset``, which is folded into the
-normalisation statistics (:meth:`Alignment.normalization`), so inference needs no new code path.
+3. **Tone (mid-tones), only for a scene of another bit depth** (:mod:`.tone` chooses it with the
+   model): such products are often linear in radiance, while 8-bit images like the source's are
+   display-encoded, so a scene's mid-tones (vegetation, water) can sit far darker than the
+   source's even after steps 1-2. A common power ``x' = m * (x / m) ** gamma`` (``m``: the
+   model's nominal maximum, the same for every band) after the affine part brightens them.
+
+Without a tone the result is an affine map per band ``x' = gain * x + offset``, which is folded
+into the normalisation statistics (:meth:`Alignment.normalization`). With one, the whole map is
+applied to the pixels as they are read (:meth:`Alignment.pixel_transform`).
 """
 
 from __future__ import annotations
@@ -88,6 +95,30 @@ class Alignment:
     corrected_bands: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stretch: float = 1.0  # the common stretch applied to a scene of another bit depth
+    gamma: float = 1.0  # the tone applied after the affine part (1: none)
+    model_max: float = 255.0  # the model's nominal maximum, which the tone keeps in place
+    tone_note: str = ""  # how the tone was chosen
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Alignment":
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def has_tone(self) -> bool:
+        return abs(self.gamma - 1.0) > 1e-6
+
+    def with_gamma(self, gamma: float, note: str = "") -> "Alignment":
+        """A copy with another tone."""
+        return Alignment.from_dict({**asdict(self), "gamma": float(gamma), "tone_note": note})
+
+    def pixel_transform(self) -> Optional["Alignment"]:
+        """What readers must apply to raw pixels (``self``, a callable) when the alignment cannot
+        be folded into the normalisation (it has a tone); None when it can."""
+        return self if self.has_tone else None
+
+    def __call__(self, data: np.ndarray) -> np.ndarray:
+        return self.apply(data)
 
     @classmethod
     def identity(cls, bands: int) -> "Alignment":
@@ -98,15 +129,22 @@ class Alignment:
         return all(abs(g - 1) < 1e-6 for g in self.gain) and all(abs(o) < 1e-6 for o in self.offset)
 
     def apply(self, data: np.ndarray) -> np.ndarray:
-        """Aligned copy of ``data[C, ...]`` (float32)."""
+        """Aligned copy of ``data[C, ...]`` (float32), tone included."""
         shape = (-1,) + (1,) * (data.ndim - 1)
         g = np.asarray(self.gain, dtype=np.float32).reshape(shape)
         o = np.asarray(self.offset, dtype=np.float32).reshape(shape)
-        return (data.astype(np.float32) * g + o).astype(np.float32)
+        out = (data.astype(np.float32) * g + o).astype(np.float32)
+        if self.has_tone:
+            m = np.float32(self.model_max)
+            out = (m * (np.clip(out, 0, m) / m) ** np.float32(self.gamma)).astype(np.float32)
+        return out
 
     def normalization(self, mean: Sequence[float], std: Sequence[float]) -> dict[str, list[float]]:
         """Statistics that standardise raw scene values exactly like ``(align(x) - mean) / std``:
-        ``mean' = (mean - offset) / gain``, ``std' = std / gain``."""
+        ``mean' = (mean - offset) / gain``, ``std' = std / gain``. With a tone, the readers
+        align the pixels (:meth:`pixel_transform`) and the model's own statistics are kept."""
+        if self.has_tone:
+            return {"mean": list(mean), "std": list(std)}
         return {
             "mean": [(m - o) / g for m, o, g in zip(mean, self.offset, self.gain)],
             "std": [s / g for s, g in zip(std, self.gain)],
@@ -126,6 +164,8 @@ class Alignment:
                 + ",".join(str(b + 1) for b in self.corrected_bands)
                 + " brought into the source sensor's range"
             )
+        if self.has_tone:
+            parts.append(f"mid-tones brightened (gamma {self.gamma:.2g}{self.tone_note})")
         return "; ".join(parts) if parts else "scene already in the model's radiometric range"
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,6 +304,7 @@ def align(
         corrected,
         notes,
         stretch=round(k_all, 6),
+        model_max=reference.value_max,
     )
 
 
@@ -283,3 +324,12 @@ def scene_alignment(card: Any, ds: Any, bands: Sequence[int]) -> Alignment:
         correct_bands=False,
         stretch=False,
     )
+
+
+def adapted_transform(card: Any, domain: str) -> Optional[Alignment]:
+    """The pixel transform a model adapted to a scene needs in its target domain: the scene's
+    alignment when it had a tone (the rest is in the card's target normalisation)."""
+    data = (
+        (getattr(card, "radiometry", None) or {}).get("alignment") if domain == "target" else None
+    )
+    return Alignment.from_dict(data).pixel_transform() if data else None

@@ -126,6 +126,7 @@ class RayEngine(TileEngine):
             False,
             local.reporter,
         )
+        self.transform = local.transform
         self.ray, self.options, self.base = ray, options, base
         self.stats = RunStats()
         self.actors: list[Any] = []
@@ -153,6 +154,7 @@ class RayEngine(TileEngine):
             o.batch_size,
             o.amp,
             o.cpu_bf16,
+            local.transform,
         )
         net = self.net
         if any(t.device.type != "cpu" for t in (*net.parameters(), *net.buffers())):

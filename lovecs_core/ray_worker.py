@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -58,6 +58,7 @@ class WorkerSettings:
     batch_size: Optional[int]
     amp: bool
     cpu_bf16: bool
+    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None  # the engine's pixel transform
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class MapWorker:
             Reporter(),
             settings.cpu_bf16,
         )
+        self.engine.transform = settings.transform
         self._stack = contextlib.ExitStack()
         self._stack.enter_context(self.engine.prepared())
         self._readers: dict[str, RasterReader] = {}

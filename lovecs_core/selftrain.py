@@ -152,7 +152,7 @@ def adapt(
         share_dropout_masks(net)
     source_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
-    sc = open_scene(card, target, bands, cfg, report)
+    sc = open_scene(card, net, target, bands, cfg, report)
     scene = sc.source
     checkpoint = None
     if method in ("cbst", "lovecs"):  # the methods that train

@@ -59,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tone",
+        default="auto",
+        help="the alignment's tone step (auto, off or a gamma), as in `lovecs predict`",
+    )
     g = p.add_argument_group("settings (override the preset)")
     g.add_argument("--iterations", type=int, help="self-training iterations in all")
     g.add_argument(
@@ -136,6 +141,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         seed=args.seed,
         device=args.device,
         amp=not args.no_amp,
+        tone=args.tone,
     )
     pairs = pair_rasters(args.source_images, args.source_labels) if args.source_images else None
     with _tell_about_checkpoint(args.out):

@@ -90,6 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and out-of-range bands to the model's source sensor)",
     )
     p.add_argument(
+        "--tone",
+        default="auto",
+        help="the alignment's tone step for a scene of another bit depth than the model's: "
+        "auto (the model picks a gamma 0.5-1 that brightens mid-tones, on a sample of the "
+        "scene), off, or a gamma (default: auto; 8-bit scenes of an 8-bit model get none)",
+    )
+    p.add_argument(
         "--ray",
         nargs="?",
         const="local",
@@ -183,6 +190,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         confidence_dtype="float32" if args.confidence_float else "uint8",
         probabilities=args.probabilities,
         align=not args.no_align,
+        tone=args.tone,
         **extra,
     )
     if args.progress == "json":
