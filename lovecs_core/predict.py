@@ -295,6 +295,8 @@ def _predict_raster(
         "LOVECS_OVERLAP": str(overlap_px),
         "LOVECS_PRECISION": engine.precision,
     }
+    if alignment is not None:  # how the scene was brought to the model's radiometry
+        metadata["LOVECS_ALIGNMENT"] = alignment.describe()
     writer = PredictionWriter(
         out,
         ds.RasterXSize,

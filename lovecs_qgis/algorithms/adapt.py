@@ -35,6 +35,7 @@ from .base import (
     output_path,
     raster_path,
     read_model_card,
+    tone_parameter,
 )
 from .classify import model_parameter
 
@@ -61,7 +62,7 @@ class AdaptAlgorithm(EngineAlgorithm):
     )
     BATCH_SIZE, CROP, KEEP_ADAPTED = "BATCH_SIZE", "CROP", "KEEP_ADAPTED"
     OUTPUT_MODEL, OUTPUT, CONFIDENCE = "OUTPUT_MODEL", "OUTPUT", "CONFIDENCE"
-    VERDICT, REJECTED_MODEL = "VERDICT", "REJECTED_MODEL"
+    VERDICT, REJECTED_MODEL, TONE = "VERDICT", "REJECTED_MODEL", "TONE"
 
     def name(self) -> str:
         return "adapt"
@@ -148,6 +149,7 @@ class AdaptAlgorithm(EngineAlgorithm):
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
+        self.addParameter(tone_parameter(self.TONE))
         self.addParameter(
             QgsProcessingParameterFileDestination(
                 self.OUTPUT_MODEL, tr("Adapted model"), "LoveCS model (*.lovecs)"
@@ -222,6 +224,7 @@ class AdaptAlgorithm(EngineAlgorithm):
             crop=self.parameterAsInt(parameters, self.CROP, context) or None,
             seed=self.parameterAsInt(parameters, self.SEED, context),
             keep_adapted=self.parameterAsBool(parameters, self.KEEP_ADAPTED, context),
+            tone=self.parameterAsString(parameters, self.TONE, context).strip() or None,
         )
         result = (
             self.run_engine(

@@ -15,8 +15,10 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
+    QgsProcessingParameterString,
     QgsRaster,
     QgsRasterLayer,
 )
@@ -110,6 +112,19 @@ def choice_parameter(
         defaultValue=default or options[0],
         usesStaticStrings=True,
     )
+
+
+def tone_parameter(name: str = "TONE") -> QgsProcessingParameterString:
+    """The sensor alignment's tone step (advanced): ``auto`` (the model picks a gamma that
+    brightens mid-tones of a scene of another bit depth), ``off`` or a gamma."""
+    param = QgsProcessingParameterString(
+        name,
+        tr("Tone step for a scene of another bit depth (auto, off or a gamma such as 0.6)"),
+        defaultValue="auto",
+        optional=True,
+    )
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return param
 
 
 def raster_path(layer: Optional[QgsRasterLayer], what: str = "input") -> str:

@@ -30,6 +30,7 @@ from .base import (
     output_path,
     raster_path,
     read_model_card,
+    tone_parameter,
 )
 
 #: How Processing users map a raster at its own pixels (named in the engine's messages).
@@ -54,7 +55,7 @@ class ClassifyAlgorithm(EngineAlgorithm):
     COMMAND = "predict"
     INPUT, MODEL, BANDS, DEVICE = "INPUT", "MODEL", "BANDS", "DEVICE"
     TILE_SIZE, OVERLAP, OUTPUT, CONFIDENCE = "TILE_SIZE", "OVERLAP", "OUTPUT", "CONFIDENCE"
-    NO_RESAMPLE, RAY_ADDRESS = "NO_RESAMPLE", "RAY_ADDRESS"
+    NO_RESAMPLE, RAY_ADDRESS, TONE = "NO_RESAMPLE", "RAY_ADDRESS", "TONE"
 
     def name(self) -> str:
         return "classify"
@@ -126,6 +127,7 @@ class ClassifyAlgorithm(EngineAlgorithm):
         )
         ray_address.setFlags(ray_address.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(ray_address)
+        self.addParameter(tone_parameter(self.TONE))
         self.addParameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Land-cover map"))
         )
@@ -180,6 +182,7 @@ class ClassifyAlgorithm(EngineAlgorithm):
             confidence=confidence or None,
             no_resample=no_resample,
             ray=ray_address or None,
+            tone=self.parameterAsString(parameters, self.TONE, context).strip() or None,
         )
         result = self.run_engine(
             args, feedback, outputs=[out] + ([confidence] if confidence else [])

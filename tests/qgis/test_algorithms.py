@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
     QgsProject,
     QgsRasterLayer,
 )
@@ -368,3 +369,24 @@ def test_train_adapt_evaluate(lovecs_provider, tmp_path, qgis_new_project):
     assert "building" in text and "Confusion matrix" in text
     assert f"{100 * scores['MIOU']:.1f}" in text
     assert (tmp_path / "scores.json").is_file()
+
+
+def test_tone_step_is_an_advanced_setting_handed_to_the_engine(
+    lovecs_provider, qgis_data, scene_layer, tmp_path
+):
+    """TONE (auto by default) reaches the engine: a gamma given is applied and recorded in the
+    map's metadata; a bad value is the engine's own clear error."""
+    for name in ("classify", "adapt"):
+        algorithm = QgsApplication.processingRegistry().algorithmById(f"lovecs:{name}")
+        param = algorithm.parameterDefinition("TONE")
+        assert param.defaultValue() == "auto"
+        assert param.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    common = {"INPUT": scene_layer, "MODEL": str(qgis_data / "tiny.lovecs"), "DEVICE": "cpu"}
+    out = tmp_path / "toned.tif"
+    processing.run("lovecs:classify", {**common, "TONE": "0.7", "OUTPUT": str(out)})
+    assert "gamma 0.7" in gdal.Open(str(out)).GetMetadataItem("LOVECS_ALIGNMENT")
+    plain = tmp_path / "plain.tif"
+    processing.run("lovecs:classify", {**common, "OUTPUT": str(plain)})
+    assert "gamma" not in gdal.Open(str(plain)).GetMetadataItem("LOVECS_ALIGNMENT")
+    with pytest.raises(QgsProcessingException, match="tone must be auto, off or a gamma"):
+        processing.run("lovecs:classify", {**common, "TONE": "bright", "OUTPUT": str(plain)})
