@@ -46,6 +46,7 @@ def test_class_factory_init_gui_and_unload(qgis_app, qgis_iface, qgis_processing
             "OVERLAP",
             "NO_RESAMPLE",
             "RAY_ADDRESS",
+            "TONE",
             "OUTPUT",
             "CONFIDENCE",
         ]
