@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         params = sum(p.numel() for p in net.parameters())
         scores, map_seconds = {}, None
         for scene in scenes:
-            out = work / f"{Path(path).parent.name}-{scene.name}.tif"
+            out = work / f"{len(rows)}-{scene.name}.tif"
             t0 = time.perf_counter()
             predict_raster((card, net), scene.image, out, bands=scene.bands, cpu_bf16=True)
             if scene.name == "target_b":
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     for path, encoder, params, scores, map_s, step in rows:
         mean = sum(m for m, _ in scores.values()) / len(scores)
         lines.append(
-            f"| `{Path(path).parent.name}` | {encoder} | {params / 1e6:.1f} M | "
+            f"| `{path}` | {encoder} | {params / 1e6:.1f} M | "
             f"{params * 2 / 1e6:.0f} MB | "
             + " | ".join(f"{scores[n][0]:.1f} / {scores[n][1]:.1f}" for n in names_)
             + f" | {mean:.1f} | {map_s:.1f} s | {step:.2f} s |"
