@@ -12,6 +12,9 @@ same grid, written to ``bench/data/scenes/`` (git-ignored) and rebuilt when miss
   per-band gains, a dark offset and a gamma of its own (pass bands 3,2,1).
 * ``rural_b``: the vegetation scene seen by a coarser spaceborne-like sensor (blur, x2 area
   downsampling to 1 m, haze, 11-bit): cross-sensor *and* a different class mix.
+* ``vegetation16``: the vegetation scene exported as 16-bit (values x257, as an 8-bit image
+  converted by a GIS): same sensor and pixels, another data type; a bit-depth rule that looks at
+  the scene's content would stretch this dark scene.
 """
 
 from __future__ import annotations
@@ -217,6 +220,20 @@ def build_scenes(data: Path, out: Path) -> list[Scene]:
             None,
             "the vegetation scene through a coarser spaceborne-like sensor (blur, "
             "1 m, haze, tone curve, 11-bit)",
+        )
+    )
+    img, lab = out / "vegetation16.tif", out / "vegetation16_labels.tif"
+    if not (img.is_file() and lab.is_file()):
+        image, labels, valid, gt = mosaic([pair[s] for s in VEGETATION])
+        write(lab, labels, gt)
+        write(img, image.astype(np.uint16) * 257, gt, valid)
+    scenes.append(
+        Scene(
+            "vegetation16",
+            img,
+            lab,
+            None,
+            "the vegetation scene exported as 16-bit (values x257; same sensor and pixels)",
         )
     )
     return scenes

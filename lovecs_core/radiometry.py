@@ -4,8 +4,10 @@ Scene-content-robust by construction (no torch, GDAL only to read a decimated co
 
 1. **Bit depth / value range.** A scene's nominal maximum comes from its data type, the GeoTIFF
    ``NBITS`` tag, or the smallest common bit depth (8, 10, 11, 12, 14, 16) that holds its 99.99th
-   percentile; floats in 0..1 are reflectance-like. Values are scaled so the nominal maximum
-   becomes the model's (``card.band_range``). This does not depend on what the scene shows. A
+   percentile; floats in 0..1 are reflectance-like. Integer values that all sit on a grid of
+   at most 256 levels (steps of 16, 257, ...) are an 8-bit product stored in a wider type and
+   count as 8-bit. Values are scaled so the nominal maximum becomes the model's
+   (``card.band_range``). This does not depend on what the scene shows. A
    scene of another bit depth is certainly another sensor, and its products are rarely
    stretched like the source's: one linear stretch, the same for all bands (so colours, and
    with them the class mix, are kept), brings its overall 2nd-98th percentile spread to the
@@ -81,6 +83,7 @@ class SceneRadiometry:
     high: list[float]
     pixels: int
     dtype: str
+    step: int = 1  # > 1: an 8-bit product stored in a wider type, on a grid of this step
 
 
 @dataclass
@@ -95,6 +98,8 @@ class Alignment:
     corrected_bands: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stretch: float = 1.0  # the common stretch applied to a scene of another bit depth
+    other_depth: bool = False  # the scene's bit depth (precision) differs from the model's
+    step: int = 1  # > 1: the scene is an 8-bit product stored on a grid of this step
     gamma: float = 1.0  # the tone applied after the affine part (1: none)
     model_max: float = 255.0  # the model's nominal maximum, which the tone keeps in place
     tone_note: str = ""  # how the tone was chosen
@@ -152,7 +157,12 @@ class Alignment:
 
     def describe(self) -> str:
         parts = []
-        if self.bit_depth and abs(self.range_scale - 1) > 1e-6:
+        if self.step > 1:
+            parts.append(
+                f"an 8-bit product stored as {self.bit_depth}-bit values (steps of {self.step}),"
+                f" scaled by {self.range_scale:.4g}"
+            )
+        elif self.bit_depth and abs(self.range_scale - 1) > 1e-6:
             parts.append(f"{self.bit_depth}-bit values scaled by {self.range_scale:.4g}")
         elif abs(self.range_scale - 1) > 1e-6:
             parts.append(f"values scaled by {self.range_scale:.4g}")
@@ -247,8 +257,28 @@ def describe_scene(ds: Any, bands: Sequence[int]) -> SceneRadiometry:
     if values.shape[1] == 0:
         raise ValueError("the scene has no valid pixels")
     vmax, bits = nominal_maximum(values, dtype, nbits)
+    step = eight_bit_step(values, dtype, bits)
     low, high = percentiles(values)
-    return SceneRadiometry(vmax, bits, low, high, int(values.shape[1]), dtype)
+    return SceneRadiometry(
+        255.0 * step if step > 1 else vmax, bits, low, high, int(values.shape[1]), dtype, step
+    )
+
+
+def eight_bit_step(values: np.ndarray, dtype: str, bits: Optional[int]) -> int:
+    """The factor by which an 8-bit product was stored in a wider integer type, or 1: the values
+    sit on a regular grid of at most 256 levels whose step is what widening to ``bits`` gives
+    (``2 ** (bits - 8)``, or 257 for 16 bits: 255 -> 65535). A coarse grid with any other step
+    (a 10-bit sensor stored in 12 bits) is not an 8-bit product."""
+    if not bits or bits <= 8 or dtype.lower().startswith(("float", "cfloat")):
+        return 1
+    levels = np.unique(values.astype(np.int64))
+    levels = levels[levels != 0]  # 0: a common fill value even where no nodata is declared
+    if levels.size < 2:
+        return 1
+    step = int(np.gcd.reduce(np.diff(levels)))
+    if step not in (2 ** (bits - 8), 257 if bits == 16 else 0):
+        return 1
+    return step if (levels[-1] - levels[0] % step) // step <= 255 else 1
 
 
 # -- aligning --------------------------------------------------------------------------------------
@@ -268,7 +298,10 @@ def align(
     # scene's colours, and with them its class mix, are kept) brings its overall spread to the
     # source's before the per-band check
     k_all, o_all = 1.0, 0.0
-    if stretch and abs(scene.value_max - reference.value_max) > 1e-6:
+    other_depth = abs(scene.value_max - reference.value_max) > 1e-6 and not (
+        scene.step > 1 and abs(reference.value_max - 255.0) < 1e-6
+    )
+    if stretch and other_depth:
         lo_all = float(np.mean(scene.low)) * scale
         hi_all = float(np.mean(scene.high)) * scale
         if hi_all - lo_all > 1e-6 * reference.value_max:
@@ -304,6 +337,8 @@ def align(
         corrected,
         notes,
         stretch=round(k_all, 6),
+        other_depth=other_depth,
+        step=scene.step,
         model_max=reference.value_max,
     )
 

@@ -54,9 +54,9 @@ TONE_MODES = ("auto", "off")
 
 
 def needs_tone(alignment: Alignment) -> bool:
-    """Only scenes of another bit depth than the model's (with a recorded reference) qualify."""
-    vmax = alignment.scene_value_max
-    return vmax is not None and abs(vmax - alignment.model_max) > 1e-6
+    """Only scenes of another bit depth than the model's qualify;
+    an 8-bit product stored in a wider type does not."""
+    return alignment.other_depth
 
 
 def parse_tone(value: str | float | None) -> str | float:

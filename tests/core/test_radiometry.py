@@ -67,7 +67,9 @@ def test_bit_depth_is_scaled_to_the_model_range(tmp_path, reference, bits):
     rng = np.random.default_rng(2)
     data = scene_like(rng)
     factor = (2**bits - 1) / 255.0
-    raw = np.round(data * factor).astype(np.uint16)
+    # one sensor LSB of noise: real 10-16-bit data, not an 8-bit product on a grid
+    noisy = np.round(data * factor) + rng.integers(0, 2, data.shape)
+    raw = np.minimum(noisy, 2**bits - 1).astype(np.uint16)
     alignment, values = aligned_values(card_with(reference), write_geotiff(tmp_path / "s.tif", raw))
     assert alignment.bit_depth == bits
     assert alignment.range_scale == pytest.approx(1 / factor)
@@ -139,9 +141,34 @@ def test_alignment_folds_into_normalisation_statistics():
 
 def test_card_without_reference_gets_range_scaling_only(tmp_path):
     rng = np.random.default_rng(6)
-    raw = scene_like(rng).astype(np.uint16) * 4
+    raw = scene_like(rng).astype(np.uint16) * 4 + rng.integers(0, 2, (3, 80, 90)).astype(np.uint16)
     card = tiny_card()  # uint8 card, no recorded reference (an older model file)
     alignment, _ = aligned_values(card, write_geotiff(tmp_path / "s.tif", raw))
     assert alignment.range_scale == pytest.approx(255 / 1023) and not alignment.corrected_bands
     card.band_dtype = "uint16"  # a model made for another type: nothing safe to do
     assert aligned_values(card, tmp_path / "s.tif")[0].is_identity
+
+
+def test_an_8_bit_product_stored_in_a_wider_type_counts_as_8_bit(tmp_path, reference):
+    """Values x16 (+8) in 12 bits or x257 in 16 bits are the 8-bit product they came from: scaled
+    back, with no stretch and no tone, whatever the scene shows; a 10-bit grid stored in 12 bits
+    (steps of 4) is not taken for one."""
+    rng = np.random.default_rng(7)
+    data = scene_like(rng, dark=0.3)  # a dark scene: a stretch would change it
+    card = card_with(reference)
+    plain, plain_values = aligned_values(card, write_geotiff(tmp_path / "p.tif", data))
+    for factor, add in ((16, 8), (257, 0)):
+        wide = data.astype(np.uint16) * factor + add
+        wide[0, 0, :5] = 0  # a fill value without declared nodata
+        alignment, values = aligned_values(
+            card, write_geotiff(tmp_path / f"w{factor}.tif", wide.astype(np.uint16))
+        )
+        assert alignment.step == factor and not alignment.other_depth, alignment.describe()
+        assert "8-bit product" in alignment.describe() and alignment.stretch == 1.0
+        assert alignment.corrected_bands == plain.corrected_bands
+        np.testing.assert_allclose(values[:, 1:], plain_values[:, 1:], atol=0.51)
+    ten_bit_in_12 = (rng.integers(0, 1024, (3, 80, 90)) * 4).astype(np.uint16)
+    scene = describe_scene(
+        gdal.Open(str(write_geotiff(tmp_path / "t.tif", ten_bit_in_12))), [1, 2, 3]
+    )
+    assert scene.step == 1 and scene.bit_depth == 12
