@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 from osgeo import gdal  # noqa: E402
-from scenes import Scene, build_scenes, held_out_pairs  # noqa: E402
+from scenes import DEFAULT_DATA, Scene, build_scenes, held_out_pairs  # noqa: E402
 
 from lovecs_core.card import load_classes, read_card  # noqa: E402
 from lovecs_core.csn import copy_source_to_target  # noqa: E402
@@ -49,7 +49,6 @@ from lovecs_core.selftrain import adapt, make_config  # noqa: E402
 from lovecs_core.train import TrainConfig, fpn_architecture, train_source  # noqa: E402
 
 gdal.UseExceptions()
-DEFAULT_DATA = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 SOURCE_STATS = "source model, source statistics (no alignment)"
 SCENE_STATS = "source model, scene statistics"
 ALIGNED = "aligned source model"
@@ -198,38 +197,28 @@ def run_scene(
         )
         return row
 
-    t0 = time.monotonic()
-    predict_raster(
-        str(model),
-        scene.image,
-        folder / "source-stats.tif",
-        bands=scene.bands,
-        device=str(device),
-        amp=amp,
-        align=False,
-    )
-    add(SOURCE_STATS, folder / "source-stats.tif", time.monotonic() - t0)
-    t0 = time.monotonic()
-    predict_raster(
-        scene_normalised_source(model, scene.image, scene.bands),
-        scene.image,
-        folder / "scene-stats.tif",
-        bands=scene.bands,
-        device=str(device),
-        amp=amp,
-    )
-    add(SCENE_STATS, folder / "scene-stats.tif", time.monotonic() - t0)
-    t0 = time.monotonic()
-    predict_raster(
-        str(model),
-        scene.image,
-        folder / "aligned-no-tone.tif",
-        bands=scene.bands,
-        device=str(device),
-        amp=amp,
-        tone="off",
-    )
-    add(NO_TONE, folder / "aligned-no-tone.tif", time.monotonic() - t0)
+    baselines: list[tuple[str, str, Any, dict[str, Any]]] = [
+        (SOURCE_STATS, "source-stats.tif", lambda: str(model), {"align": False}),
+        (
+            SCENE_STATS,
+            "scene-stats.tif",
+            lambda: scene_normalised_source(model, scene.image, scene.bands),
+            {},
+        ),
+        (NO_TONE, "aligned-no-tone.tif", lambda: str(model), {"tone": "off"}),
+    ]
+    for name, file, model_arg, options in baselines:
+        t0 = time.monotonic()
+        predict_raster(
+            model_arg(),
+            scene.image,
+            folder / file,
+            bands=scene.bands,
+            device=str(device),
+            amp=amp,
+            **options,
+        )
+        add(name, folder / file, time.monotonic() - t0)
     t0 = time.monotonic()
     pr = predict_raster(
         str(model),

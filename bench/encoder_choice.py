@@ -24,11 +24,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
-from adaptation import DEFAULT_DATA, write_section  # noqa: E402
-from scenes import build_scenes  # noqa: E402
+from adaptation import write_section  # noqa: E402
+from scenes import bench_setup, build_scenes  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lovecs_core.card import load_classes  # noqa: E402
 from lovecs_core.metrics import evaluate_rasters  # noqa: E402
 from lovecs_core.models import model_from_file  # noqa: E402
 from lovecs_core.predict import predict_raster  # noqa: E402
@@ -57,17 +56,7 @@ def training_step_seconds(net: nn.Module, steps: int = 6, batch: int = 8, crop: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("models", nargs="+")
-    p.add_argument("--data", default=str(DEFAULT_DATA))
-    p.add_argument("--threads", type=int)
-    p.add_argument("--work", default=str(ROOT / "bench" / "out" / "encoder-choice"))
-    p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
-    p.add_argument("--no-write", action="store_true")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data, work = Path(args.data), Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    classes = load_classes(data / "classes.json")
+    args, data, work, classes = bench_setup(p, argv, "encoder-choice")
     codes, names = [c.code for c in classes], [c.name for c in classes]
     scenes = build_scenes(data, ROOT / "bench" / "data" / "scenes")
     rows = []

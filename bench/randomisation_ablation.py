@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
 import shlex
 import sys
@@ -24,12 +23,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 from adaptation import score, write_section  # noqa: E402
-from scenes import build_scenes  # noqa: E402
+from scenes import DEFAULT_DATA, build_scenes  # noqa: E402
 
 from lovecs_core.card import load_classes, read_card  # noqa: E402
 from lovecs_core.predict import predict_raster  # noqa: E402
-
-DEFAULT_DATA = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

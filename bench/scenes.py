@@ -19,12 +19,17 @@ same grid, written to ``bench/data/scenes/`` (git-ignored) and rebuilt when miss
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
+#: The shared data folder (``LOVECS_SHARED_DATA``, default ``../shared/data``).
+DEFAULT_DATA = Path(
+    os.environ.get("LOVECS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 #: Source images (by file stem) kept out of every source training run.
 HELD_OUT = (
     "tile6_002",
@@ -237,3 +242,24 @@ def build_scenes(data: Path, out: Path) -> list[Scene]:
         )
     )
     return scenes
+
+
+def bench_setup(parser: Any, argv: Optional[list[str]], work: str) -> tuple[Any, Path, Path, list]:
+    """The options every scene benchmark shares (``--data``, ``--threads``, ``--work``,
+    ``--results``, ``--no-write``), parsed: ``(args, data folder, work folder, classes)``."""
+    import torch
+
+    from lovecs_core.card import load_classes
+
+    root = Path(__file__).resolve().parents[1]
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--work", default=str(root / "bench" / "out" / work))
+    parser.add_argument("--results", default=str(root / "bench" / "RESULTS.md"))
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data, folder = Path(args.data), Path(args.work)
+    folder.mkdir(parents=True, exist_ok=True)
+    return args, data, folder, load_classes(data / "classes.json")

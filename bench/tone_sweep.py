@@ -24,11 +24,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
-from adaptation import DEFAULT_DATA, write_section  # noqa: E402
+from adaptation import write_section  # noqa: E402
 from osgeo import gdal  # noqa: E402
-from scenes import build_scenes  # noqa: E402
+from scenes import bench_setup, build_scenes  # noqa: E402
 
-from lovecs_core.card import load_classes  # noqa: E402
 from lovecs_core.metrics import evaluate_rasters  # noqa: E402
 from lovecs_core.models import model_from_file  # noqa: E402
 from lovecs_core.predict import predict_raster  # noqa: E402
@@ -39,18 +38,8 @@ from lovecs_core.tone import GAMMAS, read_sample_tiles, sample_confidence  # noq
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(ROOT / "resources" / "models" / "default.lovecs"))
-    p.add_argument("--data", default=str(DEFAULT_DATA))
     p.add_argument("--scenes", nargs="+", help="only these scenes")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--work", default=str(ROOT / "bench" / "out" / "tone-sweep"))
-    p.add_argument("--results", default=str(ROOT / "bench" / "RESULTS.md"))
-    p.add_argument("--no-write", action="store_true")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data, work = Path(args.data), Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    classes = load_classes(data / "classes.json")
+    args, data, work, classes = bench_setup(p, argv, "tone-sweep")
     codes, names = [c.code for c in classes], [c.name for c in classes]
     card, net = model_from_file(args.model)
     t_start = time.monotonic()

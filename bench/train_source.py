@@ -7,7 +7,6 @@ python bench/train_source.py --iterations 5000 --out bench/out/source-v3/source.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,14 +16,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
-from scenes import held_out_pairs  # noqa: E402
+from scenes import DEFAULT_DATA, held_out_pairs  # noqa: E402
 
 from lovecs_core.card import load_classes  # noqa: E402
 from lovecs_core.data import pair_rasters  # noqa: E402
 from lovecs_core.progress import ProgressEvent, Reporter  # noqa: E402
 from lovecs_core.train import TrainConfig, fpn_architecture, train_source  # noqa: E402
-
-DEFAULT_DATA = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 def main(argv: list[str] | None = None) -> int:

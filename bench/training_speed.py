@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
 import shlex
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 from adaptation import write_section  # noqa: E402
-from scenes import held_out_pairs  # noqa: E402
+from scenes import DEFAULT_DATA, held_out_pairs  # noqa: E402
 
 from lovecs_core.augment import SensorRandomisation  # noqa: E402
 from lovecs_core.card import load_classes  # noqa: E402
@@ -46,7 +45,6 @@ from lovecs_core.train import (  # noqa: E402
     source_card,
 )
 
-DEFAULT_DATA = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 #: (label, bf16 autocast, channels_last, randomisation, DataLoader workers)
 SETTINGS = [
     ("first release: float32, contiguous, in-process windows", False, False, False, 0),
