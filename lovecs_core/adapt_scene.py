@@ -18,7 +18,7 @@ from .contract import band_count_problem
 from .data import RasterSource
 from .progress import Reporter
 from .radiometry import Alignment, scene_alignment
-from .raster import pixel_size_metres
+from .raster import GSD_TOLERANCE, pixel_size_metres
 from .tone import choose_tone
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def open_scene(
 def source_scale(ratio: Optional[float]) -> float:
     """The factor that brings scene pixels to the source GSD, as mapping an unadapted model does
     (no resampling within 10 %)."""
-    return ratio if ratio and abs(ratio - 1.0) > 0.1 else 1.0
+    return ratio if ratio and abs(ratio - 1.0) > GSD_TOLERANCE else 1.0
 
 
 class StageReporter(Reporter):

@@ -30,6 +30,7 @@ from .progress import Cancelled, Reporter
 from .qml import qml_path, write_qml
 from .radiometry import adapted_transform, scene_alignment
 from .raster import (
+    GSD_TOLERANCE,
     RasterError,
     RasterReader,
     gdal_cache_limit,
@@ -44,8 +45,6 @@ from .writer import PredictionWriter
 
 log = logging.getLogger(__name__)
 
-#: Relative GSD difference above which the raster is resampled to the model's GSD.
-GSD_TOLERANCE = 0.10
 #: Upsampling beyond this linear factor is refused (a model for much finer pixels than the
 #: raster's: almost certainly the wrong model, and the warped raster would be huge).
 MAX_UPSAMPLING = 4.0

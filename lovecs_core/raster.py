@@ -60,6 +60,11 @@ def data_band_numbers(ds: gdal.Dataset) -> list[int]:
     ]
 
 
+#: Relative GSD difference above which a raster is resampled to the model's GSD (mapping, the
+#: tone step's sample, adaptation's source scale).
+GSD_TOLERANCE = 0.10
+
+
 def pixel_size_metres(ds: gdal.Dataset) -> Optional[float]:
     """Mean ground sample distance in metres, or None when the raster has no georeference.
 

@@ -342,6 +342,7 @@ def adapt(
                 confidence=confidence_path,
                 amp=cfg.amp,
                 reporter=report,
+                tone=sc.alignment.gamma,  # chosen when the scene was opened: not chosen again
             )
             result.map = Path(pr.output)
             result.confidence = Path(pr.confidence) if pr.confidence else None

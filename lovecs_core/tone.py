@@ -39,7 +39,7 @@ from .csn import csn_domain, has_csn
 from .models import input_divisor
 from .pipeline import normalize
 from .radiometry import Alignment
-from .raster import RasterReader, Window, pixel_size_metres, warp_to_gsd
+from .raster import GSD_TOLERANCE, RasterReader, Window, pixel_size_metres, warp_to_gsd
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,7 @@ SHARE_OF_GAIN = 0.75  #: the mildest tone with this share of the best gain is ch
 SAMPLE_TILES = 8  #: tiles (of up to :data:`SAMPLE_SIDE` px) the choice looks at
 SAMPLE_SIDE = 384
 MIN_VALID = 0.5  #: a sample tile needs at least this share of valid pixels
-GSD_TOLERANCE = 0.10  #: as mapping: no resampling within 10 %
 TONE_MODES = ("auto", "off")
-
-
-def needs_tone(alignment: Alignment) -> bool:
-    """Only scenes of another bit depth than the model's qualify;
-    an 8-bit product stored in a wider type does not."""
-    return alignment.other_depth
 
 
 def parse_tone(value: str | float | None) -> str | float:
@@ -138,8 +131,8 @@ def choose_tone(
     if mode == "off":
         return alignment
     if not isinstance(mode, str):
-        return alignment.with_gamma(mode, ", as asked") if abs(mode - 1) > 1e-6 else alignment
-    if not needs_tone(alignment):
+        return alignment.with_gamma(mode) if abs(mode - 1) > 1e-6 else alignment
+    if not alignment.other_depth:  # only another bit depth (not an 8-bit image in a wider type)
         return alignment
     tiles = read_sample_tiles(card, ds, bands)
     if not tiles:

@@ -14,7 +14,7 @@ from lovecs_core.adapt_scene import open_scene
 from lovecs_core.predict import predict_raster
 from lovecs_core.progress import Reporter
 from lovecs_core.radiometry import Alignment, Reference, adapted_transform, scene_alignment
-from lovecs_core.tone import choose_tone, mildest_tone, needs_tone, parse_tone
+from lovecs_core.tone import choose_tone, mildest_tone, parse_tone
 
 from .helpers import tiny_card, write_geotiff
 
@@ -102,7 +102,7 @@ def test_the_model_finds_the_tone_a_10_bit_scene_needs(tmp_path):
     card, net, path = card_and_model(tmp_path)
     ds = gdal.Open(str(path))
     affine = scene_alignment(card, ds, [1, 2, 3])
-    assert needs_tone(affine)
+    assert affine.other_depth
     chosen = choose_tone(card, net, ds, [1, 2, 3], affine)
     assert chosen.gamma == pytest.approx(GAMMA), chosen.describe()
     assert "gamma 0.6" in chosen.describe()
@@ -117,7 +117,7 @@ def test_an_8_bit_scene_gets_no_tone_even_if_the_model_would_like_one(tmp_path):
     path = write_geotiff(tmp_path / "scene8.tif", blocks(levels8).astype(np.uint8))
     ds = gdal.Open(str(path))
     affine = scene_alignment(card, ds, [1, 2, 3])
-    assert not needs_tone(affine)
+    assert not affine.other_depth
     assert choose_tone(card, net, ds, [1, 2, 3], affine).gamma == 1.0
 
 
