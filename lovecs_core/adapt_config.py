@@ -33,12 +33,19 @@ class AdaptConfig:
     min_share: float = 0.005  # classes predicted on less of the scene get no pseudo-labels
     min_confidence: float = 0.5  # no pseudo-label below this probability
     prior_cap: float = 2.0  # a class's candidates: at most ~2x its reference share
+    absent_share: float = 0.001  # classes on less of the reference map: left out (.absent_classes)
     anchor_portion: float = 0.2  # reference map's most confident pixels kept labelled (0: off)
     source_weight: float = 1.0
     pseudo_weight: float = 0.5
     scales: Optional[list[float]] = None  # None: derived from the GSD ratio
     n_scales: int = 4
     scale_range: tuple[float, float] = (0.5, 1.75)  # training-window scale augmentation
+    # learn and map the scene at its own GSD (the paper); off: at the model's GSD, where the
+    # source model maps it
+    native_scale: bool = False
+    # CSN's target slot learns the scene's batch statistics (the paper); off: it keeps the
+    # source statistics (after the alignment, a scene's statistics describe its class mix)
+    scene_statistics: bool = False
     pl_tile: int = 256  # pseudo-labelling tile side, native target pixels
     pl_margin: int = 16  # context around each tile, native pixels
     pl_batch: int = 4

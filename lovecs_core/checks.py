@@ -223,6 +223,7 @@ ADAPT_RULES: dict[str, tuple[Any, str]] = {
     "power": _number(0.0, 10.0, low_open=True),
     "grad_clip": _number(0.0, low_open=True),
     "portion": _number(0.0, 1.0, low_open=True),
+    "absent_share": _number(0.0, 1.0),
     "source_weight": _number(0.0),
     "pseudo_weight": _number(0.0),
     "n_scales": _int_at_least(1),

@@ -69,6 +69,7 @@ class CrossSensorNorm(nn.Module):
         self.affine = affine
         self.per_domain_affine = per_domain_affine and affine
         self.source = True
+        self.hold_target = False  # training: the target slot normalises with its running statistics
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features))
             self.bias = nn.Parameter(torch.zeros(num_features))
@@ -102,6 +103,9 @@ class CrossSensorNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean, var, tracked = self._slot()
+        if self.training and self.hold_target and not self.source:
+            weight, bias = self._affine()  # as in eval mode: statistics neither used nor updated
+            return F.batch_norm(x, mean, var, weight, bias, False, 0.0, self.eps)
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training:
             tracked.add_(1)
@@ -198,6 +202,24 @@ def csn_domain(model: nn.Module, domain: str) -> Iterator[nn.Module]:
     finally:
         for layer, was_source in zip(csn_layers(model), previous):
             layer.source = was_source
+
+
+@contextlib.contextmanager
+def held_target_statistics(model: nn.Module, hold: bool = True) -> Iterator[nn.Module]:
+    """While active (``hold``), target-domain batches in training mode are normalised with the
+    target slot's running statistics, which stay as they are, instead of with the batch's own
+    statistics. Self-training uses it so that the target slot keeps the source statistics it
+    starts from: after the sensor alignment, a scene's batch statistics mostly describe its class
+    mix, which is the first release's failure (bench/RESULTS.md)."""
+    layers = csn_layers(model)
+    previous = [layer.hold_target for layer in layers]
+    for layer in layers:
+        layer.hold_target = hold
+    try:
+        yield model
+    finally:
+        for layer, was in zip(layers, previous):
+            layer.hold_target = was
 
 
 # -- AdaBN ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from .adapt_config import AdaptConfig, AdaptError
 from .adapt_resume import AdaptCheckpoint, restore_training, training_state
 from .card import ModelCard
 from .contract import band_count_problem
-from .csn import csn_domain
+from .csn import csn_domain, held_target_statistics
 from .data import RasterSource, open_sources, sample_array_sources, warn_unknown_label_codes
 from .health import class_shares
 from .oom import ChunkedBatch
@@ -155,6 +155,7 @@ def self_train(
     sources: Sequence[RasterSource],
     cfg: AdaptConfig,
     scales: list[float],
+    scale: float,
     target_domain: str,
     device: torch.device,
     divisor: int,
@@ -165,8 +166,9 @@ def self_train(
     tile_chunks: Optional[ChunkedBatch] = None,
 ) -> tuple[list[dict[str, Any]], list[float]]:
     """Rounds of pseudo-labelling and training (CBST and LoveCS): returns the rounds' records and
-    the losses. ``ref_pred``/``ref_conf``: the aligned source model's map of the scene (priors
-    and the anchor). With ``checkpoint``, the state is saved after every round, and a run that
+    the losses. ``scales``: the pseudo-labelling scales; ``scale``: the factor at which target
+    windows are trained (times ``cfg.scale_range``). ``ref_pred``/``ref_conf``: the aligned
+    source model's map of the scene (priors and the anchor). With ``checkpoint``, the state is saved after every round, and a run that
     resumes starts after the last saved round; ``tile_chunks``: see :func:`map_scene`."""
     codes = card.class_codes()
     crop = round_up(cfg.crop, divisor)
@@ -216,116 +218,118 @@ def self_train(
     session = distributed.current()
     ddp = session.wrap(net, target_domain) if session else None
     t0, it0 = time.monotonic(), it
-    for r in range(first, n_rounds + 1):
-        net.eval()
-        pred, conf = map_scene(
-            net,
-            target_domain,
-            scene,
-            mean,
-            std,
-            scales,
-            cfg,
-            device,
-            divisor,
-            _RoundReporter(report, r, n_rounds),
-            tile_chunks,
-        )
-        labels, thresholds = class_balanced_pseudo_labels(
-            pred, conf, codes, cfg.portion, rules, priors
-        )
-        if not (labels > 0).any() and rules.min_confidence > 0:
-            log.warning(
-                "no pixel reaches the confidence floor %.2f: selecting without it (the "
-                "health check will judge the result)",
-                rules.min_confidence,
+    # the target slot keeps the statistics it starts from unless asked otherwise
+    with held_target_statistics(net, hold=not cfg.scene_statistics):
+        for r in range(first, n_rounds + 1):
+            net.eval()
+            pred, conf = map_scene(
+                net,
+                target_domain,
+                scene,
+                mean,
+                std,
+                scales,
+                cfg,
+                device,
+                divisor,
+                _RoundReporter(report, r, n_rounds),
+                tile_chunks,
             )
-            loose = dataclasses.replace(rules, min_confidence=0.0)
             labels, thresholds = class_balanced_pseudo_labels(
-                pred, conf, codes, cfg.portion, loose, priors
+                pred, conf, codes, cfg.portion, rules, priors
             )
-        if anchor is not None:
-            labels = np.where(labels > 0, labels, anchor)
-        valid = int((pred != NO_CLASS).sum())
-        counts = np.bincount(labels.ravel(), minlength=256)[list(codes)]
-        rounds.append(
-            {
-                "round": r,
-                "iteration": it,
-                "thresholds": [
-                    None if not np.isfinite(t) else round(t / CONF_SCALE, 4) for t in thresholds
-                ],
-                "labelled_fraction": round(float((labels > 0).sum()) / max(valid, 1), 4),
-                "class_pixels": counts.tolist(),
-            }
-        )
-        del pred, conf
-        if not (labels > 0).any():
-            raise AdaptError(
-                "no pseudo-labels could be selected on the scene: the model is not "
-                "confident anywhere (no valid pixels, or a scene unlike anything "
-                "the model knows)"
-            )
-        scene.labels = labels
-        tgt_sampler = WindowSampler(
-            [scene],
-            codes,
-            crop,
-            mean,
-            std,
-            scale_range=cfg.scale_range,
-            seed=None if cfg.seed is None else cfg.seed + r,
-        )
-        net.train()
-        steps = min(cfg.refresh_every, total - it)
-        for _ in range(steps):
-            lr = optimizer.param_groups[0]["lr"]
-            source, share = None, distributed.share(cfg.batch_size)  # share: None, all
-            if src_sampler is not None and cfg.source_weight > 0:
-                source = src_sampler.sample(cfg.batch_size, share)
-            target = tgt_sampler.sample(cfg.batch_size, share)
-            if session is not None and ddp is not None:
-                source_loss, pseudo_loss = session.train_step(
-                    ddp, optimizer, scaler, cfg, source, target
+            if not (labels > 0).any() and rules.min_confidence > 0:
+                log.warning(
+                    "no pixel reaches the confidence floor %.2f: selecting without it (the "
+                    "health check will judge the result)",
+                    rules.min_confidence,
                 )
-            else:
-                source_loss, pseudo_loss = _train_step(
-                    net, optimizer, scaler, cfg, source, target, target_domain, device, chunks
+                loose = dataclasses.replace(rules, min_confidence=0.0)
+                labels, thresholds = class_balanced_pseudo_labels(
+                    pred, conf, codes, cfg.portion, loose, priors
                 )
-            scheduler.step()
-            it += 1
-            loss = cfg.source_weight * source_loss + cfg.pseudo_weight * pseudo_loss
-            losses.append(loss)
-            elapsed = time.monotonic() - t0
-            report(
-                "training",
-                it / total,
-                f"round {r}/{n_rounds} iteration {it}/{total} loss {np.mean(losses[-20:]):.3f}",
-                round=r,
-                rounds=n_rounds,
-                iteration=it,
-                iterations=total,
-                loss=loss,
-                source_loss=source_loss,
-                pseudo_loss=pseudo_loss,
-                lr=lr,
-                eta_s=elapsed / (it - it0) * (total - it),
+            if anchor is not None:
+                labels = np.where(labels > 0, labels, anchor)
+            valid = int((pred != NO_CLASS).sum())
+            counts = np.bincount(labels.ravel(), minlength=256)[list(codes)]
+            rounds.append(
+                {
+                    "round": r,
+                    "iteration": it,
+                    "thresholds": [
+                        None if not np.isfinite(t) else round(t / CONF_SCALE, 4) for t in thresholds
+                    ],
+                    "labelled_fraction": round(float((labels > 0).sum()) / max(valid, 1), 4),
+                    "class_pixels": counts.tolist(),
+                }
             )
-        if checkpoint is not None and distributed.is_main():
-            checkpoint.save(
-                **training_state(
-                    net,
-                    optimizer,
-                    scheduler,
-                    scaler,
-                    src_sampler,
+            del pred, conf
+            if not (labels > 0).any():
+                raise AdaptError(
+                    "no pseudo-labels could be selected on the scene: the model is not "
+                    "confident anywhere (no valid pixels, or a scene unlike anything "
+                    "the model knows)"
+                )
+            scene.labels = labels
+            tgt_sampler = WindowSampler(
+                [scene],
+                codes,
+                crop,
+                mean,
+                std,
+                scale_range=(scale * cfg.scale_range[0], scale * cfg.scale_range[1]),
+                seed=None if cfg.seed is None else cfg.seed + r,
+            )
+            net.train()
+            steps = min(cfg.refresh_every, total - it)
+            for _ in range(steps):
+                lr = optimizer.param_groups[0]["lr"]
+                source, share = None, distributed.share(cfg.batch_size)  # share: None, all
+                if src_sampler is not None and cfg.source_weight > 0:
+                    source = src_sampler.sample(cfg.batch_size, share)
+                target = tgt_sampler.sample(cfg.batch_size, share)
+                if session is not None and ddp is not None:
+                    source_loss, pseudo_loss = session.train_step(
+                        ddp, optimizer, scaler, cfg, source, target
+                    )
+                else:
+                    source_loss, pseudo_loss = _train_step(
+                        net, optimizer, scaler, cfg, source, target, target_domain, device, chunks
+                    )
+                scheduler.step()
+                it += 1
+                loss = cfg.source_weight * source_loss + cfg.pseudo_weight * pseudo_loss
+                losses.append(loss)
+                elapsed = time.monotonic() - t0
+                report(
+                    "training",
+                    it / total,
+                    f"round {r}/{n_rounds} iteration {it}/{total} loss {np.mean(losses[-20:]):.3f}",
                     round=r,
+                    rounds=n_rounds,
                     iteration=it,
-                    rounds=rounds,
-                    losses=losses,
-                    chunk=chunks.size,
+                    iterations=total,
+                    loss=loss,
+                    source_loss=source_loss,
+                    pseudo_loss=pseudo_loss,
+                    lr=lr,
+                    eta_s=elapsed / (it - it0) * (total - it),
                 )
-            )
+            if checkpoint is not None and distributed.is_main():
+                checkpoint.save(
+                    **training_state(
+                        net,
+                        optimizer,
+                        scheduler,
+                        scaler,
+                        src_sampler,
+                        round=r,
+                        iteration=it,
+                        rounds=rounds,
+                        losses=losses,
+                        chunk=chunks.size,
+                    )
+                )
     net.eval()
     scene.labels = None
     return rounds, losses

@@ -44,6 +44,7 @@ import numpy as np
 from torch import nn
 
 from . import distributed
+from .absent_classes import absent_classes, switch_off
 from .adapt_config import METHODS, AdaptConfig, AdaptError, make_config  # noqa: F401
 from .adapt_resume import AdaptCheckpoint, run_identity
 from .adapt_scene import StageReporter, open_scene, source_scale
@@ -225,8 +226,12 @@ def adapt(
             card, cfg, method, source_pairs, source_bands, sample, report
         )
         use_csn = method == "lovecs"
+        # where the adapted model learns and maps the scene: at the model's GSD, as the source
+        # model maps it (a model taught at 0.5 m does not learn 1.5 m in a few hundred steps),
+        # or at the scene's own GSD as in the paper
+        final_scale = 1.0 if cfg.native_scale else source_scale(sc.ratio)
         scales = (
-            [1.0]
+            [final_scale]
             if not use_csn
             else (list(cfg.scales) if cfg.scales else gsd_scales(card.gsd, sc.gsd, cfg.n_scales))
         )
@@ -240,6 +245,7 @@ def adapt(
             src_sampler_sources,
             cfg,
             scales,
+            final_scale,
             "target" if use_csn else "source",
             device,
             divisor,
@@ -253,7 +259,8 @@ def adapt(
             copy_source_to_target(net)
         out_card.normalization["target"] = target_norm
         out_card.default_domain = "target"
-        adaptation["target_gsd"] = sc.gsd
+        adaptation["target_gsd"] = sc.gsd / final_scale if sc.gsd else None
+        adaptation["target_scale"] = final_scale
         adaptation["scales"] = scales
         adaptation["csn"] = use_csn
         adaptation["source_data"] = source_kind != "none"
@@ -263,6 +270,9 @@ def adapt(
 
     health = None
     if ref_pred is not None and ref_conf is not None:
+        off = absent_classes(class_shares(ref_pred, len(codes)), cfg.absent_share)
+        switch_off(net, off, len(codes))
+        adaptation["classes_off"] = [names[i] for i in off]
         pred, conf = map_scene(
             net,
             out_card.default_domain,

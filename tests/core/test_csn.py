@@ -8,6 +8,7 @@ from lovecs_core.csn import (
     copy_source_to_target,
     csn_domain,
     csn_layers,
+    held_target_statistics,
     replace_bn_with_csn,
 )
 from lovecs_core.models import SemanticFPN
@@ -103,3 +104,28 @@ def test_semantic_fpn_csn_forward_shapes():
     with torch.no_grad():
         out = change_csn(model, source=False)(torch.randn(1, 3, 64, 64))
     assert out.shape == (1, 5, 64, 64)
+
+
+def test_held_target_statistics_normalise_as_in_eval_mode_and_stay():
+    torch.manual_seed(0)
+    net = replace_bn_with_csn(small_net())
+    layer = csn_layers(net)[0]
+    layer.running_mean.fill_(0.3)
+    copy_source_to_target(net)
+    target = torch.randn(4, 3, 8, 8) * 3 + 5
+    net.eval()
+    with csn_domain(net, "target"):
+        expected = net(target)
+    net.train()
+    with held_target_statistics(net), csn_domain(net, "target"):
+        held = net(target)
+    assert torch.allclose(held, expected)  # running statistics, not the batch's
+    assert torch.allclose(layer.target_running_mean, torch.full((4,), 0.3))
+    assert layer.target_num_batches_tracked == 0
+    with held_target_statistics(net), csn_domain(net, "source"):
+        net(target)  # the source slot still learns
+    assert layer.num_batches_tracked == 1 and not layer.hold_target
+    with csn_domain(net, "target"):
+        free = net(target)  # outside the context: batch statistics again
+    assert not torch.allclose(free, expected)
+    assert layer.target_num_batches_tracked == 1

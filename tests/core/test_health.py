@@ -93,3 +93,16 @@ def test_invalid_pixels_are_ignored_and_no_overlap_is_an_error():
     assert sum(report.shares_before.values()) == pytest.approx(1.0, abs=1e-3)
     with pytest.raises(ValueError):
         health_check(np.full(5, 255, np.uint8), conf[:5], pred[:5], conf[:5], NAMES)
+
+
+def test_a_change_without_a_confidence_gain_is_not_improved():
+    """Seen on the held-out water scene: maps 100 % in agreement, class mix moved 1 %, mean
+    confidence 95.9 % -> 96.0 %, and OA fell 1.7 points."""
+    pred, conf = source_map()
+    adapted = pred.copy()
+    unsure = conf < 0.5 * SCALE
+    adapted[unsure & (np.arange(pred.size) % 10 == 0)] = 3
+    slightly = np.minimum(conf.astype(np.int64) + 100, SCALE).astype(np.uint16)  # +0.15 points
+    report = health_check(pred, conf, adapted, slightly, NAMES)
+    assert report.verdict == UNCERTAIN, report.summary()
+    assert any("did not become surer" in r for r in report.reasons)

@@ -225,7 +225,7 @@ def test_domains_are_forwarded_separately(small_setup, method):
         assert result.card.adaptation["scales"] == pytest.approx([1.3333, 2.3333], abs=1e-3)
     else:
         assert all(c[1] for c in train_calls)  # one set of statistics: always the source slot
-        assert result.card.adaptation["scales"] == [1.0]
+        assert result.card.adaptation["scales"] == [2.0]  # one scale: the model's GSD
         layer = csn_layers(net)[0]
         assert torch.equal(layer.running_mean, layer.target_running_mean)
     assert len(result.rounds) == 2
@@ -240,8 +240,44 @@ def test_domains_are_forwarded_separately(small_setup, method):
         band_statistics([RasterSource(scene)]).mean
     )
     assert saved.adaptation["health"]["verdict"] in ("improved", "uncertain", "likely harmful")
-    assert saved.adaptation["target_gsd"] == pytest.approx(2.0)
+    # learnt and mapped at the model's GSD (1 m), where the source model maps the 2 m scene
+    assert saved.adaptation["target_gsd"] == pytest.approx(1.0)
+    assert saved.adaptation["target_scale"] == pytest.approx(2.0)
     assert 0.05 < result.rounds[0]["labelled_fraction"] < 0.35  # top 10 % per class + anchor
+
+
+@pytest.mark.parametrize("scene_statistics", [False, True])
+def test_target_slot_keeps_the_source_statistics_unless_asked(small_setup, scene_statistics):
+    tmp_path, model, scene, pairs = small_setup
+    card, net = model_from_file(str(model))
+    before = csn_layers(net)[0].running_mean.clone()
+    cfg = make_config(
+        "fast",
+        iterations=4,
+        refresh_every=2,
+        crop=32,
+        batch_size=2,
+        min_confidence=0,
+        pl_tile=32,
+        device="cpu",
+        native_scale=True,
+        scene_statistics=scene_statistics,
+    )
+    result = adapt(
+        (card, net),
+        scene,
+        tmp_path / "a.lovecs",
+        config=cfg,
+        source_pairs=pairs,
+        keep_adapted=True,
+    )
+    _, adapted = model_from_file(str(result.output))
+    layer = csn_layers(adapted)[0]
+    held = torch.equal(layer.target_running_mean, before)
+    assert held != scene_statistics  # the paper's CSN learns the scene's statistics
+    assert not torch.equal(layer.running_mean, before)  # the source slot learns in both cases
+    assert layer.target_num_batches_tracked == (4 if scene_statistics else 0)
+    assert result.card.adaptation["target_gsd"] == pytest.approx(2.0)  # the scene's own GSD
 
 
 def test_source_only_and_adabn_cards(small_setup):
