@@ -34,6 +34,7 @@ class AdaptConfig:
     min_confidence: float = 0.5  # no pseudo-label below this probability
     prior_cap: float = 2.0  # a class's candidates: at most ~2x its reference share
     absent_share: float = 0.001  # classes on less of the reference map: left out (.absent_classes)
+    balanced_windows: bool = True  # target windows centred on every pseudo-labelled class alike
     anchor_portion: float = 0.2  # reference map's most confident pixels kept labelled (0: off)
     source_weight: float = 1.0
     pseudo_weight: float = 0.5

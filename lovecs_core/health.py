@@ -46,7 +46,9 @@ class HealthRules:
     improved_shift: float = 0.10
     improved_confidence_gain: float = 0.01  # the adapted model at least this much surer
     improved_ratio: float = 2.0  # every class's share within 1/ratio..ratio of the reference's
-    ratio_min_share: float = 0.01  # ... for classes on at least this share of either map
+    # ... for classes on at least this share of either map (the share from which pseudo-labelling
+    # takes a class as present: .adapt_config.AdaptConfig.min_share)
+    ratio_min_share: float = 0.005
 
 
 @dataclass

@@ -278,6 +278,7 @@ def self_train(
                 mean,
                 std,
                 scale_range=(scale * cfg.scale_range[0], scale * cfg.scale_range[1]),
+                weighting="classes" if cfg.balanced_windows else "labels",
                 seed=None if cfg.seed is None else cfg.seed + r,
             )
             net.train()

@@ -56,7 +56,9 @@ class WindowSampler:
 
     A window centre is drawn from cells of ``cell`` x ``cell`` pixels with probability
     proportional to the number of labelled pixels in the cell (``weighting="labels"``), to the
-    number of valid pixels (``"valid"``), or uniformly (``"uniform"``). The window side is
+    same count with each pixel weighted by one over its class's pixel count, so every class is
+    drawn about as often (``"classes"``), to the number of valid pixels (``"valid"``), or
+    uniformly (``"uniform"``). The window side is
     ``crop / scale`` for a log-uniform random scale in ``scale_range``; it is resampled to
     ``crop`` pixels, rotated/flipped at random (``augment``), sensor-randomised
     (``randomisation``, see :mod:`.augment`; data units ``0..value_max``), and normalised with
@@ -78,9 +80,9 @@ class WindowSampler:
         randomisation: Optional[SensorRandomisation] = None,
         value_max: float = 255.0,
     ) -> None:
-        if weighting not in ("labels", "valid", "uniform"):
+        if weighting not in ("labels", "classes", "valid", "uniform"):
             raise ValueError(f"unknown weighting {weighting!r}")
-        if weighting == "labels" and any(s.labels is None for s in sources):
+        if weighting in ("labels", "classes") and any(s.labels is None for s in sources):
             raise ValueError("weighting by labels needs labels for every source")
         self.sources = list(sources)
         self.lut = code_lookup(codes)
@@ -96,6 +98,7 @@ class WindowSampler:
         self.weighting = weighting
         self.cell = int(cell)
         self.rng = np.random.default_rng(seed)
+        self._pixel_weight = np.zeros(256)  # "classes": a labelled pixel's weight by its code
         self._cells: list[np.ndarray] = []
         self._cum = np.zeros(0)
         self.refresh_weights()
@@ -108,17 +111,26 @@ class WindowSampler:
         if self.weighting == "labels":
             assert source.labels is not None
             mask = (self.lut >= 0)[source.labels]  # bool, 1 byte per pixel
+        elif self.weighting == "classes":
+            assert source.labels is not None
+            mask = self._pixel_weight[source.labels]
         else:
             mask = np.zeros((source.height, source.width), dtype=bool)
             for y in range(0, source.height, 1024):
                 _, v = source.read(0, y, source.width, min(1024, source.height - y))
                 mask[y : y + v.shape[0]] = v
-        padded = np.zeros((gh * c, gw * c), dtype=np.int32)
+        padded = np.zeros(
+            (gh * c, gw * c), dtype=mask.dtype if mask.dtype.kind == "f" else np.int32
+        )
         padded[: source.height, : source.width] = mask
         return padded.reshape(gh, c, gw, c).sum(axis=(1, 3)).ravel().astype(np.float64)
 
     def refresh_weights(self) -> None:
         """Recompute the sampling weights (call after the labels changed)."""
+        if self.weighting == "classes":
+            counts = sum(np.bincount(s.labels.ravel(), minlength=256) for s in self.sources)
+            known = (self.lut >= 0) & (counts > 0)
+            self._pixel_weight = np.where(known, 1.0 / np.maximum(counts, 1), 0.0)
         self._cells = [self._cell_weights(s) for s in self.sources]
         totals = np.array([w.sum() for w in self._cells])
         if totals.sum() <= 0:
@@ -131,6 +143,8 @@ class WindowSampler:
 
     @property
     def labelled_pixels(self) -> int:
+        if self.weighting == "classes":
+            return int(sum(((self.lut >= 0)[s.labels]).sum() for s in self.sources))
         return int(sum(w.sum() for w in self._cells)) if self.weighting != "uniform" else 0
 
     def _centre(self) -> tuple[int, int, int]:
@@ -144,12 +158,19 @@ class WindowSampler:
         gw = math.ceil(source.width / self.cell)
         gy, gx = divmod(k, gw)
         y0, x0 = gy * self.cell, gx * self.cell
-        if self.weighting == "labels":  # centre on a labelled pixel of the cell
+        if self.weighting in ("labels", "classes"):  # centre on a labelled pixel of the cell
             assert source.labels is not None
-            block = (self.lut >= 0)[source.labels[y0 : y0 + self.cell, x0 : x0 + self.cell]]
-            ys, xs = np.nonzero(block)
+            codes = source.labels[y0 : y0 + self.cell, x0 : x0 + self.cell]
+            ys, xs = np.nonzero((self.lut >= 0)[codes])
             if ys.size:
-                j = int(self.rng.integers(ys.size))
+                if self.weighting == "classes":  # a rare class's pixel more likely
+                    w = np.cumsum(self._pixel_weight[codes[ys, xs]])
+                    j = min(
+                        int(np.searchsorted(w, self.rng.random() * w[-1], side="right")),
+                        ys.size - 1,
+                    )
+                else:
+                    j = int(self.rng.integers(ys.size))
                 return i, x0 + int(xs[j]), y0 + int(ys[j])
         y = min(y0 + int(self.rng.integers(self.cell)), source.height - 1)
         x = min(x0 + int(self.rng.integers(self.cell)), source.width - 1)

@@ -103,6 +103,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         help="classes predicted on less of the scene get no pseudo-labels (0.005)",
     )
+    g.add_argument(
+        "--absent-share",
+        type=float,
+        help="classes on less of the source model's map are left out of the adapted model "
+        "(0.001; 0: keep every class)",
+    )
+    g.add_argument(
+        "--native-scale",
+        action="store_const",
+        const=True,
+        help="learn and map the scene at its own GSD, as in the paper (default: at the model's "
+        "GSD, where the source model maps it)",
+    )
+    g.add_argument(
+        "--scene-statistics",
+        action="store_const",
+        const=True,
+        help="CSN's target slot learns the scene's batch statistics, as in the paper (default: "
+        "it keeps the source statistics; a scene's statistics mix its class mix in)",
+    )
     p.add_argument(
         "--keep-adapted",
         action="store_true",
@@ -219,7 +239,7 @@ def _tell_about_checkpoint(out: str) -> Iterator[None]:
 SETTINGS = (
     "iterations", "refresh_every", "batch_size", "crop", "lr", "portion", "source_weight",
     "pseudo_weight", "scales", "n_scales", "scale_range", "pl_tile", "bn_windows",
-    "anchor_portion", "min_share",
+    "anchor_portion", "min_share", "absent_share", "native_scale", "scene_statistics",
 )  # fmt: skip
 
 

@@ -203,3 +203,30 @@ def test_run_away_adaptation_is_detected_and_rolled_back(tmp_path: Path, capsys)
     assert "likely harmful" in capsys.readouterr().out
     assert read_card(kept).default_domain == "target"
     assert not (tmp_path / "kept.rejected.lovecs").exists()
+
+
+def test_paper_settings_and_absent_classes_from_the_command_line(tmp_path: Path, capsys):
+    """--native-scale and --scene-statistics give the paper's LoveCS; --absent-share says which
+    classes the adapted model may not predict (those rare on the source model's map)."""
+    images, labels = write_source(tmp_path / "src", n=2, size=96, gsd=1.0)
+    scene, _ = write_target(tmp_path / "tgt", size=96, gsd=2.0)
+    classes = write_classes(tmp_path / "classes.json")
+    model = tmp_path / "src.lovecs"
+    assert main(tiny_train_args(images, labels, classes, model, *SMALL_SAMPLE)) == 0
+    out, map_tif = tmp_path / "a.lovecs", tmp_path / "a.tif"
+    args = ["adapt", "--model", str(model), "--target", str(scene), "--out", str(out)]
+    args += ["--map", str(map_tif), "--preset", "fast", "--iterations", "4", "--crop", "48"]
+    args += ["--refresh-every", "2", "--pl-tile", "64", "--device", "cpu", "--keep-adapted"]
+    args += ["--native-scale", "--scene-statistics", "--absent-share", "0.3"]
+    assert main(args) == 0
+    capsys.readouterr()
+    adaptation = read_card(out).adaptation
+    settings = adaptation["settings"]
+    assert settings["native_scale"] and settings["scene_statistics"]
+    assert settings["absent_share"] == 0.3
+    assert adaptation["target_gsd"] == 2.0  # the scene's own GSD
+    rare = [name for name, share in adaptation["reference_shares"].items() if share < 0.3]
+    assert rare and adaptation["classes_off"] == rare
+    codes = {c.name: c.code for c in read_card(out).classes}
+    mapped = set(np.unique(gdal.Open(str(map_tif)).ReadAsArray()).tolist())
+    assert not mapped & {codes[name] for name in rare}

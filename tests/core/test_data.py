@@ -75,6 +75,29 @@ def test_windows_are_drawn_toward_labelled_pixels(tmp_path: Path):
     assert hit_u < 0.4  # ~ (40 + 32)^2 / 200^2 = 13 %
 
 
+def test_class_weighting_centres_windows_on_every_class_alike(tmp_path: Path):
+    """A class on 1 % of the labelled pixels gets about a third of the window centres."""
+    size = 200
+    labels = np.full((size, size), 1, np.uint8)
+    labels[:, 100:] = 2
+    labels[90:110, 40:60] = 3  # 400 pixels of 40 000
+    image = np.stack([labels * 10] * 3).astype(np.uint8)
+    source = RasterSource(
+        write_geotiff(tmp_path / "img.tif", image),
+        label_path=write_geotiff(tmp_path / "lab.tif", labels),
+    )
+    centres = {}
+    for weighting in ("labels", "classes"):
+        sampler = WindowSampler(
+            [source], [1, 2, 3], 1, [0] * 3, [1] * 3, augment=False, weighting=weighting, seed=0
+        )
+        centres[weighting] = np.array([sampler.sample_one()[1][0, 0] for _ in range(600)])
+        assert sampler.labelled_pixels == size * size
+    assert np.mean(centres["labels"] == 2) < 0.05  # class 3 (index 2): ~1 % of the centres
+    assert 0.2 < np.mean(centres["classes"] == 2) < 0.45
+    assert 0.2 < np.mean(centres["classes"] == 0) < 0.45
+
+
 def test_augmentation_keeps_image_and_labels_aligned_and_varies(tmp_path: Path):
     source = coded_raster(tmp_path)
     sampler = WindowSampler([source], [1, 2, 3], 40, [0, 0, 0], [1, 1, 1], seed=3)
