@@ -4,7 +4,10 @@ Each round maps the scene (multi-scale for LoveCS, in the target CSN slot), sele
 with the guards of :mod:`.pseudolabels` (priors from the aligned source model's map), keeps that
 map's most confident pixels labelled (the anchor), then trains on
 ``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)`` with source and target batches
-forwarded separately. :func:`source_term` finds the labelled rasters of the source term.
+forwarded separately. Target windows are drawn at the model's GSD (unless ``native_scale``),
+centred on every class alike, and normalised with the CSN target slot's running statistics,
+which stay the source's unless ``scene_statistics`` (:mod:`.adapt_config`). :func:`source_term`
+finds the labelled rasters of the source term.
 Under torchrun, :mod:`.distributed` splits the maps' tiles and each batch across ranks.
 """
 
