@@ -186,12 +186,9 @@ def spy_domains(net: nn.Module) -> list[tuple[bool, bool]]:
     return calls
 
 
-@pytest.mark.parametrize("method", ["lovecs", "cbst"])
-def test_domains_are_forwarded_separately(small_setup, method):
-    tmp_path, model, scene, pairs = small_setup
-    card, net = model_from_file(str(model))
-    calls = spy_domains(net)
-    cfg = make_config(
+def four_step_config(**overrides):
+    """Two rounds of two iterations on 32-pixel windows, no confidence floor."""
+    return make_config(
         "fast",
         iterations=4,
         refresh_every=2,
@@ -200,7 +197,16 @@ def test_domains_are_forwarded_separately(small_setup, method):
         min_confidence=0,
         pl_tile=32,
         device="cpu",
+        **overrides,
     )
+
+
+@pytest.mark.parametrize("method", ["lovecs", "cbst"])
+def test_domains_are_forwarded_separately(small_setup, method):
+    tmp_path, model, scene, pairs = small_setup
+    card, net = model_from_file(str(model))
+    calls = spy_domains(net)
+    cfg = four_step_config()
     result = adapt(
         (card, net),
         scene,
@@ -251,18 +257,7 @@ def test_target_slot_keeps_the_source_statistics_unless_asked(small_setup, scene
     tmp_path, model, scene, pairs = small_setup
     card, net = model_from_file(str(model))
     before = csn_layers(net)[0].running_mean.clone()
-    cfg = make_config(
-        "fast",
-        iterations=4,
-        refresh_every=2,
-        crop=32,
-        batch_size=2,
-        min_confidence=0,
-        pl_tile=32,
-        device="cpu",
-        native_scale=True,
-        scene_statistics=scene_statistics,
-    )
+    cfg = four_step_config(native_scale=True, scene_statistics=scene_statistics)
     result = adapt(
         (card, net),
         scene,
