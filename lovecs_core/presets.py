@@ -7,8 +7,12 @@ from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
     # minutes on a 2-core CPU for a ~4 MPix scene
+    # fast: a quarter of the paper's learning rate, for 8x fewer pixels a step (4 windows of
+    # 256 px against 8 of 512): between the square-root (/2.8) and the linear (/8) scaling.
+    # With the paper's, the held-out vegetation scene lost 2.9 OA points, against 0.9 (bench)
     "fast": dict(
         iterations=120,
+        lr=0.01 * (1.0 / 3.0) ** 0.9 / 4,
         refresh_every=60,
         batch_size=4,
         crop=256,

@@ -273,6 +273,12 @@ def adapt(
         off = absent_classes(class_shares(ref_pred, len(codes)), cfg.absent_share)
         switch_off(net, off, len(codes))
         adaptation["classes_off"] = [names[i] for i in off]
+        if off:
+            log.info(
+                "left out of the adapted model (under %.1f %% of the source model's map): %s",
+                100 * cfg.absent_share,
+                ", ".join(adaptation["classes_off"]),
+            )
         pred, conf = map_scene(
             net,
             out_card.default_domain,

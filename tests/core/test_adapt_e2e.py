@@ -205,7 +205,7 @@ def test_run_away_adaptation_is_detected_and_rolled_back(tmp_path: Path, capsys)
     assert not (tmp_path / "kept.rejected.lovecs").exists()
 
 
-def test_paper_settings_and_absent_classes_from_the_command_line(tmp_path: Path, capsys):
+def test_paper_settings_and_absent_classes_from_the_command_line(tmp_path: Path, caplog):
     """--native-scale and --scene-statistics give the paper's LoveCS; --absent-share says which
     classes the adapted model may not predict (those rare on the source model's map)."""
     images, labels = write_source(tmp_path / "src", n=2, size=96, gsd=1.0)
@@ -218,8 +218,8 @@ def test_paper_settings_and_absent_classes_from_the_command_line(tmp_path: Path,
     args += ["--map", str(map_tif), "--preset", "fast", "--iterations", "4", "--crop", "48"]
     args += ["--refresh-every", "2", "--pl-tile", "64", "--device", "cpu", "--keep-adapted"]
     args += ["--native-scale", "--scene-statistics", "--absent-share", "0.3"]
-    assert main(args) == 0
-    capsys.readouterr()
+    with caplog.at_level("INFO"):
+        assert main(args) == 0
     adaptation = read_card(out).adaptation
     settings = adaptation["settings"]
     assert settings["native_scale"] and settings["scene_statistics"]
@@ -227,6 +227,7 @@ def test_paper_settings_and_absent_classes_from_the_command_line(tmp_path: Path,
     assert adaptation["target_gsd"] == 2.0  # the scene's own GSD
     rare = [name for name, share in adaptation["reference_shares"].items() if share < 0.3]
     assert rare and adaptation["classes_off"] == rare
+    assert "left out of the adapted model (under 30.0 % of the source model's map)" in caplog.text
     codes = {c.name: c.code for c in read_card(out).classes}
     mapped = set(np.unique(gdal.Open(str(map_tif)).ReadAsArray()).tolist())
     assert not mapped & {codes[name] for name in rare}
