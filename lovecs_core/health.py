@@ -168,7 +168,7 @@ def doubts(
         found.append(
             f"the model did not become surer ({100 * conf_before:.1f} % -> "
             f"{100 * conf_after:.1f} %, less than {100 * r.improved_confidence_gain:.0f} point "
-            "gained): the changes are noise rather than learnt"
+            "gained): nothing vouches for its changes"
         )
     for name, b, a in zip(names, before, after):
         if max(a, b) >= r.ratio_min_share and not b / r.improved_ratio <= a <= b * r.improved_ratio:
