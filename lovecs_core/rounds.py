@@ -171,8 +171,9 @@ def self_train(
     """Rounds of pseudo-labelling and training (CBST and LoveCS): returns the rounds' records and
     the losses. ``scales``: the pseudo-labelling scales; ``scale``: the factor at which target
     windows are trained (times ``cfg.scale_range``). ``ref_pred``/``ref_conf``: the aligned
-    source model's map of the scene (priors and the anchor). With ``checkpoint``, the state is saved after every round, and a run that
-    resumes starts after the last saved round; ``tile_chunks``: see :func:`map_scene`."""
+    source model's map of the scene (priors and the anchor). With ``checkpoint``, the state is
+    saved after every round, and a run that resumes starts after the last saved round;
+    ``tile_chunks``: see :func:`map_scene`."""
     codes = card.class_codes()
     crop = round_up(cfg.crop, divisor)
     src_sampler = None

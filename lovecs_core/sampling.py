@@ -128,7 +128,10 @@ class WindowSampler:
     def refresh_weights(self) -> None:
         """Recompute the sampling weights (call after the labels changed)."""
         if self.weighting == "classes":
-            counts = sum(np.bincount(s.labels.ravel(), minlength=256) for s in self.sources)
+            counts = np.zeros(256, dtype=np.int64)
+            for source in self.sources:
+                assert source.labels is not None
+                counts += np.bincount(source.labels.ravel(), minlength=256)
             known = (self.lut >= 0) & (counts > 0)
             self._pixel_weight = np.where(known, 1.0 / np.maximum(counts, 1), 0.0)
         self._cells = [self._cell_weights(s) for s in self.sources]
@@ -144,7 +147,7 @@ class WindowSampler:
     @property
     def labelled_pixels(self) -> int:
         if self.weighting == "classes":
-            return int(sum(((self.lut >= 0)[s.labels]).sum() for s in self.sources))
+            return int(sum(int((self.lut >= 0)[s.labels].sum()) for s in self.sources))
         return int(sum(w.sum() for w in self._cells)) if self.weighting != "uniform" else 0
 
     def _centre(self) -> tuple[int, int, int]:

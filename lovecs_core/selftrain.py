@@ -193,9 +193,8 @@ def adapt(
             StageReporter(report, "statistics", "source model's map"),
             tiles,
         )
-        adaptation["reference_shares"] = {
-            n: round(float(v), 4) for n, v in zip(names, class_shares(ref_pred, len(codes)))
-        }
+        ref_shares = class_shares(ref_pred, len(codes))
+        adaptation["reference_shares"] = {n: round(float(v), 4) for n, v in zip(names, ref_shares)}
 
     final_scale = 1.0
     if method == "source-only":
@@ -270,7 +269,7 @@ def adapt(
 
     health = None
     if ref_pred is not None and ref_conf is not None:
-        off = absent_classes(class_shares(ref_pred, len(codes)), cfg.absent_share)
+        off = absent_classes(ref_shares, cfg.absent_share)
         switch_off(net, off, len(codes))
         adaptation["classes_off"] = [names[i] for i in off]
         if off:
