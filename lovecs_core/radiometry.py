@@ -130,6 +130,12 @@ class Alignment:
         return cls([1.0] * bands, [0.0] * bands)
 
     @property
+    def in_source_range(self) -> bool:
+        """The scene looks like the model's own sensor: same bit depth (or an 8-bit product in a
+        wider type) and every band already inside the range the source images spanned."""
+        return not self.other_depth and not self.corrected_bands
+
+    @property
     def is_identity(self) -> bool:
         return all(abs(g - 1) < 1e-6 for g in self.gain) and all(abs(o) < 1e-6 for o in self.offset)
 

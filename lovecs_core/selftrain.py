@@ -291,7 +291,16 @@ def adapt(
             StageReporter(report, "statistics", "health check"),
             tiles,
         )
-        health = health_check(ref_pred, ref_conf, pred, conf, names, NO_CLASS, CONF_SCALE)
+        health = health_check(
+            ref_pred,
+            ref_conf,
+            pred,
+            conf,
+            names,
+            NO_CLASS,
+            CONF_SCALE,
+            same_sensor=sc.alignment.in_source_range,
+        )
         del pred, conf
         adaptation["health"] = health.to_dict()
         log.info("%s", health.summary())

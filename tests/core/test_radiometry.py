@@ -58,6 +58,7 @@ def test_same_sensor_scene_is_left_alone_whatever_its_class_mix(tmp_path, refere
             card_with(reference), write_geotiff(tmp_path / f"s{dark}.tif", data)
         )
         assert alignment.is_identity, alignment.describe()
+        assert alignment.in_source_range  # adaptation is then at best "uncertain" (.health)
         np.testing.assert_allclose(values, data, atol=1e-4)
         assert "already" in alignment.describe()
 
@@ -73,7 +74,7 @@ def test_bit_depth_is_scaled_to_the_model_range(tmp_path, reference, bits):
     alignment, values = aligned_values(card_with(reference), write_geotiff(tmp_path / "s.tif", raw))
     assert alignment.bit_depth == bits
     assert alignment.range_scale == pytest.approx(1 / factor)
-    assert f"{bits}-bit" in alignment.describe()
+    assert f"{bits}-bit" in alignment.describe() and not alignment.in_source_range
     assert_common_stretch_to_reference(values, data, reference)
 
 
@@ -116,7 +117,7 @@ def test_out_of_range_band_gain_and_offset_are_corrected(tmp_path, reference):
         card_with(reference),
         write_geotiff(tmp_path / "s.tif", np.clip(skewed, 0, 255).astype(np.uint8)),
     )
-    assert alignment.corrected_bands == [2]
+    assert alignment.corrected_bands == [2] and not alignment.in_source_range
     assert alignment.gain[:2] == [1.0, 1.0] and alignment.offset[:2] == [0.0, 0.0]
     lo, hi = np.percentile(values[2], [2, 98])
     tol = TOLERANCE * 255 + 1
@@ -164,6 +165,7 @@ def test_an_8_bit_product_stored_in_a_wider_type_counts_as_8_bit(tmp_path, refer
             card, write_geotiff(tmp_path / f"w{factor}.tif", wide.astype(np.uint16))
         )
         assert alignment.step == factor and not alignment.other_depth, alignment.describe()
+        assert alignment.in_source_range == plain.in_source_range
         assert "8-bit product" in alignment.describe() and alignment.stretch == 1.0
         assert alignment.corrected_bands == plain.corrected_bands
         np.testing.assert_allclose(values[:, 1:], plain_values[:, 1:], atol=0.51)

@@ -14,6 +14,7 @@ from lovecs_core.csn import (
     replace_bn_with_csn,
 )
 from lovecs_core.data import RasterSource, band_statistics, pair_rasters
+from lovecs_core.health import SAME_SENSOR
 from lovecs_core.models import model_from_file
 from lovecs_core.progress import Cancelled, CancelToken, Reporter
 from lovecs_core.pseudolabels import (
@@ -405,3 +406,16 @@ def test_only_an_improved_adaptation_is_delivered_by_default(small_setup):
         assert "target" not in result.card.normalization
         assert verdict in result.card.adaptation["result"]
         assert read_card(kept).default_domain == "target"
+
+
+def test_a_scene_of_the_models_own_sensor_gets_the_safe_result(small_setup):
+    """One of the source images as the target: the alignment changes nothing, so the adaptation
+    is at best "uncertain" and the user gets the aligned source model."""
+    tmp_path, model, _, pairs = small_setup
+    own_sensor = pairs[0][0]
+    cfg = four_step_config()
+    result = adapt(model, own_sensor, tmp_path / "o.lovecs", config=cfg, source_pairs=pairs)
+    health = result.card.adaptation["health"]
+    assert result.card.adaptation["alignment"]["summary"].startswith("scene already in")
+    assert health["verdict"] != "improved" and SAME_SENSOR in health["reasons"]
+    assert result.fell_back and result.card.default_domain == "source"
