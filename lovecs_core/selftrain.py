@@ -155,6 +155,11 @@ def adapt(
 
     sc = open_scene(card, net, target, bands, cfg, report)
     scene = sc.source
+    if method != "source-only" and sc.alignment.in_source_range:
+        log.warning(
+            "the scene is already in the model's radiometric range: the adapted model will be "
+            "kept aside unless you keep it explicitly (health check: at best 'uncertain')"
+        )
     checkpoint = None
     if method in ("cbst", "lovecs"):  # the methods that train
         identity = run_identity(model_id, target, method, cfg, scene.bands, source_pairs)

@@ -408,13 +408,15 @@ def test_only_an_improved_adaptation_is_delivered_by_default(small_setup):
         assert read_card(kept).default_domain == "target"
 
 
-def test_a_scene_of_the_models_own_sensor_gets_the_safe_result(small_setup):
+def test_a_scene_of_the_models_own_sensor_gets_the_safe_result(small_setup, caplog):
     """One of the source images as the target: the alignment changes nothing, so the adaptation
     is at best "uncertain" and the user gets the aligned source model."""
     tmp_path, model, _, pairs = small_setup
     own_sensor = pairs[0][0]
     cfg = four_step_config()
-    result = adapt(model, own_sensor, tmp_path / "o.lovecs", config=cfg, source_pairs=pairs)
+    with caplog.at_level("WARNING"):
+        result = adapt(model, own_sensor, tmp_path / "o.lovecs", config=cfg, source_pairs=pairs)
+    assert "already in the model's radiometric range" in caplog.text  # said before training
     health = result.card.adaptation["health"]
     assert result.card.adaptation["alignment"]["summary"].startswith("scene already in")
     assert health["verdict"] != "improved" and SAME_SENSOR in health["reasons"]
