@@ -40,6 +40,7 @@ from .models import input_divisor
 from .pipeline import normalize
 from .radiometry import Alignment
 from .raster import GSD_TOLERANCE, RasterReader, Window, pixel_size_metres, warp_to_gsd
+from .runtime import round_up
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,7 @@ def sample_confidence(
                 x = normalize(alignment.apply(data), mean, std)
                 x[:, ~valid] = 0.0
                 h, w = x.shape[1:]
-                ph, pw = math.ceil(h / div) * div, math.ceil(w / div) * div
-                x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)))
+                x = np.pad(x, ((0, 0), (0, round_up(h, div) - h), (0, round_up(w, div) - w)))
                 logits = net(torch.from_numpy(x)[None].to(device))
                 top = torch.softmax(logits.float(), dim=1).amax(dim=1)[0, :h, :w].cpu().numpy()
                 total += float(top[valid].sum())
