@@ -2,7 +2,7 @@
 """Cross-sensor adaptation benchmark over several scenes (not a unit test).
 
 A source model trained on ``source/`` minus the held-out images (:mod:`scenes`) is applied to, and
-adapted to, every evaluation scene of :func:`scenes.build_scenes` (target_b plus four stress
+adapted to, every evaluation scene of :func:`scenes.build_scenes` (target_b plus eight stress
 scenes built from the shared data) with each method, exactly as the dock runs it (preset
 ``fast``; source term from the sample carried in the model file; health check with fallback).
 Per scene and method: mIoU, OA, per-class IoU, the health check's verdict, and whether the map

@@ -44,7 +44,7 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("scene", help="target_b, vegetation, water, sensor_c, rural_b, vegetation16")
+    p.add_argument("scene", help="a scene of scenes.build_scenes, e.g. target_b, water_b")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE")
     p.add_argument("--model", default=str(ROOT / "resources" / "models" / "default.lovecs"))
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)

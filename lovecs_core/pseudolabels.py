@@ -118,6 +118,7 @@ def predict_scene(
     reporter: Optional[Reporter] = None,
     chunks: Optional[ChunkedBatch] = None,
     part: Optional[tuple[int, int]] = None,
+    mass: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multi-scale prediction over the whole scene in tiles (each with ``margin`` pixels of
     context), ``batch`` tiles at a time (fewer when the GPU runs out of memory: pass the same
@@ -125,7 +126,9 @@ def predict_scene(
     ``(class index uint8[H, W], NO_CLASS where invalid; confidence uint16[H, W] = round(max
     probability * CONF_SCALE), 0 where invalid)``: 3 bytes a pixel. The model's mode and CSN
     domain are the caller's. ``part = (r, n)``: only tiles ``r, r + n, r + 2n ...`` (row-major)
-    are mapped, the others left NO_CLASS / 0 (:meth:`.distributed.Session.combine_maps`)."""
+    are mapped, the others left NO_CLASS / 0 (:meth:`.distributed.Session.combine_maps`).
+    ``mass`` (float64[classes]): each class's probabilities over the mapped valid pixels are
+    added to it (divided by the pixel count: the map's soft class shares, see .health)."""
     report = reporter or Reporter()
     m = np.asarray(mean, dtype=np.float32)[:, None, None]
     sd = np.asarray(std, dtype=np.float32)[:, None, None]
@@ -149,6 +152,8 @@ def predict_scene(
             with autocast(device, amp):
                 probs = multiscale_probabilities(model, x[:, :-1], scales, divisor)
             c, k = probs.max(dim=1)
+            if mass is not None:
+                add_class_mass(mass, probs, valid_stack, pending[items], tile, margin, scene)
             k = torch.where(valid_stack, k, torch.full_like(k, NO_CLASS))
             c = torch.where(valid_stack, c, torch.zeros_like(c))
             parts.append(
@@ -184,6 +189,24 @@ def predict_scene(
     if pending:
         flush()
     return pred, conf
+
+
+def add_class_mass(
+    mass: np.ndarray,
+    probs: torch.Tensor,
+    valid: torch.Tensor,
+    tiles: Sequence[tuple[int, int, np.ndarray]],
+    tile: int,
+    margin: int,
+    scene: RasterSource,
+) -> None:
+    """Add each class's probabilities over the valid pixels of the tiles' interiors (the
+    pixels :func:`predict_scene` writes) to ``mass``."""
+    for i, (x0, y0, _) in enumerate(tiles):
+        th, tw = min(tile, scene.height - y0), min(tile, scene.width - x0)
+        inner = (slice(margin, margin + th), slice(margin, margin + tw))
+        p = probs[i][(slice(None), *inner)].float() * valid[i][inner]
+        mass += p.sum(dim=(1, 2)).double().cpu().numpy()
 
 
 def class_thresholds(

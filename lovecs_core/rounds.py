@@ -67,10 +67,11 @@ def map_scene(
     divisor: int,
     reporter: Reporter,
     chunks: Optional[ChunkedBatch] = None,
+    mass: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_scene` in eval mode with the CSN ``domain`` and the settings of ``cfg``
-    (``chunks``: the run's :func:`tile_chunks`). Under torchrun each rank maps its share of
-    the tiles and every rank gets the whole map."""
+    (``chunks``: the run's :func:`tile_chunks`; ``mass``: see :func:`predict_scene`). Under
+    torchrun each rank maps its share of the tiles and every rank gets the whole map."""
     net.eval()
     session = distributed.current()
     with csn_domain(net, domain):
@@ -89,9 +90,12 @@ def map_scene(
             reporter=reporter,
             chunks=chunks,
             part=session.part if session else None,
+            mass=mass,
         )
     if session is not None:
         session.combine_maps(pred, conf)
+        if mass is not None:
+            mass[:] = session.all_sum(mass.tolist())
     return pred, conf
 
 

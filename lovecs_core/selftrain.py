@@ -183,6 +183,7 @@ def adapt(
     losses: list[float] = []
 
     ref_pred = ref_conf = None
+    ref_mass = np.zeros(len(codes))  # the source model's class probabilities, summed
     tiles = tile_chunks(cfg.pl_batch)  # one size for the run's maps, halved on out-of-memory
     if method != "source-only":  # the reference: the aligned source model's map of the scene
         ref_pred, ref_conf = map_scene(
@@ -197,6 +198,7 @@ def adapt(
             divisor,
             StageReporter(report, "statistics", "source model's map"),
             tiles,
+            ref_mass,
         )
         ref_shares = class_shares(ref_pred, len(codes))
         adaptation["reference_shares"] = {n: round(float(v), 4) for n, v in zip(names, ref_shares)}
@@ -305,6 +307,7 @@ def adapt(
             NO_CLASS,
             CONF_SCALE,
             same_sensor=sc.alignment.in_source_range,
+            soft_shares=ref_mass / max(1, int((ref_pred != NO_CLASS).sum())),
         )
         del pred, conf
         adaptation["health"] = health.to_dict()

@@ -176,6 +176,12 @@ def health_figures(health: dict[str, Any]) -> str:
         f"{100 * health['class_shift']:.0f} %, mean confidence "
         f"{100 * health['confidence_before']:.0f} % -> "
         f"{100 * health['confidence_after']:.0f} %"
+        + (
+            f" (per class {100 * health['class_confidence_before']:.0f} % -> "
+            f"{100 * health['class_confidence_after']:.0f} %)"
+            if "class_confidence_after" in health  # cards of earlier releases lack it
+            else ""
+        )
     )
 
 

@@ -131,6 +131,7 @@ def test_scene_prediction_in_tiles_matches_one_pass(tmp_path: Path):
     scene = RasterSource(write_geotiff(tmp_path / "s.tif", data, nodata=0))
     torch.manual_seed(0)
     model = nn.Conv2d(3, 4, 1).eval()  # pointwise: tiles + margins must reproduce one pass
+    mass = np.zeros(4)
     pred, conf = predict_scene(
         model,
         scene,
@@ -141,6 +142,7 @@ def test_scene_prediction_in_tiles_matches_one_pass(tmp_path: Path):
         tile=16,
         margin=4,
         batch=3,
+        mass=mass,
     )
     full = torch.from_numpy(((data.astype(np.float32) - 100) / 50)[None])
     full[..., :5, :5] = 0
@@ -151,6 +153,8 @@ def test_scene_prediction_in_tiles_matches_one_pass(tmp_path: Path):
     assert conf.dtype == np.uint16
     np.testing.assert_allclose(conf[inner] / CONF_SCALE, c.numpy()[inner], atol=1e-5)
     assert (pred[:5, :5] == NO_CLASS).all() and (conf[:5, :5] == 0).all()
+    valid = pred != NO_CLASS  # the soft class shares: the mean probabilities of the valid pixels
+    np.testing.assert_allclose(mass / valid.sum(), probs.numpy()[:, valid].mean(1), atol=0.01)
 
 
 # -- AdaBN ----------------------------------------------------------------------------------------
@@ -246,7 +250,12 @@ def test_domains_are_forwarded_separately(small_setup, method):
     assert saved.normalization["target"]["mean"] != pytest.approx(
         band_statistics([RasterSource(scene)]).mean
     )
-    assert saved.adaptation["health"]["verdict"] in ("improved", "uncertain", "likely harmful")
+    health = saved.adaptation["health"]
+    assert health["verdict"] in ("improved", "uncertain", "likely harmful")
+    # the source model's soft shares (its mean probabilities) are a distribution over the classes
+    assert sum(health["soft_shares_before"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert health["soft_shares_before"] != health["shares_before"]
+    assert 0 < health["class_confidence_before"] <= 1 and 0 < health["class_confidence_after"] <= 1
     # learnt and mapped at the model's GSD (1 m), where the source model maps the 2 m scene
     assert saved.adaptation["target_gsd"] == pytest.approx(1.0)
     assert saved.adaptation["target_scale"] == pytest.approx(2.0)

@@ -26,12 +26,15 @@ from osgeo import gdal
 from torch import nn
 
 from lovecs_core import distributed
+from lovecs_core.adapt_config import make_config
 from lovecs_core.card import load_model_file
 from lovecs_core.cli import main
 from lovecs_core.contract import checkpoint_path
 from lovecs_core.csn import CrossSensorNorm, recompute_target_statistics, replace_bn_with_csn
 from lovecs_core.data import RasterSource
+from lovecs_core.progress import Reporter
 from lovecs_core.pseudolabels import predict_scene
+from lovecs_core.rounds import map_scene
 from lovecs_core.sampling import WindowSampler
 from lovecs_core.sync_layers import global_batch, share_dropout_masks
 
@@ -104,11 +107,11 @@ def _sampler(scene: Path) -> WindowSampler:
     )
 
 
-def _maps(scene: Path, part) -> tuple[np.ndarray, np.ndarray]:
+def _maps(scene: Path, part, mass=None) -> tuple[np.ndarray, np.ndarray]:
     net = _tiny_net().eval()
     return predict_scene(
         net, RasterSource(scene), [500.0] * 3, [100.0] * 3, [1.0, 1.5], device=torch.device("cpu"),
-        tile=16, margin=4, batch=1, amp=False, part=part,
+        tile=16, margin=4, batch=1, amp=False, part=part, mass=mass,
     )  # fmt: skip
 
 
@@ -147,6 +150,12 @@ def _worker(rank: int, port: int, folder: str) -> None:
         out["mapped_pixels"] = int((pred != 255).sum())
         session.combine_maps(pred, conf)
         out["pred"], out["conf"] = pred, conf
+        out["mass"] = np.zeros(3)  # map_scene sums the class probabilities over the ranks
+        cfg = make_config("fast", pl_tile=16, pl_margin=4, pl_batch=1, amp=False)
+        map_scene(
+            _tiny_net(), "source", RasterSource(scene), [500.0] * 3, [100.0] * 3, [1.0, 1.5], cfg,
+            torch.device("cpu"), 1, Reporter(), mass=out["mass"],
+        )  # fmt: skip
         try:
             distributed.agree(OSError("disk on fire") if rank == 1 else None)
         except OSError as exc:
@@ -210,12 +219,14 @@ def test_collectives_on_two_processes_equal_one_process(tmp_path: Path):
     assert not torch.equal(net[1].target_running_mean, net[1].running_mean)
 
     # pseudo-labelling split by tiles: each rank maps part, all get the whole map, bit for bit
-    pred, conf = _maps(scene, None)
+    mass = np.zeros(3)
+    pred, conf = _maps(scene, None, mass)
     assert 0 < ranks[0]["mapped_pixels"] < int((pred != 255).sum())
     assert ranks[0]["mapped_pixels"] + ranks[1]["mapped_pixels"] == int((pred != 255).sum())
     for r in ranks:
         np.testing.assert_array_equal(r["pred"], pred)
         np.testing.assert_array_equal(r["conf"], conf)
+        np.testing.assert_allclose(r["mass"], mass, rtol=1e-6)
 
     # an error on one rank stops every rank with that rank's message; rank 0's answers reach all
     assert [r["agree"] for r in ranks] == ["rank 1: disk on fire", "disk on fire"]

@@ -273,6 +273,8 @@ def test_harmful_verdict_is_a_warning_that_names_the_safe_result():
         "class_shift": 0.5,
         "confidence_before": 0.7,
         "confidence_after": 0.9,
+        "class_confidence_before": 0.6,
+        "class_confidence_after": 0.85,
         "reasons": ["building grew from 2 % to 60 % of the scene"],
     }
     verdict = report_health(
@@ -287,6 +289,7 @@ def test_harmful_verdict_is_a_warning_that_names_the_safe_result():
     assert "Sensor alignment: 10-bit values scaled" in feedback.text
     assert "the safe result" in feedback.text and "/x/a.rejected.lovecs" in feedback.text
     assert "building grew" in feedback.text and "KEEP_ADAPTED" in feedback.text
+    assert "mean confidence 70 % -> 90 % (per class 60 % -> 85 %)" in feedback.text
 
 
 def test_train_adapt_evaluate(lovecs_provider, tmp_path, qgis_new_project):
