@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -186,81 +186,70 @@ def build_scenes(data: Path, out: Path) -> list[Scene]:
             "the shared simulated spaceborne scene (10-bit, 1.5 m; 73 % bare land)",
         )
     ]
-    specs = [
-        ("vegetation", VEGETATION, "held-out source-sensor images, mostly vegetation (0.5 m)"),
-        ("water", WATER, "held-out source-sensor images, mostly water (0.5 m)"),
-    ]
-    for name, stems, text in specs:
-        img, lab = out / f"{name}.tif", out / f"{name}_labels.tif"
-        if not (img.is_file() and lab.is_file()):
-            image, labels, valid, gt = mosaic([pair[s] for s in stems])
-            write(lab, labels, gt)
-            write(img, image, gt, valid)
-        scenes.append(Scene(name, img, lab, None, text))
-    img, lab = out / "sensor_c.tif", out / "sensor_c_labels.tif"
-    if not (img.is_file() and lab.is_file()):
-        image, labels, valid, gt = mosaic([pair[s] for s in MIXED])
-        write(lab, labels, gt)
-        write(img, sensor_c(image), gt, valid)
-    scenes.append(
-        Scene(
-            "sensor_c",
-            img,
-            lab,
-            [3, 2, 1],
-            "held-out mixed source images through a made-up 12-bit sensor (gains "
-            "1.15/0.95/0.8, dark offset, gamma 0.8, BGR order; 0.5 m)",
-        )
-    )
-    scenes.append(coarse_scene("rural_b", VEGETATION, "the vegetation scene", pair, out))
-    img, lab = out / "vegetation16.tif", out / "vegetation16_labels.tif"
-    if not (img.is_file() and lab.is_file()):
-        image, labels, valid, gt = mosaic([pair[s] for s in VEGETATION])
-        write(lab, labels, gt)
-        write(img, image.astype(np.uint16) * 257, gt, valid)
-    scenes.append(
-        Scene(
-            "vegetation16",
-            img,
-            lab,
-            None,
-            "the vegetation scene exported as 16-bit (values x257; same sensor and pixels)",
-        )
-    )
-    # added after the sixth run, to check the health check's per-class figures on scenes they
-    # were not chosen on
-    scenes.append(coarse_scene("water_b", WATER, "the water scene", pair, out))
-    scenes.append(coarse_scene("mixed_b", MIXED, "sensor_c's mixed images", pair, out))
-    # added after water_b had set the growth bound to the soft share: a scene it was not set on
-    img, lab = out / "water_c.tif", out / "water_c_labels.tif"
-    if not (img.is_file() and lab.is_file()):
-        image, labels, valid, gt = mosaic([pair[s] for s in WATER])
-        write(lab, labels, gt)
-        write(img, sensor_c(image), gt, valid)
-    scenes.append(
-        Scene("water_c", img, lab, [3, 2, 1], "the water scene through sensor_c's sensor")
-    )
+    scenes += [made_scene(*spec, pair, out) for spec in built_scenes()]
     return scenes
 
 
-def coarse_scene(
-    name: str, stems: tuple[str, ...], what: str, pair: dict[str, tuple[Path, Path]], out: Path
+def built_scenes() -> list[tuple[str, tuple[str, ...], Callable, Optional[list[int]], str]]:
+    """``(name, held-out images, sensor, bands, description)`` of the scenes built here."""
+    coarse = "%s through a coarser spaceborne-like sensor (blur, 1 m, haze, tone curve, 11-bit)"
+    return [
+        ("vegetation", VEGETATION, same_sensor, None, "held-out source-sensor images, mostly "
+         "vegetation (0.5 m)"),
+        ("water", WATER, same_sensor, None, "held-out source-sensor images, mostly water (0.5 m)"),
+        ("sensor_c", MIXED, sensor_c_sensor, [3, 2, 1], "held-out mixed source images through a "
+         "made-up 12-bit sensor (gains 1.15/0.95/0.8, dark offset, gamma 0.8, BGR order; 0.5 m)"),
+        ("rural_b", VEGETATION, coarse_sensor, None, coarse % "the vegetation scene"),
+        ("vegetation16", VEGETATION, export_16bit, None, "the vegetation scene exported as 16-bit "
+         "(values x257; same sensor and pixels)"),
+        # added after the sixth run, to check the health check's per-class figures on scenes
+        # they were not chosen on
+        ("water_b", WATER, coarse_sensor, None, coarse % "the water scene"),
+        ("mixed_b", MIXED, coarse_sensor, None, coarse % "sensor_c's mixed images"),
+        # added after water_b had set the growth bound to the soft share: one it was not set on
+        ("water_c", WATER, sensor_c_sensor, [3, 2, 1], "the water scene through sensor_c's "
+         "sensor"),
+    ]  # fmt: skip
+
+
+#: A scene's image, labels, valid mask and geotransform.
+Mosaic = tuple[np.ndarray, np.ndarray, np.ndarray, tuple]
+
+
+def same_sensor(m: Mosaic) -> Mosaic:
+    return m
+
+
+def sensor_c_sensor(m: Mosaic) -> Mosaic:
+    return sensor_c(m[0]), m[1], m[2], m[3]
+
+
+def export_16bit(m: Mosaic) -> Mosaic:
+    return m[0].astype(np.uint16) * 257, m[1], m[2], m[3]
+
+
+def coarse_sensor(m: Mosaic) -> Mosaic:
+    image, labels, valid = rural_b(m[0], m[1], m[2])
+    gt = m[3]
+    return image, labels, valid, (gt[0], gt[1] * 2, gt[2], gt[3], gt[4], gt[5] * 2)
+
+
+def made_scene(
+    name: str,
+    stems: tuple[str, ...],
+    sensor: Callable[[Mosaic], Mosaic],
+    bands: Optional[list[int]],
+    description: str,
+    pair: dict[str, tuple[Path, Path]],
+    out: Path,
 ) -> Scene:
-    """Held-out images seen by the coarser spaceborne-like sensor of :func:`rural_b`."""
+    """Held-out images side by side, seen by ``sensor`` (built once into ``out``)."""
     img, lab = out / f"{name}.tif", out / f"{name}_labels.tif"
     if not (img.is_file() and lab.is_file()):
-        image, labels, valid, gt = mosaic([pair[s] for s in stems])
-        coarse, clab, cvalid = rural_b(image, labels, valid)
-        gt2 = (gt[0], gt[1] * 2, gt[2], gt[3], gt[4], gt[5] * 2)
-        write(lab, clab, gt2)
-        write(img, coarse, gt2, cvalid)
-    return Scene(
-        name,
-        img,
-        lab,
-        None,
-        f"{what} through a coarser spaceborne-like sensor (blur, 1 m, haze, tone curve, 11-bit)",
-    )
+        image, labels, valid, gt = sensor(mosaic([pair[s] for s in stems]))
+        write(lab, labels, gt)
+        write(img, image, gt, valid)
+    return Scene(name, img, lab, bands, description)
 
 
 def bench_setup(parser: Any, argv: Optional[list[str]], work: str) -> tuple[Any, Path, Path, list]:
