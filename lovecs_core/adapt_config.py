@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .contract import METHODS  # noqa: F401 (imported from here by selftrain)
+from .contract import DEFAULT_ADAPT_PRESET, METHODS  # noqa: F401 (METHODS: for selftrain)
 from .data import IN_MEMORY_PIXELS
 from .presets import PRESETS
 
@@ -61,7 +61,7 @@ class AdaptConfig:
         return dataclasses.asdict(self)
 
 
-def make_config(preset: str = "standard", **overrides: Any) -> AdaptConfig:
+def make_config(preset: str = DEFAULT_ADAPT_PRESET, **overrides: Any) -> AdaptConfig:
     """An :class:`AdaptConfig` from a preset, with ``None`` overrides ignored."""
     if preset not in PRESETS:
         raise AdaptError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")

@@ -25,7 +25,9 @@ METHODS: tuple[str, ...] = ("lovecs", "cbst", "adabn", "source-only")
 DEFAULT_METHOD = METHODS[0]
 #: Adaptation presets (``lovecs adapt --preset``), from :data:`lovecs_core.presets.PRESETS`.
 ADAPT_PRESETS: tuple[str, ...] = tuple(PRESETS)
-DEFAULT_ADAPT_PRESET = "standard"
+#: The default everywhere (dock, Processing, ``lovecs adapt``): the preset the benchmark measures
+#: (bench/RESULTS.md); ``standard`` and ``paper`` train longer, for a GPU.
+DEFAULT_ADAPT_PRESET = "fast"
 #: Source-training presets (``lovecs train --preset``).
 TRAIN_PRESET_NAMES: tuple[str, ...] = tuple(TRAIN_PRESETS)
 DEFAULT_TRAIN_PRESET = "paper"

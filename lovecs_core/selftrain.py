@@ -126,7 +126,7 @@ def adapt(
     continues from it."""
     if method not in METHODS:
         raise AdaptError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    cfg = config or make_config("standard")
+    cfg = config or make_config()
     report = reporter or Reporter()
     session = distributed.start(cfg.device)  # None: one process
     device = session.device if session else resolve_device(cfg.device)

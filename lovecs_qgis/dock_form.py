@@ -138,7 +138,9 @@ class DockForm(QgsDockWidget):
             model = str(default_model)
         self.model_widget.setFilePath(model or "")
         self._select_data(self.device_combo, s.value(SETTINGS + "device", "auto"))
-        self._select_data(self.preset_combo, s.value(SETTINGS + "preset", "fast"))
+        self._select_data(
+            self.preset_combo, s.value(SETTINGS + "preset", contract.DEFAULT_ADAPT_PRESET)
+        )
         self.area_combo.setCurrentIndex(int(s.value(SETTINGS + "area", 0)))
         documents = QStandardPaths.writableLocation(QStandardPaths.DocumentsLocation)
         self.output_widget.setFilePath(

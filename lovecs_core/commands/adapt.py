@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--preset",
         choices=ADAPT_PRESETS,
         default=DEFAULT_ADAPT_PRESET,
-        help="fast: minutes on a CPU; paper: the paper's schedule (GPU)",
+        help="fast (default, as in the dock and Processing): minutes on a CPU; standard: longer; "
+        "paper: the paper's schedule (GPU)",
     )
     p.add_argument("--bands", help="scene bands matching the model's, e.g. 3,2,1")
     p.add_argument("--map", help="also map the scene with the adapted model (GeoTIFF)")

@@ -96,7 +96,9 @@ class AdaptAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Scene to adapt to")))
         self.addParameter(model_parameter(self.MODEL, tr("Source model")))
         self.addParameter(choice_parameter(self.METHOD, tr("Method"), METHODS))
-        self.addParameter(choice_parameter(self.PRESET, tr("Preset"), PRESETS))
+        self.addParameter(
+            choice_parameter(self.PRESET, tr("Preset"), PRESETS, contract.DEFAULT_ADAPT_PRESET)
+        )
         self.addParameter(
             QgsProcessingParameterString(
                 self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True

@@ -245,6 +245,18 @@ def test_presets_and_methods_match_the_engine():
     assert sorted(trainsource.PRESETS) == sorted(TRAIN_PRESETS)
 
 
+def test_processing_and_the_cli_default_to_the_same_preset():
+    """The benchmarked preset, wherever a user starts an adaptation (the dock reads it too)."""
+    from lovecs_core.cli import build_parser
+    from lovecs_core.contract import DEFAULT_ADAPT_PRESET
+
+    algorithm = adapt_alg.AdaptAlgorithm()
+    algorithm.initAlgorithm()
+    assert algorithm.parameterDefinition("PRESET").defaultValue() == DEFAULT_ADAPT_PRESET == "fast"
+    cli = build_parser().parse_args(["adapt", "--model", "m", "--target", "t", "--out", "o"])
+    assert cli.preset == DEFAULT_ADAPT_PRESET
+
+
 class LogFeedback(QgsProcessingFeedback):
     """Keeps everything an algorithm tells the user."""
 
