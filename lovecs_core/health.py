@@ -16,18 +16,18 @@ Verdicts:
   scene in the model's own radiometric range (``same_sensor``: no sensor difference to adapt to;
   on the held-out vegetation and water scenes, three seeds each, every adapted model lost 0.9 to
   2.1 OA points, while the figures below looked fine on vegetation), or
-  one that halved a class's share of the scene or grew it past the bound below (minority classes
-  collapsing or growing is self-training's typical failure, and it can hide behind high agreement: the
-  reference map's confident pixels are the anchor self-training learns from, so they agree by
-  construction). The reasons say which.
+  one that halved a class's share of the scene or grew it past the bound below (minority
+  classes collapsing or growing is self-training's typical failure, and it can hide behind high
+  agreement: the reference map's confident pixels are the anchor self-training learns from, so
+  they agree by construction). The reasons say which.
 
 Two figures are read per class, not per pixel, because a sensor change makes the source model
 lose close calls to the scene's easy majority class:
 
 * **confidence**: the mean, over the classes on at least ``ratio_min_share`` of both maps, of the
-  mean confidence of the pixels predicted as that class. When adaptation gives back the pixels of a hard minority class,
-  the pixel mean drops with the class mix alone, even when the model became surer of every class
-  (target_b: every class surer, pixel mean flat);
+  mean confidence of the pixels predicted as that class. When adaptation gives back the pixels
+  of a hard minority class, the pixel mean drops with the class mix alone, even when the model
+  became surer of every class (target_b: every class surer, pixel mean flat);
 * **a class may grow** to twice its share of the source map or to its soft share, whichever is
   larger: the soft share is the source model's mean probability for the class over the scene
   ("probabilistic classify and count"), and the map's argmax under-counts the classes the model
