@@ -153,7 +153,7 @@ def predict_scene(
                 probs = multiscale_probabilities(model, x[:, :-1], scales, divisor)
             c, k = probs.max(dim=1)
             if mass is not None:
-                add_class_mass(mass, probs, valid_stack, pending[items], tile, margin, scene)
+                add_class_mass(mass, probs, valid_stack, margin, tile)
             k = torch.where(valid_stack, k, torch.full_like(k, NO_CLASS))
             c = torch.where(valid_stack, c, torch.zeros_like(c))
             parts.append(
@@ -192,21 +192,13 @@ def predict_scene(
 
 
 def add_class_mass(
-    mass: np.ndarray,
-    probs: torch.Tensor,
-    valid: torch.Tensor,
-    tiles: Sequence[tuple[int, int, np.ndarray]],
-    tile: int,
-    margin: int,
-    scene: RasterSource,
+    mass: np.ndarray, probs: torch.Tensor, valid: torch.Tensor, margin: int, tile: int
 ) -> None:
-    """Add each class's probabilities over the valid pixels of the tiles' interiors (the
-    pixels :func:`predict_scene` writes) to ``mass``."""
-    for i, (x0, y0, _) in enumerate(tiles):
-        th, tw = min(tile, scene.height - y0), min(tile, scene.width - x0)
-        inner = (slice(margin, margin + th), slice(margin, margin + tw))
-        p = probs[i][(slice(None), *inner)].float() * valid[i][inner]
-        mass += p.sum(dim=(1, 2)).double().cpu().numpy()
+    """Add each class's probabilities over the valid pixels of the tiles' interiors (the pixels
+    :func:`predict_scene` writes; what lies outside the scene is not valid) to ``mass``."""
+    core = slice(margin, margin + tile)
+    p = probs[:, :, core, core].float() * valid[:, None, core, core]
+    mass += p.sum(dim=(0, 2, 3)).double().cpu().numpy()
 
 
 def class_thresholds(
