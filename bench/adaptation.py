@@ -37,16 +37,16 @@ import torch  # noqa: E402
 from osgeo import gdal  # noqa: E402
 from scenes import DEFAULT_DATA, Scene, build_scenes, held_out_pairs  # noqa: E402
 
-from lovecs_core.card import load_classes, read_card  # noqa: E402
-from lovecs_core.csn import copy_source_to_target  # noqa: E402
-from lovecs_core.data import RasterSource, band_statistics, pair_rasters  # noqa: E402
-from lovecs_core.device import resolve_device  # noqa: E402
-from lovecs_core.metrics import evaluate_rasters  # noqa: E402
-from lovecs_core.models import model_from_file  # noqa: E402
-from lovecs_core.predict import predict_raster  # noqa: E402
+from lovecs_core.adaptation.adapt import adapt, make_config  # noqa: E402
+from lovecs_core.compute.device import resolve_device  # noqa: E402
+from lovecs_core.evaluation.metrics import evaluate_rasters  # noqa: E402
+from lovecs_core.mapping.predict import predict_raster  # noqa: E402
+from lovecs_core.model.card import load_classes, read_card  # noqa: E402
+from lovecs_core.model.csn import copy_source_to_target  # noqa: E402
+from lovecs_core.model.networks import model_from_file  # noqa: E402
 from lovecs_core.progress import ProgressEvent, Reporter  # noqa: E402
-from lovecs_core.selftrain import adapt, make_config  # noqa: E402
-from lovecs_core.train import TrainConfig, fpn_architecture, train_source  # noqa: E402
+from lovecs_core.rasters.labelled import RasterSource, band_statistics, pair_rasters  # noqa: E402
+from lovecs_core.training.source import TrainConfig, fpn_architecture, train_source  # noqa: E402
 
 gdal.UseExceptions()
 SOURCE_STATS = "source model, source statistics (no alignment)"

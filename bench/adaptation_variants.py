@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adaptation import score  # noqa: E402
 from scenes import DEFAULT_DATA, build_scenes  # noqa: E402
 
-from lovecs_core.adapt_config import make_config  # noqa: E402
-from lovecs_core.predict import predict_raster  # noqa: E402
-from lovecs_core.selftrain import adapt  # noqa: E402
+from lovecs_core.adaptation.adapt import adapt  # noqa: E402
+from lovecs_core.adaptation.config import make_config  # noqa: E402
+from lovecs_core.mapping.predict import predict_raster  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

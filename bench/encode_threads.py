@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from adaptation import write_section  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
-from lovecs_core import geotiff  # noqa: E402
+from lovecs_core.rasters import geotiff  # noqa: E402
 
 
 def class_map(size: int, seed: int = 0) -> np.ndarray:

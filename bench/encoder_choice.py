@@ -28,9 +28,9 @@ from adaptation import write_section  # noqa: E402
 from scenes import bench_setup, build_scenes  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lovecs_core.metrics import evaluate_rasters  # noqa: E402
-from lovecs_core.models import model_from_file  # noqa: E402
-from lovecs_core.predict import predict_raster  # noqa: E402
+from lovecs_core.evaluation.metrics import evaluate_rasters  # noqa: E402
+from lovecs_core.mapping.predict import predict_raster  # noqa: E402
+from lovecs_core.model.networks import model_from_file  # noqa: E402
 
 
 def training_step_seconds(net: nn.Module, steps: int = 6, batch: int = 8, crop: int = 256) -> float:

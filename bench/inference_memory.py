@@ -46,7 +46,7 @@ import torch
 torch.set_num_threads(cores)
 sys.path.insert(0, sys.argv[6])
 from bench.inference_memory import load
-from lovecs_core.predict import predict_raster
+from lovecs_core.mapping.predict import predict_raster
 
 def status(key):
     for line in open("/proc/self/status"):
@@ -69,7 +69,7 @@ def load(path: str, null: bool) -> Any:
     """The model file, or (``null``) its card with a 1x1 convolution instead of the network."""
     import dataclasses
 
-    from lovecs_core.models import architecture, build_model, model_from_file
+    from lovecs_core.model.networks import architecture, build_model, model_from_file
 
     card, net = model_from_file(path)
     if not null:

@@ -70,7 +70,7 @@ OURS_CHILD = """
 import json, resource, sys, time
 import torch
 sys.path.insert(0, sys.argv[4])
-from lovecs_core.predict import predict_raster
+from lovecs_core.mapping.predict import predict_raster
 model, raster, out = sys.argv[1:4]
 bf16 = sys.argv[5:6] != ["float32"]  # our default: bfloat16 where the CPU computes it
 t0 = time.perf_counter()
@@ -119,8 +119,8 @@ def models(seed: int) -> tuple[Path, Path]:
     """The same random FPN ResNet-18 as a LoveCS model file and as an smp state dict."""
     import torch
 
-    from lovecs_core.card import ClassInfo, ModelCard, save_model
-    from lovecs_core.models import architecture, build_model
+    from lovecs_core.model.card import ClassInfo, ModelCard, save_model
+    from lovecs_core.model.networks import architecture, build_model
 
     torch.manual_seed(seed)
     colors = ["#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00"]
@@ -266,7 +266,7 @@ def _commit() -> str:
 
 
 def bf16_native() -> bool:
-    from lovecs_core.runtime import cpu_bf16_supported
+    from lovecs_core.compute.runtime import cpu_bf16_supported
 
     return cpu_bf16_supported()
 

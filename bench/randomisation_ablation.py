@@ -25,8 +25,8 @@ import torch  # noqa: E402
 from adaptation import score, write_section  # noqa: E402
 from scenes import DEFAULT_DATA, build_scenes  # noqa: E402
 
-from lovecs_core.card import load_classes, read_card  # noqa: E402
-from lovecs_core.predict import predict_raster  # noqa: E402
+from lovecs_core.mapping.predict import predict_raster  # noqa: E402
+from lovecs_core.model.card import load_classes, read_card  # noqa: E402
 
 
 def main(argv: Optional[list[str]] = None) -> int:

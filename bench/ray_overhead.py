@@ -40,7 +40,7 @@ def child(mode: str, raster: str, out: str, threads: int) -> dict[str, Any]:
     """One run in this (fresh) process; returns its timings."""
     import torch
 
-    from lovecs_core.predict import predict_raster
+    from lovecs_core.mapping.predict import predict_raster
 
     torch.set_num_threads(threads)
     common = dict(resample=False, device="cpu", cpu_bf16=False)
@@ -49,8 +49,8 @@ def child(mode: str, raster: str, out: str, threads: int) -> dict[str, Any]:
         r = predict_raster(str(MODEL), raster, out, **common)
         tiles = r.tiles_total - r.tiles_skipped
         return {"total": time.perf_counter() - t0, "map": r.seconds, "tiles": tiles}
-    from lovecs_core.ray_cluster import connected
-    from lovecs_core.ray_map import RayOptions, predict_raster_ray
+    from lovecs_core.mapping.ray.cluster import connected
+    from lovecs_core.mapping.ray.map import RayOptions, predict_raster_ray
 
     with connected("local", num_cpus=os.cpu_count()):
         started = time.perf_counter() - t0

@@ -150,7 +150,7 @@ def rural_b(
     import torch
     import torch.nn.functional as F
 
-    from lovecs_core.augment import gaussian_blur
+    from lovecs_core.training.augment import gaussian_blur
 
     x = (image.astype(np.float32) / 255.0) ** 2.2
     x = gaussian_blur(x, 1.0)
@@ -257,7 +257,7 @@ def bench_setup(parser: Any, argv: Optional[list[str]], work: str) -> tuple[Any,
     ``--results``, ``--no-write``), parsed: ``(args, data folder, work folder, classes)``."""
     import torch
 
-    from lovecs_core.card import load_classes
+    from lovecs_core.model.card import load_classes
 
     root = Path(__file__).resolve().parents[1]
     parser.add_argument("--data", default=str(DEFAULT_DATA))

@@ -28,11 +28,11 @@ from adaptation import write_section  # noqa: E402
 from osgeo import gdal  # noqa: E402
 from scenes import bench_setup, build_scenes  # noqa: E402
 
-from lovecs_core.metrics import evaluate_rasters  # noqa: E402
-from lovecs_core.models import model_from_file  # noqa: E402
-from lovecs_core.predict import predict_raster  # noqa: E402
-from lovecs_core.radiometry import scene_alignment  # noqa: E402
-from lovecs_core.tone import GAMMAS, read_sample_tiles, sample_confidence  # noqa: E402
+from lovecs_core.alignment.radiometry import scene_alignment  # noqa: E402
+from lovecs_core.alignment.tone import GAMMAS, read_sample_tiles, sample_confidence  # noqa: E402
+from lovecs_core.evaluation.metrics import evaluate_rasters  # noqa: E402
+from lovecs_core.mapping.predict import predict_raster  # noqa: E402
+from lovecs_core.model.networks import model_from_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,7 +80,7 @@ def run(spec: str, amp: bool, args: argparse.Namespace, scene: Path, out: Path) 
 def difference(a: Path, b: Path, source: Path) -> tuple[float, float]:
     """The largest absolute difference between two adapted models' weights and statistics, and
     the difference as a share of what adaptation changed (L2 norms over all of them)."""
-    from lovecs_core.card import load_model_file
+    from lovecs_core.model.card import load_model_file
 
     sa, sb, s0 = (load_model_file(path)[1] for path in (a, b, source))
     worst, apart, moved = 0.0, 0.0, 0.0
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scene = crop_scene(Path(args.scene), args.window, out)
-    from lovecs_core.runtime import cpu_bf16_supported
+    from lovecs_core.compute.runtime import cpu_bf16_supported
 
     amp_name = "bfloat16 autocast" if cpu_bf16_supported() else "amp (float32 on this CPU)"
     lines = [

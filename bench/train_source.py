@@ -18,10 +18,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402
 from scenes import DEFAULT_DATA, held_out_pairs  # noqa: E402
 
-from lovecs_core.card import load_classes  # noqa: E402
-from lovecs_core.data import pair_rasters  # noqa: E402
+from lovecs_core.model.card import load_classes  # noqa: E402
 from lovecs_core.progress import ProgressEvent, Reporter  # noqa: E402
-from lovecs_core.train import TrainConfig, fpn_architecture, train_source  # noqa: E402
+from lovecs_core.rasters.labelled import pair_rasters  # noqa: E402
+from lovecs_core.training.source import TrainConfig, fpn_architecture, train_source  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     pairs = pair_rasters([data / "source" / "images"], [data / "source" / "labels"])
     train, held = held_out_pairs(pairs)
-    from lovecs_core.commands.train import randomisation
+    from lovecs_core.cli.train import randomisation
 
     parts = "none" if args.no_randomisation else (",".join(args.only) if args.only else "all")
     rand = randomisation(parts, args.probability, args.clean_share)

@@ -30,14 +30,14 @@ import torch  # noqa: E402
 from adaptation import write_section  # noqa: E402
 from scenes import DEFAULT_DATA, held_out_pairs  # noqa: E402
 
-from lovecs_core.augment import SensorRandomisation  # noqa: E402
-from lovecs_core.card import load_classes  # noqa: E402
-from lovecs_core.csn import change_csn  # noqa: E402
-from lovecs_core.data import band_statistics, open_sources, pair_rasters  # noqa: E402
-from lovecs_core.device import resolve_device  # noqa: E402
-from lovecs_core.models import build_model  # noqa: E402
-from lovecs_core.sampling import WindowBatches, WindowSampler  # noqa: E402
-from lovecs_core.train import (  # noqa: E402
+from lovecs_core.compute.device import resolve_device  # noqa: E402
+from lovecs_core.model.card import load_classes  # noqa: E402
+from lovecs_core.model.csn import change_csn  # noqa: E402
+from lovecs_core.model.networks import build_model  # noqa: E402
+from lovecs_core.rasters.labelled import band_statistics, open_sources, pair_rasters  # noqa: E402
+from lovecs_core.training.augment import SensorRandomisation  # noqa: E402
+from lovecs_core.training.sampling import WindowBatches, WindowSampler  # noqa: E402
+from lovecs_core.training.source import (  # noqa: E402
     autocast,
     fpn_architecture,
     make_optimizer,

@@ -6,10 +6,10 @@ import os
 import sys
 
 if "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-    from .distributed import main as distributed_main
+    from .parallel.distributed import main as distributed_main
 
     sys.exit(distributed_main(sys.argv[1:]))
 
-from .cli import main  # noqa: E402
+from .cli.main import main  # noqa: E402
 
 sys.exit(main())

@@ -33,10 +33,10 @@ def _load(name: str) -> ModuleType:
 
 
 contract = _load("contract")
-card = _load("card")
-checks = _load("checks")
-rasterchecks = _load("rasterchecks")
-bands = _load("bands")
-estimate = _load("estimate")
-qml = _load("qml")
-report = _load("report")
+card = _load("model.card")
+checks = _load("checks.outputs")
+rasterchecks = _load("checks.rasters")
+bands = _load("rasters.bands")
+estimate = _load("compute.estimate")
+qml = _load("rasters.qml")
+report = _load("evaluation.report")

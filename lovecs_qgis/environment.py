@@ -31,7 +31,7 @@ ENGINE_PYTHON_FILE = "engine_python.txt"
 CHECK_TIMEOUT_S = 120.0
 CHECK_CODE = (
     "import torch, safetensors, segmentation_models_pytorch, numpy; "
-    "from osgeo import gdal; import lovecs_core.cli; "
+    "from osgeo import gdal; import lovecs_core.cli.main; "
     "print('torch', torch.__version__, 'cuda' if torch.cuda.is_available() else 'cpu')"
 )
 INSTALL_HELP = """\

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lovecs_core.card import load_model_file, save_model  # noqa: E402
+from lovecs_core.model.card import load_model_file, save_model  # noqa: E402
 
 SOURCE = ROOT / "bench" / "out" / "source-v3" / "source.lovecs"
 BENCH = ROOT / "bench" / "out" / "adaptation-small-fast"

@@ -67,7 +67,7 @@ def qgis_process(tmp_path_factory):
 def test_classify_with_qgis_process(qgis_process, tmp_path):
     from osgeo import gdal
 
-    from lovecs_core.qml import read_qml_classes
+    from lovecs_core.rasters.qml import read_qml_classes
     from tests.core.helpers import CLASSES, tiny_model_file, write_geotiff
 
     model = tiny_model_file(tmp_path / "tiny model.lovecs")  # a space, as users' paths have
@@ -110,7 +110,7 @@ def test_qgis_process_reports_a_band_mismatch(qgis_process, tmp_path):
 
 def test_train_adapt_evaluate_chain_with_qgis_process(qgis_process, tmp_path):
     """The three adaptation algorithms run headless, one feeding the next, as a batch script does."""
-    from lovecs_core.card import read_card
+    from lovecs_core.model.card import read_card
     from tests.core.synthetic import write_classes, write_source, write_target
 
     images, labels = write_source(tmp_path / "src", n=2, size=96)

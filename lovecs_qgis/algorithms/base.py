@@ -36,7 +36,7 @@ from ..runner import STAGES, EngineProcess
 ModelCard = model_card.ModelCard
 DEVICES = list(contract.DEVICES)
 PROGRESS_TEXT_INTERVAL_S = 1.0
-#: An engine log line at WARNING level: ``WARNING lovecs_core.commands.predict: text``.
+#: An engine log line at WARNING level: ``WARNING lovecs_core.cli.predict: text``.
 _WARNING_LINE = re.compile(r"^WARNING [\w.]+: (.*)$")
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from osgeo import gdal, osr
 
-from lovecs_core.card import ClassInfo, ModelCard, save_model
-from lovecs_core.models import architecture, build_model
+from lovecs_core.model.card import ClassInfo, ModelCard, save_model
+from lovecs_core.model.networks import architecture, build_model
 
 CLASSES = [
     ClassInfo(1, "building", "#E6194B"),

@@ -54,7 +54,7 @@ def test_contract_imports_without_torch_gdal_or_numpy():
 
 def test_cli_parser_builds_without_torch():
     """``lovecs --help`` and ``lovecs info`` build the whole parser: no torch, GDAL or numpy."""
-    assert loaded_after("from lovecs_core.cli import build_parser\nbuild_parser()") == []
+    assert loaded_after("from lovecs_core.cli.main import build_parser\nbuild_parser()") == []
 
 
 def test_lovecs_info_loads_no_torch(tmp_path: Path):
@@ -62,7 +62,7 @@ def test_lovecs_info_loads_no_torch(tmp_path: Path):
 
     model = tiny_model_file(tmp_path / "m.lovecs")
     code = (
-        "from lovecs_core.cli import main\n"
+        "from lovecs_core.cli.main import main\n"
         f"assert main(['--progress', 'none', 'info', {str(model)!r}]) == 0"
     )
     assert loaded_after(code) == []
@@ -204,7 +204,7 @@ def test_stage_weights_fill_the_bar_in_order():
 
 
 def test_a_resampled_run_reports_only_known_predict_stages(tmp_path: Path):
-    from lovecs_core.predict import predict_raster
+    from lovecs_core.mapping.predict import predict_raster
     from lovecs_core.progress import Reporter
 
     from .helpers import tiny_model_file, write_geotiff

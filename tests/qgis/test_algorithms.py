@@ -24,7 +24,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QTimer
 
-from lovecs_core.card import read_card
+from lovecs_core.model.card import read_card
 from lovecs_qgis.algorithms import ClassifyAlgorithm, base, trainsource
 from lovecs_qgis.algorithms import adapt as adapt_alg
 from lovecs_qgis.styling import renderer_classes
@@ -237,8 +237,8 @@ def test_the_bundled_model_is_the_default(monkeypatch, qgis_data):
 
 
 def test_presets_and_methods_match_the_engine():
-    from lovecs_core.selftrain import METHODS, PRESETS
-    from lovecs_core.train import TRAIN_PRESETS
+    from lovecs_core.adaptation.adapt import METHODS, PRESETS
+    from lovecs_core.training.source import TRAIN_PRESETS
 
     assert sorted(adapt_alg.METHODS) == sorted(METHODS)
     assert sorted(adapt_alg.PRESETS) == sorted(PRESETS)
@@ -247,7 +247,7 @@ def test_presets_and_methods_match_the_engine():
 
 def test_processing_and_the_cli_default_to_the_same_preset():
     """The benchmarked preset, wherever a user starts an adaptation (the dock reads it too)."""
-    from lovecs_core.cli import build_parser
+    from lovecs_core.cli.main import build_parser
     from lovecs_core.contract import DEFAULT_ADAPT_PRESET
 
     algorithm = adapt_alg.AdaptAlgorithm()

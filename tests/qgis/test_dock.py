@@ -69,7 +69,7 @@ def test_adapt_to_this_image_adds_the_map_and_saves_the_adapted_model(dock, scen
     layer = layer_named("scene — land cover (LoveCS)")
     assert [c.label for c in layer.renderer().classes()] == CLASS_NAMES
     adapted = tmp_path / "out" / "scene_adapted.lovecs"
-    from lovecs_core.card import read_card
+    from lovecs_core.model.card import read_card
 
     card = read_card(adapted)
     if card.adaptation["health"]["verdict"] == "improved":

@@ -49,7 +49,7 @@ def test_engine_env_puts_the_plugin_engine_first():
     env = engine_env({"PYTHONPATH": "/somewhere/else", "HOME": "/h"})
     parts = env["PYTHONPATH"].split(os.pathsep)
     assert parts == [str(engine_root()), "/somewhere/else"]
-    assert (Path(parts[0]) / "lovecs_core" / "cli.py").is_file()
+    assert (Path(parts[0]) / "lovecs_core" / "cli" / "main.py").is_file()
     assert env["HOME"] == "/h" and env["PYTHONUNBUFFERED"] == "1"
 
 

@@ -26,9 +26,9 @@ def test_zip_holds_one_self_contained_plugin_folder(tmp_path):
         "plugin.py",
         "runner.py",
         "algorithms/classify.py",
-        "lovecs_core/cli.py",
-        "lovecs_core/predict.py",
-        "lovecs_core/card.py",
+        "lovecs_core/cli/main.py",
+        "lovecs_core/mapping/predict.py",
+        "lovecs_core/model/card.py",
         "resources/icons/lovecs.svg",
     ):
         assert f"lovecs_qgis/{required}" in names, required
@@ -54,7 +54,7 @@ def test_installed_plugin_imports_its_own_engine(tmp_path):
         "from lovecs_qgis import engine; "
         "from lovecs_qgis.paths import default_model_path, icon_path; "
         "assert sys.path == before, 'the plugin changed sys.path'; "
-        "print(engine.card.__file__); print(icon_path().is_file()); "
+        "print(engine.contract.__file__); print(icon_path().is_file()); "
         "print('runner' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

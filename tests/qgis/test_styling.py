@@ -11,7 +11,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from lovecs_core.qml import qml_path
+from lovecs_core.rasters.qml import qml_path
 from lovecs_qgis.styling import (
     ClassMapStyler,
     apply_class_style,

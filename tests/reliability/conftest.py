@@ -133,7 +133,7 @@ def crafted_model(path: Path, edit: Callable[[dict], None], seed: int = 0) -> Pa
     """A tiny model whose card JSON was edited by ``edit`` (written without validation)."""
     from safetensors.torch import load_file, save_file
 
-    from lovecs_core.card import CARD_KEY, _read_safetensors_metadata
+    from lovecs_core.model.card import CARD_KEY, _read_safetensors_metadata
 
     good = tiny_model_file(path.with_name(f".good-{path.name}"), seed=seed)
     card = json.loads(_read_safetensors_metadata(good)[CARD_KEY])
@@ -221,7 +221,7 @@ def temporary_files(folder: Path) -> list[str]:
 def cli(capsys, caplog):
     """Run ``lovecs ARGS`` in this process (``lovecs_core.cli.main``); returns ``(rc, text)``,
     the text being stderr, stdout and the log together."""
-    from lovecs_core.cli import main
+    from lovecs_core.cli.main import main
 
     def run(*args: str) -> tuple[int, str]:
         caplog.clear()

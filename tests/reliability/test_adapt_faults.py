@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from lovecs_core.card import load_model_file
-from lovecs_core.cli import main
+from lovecs_core.adaptation.adapt import adapt, make_config
+from lovecs_core.cli.main import main
+from lovecs_core.compute.oom import OutOfGpuMemory
 from lovecs_core.contract import checkpoint_path
-from lovecs_core.data import pair_rasters
-from lovecs_core.models import model_from_file
-from lovecs_core.oom import OutOfGpuMemory
-from lovecs_core.selftrain import adapt, make_config
+from lovecs_core.model.card import load_model_file
+from lovecs_core.model.networks import model_from_file
+from lovecs_core.rasters.labelled import pair_rasters
 
 from .conftest import PY, ROOT, temporary_files
 
@@ -144,8 +144,8 @@ def test_gpu_out_of_memory_for_a_single_training_window_is_a_clear_error(adapt_i
 #: test can kill the process while it holds a checkpoint.
 BLOCKED_CHILD = """
 import sys, time
-from lovecs_core import rounds
-from lovecs_core.cli import main
+from lovecs_core.adaptation import self_training as rounds
+from lovecs_core.cli.main import main
 real, done = rounds._train_step, []
 def blocked(*args, **kwargs):
     done.append(1)

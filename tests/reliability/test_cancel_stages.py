@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from lovecs_core.adaptation.adapt import adapt, make_config
 from lovecs_core.contract import (
     MAPPING,
     PSEUDO_LABELS,
@@ -26,10 +27,9 @@ from lovecs_core.contract import (
     WRITING,
     checkpoint_path,
 )
-from lovecs_core.data import pair_rasters
-from lovecs_core.predict import predict_raster
+from lovecs_core.mapping.predict import predict_raster
 from lovecs_core.progress import Cancelled, CancelToken, ProgressEvent, Reporter
-from lovecs_core.selftrain import adapt, make_config
+from lovecs_core.rasters.labelled import pair_rasters
 from tests.core.helpers import write_geotiff
 
 from .conftest import snapshot, temporary_files

@@ -185,7 +185,7 @@ def test_a_failed_run_leaves_an_existing_output_as_it_was(cli, tmp_path):
 def test_full_disk_is_refused_up_front(cli, tmp_path, monkeypatch):
     import shutil as _shutil
 
-    from lovecs_core import checks
+    from lovecs_core.checks import outputs as checks
 
     usage = _shutil.disk_usage(tmp_path)
     monkeypatch.setattr(
@@ -228,8 +228,8 @@ ADAPT_CASES = [
 
 @pytest.mark.parametrize("case,text", ADAPT_CASES, ids=[c for c, _ in ADAPT_CASES])
 def test_adapt_refuses_before_anything_runs(tmp_path, case, text, monkeypatch, capsys, caplog):
-    from lovecs_core import selftrain
-    from lovecs_core.cli import main
+    from lovecs_core.adaptation import adapt as selftrain
+    from lovecs_core.cli.main import main
 
     def never(*a, **k):
         raise AssertionError("adaptation started")
@@ -357,8 +357,8 @@ def test_target_smaller_than_a_training_crop_is_adapted(cli, tmp_path):
 def test_wide_network_card_is_refused_without_allocating(tmp_path):
     """The card claims 40,000 channels; even below the card limits, a network larger than the
     engine accepts is refused on the meta device, before a byte of weights is allocated."""
-    from lovecs_core.card import read_card
-    from lovecs_core.models import ModelFileError, check_weights
+    from lovecs_core.model.card import read_card
+    from lovecs_core.model.networks import ModelFileError, check_weights
 
     card = read_card(make_model(tmp_path, "good"))
     card.architecture = {

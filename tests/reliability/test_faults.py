@@ -10,9 +10,9 @@ import pytest
 import torch
 from osgeo import gdal
 
-from lovecs_core import outputfiles
-from lovecs_core import writer as writer_mod
-from lovecs_core.predict import predict_raster
+from lovecs_core.mapping import writer as writer_mod
+from lovecs_core.mapping.predict import predict_raster
+from lovecs_core.rasters import outputs as outputfiles
 from tests.core.helpers import write_geotiff
 
 from .conftest import make_model, make_raster, snapshot, temporary_files
@@ -128,7 +128,7 @@ class OomAbove(torch.nn.Module):
 
 
 def test_gpu_out_of_memory_while_mapping_halves_the_batch(tmp_path, caplog):
-    from lovecs_core.models import model_from_file
+    from lovecs_core.model.networks import model_from_file
 
     model = make_model(tmp_path, "good")
     raster = tmp_path / "big.tif"
@@ -148,7 +148,7 @@ def test_gpu_out_of_memory_while_mapping_halves_the_batch(tmp_path, caplog):
 
 
 def test_gpu_out_of_memory_for_a_single_tile_is_a_clear_error(tmp_path):
-    from lovecs_core.models import model_from_file
+    from lovecs_core.model.networks import model_from_file
 
     card, net = model_from_file(str(make_model(tmp_path, "good")))
     raster = make_raster(tmp_path, "good")

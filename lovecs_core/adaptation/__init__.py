@@ -1,0 +1,1 @@
+"""Cross-sensor adaptation (LoveCS): scene, config, self-training, pseudo-labels, verdict."""

@@ -1,0 +1,1 @@
+"""Radiometric alignment of a scene to the model: bit depth, normalisation, tone."""

@@ -1,0 +1,277 @@
+"""Checks made before any long work starts, so that a run that cannot succeed fails in a second
+with a message naming the problem, never after an hour of training or with a file lost.
+
+Torch-free (GDAL and the standard library only): the QGIS plugin calls the same functions in
+its own process, so the command line and Processing say the same thing.
+
+- :func:`check_adapt_outputs`: the adapted model, map and confidence files differ from the
+  inputs and from each other, and can be written (folder writable, disk not full).
+- :func:`check_adapt_settings`: adaptation settings in range (``crop``, ``iterations`` ...).
+- :func:`check_predict_outputs`: the same for a classification's outputs.
+
+The checks of an input raster (georeference, values, bands, size) are in :mod:`.rasterchecks`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..contract import PROBE_PREFIX
+
+__all__ = [
+    "MIN_FREE_BYTES",
+    "CheckError",
+    "check_adapt_outputs",
+    "check_adapt_settings",
+    "check_free_space",
+    "check_output_path",
+    "check_predict_outputs",
+    "same_path",
+]
+
+#: Below this much free space in an output folder a run is refused up front ("disk full").
+MIN_FREE_BYTES = 16 * 1024**2
+
+
+class CheckError(ValueError):
+    """A run cannot start as asked; the message says what is wrong and what to do."""
+
+
+PathArg = str | os.PathLike[str]
+
+
+def same_path(a: Optional[PathArg], b: Optional[PathArg]) -> bool:
+    """Whether two paths name the same file (also through links and ``..``)."""
+    if a is None or b is None or str(a) == "" or str(b) == "":
+        return False
+    pa, pb = Path(a), Path(b)
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
+    return pa.resolve() == pb.resolve()
+
+
+def _existing_folder(path: Path) -> Path:
+    """The nearest folder above ``path`` that exists."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1024**2:.1f} MB"
+
+
+def check_free_space(folder: PathArg, needed: int = 0, what: str = "the output") -> None:
+    """Refuse when ``folder`` has less than ``max(needed, MIN_FREE_BYTES)`` bytes free."""
+    folder = Path(folder)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # cannot tell; the writer reports a full disk if it happens
+    want = max(int(needed), MIN_FREE_BYTES)
+    if free < want:
+        raise CheckError(
+            f"disk full: {folder} has {_mb(free)} free, {what} needs about "
+            f"{_mb(want)}; free some space or write to another disk"
+        )
+
+
+def check_output_path(path: PathArg, what: str = "output", needed: int = 0) -> Path:
+    """An output file can be created: not a folder, its folder writable (probed with a real
+    file, as permissions alone do not show read-only mounts), and the disk not full. Returns
+    the absolute path."""
+    p = Path(path).absolute()
+    if not p.name:
+        raise CheckError(f"the {what} path is empty")
+    if p.is_dir():
+        raise CheckError(
+            f"the {what} {p} is an existing folder; give a file name, e.g. {p / 'result.tif'}"
+        )
+    folder = _existing_folder(p)
+    if not folder.is_dir():
+        raise CheckError(f"cannot write the {what} {p}: {folder} is a file, not a folder")
+    if folder != p.parent and not os.access(folder, os.W_OK | os.X_OK):
+        raise CheckError(
+            f"cannot write the {what} {p}: its folder {p.parent} does not exist "
+            f"and cannot be created in {folder}"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
+    except OSError as exc:
+        import errno
+
+        if exc.errno == errno.ENOSPC:
+            raise CheckError(
+                f"disk full: cannot write the {what} in {folder}; free some space "
+                f"or write to another disk"
+            ) from None
+        raise CheckError(
+            f"cannot write the {what} {p}: the folder {folder} is not writable "
+            f"({exc.strerror or exc}); choose another folder"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    check_free_space(folder, needed, f"the {what}")
+    return p
+
+
+def _distinct(
+    named: Sequence[tuple[str, Optional[PathArg]]], inputs: Sequence[tuple[str, Optional[PathArg]]]
+) -> None:
+    for i, (name, path) in enumerate(named):
+        if not path:
+            continue
+        for in_name, in_path in inputs:
+            if same_path(path, in_path):
+                raise CheckError(
+                    f"the {name} would overwrite the {in_name} {in_path}; "
+                    f"choose another file name for the {name}"
+                )
+        for other_name, other in named[i + 1 :]:
+            if same_path(path, other):
+                raise CheckError(
+                    f"the {name} and the {other_name} are the same file {path}; "
+                    f"give them different names"
+                )
+
+
+def _raster_size(path: Optional[PathArg]) -> int:
+    """Pixels of a raster (0 when it cannot be opened here)."""
+    if not path:
+        return 0
+    from .rasters import open_quietly
+
+    ds = open_quietly(path)
+    return 0 if ds is None else ds.RasterXSize * ds.RasterYSize
+
+
+def check_adapt_outputs(
+    model: PathArg,
+    target: PathArg,
+    out: PathArg,
+    map_path: Optional[PathArg] = None,
+    confidence_path: Optional[PathArg] = None,
+) -> None:
+    """Before adapting: the adapted model file, the map and the confidence differ from the
+    source model, the target scene and each other, and each can be written. Raises
+    :class:`CheckError`."""
+    if not out:
+        raise CheckError("no file name for the adapted model")
+    if confidence_path and not map_path:
+        raise CheckError("a confidence file needs a map file too")
+    named = [("adapted model", out), ("map", map_path), ("confidence", confidence_path)]
+    _distinct(named, [("source model", model), ("target scene", target)])
+    model_size = Path(model).stat().st_size if Path(model).is_file() else 0
+    check_output_path(out, "adapted model", needed=2 * model_size)
+    pixels = _raster_size(target) if map_path else 0
+    for name, path in named[1:]:
+        if path:
+            # a compressed class map takes well under a byte per pixel; ask for a quarter
+            check_output_path(path, name, needed=pixels // 4)
+
+
+def check_predict_outputs(
+    raster: PathArg,
+    out: PathArg,
+    confidence: Optional[PathArg] = None,
+    probabilities: Optional[PathArg] = None,
+) -> None:
+    """Before classifying: outputs differ from the input and from each other and can be
+    written. Raises :class:`CheckError`."""
+    named = [("map", out), ("confidence", confidence), ("probabilities", probabilities)]
+    _distinct(named, [("input raster", raster)])
+    for name, path in named:
+        if path:
+            check_output_path(path, name)
+
+
+#: Adaptation settings: (test, what is required). ``None`` values are not checked (the preset's).
+def _int_at_least(low: int):  # noqa: ANN202
+    return (
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,
+        f"a whole number of at least {low}",
+    )
+
+
+def _number(low: float, high: float = math.inf, low_open: bool = False):  # noqa: ANN202
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and v <= high
+
+    bound = f"above {low:g}" if low_open else f"at least {low:g}"
+    return ok, f"a number {bound}" + ("" if high == math.inf else f" and at most {high:g}")
+
+
+ADAPT_RULES: dict[str, tuple[Any, str]] = {
+    "iterations": _int_at_least(1),
+    "refresh_every": _int_at_least(1),
+    "batch_size": _int_at_least(1),
+    "crop": _int_at_least(16),
+    "lr": _number(0.0, 10.0, low_open=True),
+    "momentum": _number(0.0, 1.0),
+    "weight_decay": _number(0.0, 1.0),
+    "power": _number(0.0, 10.0, low_open=True),
+    "grad_clip": _number(0.0, low_open=True),
+    "portion": _number(0.0, 1.0, low_open=True),
+    "absent_share": _number(0.0, 1.0),
+    "source_weight": _number(0.0),
+    "pseudo_weight": _number(0.0),
+    "n_scales": _int_at_least(1),
+    "pl_tile": _int_at_least(16),
+    "pl_margin": _int_at_least(0),
+    "pl_batch": _int_at_least(1),
+    "bn_windows": _int_at_least(1),
+    "in_memory_pixels": _int_at_least(0),
+}
+#: The largest training window / pseudo-labelling tile accepted (pixels per side).
+MAX_WINDOW = 8192
+_FLAGS = {
+    "refresh_every": "refresh-every",
+    "batch_size": "batch-size",
+    "source_weight": "source-weight",
+    "pseudo_weight": "pseudo-weight",
+    "n_scales": "n-scales",
+    "pl_tile": "pl-tile",
+    "bn_windows": "bn-windows",
+    "scale_range": "scale-range",
+}
+
+
+def check_adapt_settings(**settings: Any) -> None:
+    """Adaptation settings in range, before anything runs: pass the overrides given by the user
+    (``None`` = the preset's, not checked) or a whole ``AdaptConfig.to_dict()``; keys not known
+    here (``seed``, ``device`` ...) are ignored. Raises :class:`CheckError` naming the
+    setting, e.g. ``crop must be a whole number of at least 16, got 0``."""
+    for key, value in settings.items():
+        if value is None:
+            continue
+        name = _FLAGS.get(key, key)
+        rule = ADAPT_RULES.get(key)
+        if rule is not None:
+            ok, need = rule
+            if not ok(value):
+                raise CheckError(f"{name} must be {need}, got {value!r}")
+            if key in ("crop", "pl_tile") and value > MAX_WINDOW:
+                raise CheckError(f"{name} must be at most {MAX_WINDOW} pixels, got {value!r}")
+        elif key == "scales":
+            values = list(value)
+            if not values or not all(_number(0.0, 100.0, low_open=True)[0](v) for v in values):
+                raise CheckError(f"scales must be positive numbers (at most 100), got {value!r}")
+        elif key == "scale_range":
+            lo, hi = value
+            if not (
+                _number(0.0, 100.0, low_open=True)[0](lo)
+                and _number(0.0, 100.0, low_open=True)[0](hi)
+                and lo <= hi
+            ):
+                raise CheckError(f"{name} must be MIN,MAX with 0 < MIN <= MAX, got {value!r}")

@@ -1,0 +1,1 @@
+"""The ``lovecs`` command line: the entry point and one module per subcommand."""

@@ -1,0 +1,1 @@
+"""Accuracy of a map against reference labels: metrics and reports."""

@@ -1,0 +1,1 @@
+"""Tiled mapping of a raster: tiles, blending, the tile engine, writers, resampling, Ray."""

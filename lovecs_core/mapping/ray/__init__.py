@@ -1,0 +1,1 @@
+"""Mapping on a Ray cluster: the cluster connection, workers, block jobs."""

@@ -1,0 +1,1 @@
+"""The model: its card and file, the networks, cross-sensor normalisation (CSN) layers."""

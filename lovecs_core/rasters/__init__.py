@@ -1,0 +1,1 @@
+"""Raster files with GDAL: reading, bands, labelled rasters, GeoTIFF writing, output files, QML."""

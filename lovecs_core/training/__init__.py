@@ -1,0 +1,1 @@
+"""Source training: labelled windows, augmentation, optimisation."""
