@@ -69,9 +69,11 @@ def safe_result_note(verdict: str, rejected: str) -> str:
 # -- the JSON lines on the engine's stdout (``--progress json``) ----------------------------------
 
 PROGRESS, RESULT, ERROR, CANCELLED = "progress", "result", "error", "cancelled"
+#: The refine session's answer to one request (see the session section below).
+REPLY = "reply"
 #: ``log`` is never written by the engine: the plugin's name for stderr lines and non-JSON text.
 LOG = "log"
-EVENT_TYPES: tuple[str, ...] = (PROGRESS, RESULT, ERROR, CANCELLED)
+EVENT_TYPES: tuple[str, ...] = (PROGRESS, RESULT, ERROR, CANCELLED, REPLY)
 #: Keys of ``lovecs adapt``'s result event (the plugin reads ``health`` and ``rejected``).
 ADAPT_RESULT_KEYS: tuple[str, ...] = (
     "output",
@@ -281,3 +283,56 @@ def band_list_problem(
         if problem:
             return problem
     return band_count_problem(band_names, len(bands) if bands else data_band_count, where, how)
+
+
+# -- corrections: the user's clicks on the map (points, lines, polygons of a vector layer) --------
+
+#: The integer field of a corrections layer holding the model card's class codes.
+CORRECTIONS_CLASS_FIELD = "class"
+#: The layer name inside a corrections GeoPackage the dock creates.
+CORRECTIONS_LAYER = "corrections"
+#: Suffix of the GeoPackage of corrections the dock keeps next to a map (``map.tif`` ->
+#: ``map.corrections.gpkg``).
+CORRECTIONS_SUFFIX = ".corrections.gpkg"
+
+
+def corrections_path(map_path: str | os.PathLike[str]) -> Path:
+    """The corrections GeoPackage that belongs to the map ``map_path``."""
+    path = Path(map_path)
+    return path.with_name(path.stem + CORRECTIONS_SUFFIX)
+
+
+# -- the refine session: one engine process kept alive while the dock is open ---------------------
+#
+# ``python -m lovecs_core --progress json session`` reads one JSON request a line on stdin and
+# answers each with one ``reply`` line on stdout (progress and log events may come before it).
+# A request: ``{"id": 7, "request": "refine", ...}``; its reply: ``{"type": "reply", "id": 7,
+# "request": "refine", "ok": true, ...}`` or ``"ok": false`` with ``"error": "message"``.
+
+#: Requests and the keys each takes (besides ``id`` and ``request``).
+OPEN, VIEW, REFINE, UNDO, RESET, SAVE, QUIT = (
+    "open",
+    "view",
+    "refine",
+    "undo",
+    "reset",
+    "save",
+    "quit",
+)
+SESSION_REQUESTS: dict[str, tuple[str, ...]] = {
+    # load the model file (and the labelled source sample it carries); once per session
+    OPEN: ("model", "device"),
+    # compute the features of a view: raster, bands (1-based, or null), extent in the raster's
+    # CRS (xmin, ymin, xmax, ymax, or null: the whole raster), and write its map to ``map``
+    VIEW: ("raster", "bands", "extent", "map"),
+    # fit the head to the corrections (a vector file, its class field) and rewrite ``map``
+    REFINE: ("points", "class_field", "layer", "map"),
+    # back one refine, or back to the source model; both rewrite ``map``
+    UNDO: ("map",),
+    RESET: ("map",),
+    # save the current model as a .lovecs file whose card records the corrections used
+    SAVE: ("out",),
+    QUIT: (),
+}
+#: The most pixels a view may have (at the model's GSD) for the fast refine.
+MAX_VIEW_PIXELS = 16_000_000

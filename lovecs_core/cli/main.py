@@ -22,7 +22,7 @@ from ..progress import (
     emit_json,
 )
 
-COMMANDS = ["info", "predict", "train", "adapt", "evaluate", "devices"]
+COMMANDS = ["info", "predict", "train", "adapt", "refine", "evaluate", "devices", "session"]
 EXIT_ERROR = 1
 EXIT_CANCELLED = 130
 

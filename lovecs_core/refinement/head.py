@@ -1,0 +1,109 @@
+"""Fit the head (the last 1x1 convolution: a linear classifier of the features) to the user's
+corrections, anchored so that what they did not click is not forgotten.
+
+The loss, convex in the head's weights, so one L-BFGS solve gives the same head every time:
+
+* cross-entropy on the corrections, each class weighted alike (a class with 3 clicks counts as
+  much as one with 30);
+* ``anchor_weight`` x cross-entropy toward the source model's own probabilities on confident
+  pixels of the scene, drawn alike from every class the source model maps there;
+* ``source_weight`` x cross-entropy on the labelled source sample carried in the model file;
+* ``l2`` x the squared distance to the source head's weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: The weights of the anchoring terms and of the pull toward the source head.
+ANCHOR_WEIGHT, SOURCE_WEIGHT, L2_WEIGHT = 0.5, 0.5, 1e-3
+LBFGS_STEPS = 60
+
+
+@dataclass
+class Labelled:
+    """Features ``x[N, C]`` with hard targets ``y[N]`` (class indices) or soft ``p[N, K]``."""
+
+    x: torch.Tensor
+    y: Optional[torch.Tensor] = None
+    p: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass
+class HeadWeights:
+    """A head's weight ``[K, C]`` and bias ``[K]``."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    @classmethod
+    def of(cls, head: nn.Conv2d) -> "HeadWeights":
+        bias = head.bias if head.bias is not None else torch.zeros(head.out_channels)
+        return cls(head.weight.detach()[:, :, 0, 0].float().clone(), bias.detach().float().clone())
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.T + self.bias
+
+    def install(self, head: nn.Conv2d) -> None:
+        """Write these weights into ``head`` (in place)."""
+        with torch.no_grad():
+            head.weight.copy_(self.weight.to(head.weight.dtype)[:, :, None, None])
+            if head.bias is not None:
+                head.bias.copy_(self.bias.to(head.bias.dtype))
+
+
+def balanced_cross_entropy(logits: torch.Tensor, y: torch.Tensor, classes: int) -> torch.Tensor:
+    """Cross-entropy where every class present weighs the same in total."""
+    counts = torch.bincount(y, minlength=classes).float()
+    weight = torch.where(counts > 0, 1.0 / counts.clamp(min=1), torch.zeros_like(counts))
+    weight = weight / weight[counts > 0].sum()
+    return (F.cross_entropy(logits, y, reduction="none") * weight[y]).sum()
+
+
+def soft_cross_entropy(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return -(p * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def fit_head(
+    start: HeadWeights,
+    corrections: Labelled,
+    anchors: Optional[Labelled] = None,
+    source: Optional[Labelled] = None,
+    anchor_weight: float = ANCHOR_WEIGHT,
+    source_weight: float = SOURCE_WEIGHT,
+    l2: float = L2_WEIGHT,
+    steps: int = LBFGS_STEPS,
+) -> HeadWeights:
+    """The head that fits ``corrections`` (hard targets) next to the anchoring terms."""
+    classes = start.weight.shape[0]
+    weight = start.weight.clone().requires_grad_(True)
+    bias = start.bias.clone().requires_grad_(True)
+    optimiser = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
+    )
+    assert corrections.y is not None
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        total = balanced_cross_entropy(corrections.x @ weight.T + bias, corrections.y, classes)
+        if anchors is not None and len(anchors) and anchors.p is not None:
+            total = total + anchor_weight * soft_cross_entropy(
+                anchors.x @ weight.T + bias, anchors.p
+            )
+        if source is not None and len(source) and source.y is not None:
+            total = total + source_weight * F.cross_entropy(source.x @ weight.T + bias, source.y)
+        total = total + l2 * ((weight - start.weight) ** 2).sum()
+        total.backward()
+        return total
+
+    with torch.enable_grad():
+        optimiser.step(loss)
+    return HeadWeights(weight.detach(), bias.detach())

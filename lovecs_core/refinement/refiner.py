@@ -1,0 +1,200 @@
+"""The refiner: a model's head refitted to the corrections on one region's features, its
+accuracy measured on corrections it did not train on, and the region re-mapped."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..mapping.writer import PredictionWriter
+from ..model.card import ModelCard, save_model
+from ..rasters.labelled import code_lookup
+from ..rasters.qml import qml_path, write_qml
+from .anchors import scene_anchors, source_sample_pixels
+from .corrections import Corrections
+from .features import Region, RegionFeatures, map_region, split_network
+from .head import HeadWeights, Labelled, fit_head
+
+#: Cross-validation folds over the corrections, and the fewest corrections that are measured.
+FOLDS, MIN_MEASURED = 5, 10
+Z95 = 1.959963984540054
+
+
+def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``correct / n`` (95 % by default)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _score(correct: int, n: int) -> dict[str, Any]:
+    low, high = wilson_interval(correct, n)
+    return {"correct": correct, "n": n, "oa": correct / n if n else None, "ci": [low, high]}
+
+
+def _feature_votes(predicted: np.ndarray, feature: np.ndarray) -> dict[int, int]:
+    """Each feature's majority prediction over its pixels."""
+    votes: dict[int, int] = {}
+    for fid in np.unique(feature):
+        values, counts = np.unique(predicted[feature == fid], return_counts=True)
+        votes[int(fid)] = int(values[np.argmax(counts)])
+    return votes
+
+
+@dataclass
+class RefineOutcome:
+    """A refit: the head, the corrections it used, its accuracy on held-out corrections."""
+
+    weights: HeadWeights
+    corrections: Corrections
+    accuracy: dict[str, Any]
+
+
+class Refiner:
+    """Holds a model, its source head, the labelled source pixels, and one region's features."""
+
+    def __init__(
+        self,
+        card: ModelCard,
+        net: nn.Module,
+        device: torch.device,
+        sample: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    ) -> None:
+        self.card, self.net, self.device = card, net, device
+        self.split = split_network(net)
+        self.source_head = HeadWeights.of(self.split.head)
+        self.source_pixels = source_sample_pixels(card, self.split, sample, device)
+        self.lookup = code_lookup(card.class_codes())
+        self.codes = np.asarray(card.class_codes(), np.uint8)
+        self.region: Optional[Region] = None
+        self.feats: Optional[RegionFeatures] = None
+
+    def use_region(self, region: Region, feats: RegionFeatures) -> None:
+        self.region, self.feats = region, feats
+
+    def _labelled(self, corrections: Corrections, keep: Optional[np.ndarray] = None) -> Labelled:
+        assert self.feats is not None
+        rows, cols, codes = corrections.rows, corrections.cols, corrections.codes
+        if keep is not None:
+            rows, cols, codes = rows[keep], cols[keep], codes[keep]
+        y = torch.as_tensor(self.lookup[codes.astype(np.int64)], dtype=torch.long)
+        return Labelled(self.feats.at(rows, cols), y=y)
+
+    def fit(self, corrections: Corrections, keep: Optional[np.ndarray] = None) -> HeadWeights:
+        """The head fitted to the corrections (those where ``keep``), from the source head."""
+        assert self.feats is not None
+        clicked = (corrections.rows, corrections.cols)
+        anchors = scene_anchors(self.feats, self.source_head, clicked)
+        return fit_head(
+            self.source_head, self._labelled(corrections, keep), anchors, self.source_pixels
+        )
+
+    def predict_pixels(self, weights: HeadWeights, corrections: Corrections) -> np.ndarray:
+        """Class codes that ``weights`` give at the corrections' pixels."""
+        assert self.feats is not None
+        x = self.feats.at(corrections.rows, corrections.cols)
+        return self.codes[weights.logits(x).argmax(dim=1).numpy()]
+
+    def cross_validate(self, corrections: Corrections, folds: int = FOLDS) -> dict[str, Any]:
+        """Accuracy on corrections not trained on: folds over the features (a polygon's pixels
+        stay together), one vote a feature; the source model is scored on all of them."""
+        ids = np.unique(corrections.feature)
+        truth = _feature_votes(corrections.codes, corrections.feature)
+        source = _feature_votes(
+            self.predict_pixels(self.source_head, corrections), corrections.feature
+        )
+        result: dict[str, Any] = {"unit": "feature", "n": int(ids.size)}
+        result["source"] = _score(sum(source[f] == truth[f] for f in truth), len(truth))
+        if ids.size < MIN_MEASURED:
+            result["refined"] = None
+            result["note"] = (
+                f"{ids.size} correction(s): at least {MIN_MEASURED} are needed to measure"
+            )
+            return result
+        k = min(folds, int(ids.size))
+        fold_of = {int(f): i % k for i, f in enumerate(np.random.default_rng(0).permutation(ids))}
+        pixel_fold = np.array([fold_of[int(f)] for f in corrections.feature])
+        correct = 0
+        for fold in range(k):
+            held = pixel_fold == fold
+            weights = self.fit(corrections, keep=~held)
+            votes = _feature_votes(
+                self.predict_pixels(weights, corrections)[held], corrections.feature[held]
+            )
+            correct += sum(votes[f] == truth[f] for f in votes)
+        result["refined"] = _score(correct, int(ids.size))
+        result["folds"] = k
+        return result
+
+    def refine(self, corrections: Corrections, measure: bool = True) -> RefineOutcome:
+        accuracy = self.cross_validate(corrections) if measure else {}
+        return RefineOutcome(self.fit(corrections), corrections, accuracy)
+
+    def map_codes(self, weights: HeadWeights) -> tuple[np.ndarray, np.ndarray]:
+        """``(codes[H, W] uint8, confidence[H, W] uint8 percent)`` of the region (0: nodata)."""
+        assert self.feats is not None
+        head = copy.deepcopy(self.split.head).cpu()
+        weights.install(head)
+        index, confidence = map_region(head, self.feats)
+        codes = self.codes[index]
+        percent = np.clip(np.round(confidence * 100), 1, 100).astype(np.uint8)
+        codes[~self.feats.valid], percent[~self.feats.valid] = 0, 0
+        return codes, percent
+
+    def write_map(self, weights: HeadWeights, path: str | os.PathLike[str]) -> Path:
+        """Write the region's map under ``weights`` (GeoTIFF with the card's colours, + .qml)."""
+        assert self.region is not None
+        codes, _ = self.map_codes(weights)
+        grid = self.region.grid
+        writer = PredictionWriter(
+            path,
+            grid.RasterXSize,
+            grid.RasterYSize,
+            grid.GetGeoTransform(can_return_null=True),
+            grid.GetProjection(),
+            self.card.classes,
+            metadata={"LOVECS_MODEL": self.card.name, "LOVECS_REFINED": "view"},
+        )
+        try:
+            writer.write(0, codes)
+            writer.commit(overviews=False)
+        except BaseException:
+            writer.abort()
+            raise
+        write_qml(qml_path(Path(path)), self.card.classes)
+        return Path(path)
+
+    def save(
+        self,
+        weights: HeadWeights,
+        out: str | os.PathLike[str],
+        outcome: Optional[RefineOutcome],
+        sample: Any = None,
+    ) -> Path:
+        """Save the model with ``weights`` as its head; the card records the corrections used."""
+        net = copy.deepcopy(self.net).cpu()
+        weights.install(split_network(net).head)
+        card = copy.deepcopy(self.card)
+        if outcome is not None:
+            card.provenance = dict(card.provenance)
+            card.provenance["refinement"] = {
+                "corrections": outcome.corrections.summary(),
+                "accuracy": outcome.accuracy,
+                "method": "head refitted to the corrections, anchored on the source model's confident pixels and the model file's source sample",
+            }
+            card.name = f"{self.card.name} (refined)"
+        state = dict(net.state_dict())
+        if sample is not None:
+            state.update(sample)
+        return save_model(out, card, state)
