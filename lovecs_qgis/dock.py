@@ -23,9 +23,10 @@ from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QWidget
 
 from . import messages
 from .algorithms.base import data_band_count
+from .corrections.controller import CorrectionsController, MapContext
 from .dock_form import SETTINGS, DockForm
 from .engine import card as model_card
-from .engine import estimate
+from .engine import contract, estimate
 from .events import EngineEvent, EngineOutcome, Status
 from .i18n import tr
 from .jobs import (
@@ -41,6 +42,7 @@ from .jobs import (
     safe_name,
     stage_text,
 )
+from .session import SessionClient
 from .styling import apply_class_style
 from .task import EngineTask
 
@@ -63,7 +65,13 @@ def clip_to_extent(raster: str, extent: Any, vrt: Path) -> Path:
 class LoveCSDock(DockForm):
     """The panel; ``iface`` is QGIS's interface (or pytest-qgis's)."""
 
-    def __init__(self, iface: Any, parent: Optional[QWidget] = None) -> None:
+    def __init__(
+        self,
+        iface: Any,
+        parent: Optional[QWidget] = None,
+        session: Optional[SessionClient] = None,
+    ) -> None:
+        """``session``: the refine session's client (tests give one running a fake engine)."""
         super().__init__(parent)
         self.iface = iface
         self.task: Optional[EngineTask] = None
@@ -71,6 +79,9 @@ class LoveCSDock(DockForm):
         self.started = 0.0
         self.card: Optional[ModelCard] = None
         self.devices_task: Optional[EngineTask] = None
+        self.extra_args: list[str] = []  # added to the next job (corrections for adapt)
+        self.corrections = CorrectionsController(iface, self.corrections_panel, session, self)
+        self.corrections.applyRequested.connect(self.apply_corrections)
         self._connect()
         self.on_model_changed(self.model_widget.filePath())
         self.on_layer_changed(self.layer_combo.currentLayer())
@@ -255,6 +266,8 @@ class LoveCSDock(DockForm):
         if job is None:
             return None
         self.save_settings()
+        job.args += self.extra_args
+        self.extra_args = []
         self.job = job
         what = tr("Adapting to") if command == "adapt" else tr("Classifying")
         layer = self.layer_combo.currentLayer()
@@ -326,7 +339,7 @@ class LoveCSDock(DockForm):
             return
         self.progress_bar.setValue(100)
         self.stage_label.setText(tr("Done in {}.").format(format_seconds(outcome.seconds)))
-        self.add_result_layers(job)
+        self.correct_map(job, self.add_result_layers(job))
         verdict = health_text(outcome.result)
         if verdict:
             self.log(verdict)
@@ -378,6 +391,38 @@ class LoveCSDock(DockForm):
         project.addMapLayer(layer, False)
         root.insertLayer(0, layer)
         return layer
+
+    def correct_map(self, job: Job, layer: QgsRasterLayer) -> None:
+        """Let the "Correct the map" section work on the map just added."""
+        model = job.model_out if job.model_out and job.model_out.is_file() else job.classes_model
+        flag = "--target" if job.command == "adapt" else "--raster"
+        raster = job.args[job.args.index(flag) + 1]  # the layer's file, or the view's VRT
+        try:
+            self.corrections.set_map(
+                MapContext(
+                    layer,
+                    raster,
+                    str(model),
+                    model_card.read_card(model).classes,
+                    job.map_path.parent,
+                    contract.parse_bands(self.bands_edit.text()),
+                    self.device_combo.currentData() or "auto",
+                )
+            )
+        except Exception as exc:  # a corrections file that cannot be made: say it, keep the map
+            self.log(tr("The map cannot be corrected: {}").format(exc))
+
+    def apply_corrections(self, points: str, class_field: str) -> Optional[EngineTask]:
+        """Adapt the model to the whole layer, with the corrections written to ``points``."""
+        self.extra_args = ["--points", points, "--class-field", class_field]
+        task = self.start("adapt")
+        self.extra_args = []
+        return task
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt naming)
+        """Save the corrections and end the refine session with the dock."""
+        self.corrections.close()
+        super().closeEvent(event)
 
     def use_rejected_model(self, model: Path) -> Optional[EngineTask]:
         """Select the adapted model the health check rejected and map the scene with it."""

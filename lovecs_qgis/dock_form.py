@@ -24,6 +24,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from .corrections.panel import CorrectionsPanel
 from .engine import contract
 from .i18n import tr
 from .paths import default_model_path
@@ -116,6 +117,10 @@ class DockForm(QgsDockWidget):
         self.time_label = QLabel("", body)
         layout.addWidget(self.stage_label)
         layout.addWidget(self.time_label)
+        self.corrections_group = QgsCollapsibleGroupBox(tr("Correct the map"), body)
+        self.corrections_panel = CorrectionsPanel(self.corrections_group)
+        QVBoxLayout(self.corrections_group).addWidget(self.corrections_panel)
+        layout.addWidget(self.corrections_group)
         self.log_group = QgsCollapsibleGroupBox(tr("Log"), body)
         log_layout = QVBoxLayout(self.log_group)
         self.log_view = QPlainTextEdit(self.log_group)

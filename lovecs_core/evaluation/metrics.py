@@ -16,12 +16,12 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .area import area_adjusted
 from ..rasters.labelled import code_lookup, unknown_codes_message, unknown_label_codes
+from .area import area_adjusted
 
 log = logging.getLogger(__name__)
 
@@ -197,10 +197,6 @@ def _num(x: float) -> Optional[float]:
     return None if x is None or not math.isfinite(float(x)) else float(x)
 
 
-def _clean(a: np.ndarray) -> list[Optional[float]]:
-    return [_num(v) for v in np.asarray(a, dtype=np.float64)]
-
-
 def _pct(x: float) -> str:
     return "   n/a" if not math.isfinite(float(x)) else f"{100 * float(x):6.2f}"
 
@@ -238,20 +234,12 @@ def evaluate_rasters(
             f"the map is {pds.RasterXSize}x{pds.RasterYSize} pixels but the labels "
             f"are {lds.RasterXSize}x{lds.RasterYSize}; they must be on the same grid"
         )
-    width, height = pds.RasterXSize, pds.RasterYSize
     pband, lband = pds.GetRasterBand(1), lds.GetRasterBand(1)
-    p_nodata, l_nodata = pband.GetNoDataValue(), lband.GetNoDataValue()
+    height = pds.RasterYSize
 
-    def strips():
-        for y in range(0, height, rows):
-            h = min(rows, height - y)
-            p = pband.ReadAsArray(0, y, width, h)
-            t = lband.ReadAsArray(0, y, width, h)
-            if p_nodata is not None:
-                p = np.where(p == p_nodata, 0, p)
-            if l_nodata is not None:
-                t = np.where(t == l_nodata, 0, t)
-            yield y, _as_codes(p), _as_codes(t)
+    def strips() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        for (y, p), (_, t) in zip(code_strips(pband, rows), code_strips(lband, rows)):
+            yield y, p, t
 
     if codes is None:
         found: set[int] = set()
@@ -290,6 +278,17 @@ def evaluate_rasters(
         pixel_area=px * px if px else None,
         extra=extra,
     )
+
+
+def code_strips(band: Any, rows: int = 512) -> Iterator[tuple[int, np.ndarray]]:
+    """Row strips ``(first row, uint8 class codes)`` of a raster band; nodata and values that
+    are no code (outside 0..255, fractions) read as 0 (no class)."""
+    nodata = band.GetNoDataValue()
+    for y in range(0, band.YSize, rows):
+        a = band.ReadAsArray(0, y, band.XSize, min(rows, band.YSize - y))
+        if nodata is not None:
+            a = np.where(a == nodata, 0, a)
+        yield y, _as_codes(a)
 
 
 def _as_codes(a: np.ndarray) -> np.ndarray:

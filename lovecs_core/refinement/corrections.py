@@ -194,7 +194,8 @@ def _burn(
     mem.SetGeoTransform(gt)
     mem.SetProjection(grid.GetProjection())
     vec = ogr.GetDriverByName("Memory").CreateDataSource("")
-    lyr = vec.CreateLayer("burn", srs=None, geom_type=ogr.wkbUnknown)
+    srs = osr.SpatialReference(wkt=grid.GetProjection()) if grid.GetProjection() else None
+    lyr = vec.CreateLayer("burn", srs=srs, geom_type=ogr.wkbUnknown)
     lyr.CreateField(ogr.FieldDefn("idx", ogr.OFTInteger))
     for index, geom in geometries:
         feature = ogr.Feature(lyr.GetLayerDefn())
@@ -203,6 +204,38 @@ def _burn(
         lyr.CreateFeature(feature)
     gdal.RasterizeLayer(mem, [1], lyr, options=["ATTRIBUTE=idx", "ALL_TOUCHED=TRUE"])
     return mem.GetRasterBand(1).ReadAsArray(), r0, c0
+
+
+def _point_pixels(
+    points: list[tuple[int, ogr.Geometry]], grid: gdal.Dataset
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixel under each point (several points may share one); those off the grid left out."""
+    inverse = gdal.InvGeoTransform(grid.GetGeoTransform())
+    found = []
+    for index, geom in points:
+        col, row = gdal.ApplyGeoTransform(inverse, geom.GetX(), geom.GetY())
+        if 0 <= row < grid.RasterYSize and 0 <= col < grid.RasterXSize:
+            found.append((int(row), int(col), index))
+    table = np.asarray(found, np.int64).reshape(-1, 3)
+    return table[:, 0], table[:, 1], table[:, 2]
+
+
+def _pixels(
+    geometries: list[tuple[int, ogr.Geometry]], grid: gdal.Dataset
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, feature index)`` of every labelled pixel: points placed directly, lines
+    and polygons burnt (every pixel they touch)."""
+    single = (ogr.wkbPoint, ogr.wkbPoint25D)
+    points = [item for item in geometries if item[1].GetGeometryType() in single]
+    shapes = [item for item in geometries if item[1].GetGeometryType() not in single]
+    rows, cols, index = _point_pixels(points, grid)
+    if shapes:
+        burnt, row0, col0 = _burn(shapes, grid)
+        r, c = np.nonzero(burnt)
+        rows = np.concatenate([rows, r + row0])
+        cols = np.concatenate([cols, c + col0])
+        index = np.concatenate([index, burnt[r, c].astype(np.int64) - 1])
+    return rows, cols, index
 
 
 def read_corrections(
@@ -248,12 +281,7 @@ def read_corrections(
     total = len(geometries) + len(empty) + sum(len(v) for v in unknown.values())
     if total == 0:
         raise CorrectionsError(f"{where} holds no feature: add corrections first")
-    burnt, row0, col0 = (
-        _burn(geometries, grid) if geometries else (np.zeros((0, 0), np.int32), 0, 0)
-    )
-    rows, cols = np.nonzero(burnt)
-    index = burnt[rows, cols] - 1
-    rows, cols = rows + row0, cols + col0
+    rows, cols, index = _pixels(geometries, grid)
     hit = np.zeros(len(geometries), bool)
     hit[np.unique(index)] = True
     outside = [feature_ids[i] for i in np.flatnonzero(~hit)]

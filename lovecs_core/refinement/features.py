@@ -67,7 +67,9 @@ def split_network(net: nn.Module) -> SplitNetwork:
         head = smp_net.segmentation_head[0]
         return SplitNetwork(net, lambda x: smp_net.decoder(smp_net.encoder(x)), head, 4)
     if isinstance(net, TinyConvNet):
-        return SplitNetwork(net, net.body[:-1], net.body[-1], 1)
+        head = net.body[-1]
+        assert isinstance(head, nn.Conv2d)
+        return SplitNetwork(net, net.body[:-1], head, 1)
     raise RefineError(f"refinement needs a Semantic FPN or tiny network, not {type(net).__name__}")
 
 
@@ -258,11 +260,11 @@ def map_region(head: nn.Conv2d, feats: RegionFeatures) -> tuple[np.ndarray, np.n
     if feats.stride > 1:
         logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=True)
     logits = logits[:, :, :mh, :mw]
+    probs = torch.softmax(logits, dim=1)
     height, width = feats.valid.shape
-    if (height, width) != (mh, mw):
+    if (height, width) != (mh, mw):  # probabilities brought to the region's pixels
         mode = "area" if mh >= height and mw >= width else "bilinear"
         kwargs = {} if mode == "area" else {"align_corners": False}
-        logits = F.interpolate(logits, size=(height, width), mode=mode, **kwargs)
-    probs = torch.softmax(logits[0], dim=0)
-    confidence, index = probs.max(dim=0)
+        probs = F.interpolate(probs, size=(height, width), mode=mode, **kwargs)
+    confidence, index = probs[0].max(dim=0)
     return index.numpy(), confidence.numpy()

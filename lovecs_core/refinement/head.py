@@ -89,11 +89,12 @@ def fit_head(
     optimiser = torch.optim.LBFGS(
         [weight, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
     )
-    assert corrections.y is not None
+    targets = corrections.y
+    assert targets is not None
 
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
-        total = balanced_cross_entropy(corrections.x @ weight.T + bias, corrections.y, classes)
+        total = balanced_cross_entropy(corrections.x @ weight.T + bias, targets, classes)
         if anchors is not None and len(anchors) and anchors.p is not None:
             total = total + anchor_weight * soft_cross_entropy(
                 anchors.x @ weight.T + bias, anchors.p

@@ -4,7 +4,6 @@ accuracy measured on corrections it did not train on, and the region re-mapped."
 from __future__ import annotations
 
 import copy
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..evaluation.points import wilson_interval
 from ..mapping.writer import PredictionWriter
 from ..model.card import ModelCard, save_model
 from ..rasters.labelled import code_lookup
@@ -25,22 +25,17 @@ from .head import HeadWeights, Labelled, fit_head
 
 #: Cross-validation folds over the corrections, and the fewest corrections that are measured.
 FOLDS, MIN_MEASURED = 5, 10
-Z95 = 1.959963984540054
-
-
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``correct / n`` (95 % by default)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _score(correct: int, n: int) -> dict[str, Any]:
-    low, high = wilson_interval(correct, n)
-    return {"correct": correct, "n": n, "oa": correct / n if n else None, "ci": [low, high]}
+    """Share correct with its 95 % Wilson interval."""
+    low, high = wilson_interval(correct, n) if n else (0.0, 1.0)
+    return {
+        "correct": correct,
+        "n": n,
+        "oa": correct / n if n else None,
+        "ci": [float(low), float(high)],
+    }
 
 
 def _feature_votes(predicted: np.ndarray, feature: np.ndarray) -> dict[int, int]:

@@ -123,7 +123,7 @@ def refine_raster(
             raster,
             map_path,
             bands=prep.region.bands,
-            extent=tuple(extent) if extent is not None else None,
+            extent=None if extent is None else (extent[0], extent[1], extent[2], extent[3]),
             device=device,
             reporter=reporter,
             tone=prep.region.tone if prep.region.tone is not None else "off",

@@ -33,7 +33,13 @@ def test_class_factory_init_gui_and_unload(qgis_app, qgis_iface, qgis_processing
         assert not provider.icon().isNull()
         assert provider.supportedOutputRasterLayerExtensions() == ["tif"]
         ids = sorted(a.id() for a in provider.algorithms())
-        assert ids == ["lovecs:adapt", "lovecs:classify", "lovecs:evaluate", "lovecs:trainsource"]
+        assert ids == [
+            "lovecs:adapt",
+            "lovecs:classify",
+            "lovecs:evaluate",
+            "lovecs:evaluatepoints",
+            "lovecs:trainsource",
+        ]
         classify = registry.algorithmById("lovecs:classify")
         assert classify.displayName() == "Classify raster with a land-cover model"
         names = [p.name() for p in classify.parameterDefinitions()]

@@ -1,0 +1,176 @@
+"""The interactive loop, measured: a simulated user corrects the map, the head is refitted.
+
+The standard simulated user (Robinson et al., AAAI 2020): rounds of clicks placed at random
+labelled pixels that the *current* map gets wrong (the labels place the clicks, nothing else);
+after each round the head is refitted (``Refiner.fit``) and the scene re-mapped from its cached
+features. mIoU and OA are computed on every labelled pixel except the clicked ones, at N = 10,
+25, 50, 100 and 200 clicks. Latency: one ``refine`` request of the session (read the
+corrections, cross-validate, fit, write the map) on a 1024 x 1024 view with 50 corrections.
+
+    python bench/interactive.py [--scenes target_b,rural_b] [--out bench/out/interactive.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from osgeo import gdal
+from scenes import DEFAULT_DATA, build_scenes
+
+from lovecs_core.model.card import read_source_sample
+from lovecs_core.model.networks import model_from_file
+from lovecs_core.refinement.corrections import Corrections, pixel_centres, write_points
+from lovecs_core.refinement.features import open_region, region_features
+from lovecs_core.refinement.refiner import Refiner
+from lovecs_core.refinement.session import RefineSession
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "resources" / "models" / "default.lovecs"
+CHECKPOINTS = (10, 25, 50, 100, 200)
+ROUND = 5  # clicks per round
+
+
+def scores(
+    pred: np.ndarray, labels: np.ndarray, codes: list[int], clicked: np.ndarray
+) -> tuple[float, float]:
+    """(mIoU over classes present in map or truth, OA) on labelled, unclicked pixels."""
+    mask = (labels > 0) & ~clicked
+    ious = []
+    for code in codes:
+        a, b = (pred == code) & mask, (labels == code) & mask
+        union = (a | b).sum()
+        if union:
+            ious.append((a & b).sum() / union)
+    return 100 * float(np.mean(ious)), 100 * float(((pred == labels) & mask).sum() / mask.sum())
+
+
+def simulate(refiner: Refiner, labels: np.ndarray, seed: int = 0) -> list[dict]:
+    codes = refiner.card.class_codes()
+    rng = np.random.default_rng(seed)
+    current, _ = refiner.map_codes(refiner.source_head)
+    clicked = np.zeros(labels.shape, bool)
+    rows: list[int] = []
+    cols: list[int] = []
+    miou, oa = scores(current, labels, codes, clicked)
+    table = [{"clicks": 0, "miou": miou, "oa": oa, "fit_s": 0.0}]
+    while len(rows) < CHECKPOINTS[-1]:
+        wrong = np.flatnonzero(((current != labels) & (labels > 0) & ~clicked).ravel())
+        picked = rng.choice(wrong, size=min(ROUND, wrong.size), replace=False)
+        r, c = np.divmod(picked, labels.shape[1])
+        rows += r.tolist()
+        cols += c.tolist()
+        clicked[r, c] = True
+        corr = Corrections(
+            np.array(rows),
+            np.array(cols),
+            labels[rows, cols].astype(np.uint8),
+            np.arange(len(rows)),
+            len(rows),
+        )
+        start = time.perf_counter()
+        weights = refiner.fit(corr)
+        fit_s = time.perf_counter() - start
+        current, _ = refiner.map_codes(weights)
+        if len(rows) in CHECKPOINTS:
+            miou, oa = scores(current, labels, codes, clicked)
+            table.append({"clicks": len(rows), "miou": miou, "oa": oa, "fit_s": fit_s})
+            print(
+                f"  {len(rows):4d} clicks: mIoU {miou:.1f} OA {oa:.1f} (fit {fit_s:.2f} s)",
+                flush=True,
+            )
+    return table
+
+
+def latency(scene_path: Path, labels: np.ndarray, work: Path) -> dict:
+    """One session refine on a 1024 px view (or the scene, if smaller) with 50 corrections."""
+    ds = gdal.Open(str(scene_path))
+    gt = ds.GetGeoTransform()
+    side = min(1024, ds.RasterXSize, ds.RasterYSize)
+    x0, y0 = (ds.RasterXSize - side) // 2, (ds.RasterYSize - side) // 2
+    extent = [
+        gt[0] + x0 * gt[1],
+        gt[3] + (y0 + side) * gt[5],
+        gt[0] + (x0 + side) * gt[1],
+        gt[3] + y0 * gt[5],
+    ]
+    session = RefineSession()
+    session.handle({"request": "open", "model": str(MODEL), "device": "cpu"})
+    view = session.handle(
+        {
+            "request": "view",
+            "raster": str(scene_path),
+            "extent": extent,
+            "map": str(work / "view.tif"),
+        }
+    )
+    rng = np.random.default_rng(1)
+    sub = labels[y0 : y0 + side, x0 : x0 + side]
+    r, c = np.divmod(rng.choice(np.flatnonzero(sub.ravel() > 0), 50, replace=False), side)
+    points = write_points(
+        work / "clicks.gpkg",
+        pixel_centres(ds, r + y0, c + x0),
+        sub[r, c].tolist(),
+        ds.GetProjection(),
+    )
+    reply = session.handle(
+        {"request": "refine", "points": str(points), "map": str(work / "view.tif")}
+    )
+    return {
+        "view_pixels": view["pixels"],
+        "view_s": view["seconds"],
+        "refine_s": reply["seconds"],
+        "corrections": 50,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", help="comma-separated scene names (default: all)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "interactive.json"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    work = Path(args.out).parent / "interactive"
+    work.mkdir(parents=True, exist_ok=True)
+    wanted = set(args.scenes.split(",")) if args.scenes else None
+    card, net = model_from_file(str(MODEL))
+    refiner = Refiner(card, net, torch.device("cpu"), read_source_sample(MODEL))
+    results: dict = {
+        "command": "python bench/interactive.py"
+        + (f" --scenes {args.scenes}" if args.scenes else ""),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} CPU, {args.threads} thread(s)",
+        "model": str(MODEL.relative_to(ROOT)),
+        "scenes": {},
+    }
+    for scene in build_scenes(Path(args.data), ROOT / "bench" / "data" / "scenes"):
+        if wanted and scene.name not in wanted:
+            continue
+        print(scene.name, flush=True)
+        region = open_region(card, net, str(scene.image), scene.bands)
+        start = time.perf_counter()
+        refiner.use_region(region, region_features(card, refiner.split, region, refiner.device))
+        labels = gdal.Open(str(scene.labels)).ReadAsArray()
+        table = simulate(refiner, labels)
+        results["scenes"][scene.name] = {"features_s": time.perf_counter() - start, "table": table}
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    target = next(
+        s
+        for s in build_scenes(Path(args.data), ROOT / "bench" / "data" / "scenes")
+        if s.name == "target_b"
+    )
+    results["latency"] = latency(target.image, gdal.Open(str(target.labels)).ReadAsArray(), work)
+    print("latency", results["latency"])
+    Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

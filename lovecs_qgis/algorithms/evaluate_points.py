@@ -1,0 +1,157 @@
+"""``lovecs:evaluatepoints``: accuracy of a land-cover map at reference points
+(``lovecs evaluate --points``): error matrix, accuracies with confidence intervals and the
+area-adjusted estimates of Olofsson et al. (2014), as JSON and an HTML report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterVectorLayer,
+    QgsProcessingUtils,
+    QgsProviderRegistry,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
+)
+
+from ..engine import report as accuracy_report
+from ..i18n import tr
+from ..runner import engine_args
+from .base import EngineAlgorithm, output_path, raster_path
+
+
+def vector_source(
+    layer: Optional[QgsVectorLayer], context: QgsProcessingContext
+) -> tuple[str, Optional[str]]:
+    """``(file, layer name)`` the engine reads with OGR: the layer's own file, or, for a memory
+    layer, a filtered one or any other provider, a temporary GeoPackage of its features."""
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException(tr("the reference layer is missing or invalid"))
+    if layer.providerType() == "ogr" and not layer.subsetString():
+        parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+        path = parts.get("path") or ""
+        if Path(path).is_file():
+            return path, parts.get("layerName") or None
+    path = QgsProcessingUtils.generateTempFilename("reference_points.gpkg")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName, options.layerName = "GPKG", "reference"
+    error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, path, context.transformContext(), options
+    )
+    if error != QgsVectorFileWriter.NoError:
+        raise QgsProcessingException(
+            tr("cannot write the reference layer to {}: {}").format(path, message)
+        )
+    return path, "reference"
+
+
+class EvaluatePointsAlgorithm(EngineAlgorithm):
+    COMMAND = "evaluate"
+    PREDICTION, POINTS, CLASS_FIELD, MODEL = "PREDICTION", "POINTS", "CLASS_FIELD", "MODEL"
+    OUTPUT_JSON, OUTPUT_HTML = "OUTPUT_JSON", "OUTPUT_HTML"
+    OA, OA_AREA, SAMPLE_SIZE = "OA", "OA_AREA_ADJUSTED", "SAMPLE_SIZE"
+
+    def name(self) -> str:
+        return "evaluatepoints"
+
+    def displayName(self) -> str:
+        return tr("Evaluate with reference points")
+
+    def shortHelpString(self) -> str:
+        return tr(
+            "Compares a map of class codes with reference points (or polygons, whose pixels "
+            "each count) in any CRS; their integer field holds the true class codes. Gives "
+            "the error matrix, overall, producer's and user's accuracy with 95 % confidence "
+            "intervals, and the area-adjusted accuracy and class areas of Olofsson et al. "
+            "(2014) for a simple random sample or one stratified by map class. Features "
+            "outside the map, with unknown codes or on unmapped pixels are named in the log "
+            "and left out. Writes the scores as JSON and an HTML report."
+        )
+
+    def initAlgorithm(self, config: Any = None) -> None:
+        self.addParameter(QgsProcessingParameterRasterLayer(self.PREDICTION, tr("Land-cover map")))
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                self.POINTS,
+                tr("Reference points or polygons"),
+                [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.CLASS_FIELD,
+                tr("Class field (integer class codes)"),
+                parentLayerParameterName=self.POINTS,
+                type=QgsProcessingParameterField.Numeric,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFile(
+                self.MODEL,
+                tr("Classes from this model (default: the codes found, names from the map)"),
+                QgsProcessingParameterFile.File,
+                fileFilter="LoveCS model (*.lovecs)",
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_JSON, tr("Scores as JSON"), "JSON (*.json)"
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_HTML, tr("Accuracy report"), "HTML files (*.html)"
+            )
+        )
+        self.addOutput(QgsProcessingOutputNumber(self.OA, tr("Overall accuracy (sample)")))
+        self.addOutput(QgsProcessingOutputNumber(self.OA_AREA, tr("Area-adjusted accuracy")))
+        self.addOutput(QgsProcessingOutputNumber(self.SAMPLE_SIZE, tr("Sample size")))
+
+    def processAlgorithm(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+    ) -> dict[str, Any]:
+        prediction = raster_path(self.input_layer(parameters, self.PREDICTION, context), "map")
+        points, layer_name = vector_source(
+            self.parameterAsVectorLayer(parameters, self.POINTS, context), context
+        )
+        scores_json = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context))
+        report = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context))
+        Path(scores_json).parent.mkdir(parents=True, exist_ok=True)
+        args = engine_args(
+            pred=prediction,
+            points=points,
+            layer=layer_name,
+            class_field=self.parameterAsString(parameters, self.CLASS_FIELD, context) or None,
+            model=self.parameterAsFile(parameters, self.MODEL, context),
+            json=scores_json,
+        )
+        result = self.run_engine(args, feedback, outputs=[scores_json])
+        scores = result.get("scores") or {}
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
+        Path(report).write_text(
+            accuracy_report.points_report_html(scores, prediction, points), encoding="utf-8"
+        )
+        keys = ("overall_accuracy", "area_adjusted_overall_accuracy", "sample_size", "unit")
+        feedback.pushInfo(json.dumps({k: result.get(k) for k in keys}))
+        return {
+            self.OUTPUT_JSON: scores_json,
+            self.OUTPUT_HTML: report,
+            self.OA: result.get("overall_accuracy"),
+            self.OA_AREA: result.get("area_adjusted_overall_accuracy"),
+            self.SAMPLE_SIZE: result.get("sample_size"),
+        }
