@@ -92,6 +92,8 @@ ADAPT_RESULT_KEYS: tuple[str, ...] = (
 
 READING, STATISTICS, TRAINING, PSEUDO_LABELS = "reading", "statistics", "training", "pseudo-labels"
 MAPPING, RESAMPLING, WRITING, EVALUATING = "mapping", "resampling", "writing", "evaluating"
+#: The refine session and ``lovecs refine``: the body's features of a view or scene.
+FEATURES = "features"
 
 #: Overall progress (percent) spanned by each stage the engine reports, per command. A stage
 #: missing here (``reading`` in predict, ``pseudo-labels`` between training rounds) keeps the
@@ -109,6 +111,7 @@ STAGES: dict[str, dict[str, tuple[float, float]]] = {
         WRITING: (97, 100),
     },
     "evaluate": {EVALUATING: (0, 100)},
+    "refine": {FEATURES: (0, 80), MAPPING: (80, 95), RESAMPLING: (95, 97), WRITING: (97, 100)},
 }
 #: Stages reported without a share of the bar.
 UNWEIGHTED_STAGES: dict[str, tuple[str, ...]] = {

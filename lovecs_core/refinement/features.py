@@ -22,6 +22,7 @@ from torch import nn
 
 from ..alignment.radiometry import adapted_transform, scene_alignment
 from ..alignment.tone import choose_tone
+from ..contract import FEATURES
 from ..mapping.pipeline import normalize
 from ..model.card import ModelCard
 from ..model.csn import csn_domain, has_csn
@@ -199,7 +200,7 @@ def _tiled_features(
         out[:, y0 // s : y0 // s + core_h, x0 // s : x0 // s + core_w] = piece[
             :, oy : oy + core_h, ox : ox + core_w
         ]
-        reporter("features", (i + 1) / len(starts), f"tile {i + 1}/{len(starts)}")
+        reporter(FEATURES, (i + 1) / len(starts), f"tile {i + 1}/{len(starts)}")
     assert out is not None
     return out
 

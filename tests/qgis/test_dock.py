@@ -54,7 +54,9 @@ def test_classify_only_adds_a_styled_layer_on_top(dock, scene_layer, tmp_path):
     assert renderer.type() == "paletted"
     assert [c.label for c in renderer.classes()] == CLASS_NAMES
     root = QgsProject.instance().layerTreeRoot()
-    assert root.children()[0].layer() is layer  # on top
+    # on top: the map's corrections (a group, drawn above the map), then the map itself
+    group, top = root.children()[0], root.children()[1]
+    assert group.name() == "LoveCS corrections" and top.layer() is layer
     assert layer_named("scene — confidence (LoveCS)").isValid()
     assert (tmp_path / "out" / "scene_landcover.tif").is_file()
     assert (tmp_path / "out" / "scene_landcover.qml").is_file()
