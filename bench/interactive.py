@@ -26,7 +26,7 @@ from scenes import DEFAULT_DATA, build_scenes
 
 from lovecs_core.model.card import read_source_sample
 from lovecs_core.model.networks import model_from_file
-from lovecs_core.refinement.corrections import Corrections, pixel_centres, write_points
+from lovecs_core.rasters.corrections import Corrections, pixel_centres, write_points
 from lovecs_core.refinement.features import open_region, region_features
 from lovecs_core.refinement.refiner import Refiner
 from lovecs_core.refinement.session import RefineSession

@@ -1,5 +1,5 @@
 """Accuracy of a class map raster from a vector layer of reference points (or polygons): the
-features are burnt onto the map's grid (:func:`~lovecs_core.refinement.corrections.read_corrections`,
+features are burnt onto the map's grid (:func:`~lovecs_core.rasters.corrections.read_corrections`,
 which reprojects them and names features outside the map or with unknown codes), the map is
 read once by row strips for its class areas and its codes at the sample pixels, and
 :class:`~.points.PointAccuracy` does the statistics.
@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..refinement.corrections import (
+from ..rasters.corrections import (
     CorrectionsError,
     _named,
     class_field_name,

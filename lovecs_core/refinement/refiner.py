@@ -16,10 +16,10 @@ from torch import nn
 from ..evaluation.points import wilson_interval
 from ..mapping.writer import PredictionWriter
 from ..model.card import ModelCard, save_model
+from ..rasters.corrections import Corrections
 from ..rasters.labelled import code_lookup
 from ..rasters.qml import qml_path, write_qml
 from .anchors import scene_anchors, source_sample_pixels
-from .corrections import Corrections
 from .features import Region, RegionFeatures, map_region, split_network
 from .head import HeadWeights, Labelled, fit_head
 

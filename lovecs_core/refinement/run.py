@@ -17,7 +17,7 @@ from ..mapping.predict import predict_raster
 from ..model.card import SAMPLE_IMAGES, SAMPLE_LABELS, ModelCard, read_source_sample
 from ..model.networks import model_from_file
 from ..progress import Reporter
-from .corrections import Corrections, read_corrections
+from ..rasters.corrections import Corrections, read_corrections
 from .features import Region, open_region, region_features
 from .refiner import RefineOutcome, Refiner
 

@@ -18,7 +18,7 @@ from ..contract import MAX_VIEW_PIXELS, OPEN, QUIT, REFINE, RESET, SAVE, UNDO, V
 from ..model.card import read_source_sample
 from ..model.networks import model_from_file
 from ..progress import Reporter
-from .corrections import read_corrections
+from ..rasters.corrections import read_corrections
 from .features import open_region, region_features
 from .head import HeadWeights
 from .refiner import RefineOutcome, Refiner

@@ -21,7 +21,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 
-from lovecs_core.refinement.corrections import pixel_centres, write_points
+from lovecs_core.rasters.corrections import pixel_centres, write_points
 from tests.core.helpers import write_geotiff
 from tests.test_qgis_process import qgis_process  # noqa: F401 - the fixture
 

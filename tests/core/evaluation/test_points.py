@@ -14,7 +14,7 @@ from lovecs_core.cli.main import main
 from lovecs_core.evaluation.area import olofsson
 from lovecs_core.evaluation.metrics import evaluate_rasters
 from lovecs_core.evaluation.points import PointAccuracy, error_matrix, wilson_interval
-from lovecs_core.refinement.corrections import pixel_centres, write_points
+from lovecs_core.rasters.corrections import pixel_centres, write_points
 from tests.core.helpers import write_geotiff
 
 CODES = [1, 2, 3]

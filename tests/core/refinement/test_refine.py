@@ -12,7 +12,7 @@ from osgeo import gdal
 
 from lovecs_core.cli.main import main
 from lovecs_core.model.card import read_card, read_source_sample
-from lovecs_core.refinement.corrections import pixel_centres, write_points
+from lovecs_core.rasters.corrections import pixel_centres, write_points
 from tests.core.helpers import tiny_model_file, write_geotiff
 from tests.core.synthetic import label_map, source_image
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from lovecs_core.refinement.corrections import (
+from lovecs_core.rasters.corrections import (
     CorrectionsError,
     pixel_centres,
     read_corrections,
