@@ -1,7 +1,7 @@
 """One adaptation setting against another on a benchmark scene (not a unit test).
 
 Adapts the bundled model to one scene of :mod:`scenes` with the dock's defaults (preset
-``fast``) changed by ``--set NAME=VALUE`` (any :class:`~lovecs_core.adapt_config.AdaptConfig`
+``fast``) changed by ``--set NAME=VALUE`` (any :class:`~lovecs_core.adaptation.config.AdaptConfig`
 field, JSON values), keeps the adapted model whatever the health check says, maps the scene with
 it and prints mIoU, OA, per-class IoU and the verdict. bench/RESULTS.md's ablation of the
 self-training changes was measured with it, e.g.::

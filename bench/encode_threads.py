@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """GeoTIFF block encoding on 1 thread against GDAL's multithreaded compression (issue 12): the
-engine's writer (:class:`lovecs_core.geotiff.StripWriter`, DEFLATE, 256 px blocks, internal
+engine's writer (:class:`lovecs_core.rasters.geotiff.StripWriter`, DEFLATE, 256 px blocks, internal
 overviews) fed a class-map-like uint8 raster, timed for writing and for finishing (last flush
 plus overviews). Writes the ``encode-threads:cpu`` section of bench/RESULTS.md.
 

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from adaptation import DEFAULT_DATA, device_description, write_section  # noqa: E402
 
 from lovecs_core.compute.device import resolve_device  # noqa: E402
+from lovecs_core.compute.runtime import autocast, round_up  # noqa: E402
 from lovecs_core.mapping.predict import predict_raster  # noqa: E402
 from lovecs_core.model.networks import input_divisor, model_from_file  # noqa: E402
 from lovecs_core.rasters.reading import RasterReader  # noqa: E402
-from lovecs_core.training.source import autocast, round_up  # noqa: E402
 
 
 def model_only_seconds(

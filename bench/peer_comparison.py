@@ -11,7 +11,7 @@ tiling, each tool in its own fresh process, one run at a time. Not a unit test; 
   asked sizes, written out as tiled GeoTIFFs (all under the git-ignored bench/data/peer).
 - peer: ``geoai.inference.predict_geotiff(model, IN, OUT, tile_size=512, overlap=64,
   batch_size=4, num_classes=5, device="cpu")`` with its own ``postprocess_fn`` doing the argmax
-  (uint8 output); ours: ``lovecs_core.predict.predict_raster(model_file, IN, OUT, tile=512,
+  (uint8 output); ours: ``lovecs_core.mapping.predict.predict_raster(model_file, IN, OUT, tile=512,
   overlap=64, device="cpu", cpu_bf16=True)``, as ``lovecs predict`` runs it by default
   (bfloat16 where the CPU computes it natively, batch 1 on a CPU, overviews built), and once
   more in float32 (``cpu_bf16=False``, as ``lovecs predict --no-amp``) for the exact result.

@@ -1,7 +1,7 @@
 """The tone step, measured: every benchmark scene mapped by the source model with each candidate
 gamma forced (``predict_raster(tone=gamma)``), scored against its labels, next to the two
 label-free figures the choice could use: the mean confidence over the whole map and the mean
-confidence on the 8 sample tiles that ``lovecs_core.tone`` looks at. The last column says which
+confidence on the 8 sample tiles that ``lovecs_core.alignment.tone`` looks at. The last column says which
 gamma the product chose (``tone="auto"``).
 
     python bench/tone_sweep.py [--model resources/models/default.lovecs] [--threads 1]

@@ -31,19 +31,15 @@ from adaptation import write_section  # noqa: E402
 from scenes import DEFAULT_DATA, held_out_pairs  # noqa: E402
 
 from lovecs_core.compute.device import resolve_device  # noqa: E402
+from lovecs_core.compute.runtime import autocast  # noqa: E402
 from lovecs_core.model.card import load_classes  # noqa: E402
 from lovecs_core.model.csn import change_csn  # noqa: E402
 from lovecs_core.model.networks import build_model  # noqa: E402
 from lovecs_core.rasters.labelled import band_statistics, open_sources, pair_rasters  # noqa: E402
 from lovecs_core.training.augment import SensorRandomisation  # noqa: E402
+from lovecs_core.training.optim import make_optimizer, masked_cross_entropy  # noqa: E402
 from lovecs_core.training.sampling import WindowBatches, WindowSampler  # noqa: E402
-from lovecs_core.training.source import (  # noqa: E402
-    autocast,
-    fpn_architecture,
-    make_optimizer,
-    masked_cross_entropy,
-    source_card,
-)
+from lovecs_core.training.source import fpn_architecture, source_card  # noqa: E402
 
 #: (label, bf16 autocast, channels_last, randomisation, DataLoader workers)
 SETTINGS = [

@@ -40,7 +40,7 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Normalisation domains of a model card.
 DOMAINS: tuple[str, ...] = ("source", "target")
 
-# -- the health check's verdicts (lovecs_core.health) and what they mean to a user --------------
+# -- the health check's verdicts (lovecs_core.adaptation.health) and what they mean to a user --------------
 
 IMPROVED, UNCERTAIN, HARMFUL = "improved", "uncertain", "likely harmful"
 VERDICTS: tuple[str, ...] = (IMPROVED, UNCERTAIN, HARMFUL)

@@ -43,14 +43,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from torch import nn
 
+from ..compute.device import resolve_device
+from ..compute.runtime import round_up, seed_everything
 from ..contract import part_path, rejected_path
 from ..model.card import ModelCard, read_source_sample, save_model
-from ..model.csn import (
-    copy_source_to_target,
-    has_csn,
-    recompute_target_statistics,
-    replace_bn_with_csn,
-)
+from ..model.csn import copy_source_to_target, has_csn, replace_bn_with_csn
 from ..model.networks import input_divisor
 from ..model.sync_layers import share_dropout_masks
 from ..parallel import distributed
@@ -58,8 +55,8 @@ from ..presets import PRESETS  # noqa: F401
 from ..progress import Reporter
 from ..rasters.qml import qml_path
 from ..training.sampling import WindowSampler
-from ..training.source import resolve_device, round_up, seed_everything
 from .absent_classes import absent_classes, switch_off
+from .adabn import recompute_target_statistics
 from .config import METHODS, AdaptConfig, AdaptError, make_config  # noqa: F401
 from .health import IMPROVED, HealthReport, class_shares, health_check
 from .pseudolabels import CONF_SCALE, NO_CLASS, gsd_scales, tile_chunks
@@ -122,7 +119,7 @@ def adapt(
     it improved, else the aligned source model (then the adapted one goes to
     :func:`rejected_path`; ``keep_adapted`` writes it to ``out`` anyway). Optionally map the
     scene with the result. The model files and the map appear together, only when all are
-    done. Self-training saves a checkpoint after each round (:mod:`.adapt_resume`); ``resume``
+    done. Self-training saves a checkpoint after each round (:mod:`.resume`); ``resume``
     continues from it."""
     if method not in METHODS:
         raise AdaptError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..compute.oom import ChunkedBatch
+from ..compute.runtime import autocast, round_up
 from ..progress import Reporter
 from ..rasters.labelled import RasterSource
-from ..training.source import autocast, round_up
 
 #: Multi-scale span relative to the GSD ratio r: the paper's x2..x3.5 for r ~ 3.
 SCALE_SPAN = (2.0 / 3.0, 7.0 / 6.0)

@@ -6,7 +6,7 @@ map's most confident pixels labelled (the anchor), then trains on
 ``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)`` with source and target batches
 forwarded separately. Target windows are drawn at the model's GSD (unless ``native_scale``),
 centred on every class alike, and normalised with the CSN target slot's running statistics,
-which stay the source's unless ``scene_statistics`` (:mod:`.adapt_config`). :func:`source_term`
+which stay the source's unless ``scene_statistics`` (:mod:`.config`). :func:`source_term`
 finds the labelled rasters of the source term.
 Under torchrun, :mod:`.distributed` splits the maps' tiles and each batch across ranks.
 """
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..compute.oom import ChunkedBatch
+from ..compute.runtime import autocast, grad_scaler, round_up
 from ..contract import band_count_problem
 from ..model.card import ModelCard
 from ..model.csn import csn_domain, held_target_statistics
@@ -36,16 +37,8 @@ from ..rasters.labelled import (
     sample_array_sources,
     warn_unknown_label_codes,
 )
+from ..training.optim import clip_and_step, make_optimizer, masked_cross_entropy, poly_schedule
 from ..training.sampling import WindowSampler
-from ..training.source import (
-    autocast,
-    clip_and_step,
-    grad_scaler,
-    make_optimizer,
-    masked_cross_entropy,
-    poly_schedule,
-    round_up,
-)
 from .config import AdaptConfig, AdaptError
 from .health import class_shares
 from .pseudolabels import (

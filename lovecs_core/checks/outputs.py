@@ -9,7 +9,7 @@ its own process, so the command line and Processing say the same thing.
 - :func:`check_adapt_settings`: adaptation settings in range (``crop``, ``iterations`` ...).
 - :func:`check_predict_outputs`: the same for a classification's outputs.
 
-The checks of an input raster (georeference, values, bands, size) are in :mod:`.rasterchecks`.
+The checks of an input raster (georeference, values, bands, size) are in :mod:`.rasters`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..contract import PROBE_PREFIX
+from .quiet import open_quietly
 
 __all__ = [
     "MIN_FREE_BYTES",
@@ -148,8 +149,6 @@ def _raster_size(path: Optional[PathArg]) -> int:
     """Pixels of a raster (0 when it cannot be opened here)."""
     if not path:
         return 0
-    from .rasters import open_quietly
-
     ds = open_quietly(path)
     return 0 if ds is None else ds.RasterXSize * ds.RasterYSize
 

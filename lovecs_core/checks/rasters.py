@@ -10,12 +10,12 @@ calls them in its own process too):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from ..contract import missing_bands_problem
 from .outputs import CheckError
+from .quiet import open_quietly, quiet_gdal
 
 __all__ = [
     "MAX_PIXELS",
@@ -24,38 +24,7 @@ __all__ = [
     "check_raster_data",
     "georeference_problem",
     "input_value_warnings",
-    "open_quietly",
-    "quiet_gdal",
 ]
-
-
-class quiet_gdal:
-    """Silence GDAL's error printing (and raise no exceptions) inside the block."""
-
-    def __enter__(self) -> "quiet_gdal":
-        from osgeo import gdal
-
-        gdal.PushErrorHandler("CPLQuietErrorHandler")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        from osgeo import gdal
-
-        gdal.PopErrorHandler()
-
-
-def open_quietly(raster: Any) -> Any:
-    """``raster`` (a path or an open GDAL dataset) as a dataset; None when GDAL cannot open it
-    (the reader reports that later, in its own words). No GDAL error printing."""
-    if not isinstance(raster, (str, os.PathLike)):
-        return raster
-    from osgeo import gdal
-
-    try:
-        with quiet_gdal():
-            return gdal.Open(str(raster))
-    except RuntimeError:
-        return None
 
 
 def georeference_problem(ds: Any) -> str:

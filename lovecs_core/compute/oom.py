@@ -2,7 +2,7 @@
 chunk size is halved at each out-of-memory error (then kept for the rest of the run), with a
 warning naming the new size. Only a single item that does not fit is an error.
 
-Mapping (:meth:`lovecs_core.pipeline.TileEngine.forward`), adaptation's training steps, AdaBN
+Mapping (:meth:`lovecs_core.mapping.pipeline.TileEngine.forward`), adaptation's training steps, AdaBN
 statistics and pseudo-labelling all use :class:`ChunkedBatch`.
 """
 

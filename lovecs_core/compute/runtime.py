@@ -1,5 +1,5 @@
 """Run-time helpers shared by training, adaptation and inference: mixed precision, seeding and
-rounding sizes to what a network accepts. (Device choice: :mod:`lovecs_core.device`.)"""
+rounding sizes to what a network accepts. (Device choice: :mod:`lovecs_core.compute.device`.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Mapping one output block by itself, bit for bit as the whole-raster run maps it.
 
-A distributed run (:mod:`.ray_map`) cuts the output into *blocks*: rectangles whose sides are
+A distributed run (:mod:`lovecs_core.mapping.ray.map`) cuts the output into *blocks*: rectangles whose sides are
 multiples of the GeoTIFF's internal tiling (:data:`~.geotiff.BLOCK`, 256 px), so each finished
 block is a set of whole TIFF blocks. Every block is mapped on the *same global tile grid* as one
 process (:func:`~.tiling.make_grid`): a worker runs the model on every tile that touches its block

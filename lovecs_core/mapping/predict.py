@@ -172,7 +172,7 @@ def predict_raster(
     bundled model; 99.8 % of its pixels keep their class, bench/RESULTS.md). Off by default: it
     changes maps, float32 does not. On a CPU the network always runs channels_last (same sums).
     ``make_engine(engine, dataset)``: another engine in place of the in-process one, given its
-    settings and the input dataset (:mod:`.ray_map` maps on a Ray cluster this way).
+    settings and the input dataset (:mod:`lovecs_core.mapping.ray.map` maps on a Ray cluster this way).
     """
     with gdal_cache_limit(MAPPING_CACHE_BYTES):
         return _predict_raster(

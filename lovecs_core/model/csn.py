@@ -19,19 +19,13 @@ of both slots stay identical on every rank and equal one process's on the whole 
 from __future__ import annotations
 
 import contextlib
-import functools
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-if TYPE_CHECKING:
-    from ..progress import Reporter
-    from ..training.sampling import WindowSampler
-
-_TARGET_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+TARGET_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 #: the process group whose ranks share the batch statistics (None: this process alone)
 _SYNC: dict[str, Any] = {"group": None}
 
@@ -121,7 +115,7 @@ class CrossSensorNorm(nn.Module):
     def copy_source_to_target(self) -> None:
         """Start the target slot from the source statistics (and affine weights)."""
         with torch.no_grad():
-            for name in _TARGET_BUFFERS:
+            for name in TARGET_BUFFERS:
                 getattr(self, "target_" + name).copy_(getattr(self, name))
             if self.per_domain_affine:
                 self.target_weight.copy_(self.weight)
@@ -131,7 +125,7 @@ class CrossSensorNorm(nn.Module):
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
         # A plain BatchNorm checkpoint: fill the target slot from the source one.
-        for name in _TARGET_BUFFERS:
+        for name in TARGET_BUFFERS:
             if prefix + "target_" + name not in state_dict and prefix + name in state_dict:
                 state_dict[prefix + "target_" + name] = state_dict[prefix + name]
         if self.per_domain_affine:
@@ -220,78 +214,3 @@ def held_target_statistics(model: nn.Module, hold: bool = True) -> Iterator[nn.M
     finally:
         for layer, was in zip(layers, previous):
             layer.hold_target = was
-
-
-# -- AdaBN ----------------------------------------------------------------------------------
-@torch.no_grad()
-def recompute_target_statistics(
-    model: nn.Module,
-    sampler: "WindowSampler",
-    windows: int,
-    batch: int,
-    device: torch.device,
-    amp: bool = True,
-    reporter: Optional["Reporter"] = None,
-) -> None:
-    """AdaBN: reset the target CSN statistics and re-estimate them (cumulative average) by
-    forwarding ``windows`` target windows in train mode, without gradients. When the GPU runs
-    out of memory, the windows go through in halved batches (logged; the statistics touched by
-    the failed pass are restored first). Under torchrun, each rank forwards its share of every
-    batch and the statistics are those of the whole batch (:func:`sync_statistics`); there is
-    no halving then, as every rank must make the same passes."""
-    from ..compute.oom import ChunkedBatch
-    from ..compute.runtime import autocast
-    from ..parallel.distributed import current, share
-    from ..progress import Reporter
-    from .sync_layers import global_batch
-
-    report = reporter or Reporter()
-    layers = csn_layers(model)
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.momentum = None
-        layer.target_running_mean.zero_()
-        layer.target_running_var.fill_(1.0)
-        layer.target_num_batches_tracked.zero_()
-    was_training = model.training
-    model.train()
-    done = 0
-    chunks = ChunkedBatch(
-        batch,
-        "statistics windows",
-        "choose a smaller --crop, or run on the CPU (--device cpu)",
-    )
-    try:
-        with csn_domain(model, "target"):
-            while done < windows:
-                n = min(batch, windows - done)
-                images, _ = sampler.sample(n, share(n))  # under torchrun: this rank's share
-                saved = [_target_statistics(layer) for layer in layers]
-
-                def forward(items: slice, _share: float, images: np.ndarray = images) -> None:
-                    with autocast(device, amp):
-                        model(torch.from_numpy(images[items]).to(device))
-
-                if current() is not None:  # one pass per rank: the same all-reduces on every rank
-                    with global_batch(n, share(n)):
-                        forward(slice(None), 1.0)
-                else:
-                    chunks.run(n, forward, functools.partial(_restore, layers, saved))
-                done += n
-                report("statistics", done / windows, f"target windows {done}/{windows}")
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-        model.train(was_training)
-
-
-def _target_statistics(layer: CrossSensorNorm) -> list[torch.Tensor]:
-    """Copies of a layer's target running statistics (to undo a failed forward pass)."""
-    return [getattr(layer, f"target_{name}").clone() for name in _TARGET_BUFFERS]
-
-
-def _restore(layers: list[CrossSensorNorm], saved: list[list[torch.Tensor]]) -> None:
-    """Put the copies of :func:`_target_statistics` back."""
-    for layer, values in zip(layers, saved):
-        for name, value in zip(_TARGET_BUFFERS, values):
-            getattr(layer, f"target_{name}").copy_(value)

@@ -19,7 +19,7 @@ code path is the one of a single process, with these differences:
   all-reduces per layer and forward, differentiable, like :class:`torch.nn.SyncBatchNorm` but
   also on a CPU), so the running statistics of both domain slots stay identical on all ranks
   and equal those of one process on the whole batch. AdaBN
-  (:func:`~.csn.recompute_target_statistics`) goes through the same path. Eval-mode passes use
+  (:func:`~lovecs_core.adaptation.adabn.recompute_target_statistics`) goes through the same path. Eval-mode passes use
   the running statistics and need no communication.
 * **Dropout.** The ranks' torch generators stay in step (same seed, same draws); each dropout
   layer draws the mask of the whole batch and applies its share's rows
@@ -44,7 +44,6 @@ import datetime
 import inspect
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, TypeVar
 
@@ -180,7 +179,7 @@ class Session:
         from ..compute.oom import OutOfGpuMemory
         from ..compute.runtime import autocast
         from ..model.sync_layers import global_batch
-        from ..training.source import IGNORE, clip_and_step
+        from ..training.optim import IGNORE, clip_and_step
 
         batches = [source, target]
         weights = [cfg.source_weight, cfg.pseudo_weight]
@@ -240,7 +239,7 @@ class _BothDomains(nn.Module):
 
 def summed_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """:func:`.train.masked_cross_entropy` summed instead of averaged (0 without labels)."""
-    from ..training.source import IGNORE
+    from ..training.optim import IGNORE
 
     if logits.shape[-2:] != target.shape[-2:]:
         logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
@@ -313,64 +312,3 @@ def finish() -> None:
     sync_statistics(None)
     if session is not None and session.owns_group and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def main(argv: Sequence[str]) -> int:
-    """``python -m lovecs_core`` under torchrun: ``adapt`` only; rank 0 alone prints and reports
-    progress."""
-    from ..cli.main import EXIT_ERROR, build_parser
-    from ..cli.main import main as cli_main
-
-    args = build_parser().parse_args(list(argv))
-    rank = int(os.environ["RANK"])
-    if args.command != "adapt":
-        if rank == 0:
-            print(
-                f"lovecs {args.command}: error: only 'adapt' runs under torchrun "
-                f"(WORLD_SIZE={launched_world()}); run other commands as one process",
-                file=sys.stderr,
-            )
-        return EXIT_ERROR
-    argv = list(argv)
-    if rank != 0:  # errors only, marked with the rank; no progress
-        sys.stderr = _RankPrefix(sys.stderr, f"[rank {rank}] ")
-        verbose = ["-v"] if args.verbose else []
-        argv = ["--progress", "none", *verbose, *argv[argv.index("adapt") :]]
-    logging.basicConfig(
-        level=(logging.DEBUG if args.verbose else logging.INFO) if rank == 0 else logging.ERROR,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        start(args.device)
-    except Exception as exc:
-        print(
-            f"lovecs adapt [rank {rank}]: error: cannot join the process group: {exc}",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    try:
-        return cli_main(argv)
-    finally:
-        finish()
-
-
-class _RankPrefix:
-    """A text stream that starts every line with ``prefix``."""
-
-    def __init__(self, stream: Any, prefix: str) -> None:
-        self.stream, self.prefix, self._line_start = stream, prefix, True
-
-    def write(self, text: str) -> int:
-        parts = []
-        for line in text.splitlines(keepends=True):
-            parts.append(self.prefix + line if self._line_start else line)
-            self._line_start = line.endswith("\n")
-        self.stream.write("".join(parts))
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)

@@ -1,4 +1,4 @@
-"""The worker side of mapping on Ray (:mod:`.ray_map`): what a worker opens, what it is asked
+"""The worker side of mapping on Ray (:mod:`lovecs_core.mapping.ray.map`): what a worker opens, what it is asked
 and what it returns, and the actor itself. Imports no Ray: the driver wraps :class:`MapWorker`
 with ``ray.remote``."""
 

@@ -6,6 +6,7 @@ import torch
 from osgeo import gdal
 from torch import nn
 
+from lovecs_core.adaptation.adabn import recompute_target_statistics
 from lovecs_core.adaptation.adapt import AdaptError, adapt, make_config
 from lovecs_core.adaptation.health import SAME_SENSOR
 from lovecs_core.adaptation.pseudolabels import (
@@ -19,12 +20,7 @@ from lovecs_core.adaptation.pseudolabels import (
 )
 from lovecs_core.alignment.radiometry import scene_alignment
 from lovecs_core.model.card import read_card
-from lovecs_core.model.csn import (
-    CrossSensorNorm,
-    csn_layers,
-    recompute_target_statistics,
-    replace_bn_with_csn,
-)
+from lovecs_core.model.csn import CrossSensorNorm, csn_layers, replace_bn_with_csn
 from lovecs_core.model.networks import model_from_file
 from lovecs_core.progress import Cancelled, CancelToken, Reporter
 from lovecs_core.rasters.labelled import RasterSource, band_statistics, pair_rasters

@@ -1,4 +1,4 @@
-"""The alignment's tone step (lovecs_core.tone): chosen by a model's confidence on a sample of a
+"""The alignment's tone step (lovecs_core.alignment.tone): chosen by a model's confidence on a sample of a
 scene of another bit depth, mildest first; applied by mapping and adaptation alike."""
 
 from __future__ import annotations

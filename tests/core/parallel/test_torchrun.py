@@ -25,13 +25,15 @@ import torch
 from osgeo import gdal
 from torch import nn
 
+from lovecs_core.adaptation.adabn import recompute_target_statistics
 from lovecs_core.adaptation.config import make_config
 from lovecs_core.adaptation.pseudolabels import predict_scene
 from lovecs_core.adaptation.self_training import map_scene
+from lovecs_core.cli import torchrun as torchrun_entry
 from lovecs_core.cli.main import main
 from lovecs_core.contract import checkpoint_path
 from lovecs_core.model.card import load_model_file
-from lovecs_core.model.csn import CrossSensorNorm, recompute_target_statistics, replace_bn_with_csn
+from lovecs_core.model.csn import CrossSensorNorm, replace_bn_with_csn
 from lovecs_core.model.sync_layers import global_batch, share_dropout_masks
 from lovecs_core.parallel import distributed
 from lovecs_core.progress import Reporter
@@ -236,7 +238,7 @@ def test_other_commands_are_refused_under_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert distributed.launched_world() == 2
-    assert distributed.main(["devices"]) == 1
+    assert torchrun_entry.main(["devices"]) == 1
     assert "only 'adapt' runs under torchrun" in capsys.readouterr().err
     assert distributed.current() is None  # no process group was joined
 
@@ -327,6 +329,7 @@ def test_two_processes_match_one_process(inputs, one_process):
 #: torchrun runs this instead of ``-m lovecs_core``: rank 1 fails in round 2's first step.
 FAILING_RANK = """
 import sys
+from lovecs_core.cli import torchrun
 from lovecs_core.parallel import distributed
 real, steps = distributed.Session.train_step, []
 def failing(self, *args, **kwargs):
@@ -335,7 +338,7 @@ def failing(self, *args, **kwargs):
         raise OSError("disk on fire (injected)")
     return real(self, *args, **kwargs)
 distributed.Session.train_step = failing
-sys.exit(distributed.main(sys.argv[1:]))
+sys.exit(torchrun.main(sys.argv[1:]))
 """
 
 

@@ -10,16 +10,8 @@ from lovecs_core.model.card import load_classes, read_card
 from lovecs_core.model.networks import architecture, model_from_file
 from lovecs_core.progress import Cancelled, CancelToken, Reporter
 from lovecs_core.rasters.labelled import RasterSource, band_statistics, pair_rasters
-from lovecs_core.training.source import (
-    IGNORE,
-    TrainConfig,
-    checkpoint_path,
-    fpn_architecture,
-    make_optimizer,
-    masked_cross_entropy,
-    poly_schedule,
-    train_source,
-)
+from lovecs_core.training.optim import IGNORE, make_optimizer, masked_cross_entropy, poly_schedule
+from lovecs_core.training.source import TrainConfig, checkpoint_path, fpn_architecture, train_source
 from tests.core.synthetic import write_classes, write_source
 
 TINY = architecture("tiny", csn=True, width=8, depth=2)
