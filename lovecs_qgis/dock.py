@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from qgis.core import (
     Qgis,
     QgsApplication,
-    QgsCoordinateTransform,
     QgsProject,
     QgsRasterLayer,
     QgsSettings,
@@ -23,7 +22,7 @@ from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QWidget
 
 from . import messages
 from .algorithms.base import data_band_count
-from .corrections.controller import CorrectionsController, MapContext
+from .corrections.controller import CorrectionsController, map_context
 from .dock_form import SETTINGS, DockForm
 from .engine import card as model_card
 from .engine import contract, estimate
@@ -45,21 +44,9 @@ from .jobs import (
 from .session import SessionClient
 from .styling import apply_class_style
 from .task import EngineTask
+from .view_extent import canvas_extent_in_layer_crs, clip_to_extent
 
 ModelCard = model_card.ModelCard
-
-
-def clip_to_extent(raster: str, extent: Any, vrt: Path) -> Path:
-    """A VRT of the part of ``raster`` inside ``extent`` (a QgsRectangle in the raster's CRS)."""
-    from osgeo import gdal
-
-    gdal.Translate(
-        str(vrt),
-        raster,
-        format="VRT",
-        projWin=[extent.xMinimum(), extent.yMaximum(), extent.xMaximum(), extent.yMinimum()],
-    )
-    return vrt
 
 
 class LoveCSDock(DockForm):
@@ -79,7 +66,6 @@ class LoveCSDock(DockForm):
         self.started = 0.0
         self.card: Optional[ModelCard] = None
         self.devices_task: Optional[EngineTask] = None
-        self.extra_args: list[str] = []  # added to the next job (corrections for adapt)
         self.corrections = CorrectionsController(iface, self.corrections_panel, session, self)
         self.corrections.applyRequested.connect(self.apply_corrections)
         self._connect()
@@ -146,7 +132,7 @@ class LoveCSDock(DockForm):
             return
         pixels = layer.width() * layer.height()
         if self.area_combo.currentIndex() == 1 and self.iface is not None:
-            extent = self._extent_in_layer_crs(layer)
+            extent = canvas_extent_in_layer_crs(self.iface, layer)
             if extent is not None:
                 px = layer.rasterUnitsPerPixelX() * layer.rasterUnitsPerPixelY()
                 pixels = min(pixels, int(extent.width() * extent.height() / max(px, 1e-12)))
@@ -187,18 +173,6 @@ class LoveCSDock(DockForm):
         QgsApplication.taskManager().addTask(self.devices_task)
 
     # -- a run ------------------------------------------------------------------------------------
-    def _extent_in_layer_crs(self, layer: QgsRasterLayer):
-        canvas = self.iface.mapCanvas() if hasattr(self.iface, "mapCanvas") else None
-        if canvas is None:
-            return None
-        extent = canvas.extent()
-        canvas_crs = canvas.mapSettings().destinationCrs()
-        if canvas_crs.isValid() and canvas_crs != layer.crs():
-            transform = QgsCoordinateTransform(canvas_crs, layer.crs(), QgsProject.instance())
-            extent = transform.transformBoundingBox(extent)
-        extent = extent.intersect(layer.extent())
-        return None if extent.isEmpty() else extent
-
     def prepare(self, command: str) -> Optional[Job]:
         """Check the inputs and build the job; on a problem, say it and return None."""
         layer = self.layer_combo.currentLayer()
@@ -224,7 +198,7 @@ class LoveCSDock(DockForm):
         folder = Path(self.output_widget.filePath() or ".").expanduser()
         raster = layer.source()
         if self.area_combo.currentIndex() == 1:
-            extent = self._extent_in_layer_crs(layer)
+            extent = canvas_extent_in_layer_crs(self.iface, layer)
             if extent is None:
                 return self._refuse(tr("The map view does not overlap the layer."))
             if not folder.is_dir():
@@ -259,15 +233,15 @@ class LoveCSDock(DockForm):
         self.log(message)
         return None
 
-    def start(self, command: str) -> Optional[EngineTask]:
+    def start(self, command: str, extra: Sequence[str] = ()) -> Optional[EngineTask]:
+        """Run ``command`` on the chosen layer; ``extra``: more engine arguments."""
         if self.task is not None:
             return None
         job = self.prepare(command)
         if job is None:
             return None
         self.save_settings()
-        job.args += self.extra_args
-        self.extra_args = []
+        job.args += list(extra)
         self.job = job
         what = tr("Adapting to") if command == "adapt" else tr("Classifying")
         layer = self.layer_combo.currentLayer()
@@ -394,30 +368,17 @@ class LoveCSDock(DockForm):
 
     def correct_map(self, job: Job, layer: QgsRasterLayer) -> None:
         """Let the "Correct the map" section work on the map just added."""
-        model = job.model_out if job.model_out and job.model_out.is_file() else job.classes_model
-        flag = "--target" if job.command == "adapt" else "--raster"
-        raster = job.args[job.args.index(flag) + 1]  # the layer's file, or the view's VRT
+        bands = contract.parse_bands(self.bands_edit.text())
         try:
             self.corrections.set_map(
-                MapContext(
-                    layer,
-                    raster,
-                    str(model),
-                    model_card.read_card(model).classes,
-                    job.map_path.parent,
-                    contract.parse_bands(self.bands_edit.text()),
-                    self.device_combo.currentData() or "auto",
-                )
+                map_context(job, layer, bands, self.device_combo.currentData())
             )
         except Exception as exc:  # a corrections file that cannot be made: say it, keep the map
             self.log(tr("The map cannot be corrected: {}").format(exc))
 
     def apply_corrections(self, points: str, class_field: str) -> Optional[EngineTask]:
         """Adapt the model to the whole layer, with the corrections written to ``points``."""
-        self.extra_args = ["--points", points, "--class-field", class_field]
-        task = self.start("adapt")
-        self.extra_args = []
-        return task
+        return self.start("adapt", ["--points", points, "--class-field", class_field])
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt naming)
         """Save the corrections and end the refine session with the dock."""

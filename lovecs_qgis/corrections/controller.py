@@ -66,6 +66,21 @@ def reload_raster(layer: QgsRasterLayer) -> None:
     layer.triggerRepaint()
 
 
+def map_context(
+    job: Any, layer: QgsRasterLayer, bands: Optional[list[int]], device: Optional[str]
+) -> MapContext:
+    """What the dock's finished ``job`` (a :class:`~lovecs_qgis.jobs.Job`) mapped into ``layer``:
+    the adapted model when there is one, else the model used; the raster (the layer's file, or
+    the view's VRT)."""
+    model = job.model_out if job.model_out and job.model_out.is_file() else job.classes_model
+    flag = "--target" if job.command == "adapt" else "--raster"
+    raster = job.args[job.args.index(flag) + 1]
+    classes = model_card.read_card(model).classes
+    return MapContext(
+        layer, raster, str(model), classes, job.map_path.parent, bands, device or "auto"
+    )
+
+
 class CorrectionsController(QObject):
     """Drives a :class:`CorrectionsPanel`. ``applyRequested(points, class_field)`` asks the dock
     to adapt the model to the whole layer with the corrections written to ``points``."""
