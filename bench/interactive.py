@@ -54,7 +54,7 @@ def scores(
 def simulate(refiner: Refiner, labels: np.ndarray, seed: int = 0) -> list[dict]:
     codes = refiner.card.class_codes()
     rng = np.random.default_rng(seed)
-    current, _ = refiner.map_codes(refiner.source_head)
+    current = refiner.map_codes(refiner.source_head)
     clicked = np.zeros(labels.shape, bool)
     rows: list[int] = []
     cols: list[int] = []
@@ -77,7 +77,7 @@ def simulate(refiner: Refiner, labels: np.ndarray, seed: int = 0) -> list[dict]:
         start = time.perf_counter()
         weights = refiner.fit(corr)
         fit_s = time.perf_counter() - start
-        current, _ = refiner.map_codes(weights)
+        current = refiner.map_codes(weights)
         if len(rows) in CHECKPOINTS:
             miou, oa = scores(current, labels, codes, clicked)
             table.append({"clicks": len(rows), "miou": miou, "oa": oa, "fit_s": fit_s})

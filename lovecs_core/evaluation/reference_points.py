@@ -15,8 +15,8 @@ import numpy as np
 
 from ..rasters.corrections import (
     CorrectionsError,
-    _named,
     class_field_name,
+    named_ids,
     open_layer,
     read_corrections,
 )
@@ -67,7 +67,7 @@ def unmapped_problems(values: np.ndarray, feature: np.ndarray, codes: Sequence[i
         ids = np.unique(feature[nodata]).tolist()
         problems.append(
             f"{len(ids)} feature(s) fall on map pixels without a class (nodata or 0) "
-            f"(id {_named(ids)}): left out"
+            f"(id {named_ids(ids)}): left out"
         )
     other = ~nodata & ~np.isin(values, list(codes))
     if other.any():
@@ -75,7 +75,7 @@ def unmapped_problems(values: np.ndarray, feature: np.ndarray, codes: Sequence[i
         found = ", ".join(map(str, np.unique(values[other]).tolist()))
         problems.append(
             f"{len(ids)} feature(s) fall on map pixels of code(s) {found} that are not among the "
-            f"classes (id {_named(ids)}): left out"
+            f"classes (id {named_ids(ids)}): left out"
         )
     return problems
 

@@ -56,19 +56,6 @@ class Corrections:
         codes, n = np.unique(pairs[1], return_counts=True)
         return {int(c): int(k) for c, k in zip(codes, n)}
 
-    def subset(self, keep: np.ndarray) -> "Corrections":
-        """The pixels where ``keep`` (a boolean mask over pixels) is true."""
-        return Corrections(
-            self.rows[keep],
-            self.cols[keep],
-            self.codes[keep],
-            self.feature[keep],
-            int(np.unique(self.feature[keep]).size),
-            list(self.problems),
-            self.source,
-            self.sha256,
-        )
-
     def summary(self) -> dict[str, object]:
         """For a model card: how many corrections of each class, and the file they came from."""
         return {
@@ -88,7 +75,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _named(ids: Sequence[int]) -> str:
+def named_ids(ids: Sequence[int]) -> str:
     shown = ", ".join(str(i) for i in ids[:NAMED_IDS])
     more = f" and {len(ids) - NAMED_IDS} more" if len(ids) > NAMED_IDS else ""
     return f"{shown}{more}"
@@ -247,7 +234,7 @@ def read_corrections(
 ) -> Corrections:
     """The labelled pixels of the corrections file ``path`` on the pixel grid of ``grid``.
 
-    ``codes``: the model's class codes; a feature with another code is left out and named in
+    ``codes``: the class codes (the model's); a feature with another code is left out and named in
     ``problems``, as is one outside the raster or without a geometry. Raises
     :class:`CorrectionsError` when no usable feature is left (or none was there)."""
     where = str(path)
@@ -287,7 +274,7 @@ def read_corrections(
     outside = [feature_ids[i] for i in np.flatnonzero(~hit)]
     if outside:
         problems.append(
-            f"{len(outside)} feature(s) lie outside the raster (id {_named(outside)}): left out"
+            f"{len(outside)} feature(s) lie outside the raster (id {named_ids(outside)}): left out"
         )
     if rows.size == 0:
         raise CorrectionsError(
@@ -312,12 +299,12 @@ def _problems(unknown: dict[int, list[int]], empty: list[int], known: list[int])
     for code, fids in sorted(unknown.items()):
         what = "no class code" if code == -1 else f"class code {code}"
         problems.append(
-            f"{len(fids)} feature(s) with {what} (id {_named(fids)}): left out; the model's "
+            f"{len(fids)} feature(s) with {what} (id {named_ids(fids)}): left out; the classes' "
             f"codes are {', '.join(str(c) for c in known)}"
         )
     if empty:
         problems.append(
-            f"{len(empty)} feature(s) without a geometry (id {_named(empty)}): left out"
+            f"{len(empty)} feature(s) without a geometry (id {named_ids(empty)}): left out"
         )
     return problems
 

@@ -3,6 +3,7 @@ confident pixels on the scene (soft targets) and the labelled source sample of t
 
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import numpy as np
@@ -32,21 +33,16 @@ def _balanced_pick(classes: np.ndarray, count: int, rng: np.random.Generator) ->
 def _away_from(
     rows: np.ndarray, cols: np.ndarray, clicked: Optional[tuple[np.ndarray, np.ndarray]]
 ) -> np.ndarray:
-    """True for pixels at least :data:`CLEAR_RADIUS` from every clicked pixel (Chebyshev)."""
-    keep = np.ones(rows.size, bool)
+    """True for pixels outside the :data:`CLEAR_RADIUS` blocks around every clicked pixel's."""
     if clicked is None or clicked[0].size == 0:
-        return keep
-    r = CLEAR_RADIUS
-    blocked = {
-        (int(y) // r + dy, int(x) // r + dx)
-        for y, x in zip(*clicked)
+        return np.ones(rows.size, bool)
+    r, stride = CLEAR_RADIUS, 1 << 32
+    near = [
+        (clicked[0] // r + dy) * stride + (clicked[1] // r + dx)
         for dy in (-1, 0, 1)
         for dx in (-1, 0, 1)
-    }
-    for i, (y, x) in enumerate(zip(rows, cols)):
-        if (int(y) // r, int(x) // r) in blocked:
-            keep[i] = False
-    return keep
+    ]
+    return ~np.isin((rows // r) * stride + cols // r, np.concatenate(near))
 
 
 def scene_anchors(
@@ -89,34 +85,20 @@ def source_sample_pixels(
     if sample is None:
         return None
     images, labels = sample
-    mean, std = card.stats("source")
-    x = (
-        torch.as_tensor(images, dtype=torch.float32) - torch.tensor(mean)[:, None, None]
-    ) / torch.tensor(std)[:, None, None]
+    mean, std = (torch.tensor(v, dtype=torch.float32)[:, None, None] for v in card.stats("source"))
+    x = (torch.as_tensor(images, dtype=torch.float32) - mean) / std
     net = split.net.to(device).eval()
-    with csn_domain(net, "source") if has_csn(net) else torch.no_grad(), torch.inference_mode():
+    domain = csn_domain(net, "source") if has_csn(net) else contextlib.nullcontext()
+    with domain, torch.inference_mode():
         features = split.body(x.to(device)).float().cpu()
-    lookup = code_lookup(card.class_codes())
-    index = lookup[np.asarray(labels, np.int64)]  # -1: no label or not a class
-    rng = np.random.default_rng(seed)
+    index = code_lookup(card.class_codes())[np.asarray(labels, np.int64)]  # -1: not a class
     crops, rows, cols = np.nonzero(index >= 0)
-    pick = _balanced_pick(index[crops, rows, cols], count, rng)
+    pick = _balanced_pick(index[crops, rows, cols], count, np.random.default_rng(seed))
     crops, rows, cols = crops[pick], rows[pick], cols[pick]
     padded = (images.shape[2], images.shape[3])
-    xs = (
-        torch.cat(
-            [
-                sample_features(features[c], padded, rows[crops == c], cols[crops == c])
-                for c in np.unique(crops)
-            ]
-        )
-        if crops.size
-        else torch.zeros((0, features.shape[1]))
-    )
-    order = (
-        np.concatenate([np.flatnonzero(crops == c) for c in np.unique(crops)])
-        if crops.size
-        else np.zeros(0, np.int64)
-    )
-    y = torch.as_tensor(index[crops, rows, cols][order], dtype=torch.long)
-    return Labelled(xs, y=y)
+    xs, ys = [torch.zeros((0, features.shape[1]))], [np.zeros(0, np.int64)]
+    for crop in np.unique(crops):
+        here = crops == crop
+        xs.append(sample_features(features[crop], padded, rows[here], cols[here]))
+        ys.append(index[crop, rows[here], cols[here]])
+    return Labelled(torch.cat(xs), y=torch.as_tensor(np.concatenate(ys), dtype=torch.long))

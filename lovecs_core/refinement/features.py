@@ -39,6 +39,7 @@ from ..rasters.reading import (
     warp_to_gsd,
     window_from_extent,
 )
+from .head import HeadWeights
 
 #: Side of the input tiles the body runs on (a multiple of 32), and the margin around each
 #: tile whose features are thrown away (the tiled map's overlap).
@@ -222,9 +223,10 @@ def region_features(
             f"{max_pixels / 1e6:.0f} million: zoom in, or refine the whole layer"
         )
     with RasterReader(region.model_ds, region.bands) as reader:
-        data, _ = reader.read(Window(0, 0, mw, mh))
-    with RasterReader(region.grid, region.bands) as reader:
-        _, valid = reader.read(Window(0, 0, region.grid.RasterXSize, region.grid.RasterYSize))
+        data, valid = reader.read(Window(0, 0, mw, mh))
+    if region.model_ds is not region.grid:  # the mask on the region's own pixels
+        with RasterReader(region.grid, region.bands) as reader:
+            _, valid = reader.read(Window(0, 0, region.grid.RasterXSize, region.grid.RasterYSize))
     if region.transform is not None:
         data = region.transform(data)
     x = normalize(data, region.mean, region.std)
@@ -241,31 +243,22 @@ def region_features(
     return RegionFeatures(feats, valid, (mh, mw), (ph, pw), split.stride)
 
 
-def head_logits(head: nn.Conv2d, features: torch.Tensor) -> torch.Tensor:
-    """Class logits ``[K, h, w]`` of features ``[C, h, w]`` (the 1x1 convolution)."""
-    weight = head.weight.detach().float()[:, :, 0, 0]
-    bias = head.bias.detach().float() if head.bias is not None else 0.0
-    flat = features.reshape(features.shape[0], -1)
-    return (weight @ flat + (bias[:, None] if torch.is_tensor(bias) else 0.0)).reshape(
-        -1, *features.shape[1:]
-    )
-
-
-def map_region(head: nn.Conv2d, feats: RegionFeatures) -> tuple[np.ndarray, np.ndarray]:
-    """``(class index[H, W] int64, confidence[H, W] float32)`` on the region's grid: the head on
-    the features, upsampled as the network upsamples (bilinear, corners aligned), then brought
-    to the region's own pixels when the model's GSD differs."""
-    logits = head_logits(head, feats.features)[None]
+def map_region(weights: HeadWeights, feats: RegionFeatures) -> np.ndarray:
+    """Class indices ``[H, W]`` on the region's grid: the head on the features, upsampled as
+    the network upsamples (bilinear, corners aligned), then, when the model's GSD differs, the
+    probabilities brought to the region's own pixels."""
+    channels, h, w = feats.features.shape
+    logits = weights.logits(feats.features.reshape(channels, -1).T).T.reshape(1, -1, h, w)
     ph, pw = feats.padded
     mh, mw = feats.model_size
     if feats.stride > 1:
         logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=True)
     logits = logits[:, :, :mh, :mw]
-    probs = torch.softmax(logits, dim=1)
     height, width = feats.valid.shape
-    if (height, width) != (mh, mw):  # probabilities brought to the region's pixels
-        mode = "area" if mh >= height and mw >= width else "bilinear"
-        kwargs = {} if mode == "area" else {"align_corners": False}
-        probs = F.interpolate(probs, size=(height, width), mode=mode, **kwargs)
-    confidence, index = probs[0].max(dim=0)
-    return index.numpy(), confidence.numpy()
+    if (height, width) == (mh, mw):
+        return logits[0].argmax(dim=0).numpy()
+    probs = torch.softmax(logits, dim=1)
+    mode = "area" if mh >= height and mw >= width else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    probs = F.interpolate(probs, size=(height, width), mode=mode, **kwargs)
+    return probs[0].argmax(dim=0).numpy()

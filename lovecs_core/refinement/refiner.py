@@ -78,37 +78,35 @@ class Refiner:
     def use_region(self, region: Region, feats: RegionFeatures) -> None:
         self.region, self.feats = region, feats
 
-    def _labelled(self, corrections: Corrections, keep: Optional[np.ndarray] = None) -> Labelled:
+    def _clicks(self, corrections: Corrections) -> Labelled:
+        """The corrections' pixels as features with class indices."""
         assert self.feats is not None
-        rows, cols, codes = corrections.rows, corrections.cols, corrections.codes
-        if keep is not None:
-            rows, cols, codes = rows[keep], cols[keep], codes[keep]
-        y = torch.as_tensor(self.lookup[codes.astype(np.int64)], dtype=torch.long)
-        return Labelled(self.feats.at(rows, cols), y=y)
+        y = torch.as_tensor(self.lookup[corrections.codes.astype(np.int64)], dtype=torch.long)
+        return Labelled(self.feats.at(corrections.rows, corrections.cols), y=y)
 
-    def fit(self, corrections: Corrections, keep: Optional[np.ndarray] = None) -> HeadWeights:
-        """The head fitted to the corrections (those where ``keep``), from the source head."""
+    def _anchors(self, corrections: Corrections) -> Labelled:
         assert self.feats is not None
-        clicked = (corrections.rows, corrections.cols)
-        anchors = scene_anchors(self.feats, self.source_head, clicked)
-        return fit_head(
-            self.source_head, self._labelled(corrections, keep), anchors, self.source_pixels
-        )
+        return scene_anchors(self.feats, self.source_head, (corrections.rows, corrections.cols))
 
-    def predict_pixels(self, weights: HeadWeights, corrections: Corrections) -> np.ndarray:
-        """Class codes that ``weights`` give at the corrections' pixels."""
-        assert self.feats is not None
-        x = self.feats.at(corrections.rows, corrections.cols)
+    def _fit(self, clicks: Labelled, anchors: Labelled) -> HeadWeights:
+        return fit_head(self.source_head, clicks, anchors, self.source_pixels)
+
+    def fit(self, corrections: Corrections) -> HeadWeights:
+        """The head fitted to the corrections, from the source head."""
+        return self._fit(self._clicks(corrections), self._anchors(corrections))
+
+    def _codes(self, weights: HeadWeights, x: torch.Tensor) -> np.ndarray:
         return self.codes[weights.logits(x).argmax(dim=1).numpy()]
 
-    def cross_validate(self, corrections: Corrections, folds: int = FOLDS) -> dict[str, Any]:
+    def cross_validate(
+        self, corrections: Corrections, clicks: Labelled, anchors: Labelled, folds: int = FOLDS
+    ) -> dict[str, Any]:
         """Accuracy on corrections not trained on: folds over the features (a polygon's pixels
         stay together), one vote a feature; the source model is scored on all of them."""
-        ids = np.unique(corrections.feature)
-        truth = _feature_votes(corrections.codes, corrections.feature)
-        source = _feature_votes(
-            self.predict_pixels(self.source_head, corrections), corrections.feature
-        )
+        feature = corrections.feature
+        ids = np.unique(feature)
+        truth = _feature_votes(corrections.codes, feature)
+        source = _feature_votes(self._codes(self.source_head, clicks.x), feature)
         result: dict[str, Any] = {"unit": "feature", "n": int(ids.size)}
         result["source"] = _score(sum(source[f] == truth[f] for f in truth), len(truth))
         if ids.size < MIN_MEASURED:
@@ -119,38 +117,36 @@ class Refiner:
             return result
         k = min(folds, int(ids.size))
         fold_of = {int(f): i % k for i, f in enumerate(np.random.default_rng(0).permutation(ids))}
-        pixel_fold = np.array([fold_of[int(f)] for f in corrections.feature])
+        pixel_fold = np.array([fold_of[int(f)] for f in feature])
         correct = 0
         for fold in range(k):
             held = pixel_fold == fold
-            weights = self.fit(corrections, keep=~held)
-            votes = _feature_votes(
-                self.predict_pixels(weights, corrections)[held], corrections.feature[held]
-            )
+            assert clicks.y is not None
+            weights = self._fit(Labelled(clicks.x[~held], y=clicks.y[~held]), anchors)
+            votes = _feature_votes(self._codes(weights, clicks.x[held]), feature[held])
             correct += sum(votes[f] == truth[f] for f in votes)
         result["refined"] = _score(correct, int(ids.size))
         result["folds"] = k
         return result
 
     def refine(self, corrections: Corrections, measure: bool = True) -> RefineOutcome:
-        accuracy = self.cross_validate(corrections) if measure else {}
-        return RefineOutcome(self.fit(corrections), corrections, accuracy)
+        """The head fitted to all corrections and, with ``measure``, its cross-validated
+        accuracy (the anchors are drawn once for all folds)."""
+        clicks, anchors = self._clicks(corrections), self._anchors(corrections)
+        accuracy = self.cross_validate(corrections, clicks, anchors) if measure else {}
+        return RefineOutcome(self._fit(clicks, anchors), corrections, accuracy)
 
-    def map_codes(self, weights: HeadWeights) -> tuple[np.ndarray, np.ndarray]:
-        """``(codes[H, W] uint8, confidence[H, W] uint8 percent)`` of the region (0: nodata)."""
+    def map_codes(self, weights: HeadWeights) -> np.ndarray:
+        """Class codes ``[H, W]`` of the region under ``weights`` (0: nodata)."""
         assert self.feats is not None
-        head = copy.deepcopy(self.split.head).cpu()
-        weights.install(head)
-        index, confidence = map_region(head, self.feats)
-        codes = self.codes[index]
-        percent = np.clip(np.round(confidence * 100), 1, 100).astype(np.uint8)
-        codes[~self.feats.valid], percent[~self.feats.valid] = 0, 0
-        return codes, percent
+        codes = self.codes[map_region(weights, self.feats)]
+        codes[~self.feats.valid] = 0
+        return codes
 
     def write_map(self, weights: HeadWeights, path: str | os.PathLike[str]) -> Path:
         """Write the region's map under ``weights`` (GeoTIFF with the card's colours, + .qml)."""
         assert self.region is not None
-        codes, _ = self.map_codes(weights)
+        codes = self.map_codes(weights)
         grid = self.region.grid
         writer = PredictionWriter(
             path,

@@ -8,11 +8,11 @@ handler here takes a request's keys and returns the reply's keys.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from ..checks.outputs import same_path
 from ..compute.device import resolve_device
 from ..contract import MAX_VIEW_PIXELS, OPEN, QUIT, REFINE, RESET, SAVE, UNDO, VIEW
 from ..model.card import read_source_sample
@@ -73,7 +73,6 @@ class RefineSession:
             refiner.card, refiner.split, region, refiner.device, self.reporter, MAX_VIEW_PIXELS
         )
         refiner.use_region(region, feats)
-        self.raster = raster
         height, width = region.size
         return {"map": str(refiner.write_map(self.current, map)), "pixels": height * width}
 
@@ -106,7 +105,7 @@ class RefineSession:
 
     def save(self, out: str) -> dict[str, Any]:
         refiner = self._refiner()
-        if Path(out).exists() and Path(out).resolve() == Path(self.model_path).resolve():
+        if same_path(out, self.model_path):
             raise SessionError(f"{out} is the model this session started from: choose another name")
         outcome = self.history[-1][1] if self.history else None
         saved = refiner.save(self.current, out, outcome, sample_state(self.sample))
