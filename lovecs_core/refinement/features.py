@@ -24,6 +24,7 @@ from ..alignment.radiometry import adapted_transform, scene_alignment
 from ..alignment.tone import choose_tone
 from ..contract import FEATURES
 from ..mapping.pipeline import normalize
+from ..mapping.predict import tile_settings
 from ..model.card import ModelCard
 from ..model.csn import csn_domain, has_csn
 from ..model.networks import SemanticFPN, TinyConvNet, input_divisor
@@ -40,10 +41,6 @@ from ..rasters.reading import (
     window_from_extent,
 )
 from .head import HeadWeights
-
-#: Side of the input tiles the body runs on (a multiple of 32), and the margin around each
-#: tile whose features are thrown away (the tiled map's overlap).
-FEATURE_TILE, FEATURE_MARGIN = 1024, 64
 
 
 class RefineError(ValueError):
@@ -181,12 +178,26 @@ def _body_features(split: SplitNetwork, x: torch.Tensor, device: torch.device) -
         return split.body(x.to(device)).float().cpu()
 
 
+def feature_tiling(card: ModelCard) -> tuple[int, int]:
+    """``(core, margin)``: the body runs on tiles of the card's tile size (what ``lovecs
+    predict`` feeds the network: its maps depend on it), keeping each tile's core and throwing
+    away a margin of the card's overlap on every side; both multiples of the input divisor."""
+    tile, overlap = tile_settings(card, None, None)
+    divisor = input_divisor(card.architecture)
+    margin = math.ceil(overlap / divisor) * divisor
+    return max(divisor, tile - 2 * margin), margin
+
+
 def _tiled_features(
-    split: SplitNetwork, x: torch.Tensor, device: torch.device, reporter: Reporter
+    split: SplitNetwork,
+    x: torch.Tensor,
+    tiling: tuple[int, int],
+    device: torch.device,
+    reporter: Reporter,
 ) -> torch.Tensor:
     """Features of a padded input ``[B, H, W]``, tile by tile with a thrown-away margin."""
     _, height, width = x.shape
-    s, tile, margin = split.stride, FEATURE_TILE, FEATURE_MARGIN
+    s, (tile, margin) = split.stride, tiling
     out: Optional[torch.Tensor] = None
     starts = [(y, x0) for y in range(0, height, tile) for x0 in range(0, width, tile)]
     for i, (y0, x0) in enumerate(starts):
@@ -223,15 +234,16 @@ def region_features(
             f"{max_pixels / 1e6:.0f} million: zoom in, or refine the whole layer"
         )
     with RasterReader(region.model_ds, region.bands) as reader:
-        data, valid = reader.read(Window(0, 0, mw, mh))
+        data, model_valid = reader.read(Window(0, 0, mw, mh))
+    valid = model_valid
     if region.model_ds is not region.grid:  # the mask on the region's own pixels
         with RasterReader(region.grid, region.bands) as reader:
             _, valid = reader.read(Window(0, 0, region.grid.RasterXSize, region.grid.RasterYSize))
     if region.transform is not None:
         data = region.transform(data)
     x = normalize(data, region.mean, region.std)
-    x[:, ~np.isfinite(x).all(axis=0)] = 0.0
-    divisor = input_divisor(card.architecture)  # FEATURE_TILE and FEATURE_MARGIN are multiples
+    x[:, ~model_valid] = 0.0  # as the tiled mapping feeds nodata
+    divisor = input_divisor(card.architecture)  # the tiling's core and margin are multiples
     ph = math.ceil(mh / divisor) * divisor
     pw = math.ceil(mw / divisor) * divisor
     padded = torch.zeros((x.shape[0], ph, pw), dtype=torch.float32)
@@ -239,26 +251,27 @@ def region_features(
     net = split.net.to(device).eval()
     domain = csn_domain(net, region.domain) if has_csn(net) else contextlib.nullcontext()
     with domain:
-        feats = _tiled_features(split, padded, device, reporter)
+        feats = _tiled_features(split, padded, feature_tiling(card), device, reporter)
     return RegionFeatures(feats, valid, (mh, mw), (ph, pw), split.stride)
 
 
 def map_region(weights: HeadWeights, feats: RegionFeatures) -> np.ndarray:
     """Class indices ``[H, W]`` on the region's grid: the head on the features, upsampled as
-    the network upsamples (bilinear, corners aligned), then, when the model's GSD differs, the
-    probabilities brought to the region's own pixels."""
+    the network upsamples (bilinear, corners aligned). When the model's GSD differs, only the
+    model pixels that ``lovecs predict``'s nearest-neighbour warp back keeps are computed."""
     channels, h, w = feats.features.shape
     logits = weights.logits(feats.features.reshape(channels, -1).T).T.reshape(1, -1, h, w)
     ph, pw = feats.padded
     mh, mw = feats.model_size
-    if feats.stride > 1:
-        logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=True)
-    logits = logits[:, :, :mh, :mw]
     height, width = feats.valid.shape
     if (height, width) == (mh, mw):
-        return logits[0].argmax(dim=0).numpy()
-    probs = torch.softmax(logits, dim=1)
-    mode = "area" if mh >= height and mw >= width else "bilinear"
-    kwargs = {} if mode == "area" else {"align_corners": False}
-    probs = F.interpolate(probs, size=(height, width), mode=mode, **kwargs)
-    return probs[0].argmax(dim=0).numpy()
+        if feats.stride > 1:
+            logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=True)
+        return logits[0, :, :mh, :mw].argmax(dim=0).numpy()
+    rows = np.minimum(((np.arange(height) + 0.5) * mh / height).astype(np.int64), mh - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * mw / width).astype(np.int64), mw - 1)
+    gy = torch.as_tensor(2.0 * rows / max(ph - 1, 1) - 1.0, dtype=torch.float32)
+    gx = torch.as_tensor(2.0 * cols / max(pw - 1, 1) - 1.0, dtype=torch.float32)
+    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]
+    kept = F.grid_sample(logits, grid, mode="bilinear", align_corners=True)
+    return kept[0].argmax(dim=0).numpy()
