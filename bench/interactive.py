@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "interactive.json"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", default="0", help="simulated users (click draws), e.g. 0,1,2")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.out).parent / "interactive"
@@ -159,8 +160,12 @@ def main() -> None:
         start = time.perf_counter()
         refiner.use_region(region, region_features(card, refiner.split, region, refiner.device))
         labels = gdal.Open(str(scene.labels)).ReadAsArray()
-        table = simulate(refiner, labels)
-        results["scenes"][scene.name] = {"features_s": time.perf_counter() - start, "table": table}
+        features_s = time.perf_counter() - start
+        tables = {}
+        for seed in (int(s) for s in args.seeds.split(",")):
+            print(f" seed {seed}", flush=True)
+            tables[str(seed)] = simulate(refiner, labels, seed)
+        results["scenes"][scene.name] = {"features_s": features_s, "tables": tables}
         Path(args.out).write_text(json.dumps(results, indent=1))
     target = next(
         s

@@ -338,4 +338,4 @@ SESSION_REQUESTS: dict[str, tuple[str, ...]] = {
     QUIT: (),
 }
 #: The most pixels a view may have (at the model's GSD) for the fast refine.
-MAX_VIEW_PIXELS = 16_000_000
+MAX_VIEW_PIXELS = 40_000_000
