@@ -108,7 +108,9 @@ def test_lovecs_refine_learns_the_corrections_and_records_them(tmp_path, scene, 
         record["accuracy"]["refined"]["n"] == 36 and len(record["accuracy"]["refined"]["ci"]) == 2
     )
     refined = record["accuracy"]["refined"]
-    assert refined["ci"][0] <= refined["oa"] <= refined["ci"][1] and record["accuracy"]["folds"] == 5
+    assert (
+        refined["ci"][0] <= refined["oa"] <= refined["ci"][1] and record["accuracy"]["folds"] == 5
+    )
 
 
 def test_refine_refuses_to_overwrite_its_inputs(tmp_path, scene, capsys):
