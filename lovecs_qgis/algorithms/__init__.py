@@ -4,11 +4,13 @@ from .adapt import AdaptAlgorithm
 from .classify import ClassifyAlgorithm
 from .evaluate import EvaluateAlgorithm
 from .evaluate_points import EvaluatePointsAlgorithm
+from .refine import RefineAlgorithm
 from .trainsource import TrainSourceAlgorithm
 
 ALGORITHMS = (
     ClassifyAlgorithm,
     AdaptAlgorithm,
+    RefineAlgorithm,
     TrainSourceAlgorithm,
     EvaluateAlgorithm,
     EvaluatePointsAlgorithm,
@@ -20,5 +22,6 @@ __all__ = [
     "ClassifyAlgorithm",
     "EvaluateAlgorithm",
     "EvaluatePointsAlgorithm",
+    "RefineAlgorithm",
     "TrainSourceAlgorithm",
 ]

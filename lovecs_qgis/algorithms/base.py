@@ -19,8 +19,12 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
     QgsProcessingParameterString,
+    QgsProcessingUtils,
+    QgsProviderRegistry,
     QgsRaster,
     QgsRasterLayer,
+    QgsVectorFileWriter,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtGui import QIcon
 
@@ -307,6 +311,31 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             tr("LoveCS {} finished in {:.1f} s").format(self.COMMAND, outcome.seconds)
         )
         return outcome.result
+
+
+def vector_source(
+    layer: Optional[QgsVectorLayer], context: QgsProcessingContext, what: str = "reference"
+) -> tuple[str, Optional[str]]:
+    """``(file, layer name)`` the engine reads with OGR: the layer's own file, or, for a memory
+    layer, a filtered one or any other provider, a temporary GeoPackage of its features."""
+    if layer is None or not layer.isValid():
+        raise QgsProcessingException(tr("the {} layer is missing or invalid").format(what))
+    if layer.providerType() == "ogr" and not layer.subsetString():
+        parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
+        path = parts.get("path") or ""
+        if Path(path).is_file():
+            return path, parts.get("layerName") or None
+    path = QgsProcessingUtils.generateTempFilename(f"{what}_points.gpkg")
+    options = QgsVectorFileWriter.SaveVectorOptions()
+    options.driverName, options.layerName = "GPKG", what
+    error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
+        layer, path, context.transformContext(), options
+    )
+    if error != QgsVectorFileWriter.NoError:
+        raise QgsProcessingException(
+            tr("cannot write the {} layer to {}: {}").format(what, path, message)
+        )
+    return path, what
 
 
 def output_path(value: str) -> str:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
-    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterField,
@@ -19,41 +18,12 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorLayer,
-    QgsProcessingUtils,
-    QgsProviderRegistry,
-    QgsVectorFileWriter,
-    QgsVectorLayer,
 )
 
 from ..engine import report as accuracy_report
 from ..i18n import tr
 from ..runner import engine_args
-from .base import EngineAlgorithm, output_path, raster_path
-
-
-def vector_source(
-    layer: Optional[QgsVectorLayer], context: QgsProcessingContext
-) -> tuple[str, Optional[str]]:
-    """``(file, layer name)`` the engine reads with OGR: the layer's own file, or, for a memory
-    layer, a filtered one or any other provider, a temporary GeoPackage of its features."""
-    if layer is None or not layer.isValid():
-        raise QgsProcessingException(tr("the reference layer is missing or invalid"))
-    if layer.providerType() == "ogr" and not layer.subsetString():
-        parts = QgsProviderRegistry.instance().decodeUri("ogr", layer.source())
-        path = parts.get("path") or ""
-        if Path(path).is_file():
-            return path, parts.get("layerName") or None
-    path = QgsProcessingUtils.generateTempFilename("reference_points.gpkg")
-    options = QgsVectorFileWriter.SaveVectorOptions()
-    options.driverName, options.layerName = "GPKG", "reference"
-    error, message, _, _ = QgsVectorFileWriter.writeAsVectorFormatV3(
-        layer, path, context.transformContext(), options
-    )
-    if error != QgsVectorFileWriter.NoError:
-        raise QgsProcessingException(
-            tr("cannot write the reference layer to {}: {}").format(path, message)
-        )
-    return path, "reference"
+from .base import EngineAlgorithm, output_path, raster_path, vector_source
 
 
 class EvaluatePointsAlgorithm(EngineAlgorithm):

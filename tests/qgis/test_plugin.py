@@ -38,6 +38,7 @@ def test_class_factory_init_gui_and_unload(qgis_app, qgis_iface, qgis_processing
             "lovecs:classify",
             "lovecs:evaluate",
             "lovecs:evaluatepoints",
+            "lovecs:refine",
             "lovecs:trainsource",
         ]
         classify = registry.algorithmById("lovecs:classify")

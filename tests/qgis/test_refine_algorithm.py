@@ -1,0 +1,69 @@
+"""``lovecs:refine`` end to end: a tiny model, a raster and corrections from a memory layer in
+another CRS; the refined model records them and the map is written and styled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import processing
+from osgeo import gdal
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeature,
+    QgsGeometry,
+    QgsPointXY,
+    QgsProject,
+    QgsVectorLayer,
+)
+
+from lovecs_core.model.card import read_card
+from lovecs_core.rasters.corrections import pixel_centres
+from tests.core.helpers import tiny_model_file, write_geotiff
+from tests.core.synthetic import label_map, source_image
+
+
+def corrections_in_wgs84(raster: Path, labels: np.ndarray, per_class: int = 6) -> QgsVectorLayer:
+    """A memory layer of points in EPSG:4326 at random pixels of each class."""
+    ds = gdal.Open(str(raster))
+    rng = np.random.default_rng(2)
+    layer = QgsVectorLayer("Point?crs=EPSG:4326&field=klasse:integer", "clicks", "memory")
+    to_wgs84 = QgsCoordinateTransform(
+        QgsCoordinateReferenceSystem("EPSG:32640"),
+        QgsCoordinateReferenceSystem("EPSG:4326"),
+        QgsProject.instance(),
+    )
+    features = []
+    for code in (1, 2, 3):
+        rows, cols = np.nonzero(labels == code)
+        pick = rng.choice(rows.size, per_class, replace=False)
+        for x, y in pixel_centres(ds, rows[pick], cols[pick]):
+            feature = QgsFeature(layer.fields())
+            feature.setAttributes([code])
+            feature.setGeometry(QgsGeometry.fromPointXY(to_wgs84.transform(QgsPointXY(x, y))))
+            features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    return layer
+
+
+def test_refine_algorithm_writes_the_model_and_the_map(lovecs_provider, tmp_path: Path):
+    labels = label_map(48, seed=3)
+    raster = write_geotiff(tmp_path / "scene.tif", source_image(labels, seed=4))
+    model = tiny_model_file(tmp_path / "tiny.lovecs", seed=1)
+    result = processing.run(
+        "lovecs:refine",
+        {
+            "INPUT": str(raster),
+            "MODEL": str(model),
+            "POINTS": corrections_in_wgs84(raster, labels),
+            "CLASS_FIELD": "klasse",
+            "OUTPUT_MODEL": str(tmp_path / "refined.lovecs"),
+            "OUTPUT": str(tmp_path / "refined.tif"),
+        },
+    )
+    card = read_card(result["OUTPUT_MODEL"])
+    assert card.provenance["refinement"]["corrections"]["per_class"] == {"1": 6, "2": 6, "3": 6}
+    mapped = gdal.Open(result["OUTPUT"]).ReadAsArray()
+    assert mapped.shape == labels.shape and set(np.unique(mapped)) <= {1, 2, 3}
+    assert Path(result["OUTPUT"]).with_suffix(".qml").is_file()
