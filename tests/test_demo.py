@@ -48,3 +48,6 @@ def test_reduced_demo_writes_every_output(tmp_path: Path):
     sources = [e.text for e in project.iter("datasource")]
     assert any(s and s.endswith("sentinel2_landcover.tif") for s in sources)
     assert any(r.get("type") == "paletted" for r in project.iter("rasterrenderer"))
+    refined = gdal.Open(str(tmp_path / "sentinel2_refined.tif"))  # the corrections applied
+    assert (refined.RasterXSize, refined.RasterYSize) == (s2.RasterXSize, s2.RasterYSize)
+    assert any(s and s.endswith("sentinel2_refined.tif") for s in sources)
