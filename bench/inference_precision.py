@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+from lovecs_core.alignment.normalize import normalize  # noqa: E402
 from lovecs_core.compute.runtime import cpu_bf16_supported  # noqa: E402
-from lovecs_core.mapping.pipeline import normalize  # noqa: E402
 from lovecs_core.mapping.tiling import make_grid  # noqa: E402
 from lovecs_core.model.csn import csn_domain  # noqa: E402
 from lovecs_core.model.networks import model_from_file  # noqa: E402

@@ -130,6 +130,28 @@ def latency(scene_path: Path, labels: np.ndarray, work: Path) -> dict:
     }
 
 
+def markdown_table(results: dict) -> str:
+    """mIoU / OA per scene and clicks, the mean over the simulated users, and the gain over the
+    source model's map (0 clicks)."""
+    lines = [
+        "| scene | clicks | mIoU % | OA % | vs source (mIoU / OA) | fit s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, scene in results["scenes"].items():
+        tables = list(scene["tables"].values())
+        for i, row in enumerate(tables[0]):
+            miou = float(np.mean([t[i]["miou"] for t in tables]))
+            oa = float(np.mean([t[i]["oa"] for t in tables]))
+            fit = float(np.mean([t[i]["fit_s"] for t in tables]))
+            base_miou = float(np.mean([t[0]["miou"] for t in tables]))
+            base_oa = float(np.mean([t[0]["oa"] for t in tables]))
+            gain = f"{miou - base_miou:+.1f} / {oa - base_oa:+.1f}" if i else ""
+            lines.append(
+                f"| {name} | {row['clicks']} | {miou:.1f} | {oa:.1f} | {gain} | {fit:.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", help="comma-separated scene names (default: all)")
@@ -137,7 +159,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "interactive.json"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", default="0", help="simulated users (click draws), e.g. 0,1,2")
+    parser.add_argument("--table", metavar="JSON", help="only print the Markdown table of a run")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return
     torch.set_num_threads(args.threads)
     work = Path(args.out).parent / "interactive"
     work.mkdir(parents=True, exist_ok=True)

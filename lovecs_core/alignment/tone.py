@@ -35,11 +35,11 @@ from osgeo import gdal
 from torch import nn
 
 from ..compute.runtime import round_up
-from ..mapping.pipeline import normalize
 from ..model.card import ModelCard
 from ..model.csn import csn_domain, has_csn
 from ..model.networks import input_divisor
 from ..rasters.reading import GSD_TOLERANCE, RasterReader, Window, pixel_size_metres, warp_to_gsd
+from .normalize import normalize
 from .radiometry import Alignment
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..alignment.normalize import normalize
 from ..compute.oom import ChunkedBatch
 from ..compute.runtime import cpu_bf16_supported
 from ..contract import MAPPING
@@ -63,17 +64,6 @@ def _malloc_trim() -> Callable[[], None]:
             libc_trim(0)
 
     return trim
-
-
-def normalize(data: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """Per-band ``(x - mean) / std`` of ``data[C, ...]`` as float32."""
-    data = np.asarray(data)
-    if data.shape[0] != len(mean) or len(mean) != len(std):
-        raise ValueError(f"{data.shape[0]} bands but {len(mean)} means and {len(std)} stds")
-    shape = (-1,) + (1,) * (data.ndim - 1)
-    m = np.asarray(mean, dtype=np.float32).reshape(shape)
-    s = np.asarray(std, dtype=np.float32).reshape(shape)
-    return ((data.astype(np.float32, copy=False) - m) / s).astype(np.float32, copy=False)
 
 
 def piece_arrays(

@@ -39,7 +39,7 @@ from ..rasters.reading import (
     subset,
     window_from_extent,
 )
-from .pipeline import PieceSink, TileEngine, normalize  # noqa: F401 (normalize: the API)
+from .pipeline import PieceSink, TileEngine
 from .resample import predict_resampled
 from .writer import PredictionWriter
 

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from osgeo import gdal
 from torch import nn
 
+from ..alignment.normalize import normalize
 from ..alignment.radiometry import adapted_transform, scene_alignment
 from ..alignment.tone import choose_tone
 from ..contract import FEATURES
-from ..mapping.pipeline import normalize
 from ..mapping.predict import tile_settings
 from ..model.card import ModelCard
 from ..model.csn import csn_domain, has_csn

@@ -10,8 +10,9 @@ import pytest
 import torch
 from osgeo import gdal, osr
 
+from lovecs_core.alignment.normalize import normalize
 from lovecs_core.cli.main import main
-from lovecs_core.mapping.predict import normalize, predict_raster, tile_settings
+from lovecs_core.mapping.predict import predict_raster, tile_settings
 from lovecs_core.mapping.tiling import make_grid
 from lovecs_core.model.card import ModelCard, save_model
 from lovecs_core.model.csn import CrossSensorNorm
