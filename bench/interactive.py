@@ -7,7 +7,8 @@ features. mIoU and OA are computed on every labelled pixel except the clicked on
 25, 50, 100 and 200 clicks. Latency: one ``refine`` request of the session (read the
 corrections, cross-validate, fit, write the map) on a 1024 x 1024 view with 50 corrections.
 
-    python bench/interactive.py [--scenes target_b,rural_b] [--out bench/out/interactive.json]
+    python bench/interactive.py [--scenes target_b,rural_b] [--seeds 0,1,2] [--out FILE.json]
+    python bench/interactive.py --table FILE.json      # the Markdown table of a run
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ def main() -> None:
     refiner = Refiner(card, net, torch.device("cpu"), read_source_sample(MODEL))
     results: dict = {
         "command": "python bench/interactive.py"
-        + (f" --scenes {args.scenes}" if args.scenes else ""),
+        + (f" --scenes {args.scenes}" if args.scenes else "")
+        + f" --seeds {args.seeds}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} CPU, {args.threads} thread(s)",
         "model": str(MODEL.relative_to(ROOT)),

@@ -10,8 +10,8 @@ The loss, convex in the head's weights, so one L-BFGS solve gives the same head 
 * ``l2`` x the squared distance of the weights to the source head's (the biases are free).
 
 The weights' pull (``l2`` 0.3) and plain rather than class-balanced cross-entropy on the
-corrections were chosen with ``bench/interactive.py`` on the seven benchmark scenes other than
-target_b (bench/RESULTS.md): class-balancing let three clicks of a rare class flood the map.
+corrections were chosen with ``bench/interactive.py`` on benchmark scenes other than target_b
+(bench/RESULTS.md): class-balancing let three clicks of a rare class flood the map.
 """
 
 from __future__ import annotations
