@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "paper: the paper's schedule (GPU)",
     )
     p.add_argument("--bands", help="scene bands matching the model's, e.g. 3,2,1")
+    p.add_argument(
+        "--extent",
+        help="adapt to and map only xmin,ymin,xmax,ymax[,CRS] of the scene (default CRS: the "
+        "scene's); the clipped scene is kept beside --out as OUT_extent.vrt",
+    )
     p.add_argument("--map", help="also map the scene with the adapted model (GeoTIFF)")
     p.add_argument("--confidence", help="with --map: also write the confidence (GeoTIFF)")
     p.add_argument(
@@ -260,12 +265,14 @@ def early_checks(args: argparse.Namespace) -> None:
     from ..model.card import read_card
     from ..parallel.distributed import is_main
     from ..rasters.bands import choose_bands
+    from ..rasters.extent import clipped_scene
     from ..rasters.reading import open_dataset
 
     check_adapt_settings(**setting_overrides(args))
     card = read_card(args.model)
     if is_main():  # under torchrun, rank 0 alone writes
         check_adapt_outputs(args.model, args.target, args.out, args.map, args.confidence)
+    args.target = clipped_scene(args.target, args.extent, args.out)
     scene = open_dataset(args.target)
     if not parse_bands(args.bands):
         bands, note = choose_bands(card.band_names, scene)

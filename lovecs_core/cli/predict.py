@@ -9,21 +9,9 @@ from typing import Any, Callable, Optional
 
 from ..contract import DOMAINS, RESULT, parse_bands
 from ..progress import Reporter, emit_json
+from ..rasters.extent import raster_extent
 
 log = logging.getLogger(__name__)
-
-
-def parse_extent(text: Optional[str]) -> Optional[tuple[float, float, float, float]]:
-    """``"xmin,ymin,xmax,ymax"`` -> a tuple of four floats; empty/None -> None."""
-    if not text:
-        return None
-    try:
-        values = tuple(float(v) for v in text.replace(" ", "").split(","))
-    except ValueError as exc:
-        raise ValueError(f"extent must be xmin,ymin,xmax,ymax (numbers): {text!r}") from exc
-    if len(values) != 4:
-        raise ValueError(f"extent must have four numbers xmin,ymin,xmax,ymax: {text!r}")
-    return values[0], values[1], values[2], values[3]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write per-class probabilities (float32, one "
         "band per class, nodata -1) to this GeoTIFF",
     )
-    p.add_argument("--extent", help="classify only xmin,ymin,xmax,ymax (raster CRS)")
+    p.add_argument(
+        "--extent",
+        help="classify only xmin,ymin,xmax,ymax[,CRS] (default CRS: the raster's; e.g. "
+        "...,EPSG:4326)",
+    )
     p.add_argument(
         "--no-resample",
         action="store_true",
@@ -182,7 +174,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         batch_size=args.batch_size,
         domain=args.domain,
         confidence=args.confidence,
-        extent=parse_extent(args.extent),
+        extent=raster_extent(args.extent, args.raster),
         resample=not args.no_resample,
         amp=not args.no_amp,
         cpu_bf16=not args.no_amp,  # reduced precision wherever the hardware computes it

@@ -8,7 +8,7 @@ import sys
 
 from ..contract import RESULT, parse_bands
 from ..progress import Reporter, emit_json
-from .predict import parse_extent
+from ..rasters.extent import raster_extent
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="refined model file (.lovecs)")
     p.add_argument("--map", help="also map the raster with the refined model (GeoTIFF)")
     p.add_argument("--bands", help="1-based raster bands fed to the model, e.g. 3,2,1")
-    p.add_argument("--extent", help="refine and map only xmin,ymin,xmax,ymax (raster CRS)")
+    p.add_argument(
+        "--extent", help="refine and map only xmin,ymin,xmax,ymax[,CRS] (default: raster CRS)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(handler=run)
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         class_field=args.class_field,
         layer=args.layer,
         bands=parse_bands(args.bands),
-        extent=parse_extent(args.extent),
+        extent=raster_extent(args.extent, args.raster),
         device=args.device,
         reporter=reporter,
     )
