@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -29,6 +30,7 @@ from ..styling import ensure_qml, map_layer_name, style_output_on_load
 from .base import (
     DEVICES,
     EngineAlgorithm,
+    area_parameters,
     check_bands,
     checks_as_processing_errors,
     choice_parameter,
@@ -81,7 +83,10 @@ class AdaptAlgorithm(EngineAlgorithm):
             "<b>Preset</b>: <i>fast</i> takes minutes on a CPU; <i>standard</i> and "
             "<i>paper</i> (the paper's schedule) want a GPU.<br>"
             "<b>Source images/labels</b>: the labelled data the model was trained on "
-            "(default: the files recorded in the model).<br><br>"
+            "(default: the files recorded in the model).<br>"
+            "<b>Area to map</b>: adapt to and map a part of the scene (empty: all of it); a "
+            "layer that is not a file (XYZ, WMS/WMTS) is rendered there first, at the model's "
+            "pixel size, into NAME_render.tif beside the map.<br><br>"
             "Every adaptation ends with a <b>health check</b> (no labels needed) comparing "
             "the adapted map with the source model's: <i>improved</i>, <i>uncertain</i> or "
             "<i>likely harmful</i>. Unless it is improved, the model file and the map are "
@@ -95,6 +100,8 @@ class AdaptAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Scene to adapt to")))
         self.addParameter(model_parameter(self.MODEL, tr("Source model")))
+        for param in area_parameters():
+            self.addParameter(param)
         self.addParameter(choice_parameter(self.METHOD, tr("Method"), METHODS))
         self.addParameter(
             choice_parameter(self.PRESET, tr("Preset"), PRESETS, contract.DEFAULT_ADAPT_PRESET)
@@ -179,11 +186,14 @@ class AdaptAlgorithm(EngineAlgorithm):
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         layer = self.input_layer(parameters, self.INPUT, context)
-        scene = raster_path(layer, "scene")
         model = self.parameterAsFile(parameters, self.MODEL, context)
         card = read_model_card(model)
+        destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        out = output_path(destination)
+        source = self.map_input(parameters, context, layer, card, Path(out).parent)
+        scene = source.raster
         bands = self.parameterAsString(parameters, self.BANDS, context).strip()
-        bands = check_bands(card, layer, bands, feedback)
+        bands = check_bands(card, source.layer, bands, feedback)
         images = [
             raster_path(lyr, "source image")
             for lyr in self.parameterAsLayerList(parameters, self.SOURCE_IMAGES, context)
@@ -197,8 +207,6 @@ class AdaptAlgorithm(EngineAlgorithm):
                 tr("give both source images and source labels, or neither")
             )
         adapted = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context))
-        destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        out = output_path(destination)
         confidence = output_path(
             self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or ""
         )
@@ -228,6 +236,7 @@ class AdaptAlgorithm(EngineAlgorithm):
             keep_adapted=self.parameterAsBool(parameters, self.KEEP_ADAPTED, context),
             tone=self.parameterAsString(parameters, self.TONE, context).strip() or None,
         )
+        args += source.extent_args
         result = (
             self.run_engine(
                 args, feedback, outputs=[adapted, out] + ([confidence] if confidence else [])

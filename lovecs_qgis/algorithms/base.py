@@ -17,7 +17,9 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
     QgsProcessingUtils,
     QgsProviderRegistry,
@@ -34,6 +36,7 @@ from ..engine import checks, contract
 from ..environment import EngineNotFound, find_engine_python
 from ..events import EngineEvent, ProgressMap, Status
 from ..i18n import tr
+from ..layer_render import MapInput, RenderError, map_input
 from ..paths import icon_path
 from ..runner import STAGES, EngineProcess
 
@@ -129,6 +132,29 @@ def tone_parameter(name: str = "TONE") -> QgsProcessingParameterString:
     )
     param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
     return param
+
+
+#: The area to map and, for a layer that is not a file, the pixel size it is rendered at.
+EXTENT, GSD = "EXTENT", "GSD"
+
+
+def area_parameters() -> list[QgsProcessingParameterDefinition]:
+    """The optional area to map (any CRS; empty: the whole layer) and the ground sample distance
+    a layer that is not a GDAL file (XYZ, WMS/WMTS, a virtual raster) is rendered at (advanced;
+    0: the model's)."""
+    extent = QgsProcessingParameterExtent(
+        EXTENT, tr("Area to map (empty: the whole layer)"), optional=True
+    )
+    gsd = QgsProcessingParameterNumber(
+        GSD,
+        tr("Pixel size in metres to render a layer that is not a file (XYZ, WMS; 0: the model's)"),
+        QgsProcessingParameterNumber.Double,
+        defaultValue=0.0,
+        minValue=0.0,
+        optional=True,
+    )
+    gsd.setFlags(gsd.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return [extent, gsd]
 
 
 def raster_path(layer: Optional[QgsRasterLayer], what: str = "input") -> str:
@@ -267,6 +293,32 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         """``parameterAsRasterLayer`` without statistics files or GDAL noise."""
         with quiet_layer_loading():
             return self.parameterAsRasterLayer(parameters, name, context)
+
+    def map_input(
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        layer: Optional[QgsRasterLayer],
+        card: ModelCard,
+        folder: Path,
+    ) -> MapInput:
+        """The raster the engine maps for ``layer`` over the :data:`EXTENT` (see
+        :func:`~lovecs_qgis.layer_render.map_input`): a layer that is not a file is rendered at
+        the :data:`GSD` (default: the model's) into ``folder``."""
+        if layer is None or not layer.isValid():
+            raise QgsProcessingException(tr("the input raster layer is missing or invalid"))
+        extent = self.parameterAsExtent(parameters, EXTENT, context, layer.crs())
+        gsd = self.parameterAsDouble(parameters, GSD, context)
+        try:
+            return map_input(
+                layer,
+                None if extent.isNull() or extent.isEmpty() else extent,
+                gsd or card.domain_gsd(card.default_domain),
+                folder,
+                context.transformContext(),
+            )
+        except RenderError as exc:
+            raise QgsProcessingException(str(exc)) from None
 
     def choice(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """The chosen string of a :func:`choice_parameter`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from qgis.core import (
@@ -24,11 +25,11 @@ from ..styling import ensure_qml, map_layer_name, style_output_on_load
 from .base import (
     DEVICES,
     EngineAlgorithm,
+    area_parameters,
     check_bands,
     checks_as_processing_errors,
     choice_parameter,
     output_path,
-    raster_path,
     read_model_card,
     tone_parameter,
 )
@@ -76,6 +77,10 @@ class ClassifyAlgorithm(EngineAlgorithm):
             "defaults.<br><b>Confidence</b>: optional raster of the winning class's "
             "probability in percent.<br><br>The model runs in a separate Python process "
             "(PyTorch), so QGIS stays responsive and Cancel stops it.<br><br>"
+            "<b>Area to map</b>: a part of the raster (empty: all of it). A layer that is not a "
+            "file (XYZ, WMS/WMTS, a virtual raster) is first rendered over that area at the "
+            "model's pixel size (advanced: <b>Pixel size</b>) into a GeoTIFF beside the map "
+            "(NAME_render.tif), in the layer's CRS; an XYZ layer needs an area.<br><br>"
             "<b>Ray cluster address</b> (advanced): empty maps on this computer in one process. "
             "<i>local</i> starts a Ray cluster on this computer, <i>auto</i> joins the one "
             "started here with <tt>ray start</tt>, or give a cluster's address "
@@ -86,6 +91,8 @@ class ClassifyAlgorithm(EngineAlgorithm):
     def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Input raster")))
         self.addParameter(model_parameter(self.MODEL))
+        for param in area_parameters():
+            self.addParameter(param)
         self.addParameter(
             QgsProcessingParameterString(
                 self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True
@@ -144,13 +151,14 @@ class ClassifyAlgorithm(EngineAlgorithm):
         feedback: QgsProcessingFeedback,
     ) -> dict[str, Any]:
         layer = self.input_layer(parameters, self.INPUT, context)
-        raster = raster_path(layer)
         model = self.parameterAsFile(parameters, self.MODEL, context)
         card = read_model_card(model)
-        bands = self.parameterAsString(parameters, self.BANDS, context).strip()
-        bands = check_bands(card, layer, bands, feedback)
         destination = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         out = output_path(destination)
+        source = self.map_input(parameters, context, layer, card, Path(out).parent)
+        raster = source.raster
+        bands = self.parameterAsString(parameters, self.BANDS, context).strip()
+        bands = check_bands(card, source.layer, bands, feedback)
         confidence = output_path(
             self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or ""
         )
@@ -184,6 +192,7 @@ class ClassifyAlgorithm(EngineAlgorithm):
             ray=ray_address or None,
             tone=self.parameterAsString(parameters, self.TONE, context).strip() or None,
         )
+        args += source.extent_args
         result = self.run_engine(
             args, feedback, outputs=[out] + ([confidence] if confidence else [])
         )
