@@ -53,6 +53,7 @@ class MapContext:
     folder: Path
     bands: Optional[list[int]] = None
     device: str = "auto"
+    extent: Optional[list[float]] = None  # the part of ``raster`` mapped (its CRS; None: all)
 
     @property
     def map_path(self) -> Path:
@@ -71,13 +72,16 @@ def map_context(
 ) -> MapContext:
     """What the dock's finished ``job`` (a :class:`~lovecs_qgis.jobs.Job`) mapped into ``layer``:
     the adapted model when there is one, else the model used; the raster (the layer's file, or
-    the view's VRT)."""
+    the one rendered from it) and the ``--extent`` of it mapped."""
     model = job.model_out if job.model_out and job.model_out.is_file() else job.classes_model
     flag = "--target" if job.command == "adapt" else "--raster"
     raster = job.args[job.args.index(flag) + 1]
     classes = model_card.read_card(model).classes
+    extent = None
+    if "--extent" in job.args:
+        extent = [float(v) for v in job.args[job.args.index("--extent") + 1].split(",")]
     return MapContext(
-        layer, raster, str(model), classes, job.map_path.parent, bands, device or "auto"
+        layer, raster, str(model), classes, job.map_path.parent, bands, device or "auto", extent
     )
 
 
@@ -241,7 +245,7 @@ class CorrectionsController(QObject):
             return
         self.session.request(contract.OPEN, model=c.model, device=c.device)
         self.session.request(
-            contract.VIEW, raster=c.raster, bands=c.bands, extent=None, map=str(c.map_path)
+            contract.VIEW, raster=c.raster, bands=c.bands, extent=c.extent, map=str(c.map_path)
         )
         self._opened = key
 
