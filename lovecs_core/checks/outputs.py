@@ -4,25 +4,41 @@ with a message naming the problem, never after an hour of training or with a fil
 Torch-free (GDAL and the standard library only): the QGIS plugin calls the same functions in
 its own process, so the command line and Processing say the same thing.
 
-- :func:`check_adapt_outputs`: the adapted model, map and confidence files differ from the
-  inputs and from each other, and can be written (folder writable, disk not full).
+- :func:`check_outputs`: THE rule every command and Processing algorithm applies to its outputs:
+  no output is any input or another output, each is a regular file or a new name (never a
+  folder or a device), its name leaves room for the hidden temporary names written beside it,
+  its folder is writable and the disk holds them all. Leftovers of a killed run are removed.
+- :func:`check_adapt_outputs`, :func:`check_predict_outputs`, :func:`check_train_outputs`:
+  the rule for the outputs of those commands (a checkpoint included).
 - :func:`check_adapt_settings`: adaptation settings in range (``crop``, ``iterations`` ...).
-- :func:`check_predict_outputs`: the same for a classification's outputs.
 
 The checks of an input raster (georeference, values, bands, size) are in :mod:`.rasters`.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..contract import PROBE_PREFIX
+from ..contract import (
+    PART,
+    PROBE_PREFIX,
+    TEMPORARY_TAGS,
+    checkpoint_path,
+    part_path,
+    partial_files,
+    rejected_path,
+)
 from .quiet import open_quietly
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_FREE_BYTES",
@@ -31,7 +47,10 @@ __all__ = [
     "check_adapt_settings",
     "check_free_space",
     "check_output_path",
+    "check_outputs",
     "check_predict_outputs",
+    "check_train_outputs",
+    "remove_leftovers",
     "same_path",
 ]
 
@@ -86,16 +105,24 @@ def check_free_space(folder: PathArg, needed: int = 0, what: str = "the output")
         )
 
 
-def check_output_path(path: PathArg, what: str = "output", needed: int = 0) -> Path:
-    """An output file can be created: not a folder, its folder writable (probed with a real
-    file, as permissions alone do not show read-only mounts), and the disk not full. Returns
-    the absolute path."""
+def check_output_path(
+    path: PathArg, what: str = "output", needed: int = 0, space: bool = True
+) -> Path:
+    """One output file can be created: a regular file or a new name (not a folder, a device, a
+    pipe), a name short enough for its temporary names, its folder writable (probed with a real
+    file, as permissions alone do not show read-only mounts), and (``space``) the disk not full.
+    Returns the absolute path."""
     p = Path(path).absolute()
     if not p.name:
         raise CheckError(f"the {what} path is empty")
     if p.is_dir():
         raise CheckError(
             f"the {what} {p} is an existing folder; give a file name, e.g. {p / 'result.tif'}"
+        )
+    if p.exists() and not p.is_file():
+        raise CheckError(
+            f"the {what} {p} is not a regular file (a device, pipe or socket): outputs must be "
+            "regular files or new names; choose another file name"
         )
     folder = _existing_folder(p)
     if not folder.is_dir():
@@ -105,11 +132,18 @@ def check_output_path(path: PathArg, what: str = "output", needed: int = 0) -> P
             f"cannot write the {what} {p}: its folder {p.parent} does not exist "
             f"and cannot be created in {folder}"
         )
+    _check_name_length(p, what, folder)
+    _probe(folder, p, what)
+    if space:
+        check_free_space(folder, needed, f"the {what}")
+    return p
+
+
+def _probe(folder: Path, p: Path, what: str) -> None:
+    """Create and delete a file in ``folder``: writable, and not full."""
     try:
         fd, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
     except OSError as exc:
-        import errno
-
         if exc.errno == errno.ENOSPC:
             raise CheckError(
                 f"disk full: cannot write the {what} in {folder}; free some space "
@@ -121,8 +155,104 @@ def check_output_path(path: PathArg, what: str = "output", needed: int = 0) -> P
         ) from None
     os.close(fd)
     os.unlink(probe)
-    check_free_space(folder, needed, f"the {what}")
-    return p
+
+
+def _longest_temporary_name(p: Path) -> int:
+    """Bytes of the longest name written beside ``p`` while it is made (its nested temporary
+    rasters and their sidecars, its ``.part``, checkpoint, rejected twin and style)."""
+    token = "0" * 8
+    longest_tag = max(TEMPORARY_TAGS, key=len)
+    names = [
+        p.name,
+        f"..{p.stem}.{longest_tag}-{token}.{PART}-{token}.tif.aux.xml",
+        part_path(checkpoint_path(p)).name,
+        part_path(rejected_path(p)).name,
+        part_path(p.with_suffix(".qml")).name,
+    ]
+    return max(len(os.fsencode(n)) for n in names)
+
+
+def _check_name_length(p: Path, what: str, folder: Path) -> None:
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    longest = _longest_temporary_name(p)
+    if longest > limit:
+        raise CheckError(
+            f"the {what} name {p.name[:40]}... is {len(os.fsencode(p.name))} bytes long: the "
+            f"temporary files written beside it need {longest}, more than the {limit} bytes a "
+            "file name may have here; choose a shorter name"
+        )
+
+
+#: An output: ``(what, path)`` or ``(what, path, bytes it needs on disk)``; no path: not asked.
+OutputSpec = tuple[str, Optional[PathArg]] | tuple[str, Optional[PathArg], int]
+
+
+def check_outputs(
+    outputs: Sequence[OutputSpec], inputs: Sequence[tuple[str, Optional[PathArg]]] = ()
+) -> list[Path]:
+    """The one no-overwrite rule of every command and Processing algorithm: no output is any
+    of the ``inputs`` or another output; each is a regular file or a new name (never a folder
+    or a device) that :func:`check_output_path` accepts; the disk of each folder holds all the
+    outputs written there (their ``bytes`` summed). Then the hidden leftovers of an earlier,
+    killed run writing these outputs are removed. Returns the absolute paths. Raises
+    :class:`CheckError`."""
+    given = [(o[0], o[1], int(o[2]) if len(o) > 2 else 0) for o in outputs if o[1]]
+    _distinct([(name, path) for name, path, _ in given], inputs)
+    paths = [check_output_path(path, name, space=False) for name, path, _ in given]
+    by_disk: dict[Any, tuple[Path, int, list[str]]] = {}
+    for p, (name, _, needed) in zip(paths, given):
+        folder = _existing_folder(p)
+        try:
+            disk: Any = folder.stat().st_dev
+        except OSError:
+            disk = folder
+        first, total, names = by_disk.get(disk, (folder, 0, []))
+        by_disk[disk] = (first, total + needed, [*names, name])
+    for folder, total, names in by_disk.values():
+        check_free_space(folder, total, " and ".join(f"the {n}" for n in names))
+    for p in paths:
+        remove_leftovers(p)
+    return paths
+
+
+#: A probe file older than this (seconds) was left by a killed check, not made by one running.
+STALE_PROBE_S = 60.0
+
+
+def remove_leftovers(output: Path) -> list[Path]:
+    """Remove the hidden temporary files an earlier run writing ``output`` left when it was
+    killed (``kill -9``, out of memory), and stale probes of the early checks; a checkpoint
+    stays (``--resume`` continues it). Returns what was removed."""
+    removed: list[Path] = []
+    keep = checkpoint_path(output)
+    style = part_path(output.with_suffix(".qml"))
+    for leftover in [*partial_files(output), *([style] if style.is_file() else [])]:
+        if leftover != keep and _unlink(leftover):
+            removed.append(leftover)
+    folder = output.parent
+    if folder.is_dir():
+        now = time.time()
+        for probe in folder.glob(PROBE_PREFIX + "*"):
+            try:
+                stale = now - probe.stat().st_mtime > STALE_PROBE_S
+            except OSError:
+                continue
+            if stale and probe.is_file() and _unlink(probe):
+                removed.append(probe)
+    if removed:
+        log.info("removed %d file(s) left by an earlier, interrupted run", len(removed))
+    return removed
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True
 
 
 def _distinct(
@@ -153,29 +283,44 @@ def _raster_size(path: Optional[PathArg]) -> int:
     return 0 if ds is None else ds.RasterXSize * ds.RasterYSize
 
 
+def _file_size(path: Optional[PathArg]) -> int:
+    return Path(path).stat().st_size if path and Path(path).is_file() else 0
+
+
+#: A checkpoint holds the weights and the optimiser's momentum (about twice the model file), and
+#: the previous one stays until the next is complete: four model files in all.
+CHECKPOINT_MODEL_FILES = 4
+
+
 def check_adapt_outputs(
     model: PathArg,
     target: PathArg,
     out: PathArg,
     map_path: Optional[PathArg] = None,
     confidence_path: Optional[PathArg] = None,
+    checkpoint: bool = True,
 ) -> None:
-    """Before adapting: the adapted model file, the map and the confidence differ from the
-    source model, the target scene and each other, and each can be written. Raises
-    :class:`CheckError`."""
+    """Before adapting: the adapted model file (and its rejected twin), the checkpoint
+    (``checkpoint``: a method that self-trains), the map and the confidence differ from the
+    source model, the target scene and each other, each can be written, and the disk holds
+    them together. Raises :class:`CheckError`."""
     if not out:
         raise CheckError("no file name for the adapted model")
     if confidence_path and not map_path:
         raise CheckError("a confidence file needs a map file too")
-    named = [("adapted model", out), ("map", map_path), ("confidence", confidence_path)]
-    _distinct(named, [("source model", model), ("target scene", target)])
-    model_size = Path(model).stat().st_size if Path(model).is_file() else 0
-    check_output_path(out, "adapted model", needed=2 * model_size)
+    model_size = _file_size(model)
+    # a compressed class map takes well under a byte per pixel; ask for a quarter
     pixels = _raster_size(target) if map_path else 0
-    for name, path in named[1:]:
-        if path:
-            # a compressed class map takes well under a byte per pixel; ask for a quarter
-            check_output_path(path, name, needed=pixels // 4)
+    ckpt = checkpoint_path(Path(out)) if checkpoint else None
+    check_outputs(
+        [
+            ("adapted model", out, 2 * model_size),
+            ("checkpoint", ckpt, CHECKPOINT_MODEL_FILES * model_size),
+            ("map", map_path, pixels // 4),
+            ("confidence", confidence_path, pixels // 4),
+        ],
+        [("source model", model), ("target scene", target)],
+    )
 
 
 def check_predict_outputs(
@@ -186,11 +331,19 @@ def check_predict_outputs(
 ) -> None:
     """Before classifying: outputs differ from the input and from each other and can be
     written. Raises :class:`CheckError`."""
-    named = [("map", out), ("confidence", confidence), ("probabilities", probabilities)]
-    _distinct(named, [("input raster", raster)])
-    for name, path in named:
-        if path:
-            check_output_path(path, name)
+    check_outputs(
+        [("map", out), ("confidence", confidence), ("probabilities", probabilities)],
+        [("input raster", raster)],
+    )
+
+
+def check_train_outputs(
+    out: PathArg, inputs: Sequence[tuple[str, Optional[PathArg]]], checkpoint: bool
+) -> None:
+    """Before training: the model file (and with ``checkpoint`` its checkpoint) is none of the
+    ``inputs`` (images, labels, classes) and can be written. Raises :class:`CheckError`."""
+    ckpt = checkpoint_path(Path(out)) if checkpoint else None
+    check_outputs([("model", out), ("checkpoint", ckpt)], inputs)
 
 
 #: Adaptation settings: (test, what is required). ``None`` values are not checked (the preset's).

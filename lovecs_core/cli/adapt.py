@@ -271,7 +271,14 @@ def early_checks(args: argparse.Namespace) -> None:
     check_adapt_settings(**setting_overrides(args))
     card = read_card(args.model)
     if is_main():  # under torchrun, rank 0 alone writes
-        check_adapt_outputs(args.model, args.target, args.out, args.map, args.confidence)
+        check_adapt_outputs(
+            args.model,
+            args.target,
+            args.out,
+            args.map,
+            args.confidence,
+            checkpoint=args.method in ("cbst", "lovecs"),  # the methods that self-train
+        )
     args.target = clipped_scene(args.target, args.extent, args.out)
     scene = open_dataset(args.target)
     if not parse_bands(args.bands):

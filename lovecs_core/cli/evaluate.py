@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -69,21 +70,35 @@ def _classes(args: argparse.Namespace) -> tuple[Optional[list[int]], Optional[li
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
-    """Refuse options that do not belong to the mode, and a JSON output naming an input."""
-    from ..checks.outputs import CheckError, same_path
+    """Refuse options that do not belong to the mode, and a JSON output that is no new name or
+    regular file, or names an input (``checks.outputs.check_outputs``)."""
+    from ..checks.outputs import CheckError, check_outputs
 
     if args.labels and (args.class_field or args.layer):
         raise CheckError("--class-field and --layer go with --points, not --labels")
-    for flag, value in (
-        ("--pred", args.pred),
-        ("--labels", args.labels),
-        ("--points", args.points),
-    ):
-        if same_path(args.json, value):
-            raise CheckError(
-                f"--json {args.json} is the {flag} input: it would be overwritten; "
-                "choose another file name"
-            )
+    check_outputs(
+        [("scores JSON (--json)", args.json)],
+        [
+            ("map (--pred)", args.pred),
+            ("labels (--labels)", args.labels),
+            ("reference points (--points)", args.points),
+            ("classes (--classes)", args.classes),
+            ("model (--model)", args.model),
+        ],
+    )
+
+
+def _write_json(path: str, scores: dict[str, Any]) -> None:
+    """Write the scores under a temporary name, then rename: never half a file."""
+    from ..contract import part_path
+
+    final = Path(path)
+    tmp = part_path(final)
+    try:
+        tmp.write_text(json.dumps(scores, indent=2))
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
@@ -108,7 +123,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         acc = evaluate_rasters(args.pred, args.labels, codes, names, reporter=reporter)
     scores = acc.to_dict()
     if args.json:
-        Path(args.json).write_text(json.dumps(scores, indent=2))
+        _write_json(args.json, scores)
     if args.progress == "json":
         emit_json(sys.stdout, RESULT, json=args.json, **_result_numbers(scores), scores=scores)
     else:

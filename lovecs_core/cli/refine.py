@@ -42,22 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """The outputs differ from every input and from each other, and can be written."""
-    from ..checks.outputs import CheckError, check_output_path, same_path
+    """The outputs differ from every input and from each other, and can be written (the one
+    rule of ``checks.outputs.check_outputs``)."""
+    from ..checks.outputs import check_outputs as check
 
-    inputs = {"model": args.model, "raster": args.raster, "corrections": args.points}
-    outputs = {"refined model": args.out, "map": args.map}
-    for what, path in outputs.items():
-        if path is None:
-            continue
-        for name, given in inputs.items():
-            if same_path(path, given):
-                raise CheckError(
-                    f"the {what} ({path}) would overwrite the {name}: choose another name"
-                )
-        check_output_path(path, what)
-    if args.map is not None and same_path(args.out, args.map):
-        raise CheckError("the refined model and the map must be different files")
+    check(
+        [("refined model", args.out), ("map", args.map)],
+        [("model", args.model), ("raster", args.raster), ("corrections", args.points)],
+    )
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:

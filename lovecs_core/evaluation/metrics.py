@@ -226,14 +226,12 @@ def evaluate_rasters(
 ) -> Accuracy:
     """Compare a class map raster with a reference label raster on the same grid, streaming by
     row strips. Class codes default to every code found in either raster."""
+    from ..checks.reference import check_label_bands, check_same_grid, no_labels_message
     from ..rasters.reading import RasterError, open_dataset, pixel_size_metres
 
     pds, lds = open_dataset(pred_path), open_dataset(labels_path)
-    if (pds.RasterXSize, pds.RasterYSize) != (lds.RasterXSize, lds.RasterYSize):
-        raise RasterError(
-            f"the map is {pds.RasterXSize}x{pds.RasterYSize} pixels but the labels "
-            f"are {lds.RasterXSize}x{lds.RasterYSize}; they must be on the same grid"
-        )
+    check_label_bands(lds)
+    check_same_grid(pds, lds)
     pband, lband = pds.GetRasterBand(1), lds.GetRasterBand(1)
     height = pds.RasterYSize
 
@@ -263,6 +261,8 @@ def evaluate_rasters(
         label_counts += np.bincount(t.ravel(), minlength=256)
         if reporter is not None:
             reporter("evaluating", (y + p.shape[0]) / height, f"row {y + p.shape[0]}/{height}")
+    if matrix.sum() + unmapped.sum() == 0:
+        raise RasterError(no_labels_message(str(labels_path), codes))
     extra: dict[str, Any] = {"prediction": str(pred_path), "labels": str(labels_path)}
     unknown = unknown_label_codes(label_counts, codes)
     if unknown:  # left out of every score: the user must know

@@ -288,7 +288,7 @@ def _check_architecture_sizes(arch: dict[str, Any]) -> None:
 
 def load_classes(path: str | os.PathLike[str]) -> list[ClassInfo]:
     """Read a classes JSON (``{"classes": [{code, name, color}, ...]}`` or a bare list)."""
-    data = json.loads(Path(path).read_text())
+    data = parse_json(Path(path).read_text(), f"classes file {path}")
     return classes_from_iterable(data["classes"] if isinstance(data, dict) else data)
 
 
@@ -330,7 +330,7 @@ def _read_safetensors_metadata(path: Path) -> dict[str, str]:
         raw = f.read(length)
     if len(raw) != length:
         raise ValueError("header is truncated")
-    header = json.loads(raw.decode("utf-8"))
+    header = parse_json(raw.decode("utf-8"), "header")
     if not isinstance(header, dict):
         raise ValueError("header is not a JSON object")
     return header.get("__metadata__") or {}
@@ -350,15 +350,38 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     if not isinstance(meta, dict) or CARD_KEY not in meta:
         raise ModelFileError(f"{path} is a safetensors file without a LoveCS model card")
     try:
-        data = json.loads(meta[CARD_KEY])
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ModelFileError(f"{path}: model card is not valid JSON ({exc})") from exc
+        data = parse_json(meta[CARD_KEY], "model card")
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: model card is not valid JSON ({exc})") from None
     try:
         return ModelCard.from_dict(data)
     except ModelFileError as exc:
-        raise ModelFileError(f"{path}: {exc}") from exc
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a field of the wrong kind
-        raise ModelFileError(f"{path}: invalid model card ({type(exc).__name__}: {exc})") from exc
+        raise ModelFileError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        # a field of the wrong kind, or nested past any sense
+        raise ModelFileError(f"{path}: invalid model card ({type(exc).__name__}: {exc})") from None
+
+
+#: JSON nested deeper than this is refused before Python's parser recurses (a card is 4 deep).
+MAX_JSON_DEPTH = 64
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def parse_json(text: str, what: str) -> Any:
+    """``json.loads`` for JSON read from a file: a document nested deeper than
+    :data:`MAX_JSON_DEPTH` is a ``ValueError`` with one line, never a ``RecursionError``."""
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(
+                f"the {what} is nested more than {MAX_JSON_DEPTH} levels deep; it was not "
+                "written by LoveCS"
+            )
+    return json.loads(text)
 
 
 def load_model_file(path: str | os.PathLike[str]) -> tuple[ModelCard, dict[str, "torch.Tensor"]]:

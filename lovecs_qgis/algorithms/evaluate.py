@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,23 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
+from ..engine import checks, contract
 from ..engine import report as accuracy_report
 from ..i18n import tr
 from ..runner import engine_args
-from .base import EngineAlgorithm, output_path, raster_path
+from .base import EngineAlgorithm, checks_as_processing_errors, output_path, raster_path
+
+
+def write_report(path: str, text: str) -> None:
+    """Write an HTML report under a temporary name, then rename: never half a file."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = contract.part_path(final)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class EvaluateAlgorithm(EngineAlgorithm):
@@ -87,18 +101,22 @@ class EvaluateAlgorithm(EngineAlgorithm):
         )
         report = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context))
         scores_json = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context))
+        classes = self.parameterAsFile(parameters, self.CLASSES, context)
+        with checks_as_processing_errors():
+            checks.check_outputs(
+                [("accuracy report (OUTPUT_HTML)", report), ("scores (OUTPUT_JSON)", scores_json)],
+                [
+                    ("map (PREDICTION)", prediction),
+                    ("labels (LABELS)", labels),
+                    ("classes", classes),
+                ],
+            )
         args = engine_args(
-            pred=prediction,
-            labels=labels,
-            classes=self.parameterAsFile(parameters, self.CLASSES, context),
-            json=scores_json or None,
+            pred=prediction, labels=labels, classes=classes, json=scores_json or None
         )
         result = self.run_engine(args, feedback, outputs=[scores_json] if scores_json else [])
         scores = result.get("scores") or {}
-        Path(report).parent.mkdir(parents=True, exist_ok=True)
-        Path(report).write_text(
-            accuracy_report.report_html(scores, prediction, labels), encoding="utf-8"
-        )
+        write_report(report, accuracy_report.report_html(scores, prediction, labels))
         feedback.pushInfo(
             json.dumps({k: scores.get(k) for k in ("miou", "overall_accuracy", "kappa")})
         )

@@ -20,10 +20,18 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
+from ..engine import checks
 from ..engine import report as accuracy_report
 from ..i18n import tr
 from ..runner import engine_args
-from .base import EngineAlgorithm, output_path, raster_path, vector_source
+from .base import (
+    EngineAlgorithm,
+    checks_as_processing_errors,
+    output_path,
+    raster_path,
+    vector_source,
+)
+from .evaluate import write_report
 
 
 class EvaluatePointsAlgorithm(EngineAlgorithm):
@@ -101,21 +109,24 @@ class EvaluatePointsAlgorithm(EngineAlgorithm):
         )
         scores_json = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context))
         report = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context))
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        with checks_as_processing_errors():
+            checks.check_outputs(
+                [("scores (OUTPUT_JSON)", scores_json), ("accuracy report (OUTPUT_HTML)", report)],
+                [("map (PREDICTION)", prediction), ("reference points", points), ("model", model)],
+            )
         Path(scores_json).parent.mkdir(parents=True, exist_ok=True)
         args = engine_args(
             pred=prediction,
             points=points,
             layer=layer_name,
             class_field=self.parameterAsString(parameters, self.CLASS_FIELD, context) or None,
-            model=self.parameterAsFile(parameters, self.MODEL, context),
+            model=model,
             json=scores_json,
         )
         result = self.run_engine(args, feedback, outputs=[scores_json])
         scores = result.get("scores") or {}
-        Path(report).parent.mkdir(parents=True, exist_ok=True)
-        Path(report).write_text(
-            accuracy_report.points_report_html(scores, prediction, points), encoding="utf-8"
-        )
+        write_report(report, accuracy_report.points_report_html(scores, prediction, points))
         keys = ("overall_accuracy", "area_adjusted_overall_accuracy", "sample_size", "unit")
         feedback.pushInfo(json.dumps({k: result.get(k) for k in keys}))
         return {

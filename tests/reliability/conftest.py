@@ -171,7 +171,28 @@ def make_model(folder: Path, kind: str) -> Path:
         return crafted_model(path, lambda c: c["tile"].update(size=0))
     if kind == "wrong_shapes":  # within limits, but not what the weights hold
         return crafted_model(path, lambda c: c["architecture"].update(width=16))
+    if kind == "deep_card":  # a card nested 100,000 levels deep (beyond Python's recursion)
+        return _deep_model(path, card=True)
+    if kind == "deep_header":  # the same inside the safetensors header itself
+        return _deep_model(path, card=False)
     raise ValueError(kind)
+
+
+def _deep_model(path: Path, card: bool, depth: int = 100_000) -> Path:
+    """A model file whose card (or safetensors header) holds lists nested ``depth`` deep."""
+    from lovecs_core.model.card import CARD_KEY
+
+    deep = "[" * depth + "]" * depth
+    if card:
+        from safetensors.torch import load_file, save_file
+
+        good = tiny_model_file(path.with_name(f".good-{path.name}"))
+        save_file(load_file(str(good)), str(path), metadata={CARD_KEY: '{"name": ' + deep + "}"})
+        good.unlink()
+        return path
+    header = ('{"__metadata__": {"x": "y"}, "deep": ' + deep + "}").encode()
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    return path
 
 
 # -- adaptation -----------------------------------------------------------------------------------

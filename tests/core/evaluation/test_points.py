@@ -286,7 +286,7 @@ def test_clear_errors(scene, tmp_path, capsys):
     for target in (scene["pred"], points):
         before = Path(target).read_bytes()
         assert evaluate("--pred", scene["pred"], "--points", points, "--json", target) == 1
-        assert "would be overwritten" in capsys.readouterr().err
+        assert "would overwrite" in capsys.readouterr().err
         assert Path(target).read_bytes() == before
     assert evaluate("--pred", scene["pred"], "--labels", scene["labels"], "--layer", "x") == 1
     assert "go with --points" in capsys.readouterr().err
