@@ -114,10 +114,16 @@ class AdaptCheckpoint:
                 f"{', '.join(differ)}): rerun with the same model, scene and settings to "
                 "resume it, or delete it to start over"
             )
-        return state
+        problem = checkpoint_problem(state, self.identity)
+        if problem:
+            raise AdaptError(
+                f"the checkpoint {self.path} cannot be resumed: {problem}; delete it to start over"
+            )
+        return {**state, PATH_KEY: str(self.path)}
 
     def save(self, **state: Any) -> None:
-        """Write the state atomically (a kill while writing leaves the previous checkpoint)."""
+        """Write the state atomically (a kill while writing leaves the previous checkpoint); a
+        full disk is an :class:`AdaptError` saying so, with nothing left behind."""
         tmp = part_path(self.path)
         try:
             torch.save(
@@ -125,11 +131,77 @@ class AdaptCheckpoint:
                 tmp,
             )
             os.replace(tmp, self.path)
+        except (OSError, RuntimeError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise AdaptError(_save_failure(self.path, exc)) from None
         finally:
             tmp.unlink(missing_ok=True)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+#: Where :meth:`AdaptCheckpoint.load` notes the checkpoint's file in the state it returns.
+PATH_KEY = "_path"
+#: Free space below which a failed checkpoint write is called a full disk.
+FULL_DISK_BYTES = 64 * 1024**2
+
+
+def _save_failure(path: Path, exc: BaseException) -> str:
+    """Why a checkpoint could not be written, in one line (torch's C++ text says "unexpected
+    pos" for a full disk)."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = FULL_DISK_BYTES
+    if getattr(exc, "errno", None) == errno.ENOSPC or free < FULL_DISK_BYTES:
+        return (
+            f"disk full: cannot write the checkpoint {path} ({free / 1024**2:.1f} MB free); "
+            "free some space or write to another disk"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"cannot write the checkpoint {path}: {first}"
+
+
+def _rounds_planned(identity: dict[str, Any]) -> Optional[int]:
+    iterations = identity.get("setting iterations")
+    refresh = identity.get("setting refresh_every")
+    if not isinstance(iterations, int) or not isinstance(refresh, int):
+        return None
+    return max(1, -(-max(1, iterations) // max(1, refresh)))
+
+
+def checkpoint_problem(state: Any, identity: dict[str, Any]) -> Optional[str]:
+    """What makes a checkpoint whose identity matches unusable (None: nothing): weights that
+    are not finite, a round, iteration or record count the run could not have reached."""
+    try:
+        weights = state["model"]
+        progress = json.loads(state["progress"])
+        done, it = progress["round"], progress["iteration"]
+        records, chunk = progress["rounds"], progress["chunk"]
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"it lacks {exc}"
+    bad = [
+        k
+        for k, v in weights.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all())
+    ]
+    if bad:
+        return f"{len(bad)} of its weights ({bad[0]} ...) are not finite (NaN or infinity)"
+    planned = _rounds_planned(identity)
+    iterations = identity.get("setting iterations")
+    if not isinstance(done, int) or done < 1 or (planned is not None and done > planned):
+        return f"it says round {done!r}, but this run has rounds 1 to {planned}"
+    if not isinstance(it, int) or it < 0 or (isinstance(iterations, int) and it > iterations):
+        return f"it says iteration {it!r}, but this run has {iterations} iterations"
+    if not isinstance(records, list) or len(records) != done:
+        return f"it holds {len(records) if isinstance(records, list) else 'no'} round records for {done} rounds"
+    if not isinstance(chunk, int) or chunk < 1:
+        return f"its batch chunk {chunk!r} is not a positive whole number"
+    return None
 
 
 def training_state(
@@ -161,12 +233,20 @@ def restore_training(
     scaler: torch.amp.GradScaler,
     src_sampler: Optional[WindowSampler],
 ) -> dict[str, Any]:
-    """Load a :func:`training_state` back; returns its ``progress`` values."""
-    net.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if state["scaler"]:
-        scaler.load_state_dict(state["scaler"])
+    """Load a :func:`training_state` back; returns its ``progress`` values. A state that does
+    not fit the network or the optimiser is an :class:`AdaptError` saying to delete it."""
+    try:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        text = " ".join(str(exc).split())
+        raise AdaptError(
+            f"the checkpoint {state.get(PATH_KEY, '')} does not fit this model "
+            f"({text[:300]}); delete it to start over"
+        ) from None
     if src_sampler is not None and state["source_rng"]:
         src_sampler.rng.bit_generator.state = json.loads(state["source_rng"])
     torch.set_rng_state(state["torch_rng"])

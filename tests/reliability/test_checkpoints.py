@@ -1,0 +1,104 @@
+"""An adaptation checkpoint whose identity matches is still checked before it is resumed:
+weights that are not finite, a round or iteration the run could not have reached, and weights
+of other shapes are refused with one line saying to delete it; a checkpoint that cannot be
+written (a full disk) is one line too, with nothing left behind."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+import torch
+
+from lovecs_core.adaptation import resume
+from lovecs_core.adaptation import self_training as rounds
+from lovecs_core.contract import checkpoint_path
+
+from .conftest import temporary_files
+from .test_adapt_faults import adapt_args, json_run
+
+
+@pytest.fixture
+def stopped_after_round_one(adapt_inputs, capsys, monkeypatch) -> Path:
+    """An adaptation interrupted in round 2 of 3: its checkpoint holds round 1."""
+    real, done = rounds._train_step, []
+
+    def step(*args, **kwargs):
+        done.append(1)
+        if len(done) > 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rounds, "_train_step", step)
+    out = adapt_inputs["out"] / "adapted.lovecs"
+    rc, _ = json_run(capsys, adapt_args(adapt_inputs, out))
+    monkeypatch.setattr(rounds, "_train_step", real)
+    assert rc == 130 and checkpoint_path(out).is_file()
+    return out
+
+
+def _tamper(ckpt: Path, how: str) -> None:
+    import json
+
+    state = torch.load(ckpt, weights_only=True)
+    if how == "nan_weights":
+        state["model"] = {
+            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
+            for k, v in state["model"].items()
+        }
+    elif how == "round_99":
+        progress = json.loads(state["progress"])
+        progress["round"] = 99
+        state["progress"] = json.dumps(progress)
+    elif how == "other_shapes":
+        key = next(k for k, v in state["model"].items() if v.ndim == 4)
+        state["model"][key] = torch.zeros(3, 3, 1, 1)
+    torch.save(state, ckpt)
+
+
+CASES = [
+    ("nan_weights", "are not finite (NaN or infinity)"),
+    ("round_99", "it says round 99, but this run has rounds 1 to 3"),
+    ("other_shapes", "does not fit this model (Error(s) in loading state_dict"),
+]
+
+
+@pytest.mark.parametrize("how,text", CASES, ids=[c for c, _ in CASES])
+def test_a_tampered_checkpoint_is_refused_before_resuming(
+    adapt_inputs, capsys, stopped_after_round_one, how, text
+):
+    out = stopped_after_round_one
+    _tamper(checkpoint_path(out), how)
+    rc, lines = json_run(capsys, adapt_args(adapt_inputs, out, "--resume"))
+    message = lines[-1]["message"]
+    assert rc == 1 and lines[-1]["type"] == "error"
+    assert text in message and message.endswith("delete it to start over")
+    assert str(checkpoint_path(out)) in message and "\n" not in message
+    assert not out.exists()
+
+
+def test_a_full_disk_while_writing_the_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """torch's C++ writer says "enforce fail at inline_container.cc ... unexpected pos" on a
+    full disk: the user reads "disk full", and no partial checkpoint stays."""
+
+    def full(obj, path, *a, **k):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . unexpected pos 14680064 vs 14679952"
+        )
+
+    monkeypatch.setattr(resume.torch, "save", full)
+    monkeypatch.setattr(resume, "FULL_DISK_BYTES", 1024**5)  # every disk is "full" here
+    checkpoint = resume.AdaptCheckpoint(tmp_path / "a.lovecs", {"model": "x"}, resume=False)
+    with pytest.raises(resume.AdaptError, match="^disk full: cannot write the checkpoint"):
+        checkpoint.save(round=1)
+    assert list(tmp_path.iterdir()) == [] and temporary_files(tmp_path) == []
+
+    def enospc(obj, path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(resume.torch, "save", enospc)
+    monkeypatch.setattr(resume, "FULL_DISK_BYTES", 0)
+    with pytest.raises(resume.AdaptError, match="^disk full"):
+        checkpoint.save(round=1)
