@@ -37,7 +37,8 @@ import torch  # noqa: E402
 from osgeo import gdal  # noqa: E402
 from scenes import DEFAULT_DATA, Scene, build_scenes, held_out_pairs  # noqa: E402
 
-from lovecs_core.adaptation.adapt import adapt, make_config  # noqa: E402
+from lovecs_core.adaptation.adapt import adapt  # noqa: E402
+from lovecs_core.adaptation.config import make_config  # noqa: E402
 from lovecs_core.compute.device import resolve_device  # noqa: E402
 from lovecs_core.evaluation.metrics import evaluate_rasters  # noqa: E402
 from lovecs_core.mapping.predict import predict_raster  # noqa: E402

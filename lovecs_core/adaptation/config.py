@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..contract import DEFAULT_ADAPT_PRESET, METHODS  # noqa: F401 (METHODS: for selftrain)
+from ..contract import DEFAULT_ADAPT_PRESET
 from ..presets import PRESETS
 from ..rasters.labelled import IN_MEMORY_PIXELS
 

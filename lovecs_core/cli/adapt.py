@@ -145,7 +145,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
-    from ..adaptation.adapt import AdaptError, adapt, make_config
+    from ..adaptation.adapt import adapt
+    from ..adaptation.config import AdaptError, make_config
     from ..parallel import distributed
     from ..rasters.labelled import pair_rasters
 

@@ -237,8 +237,8 @@ def test_the_bundled_model_is_the_default(monkeypatch, qgis_data):
 
 
 def test_presets_and_methods_match_the_engine():
-    from lovecs_core.adaptation.adapt import METHODS, PRESETS
-    from lovecs_core.presets import TRAIN_PRESETS
+    from lovecs_core.contract import METHODS
+    from lovecs_core.presets import PRESETS, TRAIN_PRESETS
 
     assert sorted(adapt_alg.METHODS) == sorted(METHODS)
     assert sorted(adapt_alg.PRESETS) == sorted(PRESETS)

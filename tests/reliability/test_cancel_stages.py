@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from lovecs_core.adaptation.adapt import adapt, make_config
+from lovecs_core.adaptation.adapt import adapt
+from lovecs_core.adaptation.config import make_config
 from lovecs_core.contract import (
     MAPPING,
     PSEUDO_LABELS,

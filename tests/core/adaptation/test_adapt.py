@@ -7,7 +7,8 @@ from osgeo import gdal
 from torch import nn
 
 from lovecs_core.adaptation.adabn import recompute_target_statistics
-from lovecs_core.adaptation.adapt import AdaptError, adapt, make_config
+from lovecs_core.adaptation.adapt import adapt
+from lovecs_core.adaptation.config import AdaptError, make_config
 from lovecs_core.adaptation.health import SAME_SENSOR
 from lovecs_core.adaptation.pseudolabels import (
     CONF_SCALE,
