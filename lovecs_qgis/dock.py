@@ -2,27 +2,28 @@
 
 The work runs in an :class:`~lovecs_qgis.runner.EngineTask` (the engine in a child process); the
 dock only touches widgets on the main thread, and adds layers when the task's ``done`` arrives.
+What the run looks like meanwhile (stage, bar, time left, log) is :class:`RunStatus`'s job.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from qgis.core import (
     Qgis,
     QgsApplication,
-    QgsProject,
     QgsRasterLayer,
     QgsSettings,
 )
 from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
-from qgis.PyQt.QtWidgets import QListWidgetItem, QMessageBox, QWidget
+from qgis.PyQt.QtWidgets import QListWidgetItem, QWidget
 
 from . import messages
 from .algorithms.base import data_band_count
 from .corrections.controller import CorrectionsController, map_context
+from .details import DetailsDialog
+from .devices import fill_devices
 from .dock_form import SETTINGS, DockForm
 from .engine import card as model_card
 from .engine import contract, estimate
@@ -35,16 +36,16 @@ from .jobs import (
     auto_bands,
     band_problem,
     build_job,
-    format_seconds,
     free_path,
-    health_text,
+    raster_problem,
     safe_name,
-    stage_text,
 )
+from .results import add_result_layers
+from .run_status import RunStatus
 from .session import SessionClient
-from .styling import apply_class_style
 from .task import EngineTask
 from .view_extent import canvas_extent_in_layer_crs, clip_to_extent
+from .wording import format_seconds, health_text
 
 ModelCard = model_card.ModelCard
 
@@ -63,7 +64,11 @@ class LoveCSDock(DockForm):
         self.iface = iface
         self.task: Optional[EngineTask] = None
         self.job: Optional[Job] = None
-        self.started = 0.0
+        self.status = RunStatus(self)
+        self.offers: list[Any] = []  # message-bar offers of the last run, dismissed by the next
+        self.details: Optional[DetailsDialog] = None
+        self.last_error = ""
+        self.pixels = 0
         self.card: Optional[ModelCard] = None
         self.devices_task: Optional[EngineTask] = None
         self.corrections = CorrectionsController(iface, self.corrections_panel, session, self)
@@ -83,6 +88,7 @@ class LoveCSDock(DockForm):
         self.classify_button.clicked.connect(lambda: self.start("predict"))
         self.cancel_button.clicked.connect(self.cancel)
         self.timer.timeout.connect(self.update_times)
+        self.raw_button.toggled.connect(lambda _: self.log_group.setCollapsed(False))
         if hasattr(self.iface, "layerTreeView") and hasattr(self.iface, "currentLayerChanged"):
             self.iface.currentLayerChanged.connect(self.follow_active_layer)
 
@@ -130,38 +136,32 @@ class LoveCSDock(DockForm):
         if not isinstance(layer, QgsRasterLayer):
             self.estimate_label.setText("")
             return
+        self.pixels = self.scene_pixels(layer)
+        self.estimate_label.setText(
+            estimate.describe_estimate(self.preset_combo.currentData(), self.pixels, self.gpu)
+        )
+
+    @property
+    def gpu(self) -> bool:
+        device = self.device_combo.currentData() or "auto"
+        return device.startswith("cuda") or (device == "auto" and self.device_combo.count() > 2)
+
+    def scene_pixels(self, layer: QgsRasterLayer) -> int:
+        """The pixels a run maps: the layer's, or those in the map view."""
         pixels = layer.width() * layer.height()
         if self.area_combo.currentIndex() == 1 and self.iface is not None:
             extent = canvas_extent_in_layer_crs(self.iface, layer)
             if extent is not None:
                 px = layer.rasterUnitsPerPixelX() * layer.rasterUnitsPerPixelY()
                 pixels = min(pixels, int(extent.width() * extent.height() / max(px, 1e-12)))
-        device = self.device_combo.currentData() or "auto"
-        gpu = device.startswith("cuda") or (device == "auto" and self.device_combo.count() > 2)
-        self.estimate_label.setText(
-            estimate.describe_estimate(self.preset_combo.currentData(), pixels, gpu)
-        )
+        return pixels
 
     def set_devices(self, outcome: EngineOutcome) -> None:
         """Fill the device list from ``lovecs devices`` (run in the background at start)."""
         self.devices_task = None
+        self.device_note.setText(fill_devices(self.device_combo, outcome))
         if not outcome.ok:
-            self.device_note.setText(
-                tr("the engine could not list devices: {}").format(outcome.error)
-            )
             return
-        for gpu in outcome.result.get("gpus", []):
-            gib = 1024**3
-            label = (
-                f"{gpu['name']} — {gpu['label']} ({gpu['free_memory'] / gib:.1f} of "
-                f"{gpu['total_memory'] / gib:.1f} GiB free)"
-            )
-            if self.device_combo.findData(gpu["name"]) < 0:
-                self.device_combo.addItem(label, gpu["name"])
-        reason = outcome.result.get("cuda_unavailable") or ""
-        self.device_note.setText(
-            tr("No GPU: {}; the CPU is used.").format(reason) if reason else tr("GPU ready.")
-        )
         self._select_data(self.device_combo, QgsSettings().value(SETTINGS + "device", "auto"))
         self.update_estimate()
 
@@ -193,6 +193,8 @@ class LoveCSDock(DockForm):
             data_band_count(layer),
             self.bands_edit.text(),
         )
+        if not problem:  # the file as GDAL reads it: band numbers, values, size
+            problem = raster_problem(layer.source(), self.bands_edit.text())
         if problem:  # before any file is written (the view's VRT)
             return self._refuse(problem[0].upper() + problem[1:])
         folder = Path(self.output_widget.filePath() or ".").expanduser()
@@ -242,24 +244,38 @@ class LoveCSDock(DockForm):
             return None
         self.save_settings()
         job.args += list(extra)
-        self.job = job
+        self.job, self.last_error = job, ""
         what = tr("Adapting to") if command == "adapt" else tr("Classifying")
-        layer = self.layer_combo.currentLayer()
+        title = f"{what} {job.scene}"
+        for offer in self.offers:  # the last run's offers: this run replaces them
+            messages.dismiss(self.iface.messageBar(), offer)
+        self.offers.clear()
         self.log_view.clear()
-        for note in job.notes:
-            self.log(note)
+        self.raw_view.clear()
         self.task = EngineTask(
-            f"LoveCS: {what.lower()} {layer.name()}",
+            f"LoveCS: {title}",
             command,
             job.args,
             outputs=[str(p) for p in job.outputs],
         )
+        self.task.engineStarted.connect(self.status.engine_started)
         self.task.engineEvent.connect(self.on_event)
         self.task.progressChanged.connect(self.on_progress)
         self.task.done.connect(self.on_done)
-        self.started = time.monotonic()
         self.progress_bar.setValue(0)
-        self.stage_label.setText(tr("{} {}: starting the engine…").format(what, layer.name()))
+        preset = self.preset_combo.currentData()
+        plan = estimate.stage_plan(command, preset, self.pixels)
+        self.status.begin(title, plan, estimate.passes(command, preset))
+        self.log(
+            tr("Model {}; bands {}; device: {}; preset {}.").format(
+                Path(self.model_widget.filePath()).name,
+                self.bands_edit.text() or tr("as the layer's"),
+                self.device_combo.currentText(),
+                preset,
+            )
+        )
+        for note in job.notes:
+            self.log(note)
         self._set_running(True)
         self.timer.start()
         QgsApplication.taskManager().addTask(self.task)
@@ -271,66 +287,65 @@ class LoveCSDock(DockForm):
             self.task.cancel()
 
     def on_event(self, event: EngineEvent) -> None:
-        if event.type == "progress":
-            self.stage_label.setText(stage_text(event))
-        elif event.message.strip():
-            self.log(event.message)
+        self.status.on_event(event)
 
     def on_progress(self, percent: float) -> None:
         self.progress_bar.setValue(int(percent))
 
     def update_times(self) -> None:
-        elapsed = time.monotonic() - self.started
-        percent = self.progress_bar.value()
-        text = tr("elapsed {}").format(format_seconds(elapsed))
-        if 2 <= percent < 100:
-            text += tr(", about {} left").format(
-                format_seconds(elapsed * (100 - percent) / percent)
-            )
-        self.time_label.setText(text)
+        self.status.tick()
 
     def on_done(self, outcome: EngineOutcome) -> None:
         """Main thread: add the styled layers, or report the failure."""
         job, self.task = self.job, None
         self.timer.stop()
         self._set_running(False)
-        self.update_times()
         if outcome.log_tail:
-            self.log(outcome.log_tail)
-        bar = self.iface.messageBar()
+            self.log_raw(outcome.log_tail)
         if job is None:
             return
+        bar = self.iface.messageBar()
         if outcome.status is Status.CANCELLED:
-            self.stage_label.setText(tr("Cancelled: nothing was written."))
+            self.status.end(tr("Cancelled: nothing was written."), outcome.seconds)
+            self.log(tr("Cancelled: nothing was written."))
             bar.pushMessage(
                 tr("LoveCS"), tr("Cancelled; no output was written."), level=Qgis.Info, duration=5
             )
             return
         if outcome.status is Status.FAILED:
-            self.stage_label.setText(tr("Failed — see the log."))
-            self.log(outcome.error)
-            messages.push_error(self.iface.messageBar(), outcome.error, self.show_log)
+            self.last_error = outcome.error
+            self.status.end(tr("Failed: {}").format(outcome.error.splitlines()[0][:300]))
+            self.log(tr("The run failed (Details shows why)."))
+            self.offers.append(messages.push_error(bar, outcome.error, self.show_log))
             return
         self.progress_bar.setValue(100)
-        self.stage_label.setText(tr("Done in {}.").format(format_seconds(outcome.seconds)))
-        self.correct_map(job, self.add_result_layers(job))
+        self.finish(job, outcome)
+
+    def finish(self, job: Job, outcome: EngineOutcome) -> None:
+        """A run that delivered: its layers, its verdict, and what the user may do next."""
+        text = tr("Done in {}.").format(format_seconds(outcome.seconds))
         verdict = health_text(outcome.result)
         if verdict:
             self.log(verdict)
-            self.stage_label.setText(
-                tr("Done in {}. {}.").format(
-                    format_seconds(outcome.seconds), verdict.split(" (")[0]
-                )
+            text = tr("Done in {}. {}.").format(
+                format_seconds(outcome.seconds), verdict.split(" (")[0]
             )
+        self.status.end(text, outcome.seconds)
+        layer = add_result_layers(job, outcome.result, self.confidence_check.isChecked())
+        self.log(tr("Added the layer '{}'.").format(layer.name()))
+        self.correct_map(job, layer)
+        bar = self.iface.messageBar()
         rejected = outcome.result.get("rejected")
         if rejected and Path(rejected).is_file():
             kept = Path(rejected)
-            messages.offer_rejected(
-                self.iface.messageBar(),
-                kept,
-                (outcome.result.get("health") or {}).get("verdict"),
-                keep=lambda: self.use_rejected_model(kept),
-                details=self.show_log,
+            self.offers.append(
+                messages.offer_rejected(
+                    bar,
+                    kept,
+                    (outcome.result.get("health") or {}).get("verdict"),
+                    keep=lambda: self.use_rejected_model(kept),
+                    details=self.show_log,
+                )
             )
             self.log(
                 tr(
@@ -340,31 +355,9 @@ class LoveCSDock(DockForm):
             )
         elif job.model_out is not None and job.model_out.is_file():
             model = job.model_out
-            messages.offer_model(
-                self.iface.messageBar(), model, lambda: self.model_widget.setFilePath(str(model))
+            self.offers.append(
+                messages.offer_model(bar, model, lambda: self.model_widget.setFilePath(str(model)))
             )
-
-    def add_result_layers(self, job: Job) -> QgsRasterLayer:
-        classes = model_card.read_card(
-            job.model_out if job.model_out and job.model_out.is_file() else job.classes_model
-        ).classes
-        project = QgsProject.instance()
-        root = project.layerTreeRoot()
-        if (
-            self.confidence_check.isChecked()
-            and job.confidence_path is not None
-            and job.confidence_path.is_file()
-        ):
-            confidence = QgsRasterLayer(
-                str(job.confidence_path), job.layer_name.replace("land cover", "confidence")
-            )
-            project.addMapLayer(confidence, False)
-            root.insertLayer(0, confidence)
-        layer = QgsRasterLayer(str(job.map_path), job.layer_name)
-        apply_class_style(layer, classes)
-        project.addMapLayer(layer, False)
-        root.insertLayer(0, layer)
-        return layer
 
     def correct_map(self, job: Job, layer: QgsRasterLayer) -> None:
         """Let the "Correct the map" section work on the map just added."""
@@ -391,7 +384,13 @@ class LoveCSDock(DockForm):
         return self.start("predict")
 
     def show_log(self) -> None:
+        """The Details window: the last error once, the log, the engine's output on request."""
         self.log_group.setCollapsed(False)
         self.show()
         self.raise_()
-        QMessageBox.information(self, tr("LoveCS log"), self.log_view.toPlainText()[-6000:])
+        if self.details is not None:
+            self.details.close()
+        self.details = DetailsDialog(
+            self, self.last_error, self.log_view.toPlainText(), self.raw_view.toPlainText()
+        )
+        self.details.show()

@@ -1,5 +1,9 @@
 """The dock's form: its widgets, the settings they keep between sessions, and enabling them
-while a job runs. What the buttons do is in :mod:`lovecs_qgis.dock`."""
+while a job runs. What the buttons do is in :mod:`lovecs_qgis.dock`.
+
+No text may widen the dock (and so QGIS's window): labels wrap and ignore their text's width,
+combo boxes do not size to their longest item, the log wraps and the engine's raw output
+scrolls sideways, and the whole form sits in a scroll area that only scrolls up and down."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any, Optional
 
 from qgis.core import QgsMapLayerProxyModel, QgsSettings
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import QStandardPaths, QTimer
+from qgis.PyQt.QtCore import QStandardPaths, Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,6 +24,8 @@ from qgis.PyQt.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -33,6 +39,22 @@ SETTINGS = "lovecs/dock/"
 AREAS = ("Whole layer", "Current map extent")
 
 
+def wrapping_label(parent: QWidget, text: str = "") -> QLabel:
+    """A label that wraps and never asks for its text's width."""
+    label = QLabel(text, parent)
+    label.setWordWrap(True)
+    label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+    label.setMinimumWidth(40)
+    return label
+
+
+def narrow(combo: QComboBox) -> QComboBox:
+    """A combo box as wide as the dock lets it be, not as its longest item."""
+    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(8)
+    return combo
+
+
 class DockForm(QgsDockWidget):
     """The panel's widgets, laid out; settings restored from the last session."""
 
@@ -43,18 +65,22 @@ class DockForm(QgsDockWidget):
         self._restore_settings()
 
     def _build(self) -> None:
-        body = QWidget(self)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        body = QWidget(scroll)
         layout = QVBoxLayout(body)
         form = QFormLayout()
         self.layer_combo = QgsMapLayerComboBox(body)
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        narrow(self.layer_combo)
         form.addRow(tr("Raster layer"), self.layer_combo)
         self.model_widget = QgsFileWidget(body)
         self.model_widget.setFilter(tr("LoveCS models (*.lovecs)"))
         self.model_widget.setDialogTitle(tr("Choose a LoveCS model"))
         form.addRow(tr("Model"), self.model_widget)
-        self.model_label = QLabel(body)
-        self.model_label.setWordWrap(True)
+        self.model_label = wrapping_label(body)
         form.addRow("", self.model_label)
         self.legend = QListWidget(body)
         self.legend.setMaximumHeight(110)
@@ -65,21 +91,19 @@ class DockForm(QgsDockWidget):
             tr("Layer bands fed to the model, in the model's order, e.g. 3,2,1")
         )
         form.addRow(tr("Bands"), self.bands_edit)
-        self.device_combo = QComboBox(body)
+        self.device_combo = narrow(QComboBox(body))
         self.device_combo.addItem(tr("Automatic (GPU if available)"), "auto")
         self.device_combo.addItem(tr("CPU"), "cpu")
         form.addRow(tr("Device"), self.device_combo)
-        self.device_note = QLabel(tr("looking for GPUs…"), body)
-        self.device_note.setWordWrap(True)
+        self.device_note = wrapping_label(body, tr("looking for GPUs…"))
         form.addRow("", self.device_note)
-        self.preset_combo = QComboBox(body)
+        self.preset_combo = narrow(QComboBox(body))
         for preset in contract.ADAPT_PRESETS:
             self.preset_combo.addItem(preset, preset)
         form.addRow(tr("Preset"), self.preset_combo)
-        self.estimate_label = QLabel(body)
-        self.estimate_label.setWordWrap(True)
+        self.estimate_label = wrapping_label(body)
         form.addRow("", self.estimate_label)
-        self.area_combo = QComboBox(body)
+        self.area_combo = narrow(QComboBox(body))
         self.area_combo.addItems([tr(area) for area in AREAS])
         form.addRow(tr("Area"), self.area_combo)
         self.output_widget = QgsFileWidget(body)
@@ -113,8 +137,8 @@ class DockForm(QgsDockWidget):
         self.progress_bar = QProgressBar(body)
         self.progress_bar.setRange(0, 100)
         layout.addWidget(self.progress_bar)
-        self.stage_label = QLabel("", body)
-        self.time_label = QLabel("", body)
+        self.stage_label = wrapping_label(body)
+        self.time_label = wrapping_label(body)
         layout.addWidget(self.stage_label)
         layout.addWidget(self.time_label)
         self.corrections_group = QgsCollapsibleGroupBox(tr("Correct the map"), body)
@@ -123,14 +147,19 @@ class DockForm(QgsDockWidget):
         layout.addWidget(self.corrections_group)
         self.log_group = QgsCollapsibleGroupBox(tr("Log"), body)
         log_layout = QVBoxLayout(self.log_group)
-        self.log_view = QPlainTextEdit(self.log_group)
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(2000)
-        log_layout.addWidget(self.log_view)
+        self.log_view = self._log_view(QPlainTextEdit.WidgetWidth)
+        self.raw_view = self._log_view(QPlainTextEdit.NoWrap)  # scrolls sideways
+        self.raw_view.hide()
+        self.raw_button = QCheckBox(tr("Show the engine's output"), self.log_group)
+        self.raw_button.setToolTip(tr("The engine's own lines, as it wrote them"))
+        self.raw_button.toggled.connect(self.show_raw_log)
+        for widget in (self.log_view, self.raw_view, self.raw_button):
+            log_layout.addWidget(widget)
         self.log_group.setCollapsed(True)
         layout.addWidget(self.log_group)
         layout.addStretch(1)
-        self.setWidget(body)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
 
@@ -186,5 +215,25 @@ class DockForm(QgsDockWidget):
             widget.setEnabled(not running)
         self.cancel_button.setEnabled(running)
 
+    def _log_view(self, wrap: QPlainTextEdit.LineWrapMode) -> QPlainTextEdit:
+        view = QPlainTextEdit(self.log_group)
+        view.setReadOnly(True)
+        view.setMaximumBlockCount(2000)
+        view.setLineWrapMode(wrap)
+        view.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Expanding)
+        view.setMinimumHeight(120)
+        return view
+
+    def show_raw_log(self, raw: bool) -> None:
+        """The engine's raw output instead of the log in plain words (and back)."""
+        self.raw_view.setVisible(raw)
+        self.log_view.setVisible(not raw)
+
     def log(self, text: str) -> None:
+        """A line for people (kept in the raw log too, where it belongs in time)."""
         self.log_view.appendPlainText(text)
+        self.raw_view.appendPlainText(text)
+
+    def log_raw(self, text: str) -> None:
+        """An engine line for the raw log only."""
+        self.raw_view.appendPlainText(text)

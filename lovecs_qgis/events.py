@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
@@ -15,10 +16,12 @@ from .engine import contract
 @dataclass
 class EngineEvent:
     """One message from the child: ``progress``, ``result``, ``error``, ``cancelled`` (stdout JSON)
-    or ``log`` (a stderr line, or stdout text that is not JSON)."""
+    or ``log`` (a stderr line, or stdout text that is not JSON). ``at``: when it was read
+    (``time.monotonic()``), so the pace of a run is measured from the engine's output."""
 
     type: str
     data: dict[str, Any] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def stage(self) -> str:

@@ -2,8 +2,8 @@
 
 The dock reads its widgets into a :class:`JobRequest`; :func:`build_job` checks it against the
 model card and turns it into a :class:`Job`: the engine command, its arguments and the files it
-will write, named so that an earlier result is never overwritten. The texts the dock shows
-(stage, health verdict, times) are made here too.
+will write, named so that an earlier result is never overwritten. The texts the dock shows are
+made in :mod:`lovecs_qgis.wording`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any, Optional
 
 from .engine import bands as engine_bands
 from .engine import card as model_card
-from .engine import contract
-from .events import EngineEvent
+from .engine import contract, rasterchecks
 from .i18n import tr
 from .runner import engine_args
-from .styling import map_layer_name
+from .styling import ADAPTED, LAND_COVER, map_layer_name
+from .wording import format_seconds, health_text, stage_text  # noqa: F401 (the dock's)
 
 ModelCard = model_card.ModelCard
 
@@ -57,6 +57,7 @@ class Job:
     layer_name: str
     classes_model: Path  # whose card styles the map
     notes: list[str] = field(default_factory=list)
+    scene: str = ""  # the input layer's name
 
     @property
     def outputs(self) -> list[Path]:
@@ -89,6 +90,21 @@ def band_problem(
         f"'{layer_name}'",
         "the band mapping",
     )
+
+
+def raster_problem(source: str, bands_text: str) -> str:
+    """What the engine would refuse in the file itself, said before it starts: band numbers the
+    file (as GDAL reads it) lacks, complex values, a size no run would finish ('' if none)."""
+    try:
+        bands = contract.parse_bands(bands_text)
+        path = source.split("|")[0]
+        ds = rasterchecks.open_quietly(path)
+        if ds is not None and bands:
+            rasterchecks.check_band_numbers(bands, ds.RasterCount, f"'{Path(path).name}'")
+        rasterchecks.check_raster_data(path, bands or None)
+    except (contract.BandListError, rasterchecks.CheckError) as exc:
+        return str(exc)
+    return ""
 
 
 def auto_bands(card: ModelCard, source: str, data_band_count: int) -> str:
@@ -162,9 +178,10 @@ def build_job(request: JobRequest, card: ModelCard) -> Job:
         map_path,
         conf_path,
         model_out,
-        map_layer_name(request.layer_name),
+        map_layer_name(request.layer_name, ADAPTED if request.command == "adapt" else LAND_COVER),
         Path(request.model),
         notes,
+        request.layer_name,
     )
 
 
@@ -183,35 +200,3 @@ def health_figures(health: dict[str, Any]) -> str:
             else ""
         )
     )
-
-
-def health_text(result: dict[str, Any]) -> str:
-    """The health check in plain words, for the log and the status line ('' if none)."""
-    health = result.get("health") or {}
-    if not health:
-        return ""
-    meaning = tr(contract.VERDICT_MEANING.get(health["verdict"], ""))
-    return tr("Health check: {} ({}; {})").format(
-        health["verdict"], meaning, health_figures(health)
-    )
-
-
-def stage_text(event: EngineEvent) -> str:
-    """``"training 350/1000"``-style text for the stage label."""
-    extra = event.data.get("extra") or {}
-    if "round" in extra and "rounds" in extra:
-        head = f"{event.stage}, round {extra['round']}/{extra['rounds']}"
-    else:
-        head = f"{event.stage} {100 * event.fraction:.0f} %"
-    return f"{head}: {event.message}" if event.message else head
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

@@ -1,5 +1,8 @@
 """The dock's messages in QGIS's message bar: an adapted model to reuse, an adaptation kept aside
-(the safe result, with a way to keep the adapted model anyway), and errors with their details."""
+(the safe result, with a way to keep the adapted model anyway), and errors with their details.
+
+Messages with a choice stay until the user closes them or the dock starts another run
+(:func:`dismiss`): a job may have taken many minutes, the user may come back later."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ def _with_buttons(
     level: Any,
     duration: int,
     buttons: list[tuple[str, Callable[[], Any], str]],
-) -> None:
+) -> Any:
     widget = bar.createMessage(title, text)
     for label, action, tip in buttons:
         button = QPushButton(label, widget)
@@ -29,14 +32,23 @@ def _with_buttons(
         button.clicked.connect(action)
         widget.layout().addWidget(button)
     bar.pushWidget(widget, level, duration)
+    return widget
 
 
-def offer_model(bar: Any, model: Path, use: Callable[[], Any]) -> None:
-    """The adapted model was delivered: offer to reuse it."""
+def dismiss(bar: Any, widget: Any) -> None:
+    """Take a message off the bar if it is still there."""
+    try:
+        bar.popWidget(widget)
+    except RuntimeError:  # the user closed it: Qt deleted it
+        pass
+
+
+def offer_model(bar: Any, model: Path, use: Callable[[], Any]) -> Any:
+    """The adapted model was delivered: offer to reuse it (until closed); the message."""
     text = tr("Adapted model saved: {}. Reuse it for other scenes of this sensor.").format(
         model.name
     )
-    _with_buttons(bar, "LoveCS", text, Qgis.Success, 15, [(tr("Use this model"), use, "")])
+    return _with_buttons(bar, "LoveCS", text, Qgis.Success, 0, [(tr("Use this model"), use, "")])
 
 
 def offer_rejected(
@@ -45,7 +57,7 @@ def offer_rejected(
     verdict: Optional[str],
     keep: Callable[[], Any],
     details: Callable[[], Any],
-) -> None:
+) -> Any:
     """The adaptation was not judged improved: say so in plain words, and offer the adapted
     model anyway."""
     headline = (
@@ -57,7 +69,7 @@ def offer_rejected(
         ", so you got the source model's map, aligned to this scene (the safe result)."
     )
     tip = tr("Map the scene with the adapted model ({})").format(model.name)
-    _with_buttons(
+    return _with_buttons(
         bar,
         "LoveCS",
         text,
@@ -67,9 +79,9 @@ def offer_rejected(
     )
 
 
-def push_error(bar: Any, error: str, details: Callable[[], Any]) -> None:
+def push_error(bar: Any, error: str, details: Callable[[], Any]) -> Any:
     """A failed run: its first line, and the log behind "Details"."""
-    _with_buttons(
+    return _with_buttons(
         bar,
         tr("LoveCS failed"),
         error.splitlines()[0][:200],

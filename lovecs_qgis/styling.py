@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Collection, Optional, Sequence
 
 from qgis.core import (
     QgsMapLayer,
@@ -22,8 +22,6 @@ from .engine import card as model_card
 from .engine import qml
 
 ClassInfo = model_card.ClassInfo
-
-LAYER_SUFFIX = "land cover (LoveCS)"
 
 
 def class_renderer(
@@ -76,9 +74,28 @@ def classes_for_map(raster: str | os.PathLike[str]) -> list[ClassInfo]:
     return qml.read_qml_classes(path) if path.is_file() else []
 
 
-def map_layer_name(input_name: Optional[str]) -> str:
-    """``"scene — land cover (LoveCS)"``."""
-    return f"{input_name} — {LAYER_SUFFIX}" if input_name else "Land cover (LoveCS)"
+#: What a dock's result layer shows: a plain map, an adapted one, the safe result of an
+#: adaptation the health check turned down (the aligned source model's map), a confidence layer.
+LAND_COVER, ADAPTED, SAFE, CONFIDENCE = (
+    "land cover",
+    "adapted land cover",
+    "land cover, safe result",
+    "confidence",
+)
+
+
+def map_layer_name(input_name: Optional[str], kind: str = LAND_COVER, number: int = 1) -> str:
+    """``"scene — land cover (LoveCS)"``, ``"scene — adapted land cover 2 (LoveCS)"``."""
+    what = kind if number < 2 else f"{kind} {number}"
+    return f"{input_name} — {what} (LoveCS)" if input_name else f"{what.capitalize()} (LoveCS)"
+
+
+def free_layer_name(input_name: Optional[str], kind: str, taken: Collection[str]) -> str:
+    """The first :func:`map_layer_name` not in ``taken`` (repeated runs get 2, 3, ...)."""
+    number = 1
+    while map_layer_name(input_name, kind, number) in taken:
+        number += 1
+    return map_layer_name(input_name, kind, number)
 
 
 class ClassMapStyler(QgsProcessingLayerPostProcessorInterface):

@@ -11,18 +11,24 @@ from qgis.PyQt.QtCore import pyqtSignal
 
 from .engine import contract
 from .events import EngineEvent, EngineOutcome, ProgressMap, Status
+from .i18n import tr
 from .runner import GRACE_S, STAGES, EngineProcess
 
 
 class EngineTask(QgsTask):
     """A ``QgsTask`` running one engine command in a child process, for the dock.
 
-    Signals: ``engineEvent(EngineEvent)`` for every engine message (queued to the main thread for
-    receivers living there), ``done(EngineOutcome)`` from :meth:`finished`, on the main thread.
-    ``progressChanged`` (QgsTask's) carries the overall percentage. The task never touches
-    widgets; the receiver of ``done`` adds layers.
+    Signals: ``engineStarted()`` once the child process runs (it then loads PyTorch and the
+    model), ``engineEvent(EngineEvent)`` for every engine message (both queued to the main
+    thread for receivers living there), ``done(EngineOutcome)`` from :meth:`finished`, on the
+    main thread. ``progressChanged`` (QgsTask's) carries the overall percentage. The task never
+    touches widgets; the receiver of ``done`` adds layers.
+
+    A run the user cancelled ends as a completed task, not a failed one: QGIS would otherwise
+    notify "Task failed" for what the user asked; its description then says "cancelled".
     """
 
+    engineStarted = pyqtSignal()  # noqa: N815 (Qt naming)
     engineEvent = pyqtSignal(object)  # noqa: N815 (Qt naming)
     done = pyqtSignal(object)
 
@@ -59,10 +65,12 @@ class EngineTask(QgsTask):
                 grace=self.grace,
                 argv=self.argv,
             )
+            self.process.start()
+            self.engineStarted.emit()
             self.outcome = self.process.run(self._on_event, self.isCanceled)
         except Exception as exc:  # the engine python was not found, could not start, ...
             self.outcome = EngineOutcome(Status.FAILED, error=str(exc))
-        return self.outcome.ok
+        return self.outcome.status is not Status.FAILED
 
     def _on_event(self, event: EngineEvent) -> None:
         if event.type == contract.PROGRESS:
@@ -73,6 +81,7 @@ class EngineTask(QgsTask):
 
     def cancel(self) -> None:
         """Stop the child right away (SIGTERM; the worker escalates to SIGKILL after grace)."""
+        self.setDescription(tr("{} (cancelled)").format(self.description()))
         super().cancel()
         if self.process is not None:
             self.process.terminate()

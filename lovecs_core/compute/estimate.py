@@ -1,49 +1,119 @@
-"""Rough run-time estimates for the dock ("fast: about 6 min on this CPU"). Plain Python, no torch.
+"""Run-time estimates before a run ("adapting: about 6 min on this CPU"). Plain Python, no torch.
 
-The rates are measured on the project's reference CPU (2 cores, a MobileNet-V2 FPN; see
-bench/RESULTS.md); a different encoder or machine scales them. No GPU rate has been measured yet.
+The seconds come from :data:`CALIBRATION`, measured by ``bench/estimate_calibration.py`` on the
+project's reference CPU: the engine run as the plugin runs it (a fresh process, start-up
+included), timed from its own progress events. An estimate is a plan: seconds per engine stage
+(:func:`stage_plan`), which the plugin refines during the run from the stages' measured pace.
+No GPU has been calibrated: on a GPU the CPU figure is given as an upper bound.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Any, Optional
 
+from ..contract import MAPPING, PSEUDO_LABELS, READING, STATISTICS, TRAINING, WRITING
 from ..presets import PRESETS
 
-#: Seconds per megapixel of training windows (forward + backward), reference CPU: the default
-#: model's source training, 700 iterations x 8 x 256² px in 924 s (bench/RESULTS.md, 2026-11-24).
-CPU_TRAIN_S_PER_MPIX = 2.5
-#: Seconds per megapixel of tiled inference at one scale, reference CPU: 3.80 MPix in 4.9 s
-#: (bench/inference.py, 2026-11-24).
-CPU_INFER_S_PER_MPIX = 1.3
+#: Engine start-up before the first progress event (Python, torch, the model file).
+STARTING = "starting"
+
+#: Measured by bench/estimate_calibration.py (nice'd, on the shared 2-core reference CPU, tiny
+#: synthetic scenes; presets of batch 8 timed at batch 2 and scaled by 4; the paper preset has
+#: the standard one's batch and crop).
+CALIBRATION: dict[str, Any] = {
+    "cores": 2,
+    "startup_s": 12.0,
+    "classify_fixed_s": 3.0,
+    "classify_s_per_mpix": 10.0,
+    "pseudo_s_per_mpix_scale": 8.0,
+    "adapt_startup_s": 14.0,
+    "adapt_s_per_iteration": {"fast": 1.6, "standard": 20.0, "paper": 20.0},
+    "measured": "2026-12-06",
+}
+#: Torch's CPU speed-up with more cores is below linear; this exponent is an assumption (not
+#: measured here: the reference machine has 2 cores).
+CORE_EXPONENT = 0.7
 
 
-def adapt_seconds(preset: str, pixels: int, gsd_ratio: float = 1.0) -> float:
-    """Seconds to adapt (self-training with source + target batches, pseudo-label rounds at
-    ``n_scales`` scales around ``gsd_ratio``) and map a scene of ``pixels`` on the CPU."""
+def cpu_scale(cores: Optional[int] = None, table: dict[str, Any] = CALIBRATION) -> float:
+    """This CPU's seconds over the reference CPU's (fewer cores: slower)."""
+    cores = cores or os.cpu_count() or 1
+    return float((table["cores"] / cores) ** CORE_EXPONENT)
+
+
+def rounds(preset: str) -> int:
     p = PRESETS[preset]
+    return max(1, -(-p["iterations"] // p["refresh_every"]))
+
+
+def stage_plan(
+    command: str,
+    preset: Optional[str],
+    pixels: int,
+    gsd_ratio: float = 1.0,
+    cores: Optional[int] = None,
+    table: dict[str, Any] = CALIBRATION,
+) -> dict[str, float]:
+    """Seconds per stage of ``command`` (``predict`` or ``adapt``) on a scene of ``pixels`` on
+    this CPU; the stages are the engine's (contract), plus :data:`STARTING`."""
+    scale = cpu_scale(cores, table)
     mpix = pixels / 1e6
-    training = p["iterations"] * 2 * p["batch_size"] * p["crop"] ** 2 / 1e6 * CPU_TRAIN_S_PER_MPIX
-    rounds = max(1, -(-p["iterations"] // p["refresh_every"]))
-    scale_cost = p["n_scales"] * max(1.0, gsd_ratio) ** 2
-    labelling = rounds * mpix * scale_cost * CPU_INFER_S_PER_MPIX
-    return training + labelling + classify_seconds(pixels)
+    mapping = table["classify_fixed_s"] + table["classify_s_per_mpix"] * mpix
+    if command != "adapt" or preset not in PRESETS:
+        return {STARTING: table["startup_s"], MAPPING: mapping * scale}
+    p = PRESETS[preset]
+    scales = p["n_scales"] * max(1.0, gsd_ratio) ** 2
+    plan = {
+        STARTING: table["adapt_startup_s"],
+        READING: 1.0,
+        STATISTICS: 2 * table["classify_s_per_mpix"] * mpix,  # the reference map, the health check
+        PSEUDO_LABELS: rounds(preset) * scales * table["pseudo_s_per_mpix_scale"] * mpix,
+        TRAINING: p["iterations"] * table["adapt_s_per_iteration"][preset],
+        MAPPING: mapping,
+        WRITING: 1.0,
+    }
+    return {k: v if k == STARTING else v * scale for k, v in plan.items()}
 
 
-def classify_seconds(pixels: int) -> float:
-    return pixels / 1e6 * CPU_INFER_S_PER_MPIX
+def passes(command: str, preset: Optional[str]) -> dict[str, int]:
+    """How many times each stage runs from 0 to 1 (pseudo-labels once per round)."""
+    if command == "adapt" and preset in PRESETS:
+        return {PSEUDO_LABELS: rounds(preset), STATISTICS: 2}
+    return {}
 
 
-def describe_estimate(preset: Optional[str], pixels: int, gpu: bool) -> str:
-    """One line for the dock."""
+def adapt_seconds(
+    preset: str, pixels: int, gsd_ratio: float = 1.0, cores: Optional[int] = None
+) -> float:
+    """Seconds to adapt to and map a scene of ``pixels`` on this CPU, start-up included."""
+    return sum(stage_plan("adapt", preset, pixels, gsd_ratio, cores).values())
+
+
+def classify_seconds(pixels: int, cores: Optional[int] = None) -> float:
+    """Seconds to map a scene of ``pixels`` on this CPU, start-up included."""
+    return sum(stage_plan("predict", None, pixels, cores=cores).values())
+
+
+def about(seconds: float) -> str:
+    """``"about 40 s"``, ``"about 6 min"``, ``"about 2 h 10 min"``."""
+    if seconds < 60:
+        return f"about {max(5, 5 * round(seconds / 5)):.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60:02d} min"
+
+
+def describe_estimate(
+    preset: Optional[str], pixels: int, gpu: bool, cores: Optional[int] = None
+) -> str:
+    """One line for the dock: both buttons' times for this scene, preset and device."""
     if not preset or preset not in PRESETS or pixels <= 0:
         return ""
-    minutes = adapt_seconds(preset, pixels) / 60
-    mapping = classify_seconds(pixels) / 60
-    text = (
-        f"{pixels / 1e6:.1f} MPix: adapting takes about {minutes:.0f} min on a 2-core CPU "
-        f"({preset}); classifying only about {max(mapping, 0.1):.1f} min."
+    adapt, classify = adapt_seconds(preset, pixels, cores=cores), classify_seconds(pixels, cores)
+    where = "on this CPU" if not gpu else "on the CPU (a GPU is faster; not calibrated yet)"
+    return (
+        f"{pixels / 1e6:.1f} MPix {where}: adapting ({preset}) {about(adapt)}, "
+        f"classifying only {about(classify)}."
     )
-    if gpu:
-        text += " A GPU is much faster (not measured yet)."
-    return text
