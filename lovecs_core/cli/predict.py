@@ -150,15 +150,14 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     extra: dict[str, Any] = {}
     predict: Callable[..., Any]
     if args.ray is not None:
-        from ..mapping.ray.cluster import import_ray
+        from ..mapping.ray.cluster import check_ray_options, import_ray
 
+        check_ray_options(args.ray_workers, args.ray_cpus_per_worker)
         import_ray()  # says how to install Ray before anything heavy starts
         from ..mapping.ray.map import RayOptions, predict_raster_ray
 
         predict = predict_raster_ray
-        extra["ray_options"] = RayOptions(
-            args.ray, args.ray_workers, max(1, args.ray_cpus_per_worker)
-        )
+        extra["ray_options"] = RayOptions(args.ray, args.ray_workers, args.ray_cpus_per_worker)
     else:
         from ..mapping.predict import predict_raster  # torch is imported only when predicting
 
