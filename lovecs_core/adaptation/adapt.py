@@ -58,7 +58,7 @@ from .methods import run_method
 from .pseudolabels import CONF_SCALE, NO_CLASS
 from .run import AdaptRun, ModelArg, prepare
 from .scene import StageReporter, source_scale
-from .self_training import map_scene
+from .scene_maps import map_scene
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from .adabn import recompute_target_statistics
 from .pseudolabels import gsd_scales
 from .run import AdaptRun
 from .scene import source_scale
-from .self_training import self_train, source_term
+from .self_training import self_train
+from .source_term import source_term
 
 
 def run_method(

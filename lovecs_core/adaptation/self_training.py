@@ -6,18 +6,17 @@ map's most confident pixels labelled (the anchor), then trains on
 ``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)`` with source and target batches
 forwarded separately. Target windows are drawn at the model's GSD (unless ``native_scale``),
 centred on every class alike, and normalised with the CSN target slot's running statistics,
-which stay the source's unless ``scene_statistics`` (:mod:`.config`). :func:`source_term`
-finds the labelled rasters of the source term.
+which stay the source's unless ``scene_statistics`` (:mod:`.config`). :mod:`.source_term`
+finds the labelled rasters of the source term; :mod:`.scene_maps` maps the scene and selects.
 Under torchrun, :mod:`.distributed` splits the maps' tiles and each batch across ranks.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -26,129 +25,59 @@ from torch import nn
 
 from ..compute.oom import ChunkedBatch
 from ..compute.runtime import autocast, grad_scaler, round_up
-from ..contract import band_count_problem
 from ..model.card import ModelCard
 from ..model.csn import csn_domain, held_target_statistics
 from ..parallel import distributed
 from ..progress import Reporter
 from ..rasters.labelled import (
     RasterSource,
-    open_sources,
-    sample_array_sources,
-    warn_unknown_label_codes,
 )
 from ..training.optim import clip_and_step, make_optimizer, masked_cross_entropy, poly_schedule
 from ..training.sampling import WindowSampler
 from .config import AdaptConfig, AdaptError
 from .health import class_shares
-from .pseudolabels import (
-    CONF_SCALE,
-    NO_CLASS,
-    SelectionRules,
-    class_balanced_pseudo_labels,
-    predict_scene,
-)
+from .pseudolabels import SelectionRules, class_balanced_pseudo_labels
 from .resume import AdaptCheckpoint, restore_training, training_state
+from .scene_maps import RoundReporter, map_scene, round_record, select_labels
 
 log = logging.getLogger(__name__)
 
 
-def map_scene(
-    net: nn.Module,
-    domain: str,
-    scene: RasterSource,
-    mean: Sequence[float],
-    std: Sequence[float],
-    scales: Sequence[float],
-    cfg: AdaptConfig,
-    device: torch.device,
-    divisor: int,
-    reporter: Reporter,
-    chunks: Optional[ChunkedBatch] = None,
-    mass: Optional[np.ndarray] = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`predict_scene` in eval mode with the CSN ``domain`` and the settings of ``cfg``
-    (``chunks``: the run's :func:`tile_chunks`; ``mass``: see :func:`predict_scene`). Under
-    torchrun each rank maps its share of the tiles and every rank gets the whole map."""
-    net.eval()
-    session = distributed.current()
-    with csn_domain(net, domain):
-        pred, conf = predict_scene(
-            net,
-            scene,
-            mean,
-            std,
-            scales,
-            device=device,
-            tile=cfg.pl_tile,
-            margin=cfg.pl_margin,
-            batch=cfg.pl_batch,
-            amp=cfg.amp,
-            divisor=divisor,
-            reporter=reporter,
-            chunks=chunks,
-            part=session.part if session else None,
-            mass=mass,
-        )
-    if session is not None:
-        session.combine_maps(pred, conf)
-        if mass is not None:
-            mass[:] = session.all_sum(mass.tolist())
-    return pred, conf
+@dataclass
+class _Loop:
+    """What the rounds of one self-training share."""
 
-
-def source_pairs_from_card(card: ModelCard) -> list[tuple[Path, Path]]:
-    """The labelled source data recorded in the card's provenance (files must still exist)."""
-    pairs, missing = card.recorded_source_data()
-    if missing:
-        raise AdaptError(
-            f"the source data recorded in the model card is missing "
-            f"({len(missing)} file(s), e.g. {missing[0]}); pass the source images and "
-            f"labels explicitly (--source-images/--source-labels)"
-        )
-    return pairs
-
-
-def source_term(
-    card: ModelCard,
-    cfg: AdaptConfig,
-    method: str,
-    source_pairs: Optional[Sequence[tuple[Path, Path]]],
-    source_bands: Optional[Sequence[int]],
-    sample: Optional[tuple[np.ndarray, np.ndarray]],
-    report: Reporter,
-) -> tuple[list[RasterSource], str]:
-    """The labelled source rasters of the source CE term and where they come from: the given
-    pairs, else the sample carried in the model file, else the card's recorded files."""
-    if cfg.source_weight <= 0:
-        return [], "none"
-    if source_pairs:
-        pairs, kind = list(source_pairs), "source data"
-    elif sample is not None:
-        report(
-            "reading",
-            0.0,
-            f"source term: the model file's labelled sample ({sample[0].shape[0]} crops)",
-        )
-        return sample_array_sources(*sample), "model file sample"
-    else:
-        pairs, kind = source_pairs_from_card(card), "recorded source data"
-    if not pairs:
-        raise AdaptError(
-            f"{method} trains with a source cross-entropy term and needs the labelled source "
-            "data, but the model card records none; pass --source-images and "
-            "--source-labels, or --source-weight 0 to train on pseudo-labels only"
-        )
-    report("reading", 0.0, f"source data: {len(pairs)} image/label pair(s)")
-    bands = source_bands if source_bands else card.provenance.get("bands")
-    sources = open_sources(pairs, bands)
-    warn_unknown_label_codes(sources, card.class_codes(), "the source labels")
-    problem = band_count_problem(
-        card.band_names, sources[0].band_count, "the source images", "--source-bands"
-    )
-    if problem:
-        raise AdaptError(problem)
-    return sources, kind
+    net: nn.Module
+    cfg: AdaptConfig
+    scene: RasterSource
+    mean: Sequence[float]
+    std: Sequence[float]
+    codes: list[int]
+    crop: int
+    scales: list[float]  # the pseudo-labelling scales
+    scale: float  # the factor at which target windows are trained
+    target_domain: str
+    device: torch.device
+    divisor: int
+    report: Reporter
+    tile_chunks: Optional[ChunkedBatch]
+    rules: SelectionRules
+    priors: np.ndarray  # class shares of the reference map
+    anchor: Optional[np.ndarray]  # the reference map's most confident pixels, kept labelled
+    src_sampler: Optional[WindowSampler]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    chunks: ChunkedBatch  # training windows per domain, halved on out-of-memory
+    total: int
+    n_rounds: int
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    it: int = 0
+    first: int = 1  # the first round to run (after a resumed one)
+    ddp: Optional[nn.parallel.DistributedDataParallel] = None  # under torchrun
+    t0: float = 0.0  # when this run's steps start, and at which iteration (the ETA's clock)
+    it0: int = 0
 
 
 def self_train(
@@ -194,152 +123,198 @@ def self_train(
     scene.labels = np.zeros((scene.height, scene.width), dtype=np.uint8)
     optimizer = make_optimizer(net, cfg.lr, cfg.momentum, cfg.weight_decay)
     total = max(1, cfg.iterations)
-    scheduler = poly_schedule(optimizer, total, cfg.power)
-    scaler = grad_scaler(device, cfg.amp)
-    n_rounds = int(math.ceil(total / max(1, cfg.refresh_every)))
-    rounds: list[dict[str, Any]] = []
-    losses: list[float] = []
-    it, first = 0, 1
-    chunks = ChunkedBatch(
-        cfg.batch_size,
-        "training windows per domain",
-        "choose a smaller --crop, or run on the CPU (--device cpu)",
+    loop = _Loop(
+        net=net,
+        cfg=cfg,
+        scene=scene,
+        mean=mean,
+        std=std,
+        codes=codes,
+        crop=crop,
+        scales=scales,
+        scale=scale,
+        target_domain=target_domain,
+        device=device,
+        divisor=divisor,
+        report=report,
+        tile_chunks=tile_chunks,
+        rules=rules,
+        priors=priors,
+        anchor=anchor,
+        src_sampler=src_sampler,
+        optimizer=optimizer,
+        scheduler=poly_schedule(optimizer, total, cfg.power),
+        scaler=grad_scaler(device, cfg.amp),
+        chunks=ChunkedBatch(
+            cfg.batch_size,
+            "training windows per domain",
+            "choose a smaller --crop, or run on the CPU (--device cpu)",
+        ),
+        total=total,
+        n_rounds=int(math.ceil(total / max(1, cfg.refresh_every))),
     )
-    state = distributed.from_main(checkpoint.load) if checkpoint is not None else None
-    if state is not None:
-        done = restore_training(state, net, optimizer, scheduler, scaler, src_sampler)
-        rounds, losses, it = list(done["rounds"]), list(done["losses"]), int(done["iteration"])
-        first, chunks.size = int(done["round"]) + 1, int(done["chunk"])
-        report(
-            "training",
-            it / total,
-            f"resumed after round {first - 1}/{n_rounds} (iteration {it}/{total}) from "
-            f"{checkpoint.path if checkpoint else ''}",
-            round=first - 1,
-            rounds=n_rounds,
-            iteration=it,
-            iterations=total,
-            resumed=True,
-        )
-    session = distributed.current()
-    ddp = session.wrap(net, target_domain) if session else None
-    t0, it0 = time.monotonic(), it
-    # the target slot keeps the statistics it starts from unless asked otherwise
-    with held_target_statistics(net, hold=not cfg.scene_statistics):
-        for r in range(first, n_rounds + 1):
-            net.eval()
-            pred, conf = map_scene(
-                net,
-                target_domain,
-                scene,
-                mean,
-                std,
-                scales,
-                cfg,
-                device,
-                divisor,
-                _RoundReporter(report, r, n_rounds),
-                tile_chunks,
-            )
-            labels, thresholds = class_balanced_pseudo_labels(
-                pred, conf, codes, cfg.portion, rules, priors
-            )
-            if not (labels > 0).any() and rules.min_confidence > 0:
-                log.warning(
-                    "no pixel reaches the confidence floor %.2f: selecting without it (the "
-                    "health check will judge the result)",
-                    rules.min_confidence,
-                )
-                loose = dataclasses.replace(rules, min_confidence=0.0)
-                labels, thresholds = class_balanced_pseudo_labels(
-                    pred, conf, codes, cfg.portion, loose, priors
-                )
-            if anchor is not None:
-                labels = np.where(labels > 0, labels, anchor)
-            valid = int((pred != NO_CLASS).sum())
-            counts = np.bincount(labels.ravel(), minlength=256)[list(codes)]
-            rounds.append(
-                {
-                    "round": r,
-                    "iteration": it,
-                    "thresholds": [
-                        None if not np.isfinite(t) else round(t / CONF_SCALE, 4) for t in thresholds
-                    ],
-                    "labelled_fraction": round(float((labels > 0).sum()) / max(valid, 1), 4),
-                    "class_pixels": counts.tolist(),
-                }
-            )
-            del pred, conf
-            if not (labels > 0).any():
-                raise AdaptError(
-                    "no pseudo-labels could be selected on the scene: the model is not "
-                    "confident anywhere (no valid pixels, or a scene unlike anything "
-                    "the model knows)"
-                )
-            scene.labels = labels
-            tgt_sampler = WindowSampler(
-                [scene],
-                codes,
-                crop,
-                mean,
-                std,
-                scale_range=(scale * cfg.scale_range[0], scale * cfg.scale_range[1]),
-                weighting="classes" if cfg.balanced_windows else "labels",
-                seed=None if cfg.seed is None else cfg.seed + r,
-            )
-            net.train()
-            steps = min(cfg.refresh_every, total - it)
-            for _ in range(steps):
-                lr = optimizer.param_groups[0]["lr"]
-                source, share = None, distributed.share(cfg.batch_size)  # share: None, all
-                if src_sampler is not None and cfg.source_weight > 0:
-                    source = src_sampler.sample(cfg.batch_size, share)
-                target = tgt_sampler.sample(cfg.batch_size, share)
-                if session is not None and ddp is not None:
-                    source_loss, pseudo_loss = session.train_step(
-                        ddp, optimizer, scaler, cfg, source, target
-                    )
-                else:
-                    source_loss, pseudo_loss = _train_step(
-                        net, optimizer, scaler, cfg, source, target, target_domain, device, chunks
-                    )
-                scheduler.step()
-                it += 1
-                loss = cfg.source_weight * source_loss + cfg.pseudo_weight * pseudo_loss
-                losses.append(loss)
-                elapsed = time.monotonic() - t0
-                report(
-                    "training",
-                    it / total,
-                    f"round {r}/{n_rounds} iteration {it}/{total} loss {np.mean(losses[-20:]):.3f}",
-                    round=r,
-                    rounds=n_rounds,
-                    iteration=it,
-                    iterations=total,
-                    loss=loss,
-                    source_loss=source_loss,
-                    pseudo_loss=pseudo_loss,
-                    lr=lr,
-                    eta_s=elapsed / (it - it0) * (total - it),
-                )
-            if checkpoint is not None and distributed.is_main():
-                checkpoint.save(
-                    **training_state(
-                        net,
-                        optimizer,
-                        scheduler,
-                        scaler,
-                        src_sampler,
-                        round=r,
-                        iteration=it,
-                        rounds=rounds,
-                        losses=losses,
-                        chunk=chunks.size,
-                    )
-                )
+    _run_rounds(loop, checkpoint)
     net.eval()
     scene.labels = None
-    return rounds, losses
+    return loop.rounds, loop.losses
+
+
+def _run_rounds(loop: _Loop, checkpoint: Optional[AdaptCheckpoint]) -> None:
+    """Every round not done yet (a resumed run starts after its checkpoint's round)."""
+    state = distributed.from_main(checkpoint.load) if checkpoint is not None else None
+    if state is not None:
+        _resume(loop, state, checkpoint)
+    session = distributed.current()
+    loop.ddp = session.wrap(loop.net, loop.target_domain) if session else None
+    loop.t0, loop.it0 = time.monotonic(), loop.it
+    # the target slot keeps the statistics it starts from unless asked otherwise
+    with held_target_statistics(loop.net, hold=not loop.cfg.scene_statistics):
+        for r in range(loop.first, loop.n_rounds + 1):
+            labels = _pseudo_labels(loop, r)
+            _train_round(loop, r, labels)
+            if checkpoint is not None and distributed.is_main():
+                _save(loop, r, checkpoint)
+
+
+def _resume(loop: _Loop, state: dict[str, Any], checkpoint: Optional[AdaptCheckpoint]) -> None:
+    """Continue from a checkpoint's state: weights, optimiser, records, the round reached."""
+    done = restore_training(
+        state, loop.net, loop.optimizer, loop.scheduler, loop.scaler, loop.src_sampler
+    )
+    loop.rounds, loop.losses = list(done["rounds"]), list(done["losses"])
+    loop.it = int(done["iteration"])
+    loop.first, loop.chunks.size = int(done["round"]) + 1, int(done["chunk"])
+    loop.report(
+        "training",
+        loop.it / loop.total,
+        f"resumed after round {loop.first - 1}/{loop.n_rounds} (iteration {loop.it}/"
+        f"{loop.total}) from {checkpoint.path if checkpoint else ''}",
+        round=loop.first - 1,
+        rounds=loop.n_rounds,
+        iteration=loop.it,
+        iterations=loop.total,
+        resumed=True,
+    )
+
+
+def _pseudo_labels(loop: _Loop, r: int) -> np.ndarray:
+    """Round ``r``'s pseudo-labels: the scene mapped, guarded class-balanced selection, the
+    anchor added; the round recorded."""
+    cfg, codes, rules = loop.cfg, loop.codes, loop.rules
+    loop.net.eval()
+    pred, conf = map_scene(
+        loop.net,
+        loop.target_domain,
+        loop.scene,
+        loop.mean,
+        loop.std,
+        loop.scales,
+        cfg,
+        loop.device,
+        loop.divisor,
+        RoundReporter(loop.report, r, loop.n_rounds),
+        loop.tile_chunks,
+    )
+    labels, thresholds = select_labels(pred, conf, codes, cfg.portion, rules, loop.priors)
+    if loop.anchor is not None:
+        labels = np.where(labels > 0, labels, loop.anchor)
+    loop.rounds.append(round_record(r, loop.it, labels, thresholds, pred, codes))
+    del pred, conf
+    if not (labels > 0).any():
+        raise AdaptError(
+            "no pseudo-labels could be selected on the scene: the model is not "
+            "confident anywhere (no valid pixels, or a scene unlike anything "
+            "the model knows)"
+        )
+    return labels
+
+
+def _train_round(loop: _Loop, r: int, labels: np.ndarray) -> None:
+    """Round ``r``'s training steps on target windows drawn from ``labels``."""
+    cfg, scale = loop.cfg, loop.scale
+    loop.scene.labels = labels
+    tgt_sampler = WindowSampler(
+        [loop.scene],
+        loop.codes,
+        loop.crop,
+        loop.mean,
+        loop.std,
+        scale_range=(scale * cfg.scale_range[0], scale * cfg.scale_range[1]),
+        weighting="classes" if cfg.balanced_windows else "labels",
+        seed=None if cfg.seed is None else cfg.seed + r,
+    )
+    loop.net.train()
+    for _ in range(min(cfg.refresh_every, loop.total - loop.it)):
+        _step(loop, r, tgt_sampler)
+
+
+def _step(
+    loop: _Loop,
+    r: int,
+    tgt_sampler: WindowSampler,
+) -> None:
+    """One training step (on every rank under torchrun), its loss recorded and reported."""
+    cfg = loop.cfg
+    lr = loop.optimizer.param_groups[0]["lr"]
+    source, share = None, distributed.share(cfg.batch_size)  # share: None, all
+    if loop.src_sampler is not None and cfg.source_weight > 0:
+        source = loop.src_sampler.sample(cfg.batch_size, share)
+    target = tgt_sampler.sample(cfg.batch_size, share)
+    session = distributed.current()
+    if session is not None and loop.ddp is not None:
+        source_loss, pseudo_loss = session.train_step(
+            loop.ddp, loop.optimizer, loop.scaler, cfg, source, target
+        )
+    else:
+        source_loss, pseudo_loss = _train_step(
+            loop.net,
+            loop.optimizer,
+            loop.scaler,
+            cfg,
+            source,
+            target,
+            loop.target_domain,
+            loop.device,
+            loop.chunks,
+        )
+    loop.scheduler.step()
+    loop.it += 1
+    it, total, losses = loop.it, loop.total, loop.losses
+    loss = cfg.source_weight * source_loss + cfg.pseudo_weight * pseudo_loss
+    losses.append(loss)
+    elapsed = time.monotonic() - loop.t0
+    loop.report(
+        "training",
+        it / total,
+        f"round {r}/{loop.n_rounds} iteration {it}/{total} loss {np.mean(losses[-20:]):.3f}",
+        round=r,
+        rounds=loop.n_rounds,
+        iteration=it,
+        iterations=total,
+        loss=loss,
+        source_loss=source_loss,
+        pseudo_loss=pseudo_loss,
+        lr=lr,
+        eta_s=elapsed / (it - loop.it0) * (total - it),
+    )
+
+
+def _save(loop: _Loop, r: int, checkpoint: AdaptCheckpoint) -> None:
+    """Save the state after round ``r`` (rank 0)."""
+    checkpoint.save(
+        **training_state(
+            loop.net,
+            loop.optimizer,
+            loop.scheduler,
+            loop.scaler,
+            loop.src_sampler,
+            round=r,
+            iteration=loop.it,
+            rounds=loop.rounds,
+            losses=loop.losses,
+            chunk=loop.chunks.size,
+        )
+    )
 
 
 def _train_step(
@@ -383,21 +358,3 @@ def _train_step(
     chunks.run(target[0].shape[0], forward_backward, undo, "gradients accumulated over them")
     clip_and_step(net, optimizer, scaler, cfg.grad_clip)
     return losses[0], losses[1]
-
-
-class _RoundReporter(Reporter):
-    """Adds the round to pseudo-labelling progress events."""
-
-    def __init__(self, parent: Reporter, round_: int, rounds: int) -> None:
-        super().__init__(parent.callback, parent.cancel)
-        self.round, self.rounds = round_, rounds
-
-    def __call__(self, stage: str, fraction: float, message: str = "", **extra: Any) -> None:
-        super().__call__(
-            stage,
-            fraction,
-            f"round {self.round}/{self.rounds}: {message}",
-            round=self.round,
-            rounds=self.rounds,
-            **extra,
-        )

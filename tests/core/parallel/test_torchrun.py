@@ -28,7 +28,7 @@ from torch import nn
 from lovecs_core.adaptation.adabn import recompute_target_statistics
 from lovecs_core.adaptation.config import make_config
 from lovecs_core.adaptation.pseudolabels import predict_scene
-from lovecs_core.adaptation.self_training import map_scene
+from lovecs_core.adaptation.scene_maps import map_scene
 from lovecs_core.cli import torchrun as torchrun_entry
 from lovecs_core.cli.main import main
 from lovecs_core.contract import checkpoint_path
