@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any, Optional
 
 from ..contract import ARCHITECTURES, DEFAULT_TRAIN_PRESET, RESULT, TRAIN_PRESET_NAMES, parse_bands
 from ..progress import Reporter, emit_json
+
+log = logging.getLogger(__name__)
 
 
 def floats(text: str, n: Optional[int] = None) -> list[float]:
@@ -65,14 +70,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="image rasters or folders of them",
     )
-    p.add_argument(
+    labels = p.add_mutually_exclusive_group(required=True)
+    labels.add_argument(
         "--labels",
         nargs="+",
-        required=True,
         metavar="PATH",
         help="label rasters (class codes, 0 = no label) or folders; matched to the "
         "images by file name",
     )
+    labels.add_argument(
+        "--points",
+        metavar="FILE",
+        help="or labels as a vector file (ROI polygons, lines or points, any CRS) with an "
+        "integer class field, burnt onto every image it covers",
+    )
+    p.add_argument(
+        "--class-field",
+        metavar="NAME",
+        help="--points' field of class codes (default: 'class', or its only integer field)",
+    )
+    p.add_argument("--layer", metavar="NAME", help="the layer in --points' file")
     p.add_argument("--classes", required=True, help="classes JSON (code, name, color)")
     p.add_argument("--out", required=True, help="output model file (.lovecs)")
     p.add_argument(
@@ -170,11 +187,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def training_pairs(
+    args: argparse.Namespace, codes: list[int], folder: str
+) -> list[tuple[Path, Path]]:
+    """Image/label pairs: label rasters matched by name, or ``--points`` burnt onto the images
+    (label rasters in ``folder``; features left out are logged)."""
+    from ..rasters.labelled import expand_paths, pair_rasters
+    from ..rasters.vector_labels import vector_label_pairs
+
+    if args.labels:
+        return pair_rasters(args.images, args.labels)
+    pairs, problems = vector_label_pairs(
+        args.points, expand_paths(args.images), codes, folder, args.class_field, args.layer
+    )
+    for problem in problems:
+        log.warning("%s: %s", args.points, problem)
+    return pairs
+
+
+def vector_provenance(args: argparse.Namespace) -> Optional[dict[str, Any]]:
+    """What the card records of ``--points``: the file, its hash, the layer and class field."""
+    from ..rasters.corrections import file_sha256
+
+    if not args.points:
+        return None
+    path = Path(args.points)
+    return {
+        "file": str(path.resolve()),
+        "sha256": file_sha256(path) if path.is_file() else "",
+        "layer": args.layer,
+        "class_field": args.class_field,
+    }
+
+
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ..model.card import load_classes
     from ..model.networks import architecture
     from ..presets import TRAIN_PRESETS
-    from ..rasters.labelled import pair_rasters
     from ..training.source import TrainConfig, fpn_architecture, train_source
 
     preset = TRAIN_PRESETS[args.preset]
@@ -215,19 +264,22 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         sample_crops=args.sample_crops,
         sample_side=args.sample_side,
     )
-    pairs = pair_rasters(args.images, args.labels)
-    result = train_source(
-        pairs,
-        load_classes(args.classes),
-        args.out,
-        arch=arch,
-        bands=parse_bands(args.bands),
-        gsd=args.gsd,
-        config=config,
-        name=args.name,
-        resume=args.resume,
-        reporter=reporter,
-    )
+    classes = load_classes(args.classes)
+    with tempfile.TemporaryDirectory(prefix="lovecs-labels-") as folder:
+        pairs = training_pairs(args, [c.code for c in classes], folder)
+        result = train_source(
+            pairs,
+            classes,
+            args.out,
+            arch=arch,
+            bands=parse_bands(args.bands),
+            gsd=args.gsd,
+            config=config,
+            name=args.name,
+            resume=args.resume,
+            reporter=reporter,
+            vector_labels=vector_provenance(args),
+        )
     if args.progress == "json":
         emit_json(
             sys.stdout,

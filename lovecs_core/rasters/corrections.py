@@ -225,18 +225,30 @@ def _pixels(
     return rows, cols, index
 
 
-def read_corrections(
+@dataclass
+class Burnt:
+    """A vector file's usable features on one grid: every labelled pixel (``rows``, ``cols``,
+    ``codes``, ``feature`` ids), the ids of usable features that miss the grid (``outside``), and
+    the features left out for their code or geometry (``problems``)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    codes: np.ndarray
+    feature: np.ndarray
+    outside: list[int]
+    problems: list[str]
+    features: int
+
+
+def _usable_geometries(
     path: str | os.PathLike[str],
     grid: gdal.Dataset,
     codes: Sequence[int],
-    class_field: Optional[str] = None,
-    layer: Optional[str] = None,
-) -> Corrections:
-    """The labelled pixels of the corrections file ``path`` on the pixel grid of ``grid``.
-
-    ``codes``: the class codes (the model's); a feature with another code is left out and named in
-    ``problems``, as is one outside the raster or without a geometry. Raises
-    :class:`CorrectionsError` when no usable feature is left (or none was there)."""
+    class_field: Optional[str],
+    layer: Optional[str],
+) -> tuple[list[tuple[int, ogr.Geometry]], list[int], list[int], list[str]]:
+    """``(geometries in the grid's CRS, their feature ids, their codes, problems)``; raises
+    :class:`CorrectionsError` when the layer holds no feature at all."""
     where = str(path)
     source, lyr = open_layer(path, layer)
     name = class_field_name(lyr, class_field, where)
@@ -264,30 +276,66 @@ def read_corrections(
         feature_ids.append(fid)
         feature_codes.append(int(value))
     del source
-    problems = _problems(unknown, empty, sorted(known))
-    total = len(geometries) + len(empty) + sum(len(v) for v in unknown.values())
-    if total == 0:
+    if not geometries and not empty and not unknown:
         raise CorrectionsError(f"{where} holds no feature: add corrections first")
-    rows, cols, index = _pixels(geometries, grid)
+    return geometries, feature_ids, feature_codes, _problems(unknown, empty, sorted(known))
+
+
+def burn_features(
+    path: str | os.PathLike[str],
+    grid: gdal.Dataset,
+    codes: Sequence[int],
+    class_field: Optional[str] = None,
+    layer: Optional[str] = None,
+) -> Burnt:
+    """The usable features of the vector file ``path`` burnt onto the pixel grid of ``grid``:
+    points on their pixel, lines and polygons on every pixel they touch."""
+    geometries, feature_ids, feature_codes, problems = _usable_geometries(
+        path, grid, codes, class_field, layer
+    )
+    rows, cols, index = _pixels(geometries, grid) if geometries else (np.zeros(0, np.int64),) * 3
     hit = np.zeros(len(geometries), bool)
     hit[np.unique(index)] = True
-    outside = [feature_ids[i] for i in np.flatnonzero(~hit)]
-    if outside:
-        problems.append(
-            f"{len(outside)} feature(s) lie outside the raster (id {named_ids(outside)}): left out"
-        )
-    if rows.size == 0:
-        raise CorrectionsError(
-            f"{where}: no usable correction ({'; '.join(problems) or 'nothing on the raster'})"
-        )
-    ids = np.asarray(feature_ids, np.int64)[index]
-    found = np.asarray(feature_codes, np.int64)[index]
-    return Corrections(
+    return Burnt(
         rows.astype(np.int64),
         cols.astype(np.int64),
-        found.astype(np.uint8),
-        ids,
+        np.asarray(feature_codes, np.int64)[index].astype(np.uint8),
+        np.asarray(feature_ids, np.int64)[index],
+        [feature_ids[i] for i in np.flatnonzero(~hit)],
+        problems,
         int(hit.sum()),
+    )
+
+
+def outside_problem(outside: Sequence[int], what: str = "the raster") -> str:
+    """The message naming features that lie outside ``what``."""
+    return f"{len(outside)} feature(s) lie outside {what} (id {named_ids(outside)}): left out"
+
+
+def read_corrections(
+    path: str | os.PathLike[str],
+    grid: gdal.Dataset,
+    codes: Sequence[int],
+    class_field: Optional[str] = None,
+    layer: Optional[str] = None,
+) -> Corrections:
+    """The labelled pixels of the corrections file ``path`` on the pixel grid of ``grid``.
+
+    ``codes``: the class codes (the model's); a feature with another code is left out and named in
+    ``problems``, as is one outside the raster or without a geometry. Raises
+    :class:`CorrectionsError` when no usable feature is left (or none was there)."""
+    burnt = burn_features(path, grid, codes, class_field, layer)
+    problems = burnt.problems + ([outside_problem(burnt.outside)] if burnt.outside else [])
+    if burnt.rows.size == 0:
+        raise CorrectionsError(
+            f"{path}: no usable correction ({'; '.join(problems) or 'nothing on the raster'})"
+        )
+    return Corrections(
+        burnt.rows,
+        burnt.cols,
+        burnt.codes,
+        burnt.feature,
+        burnt.features,
         problems,
         str(path),
         file_sha256(path) if Path(str(path)).is_file() else "",

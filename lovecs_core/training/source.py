@@ -207,9 +207,12 @@ def train_source(
     resume: bool = False,
     held_out: Sequence[str | os.PathLike[str]] = (),
     reporter: Optional[Reporter] = None,
+    vector_labels: Optional[dict[str, Any]] = None,
 ) -> TrainResult:
     """Train a model on image/label raster pairs and write it to ``out`` (atomically).
-    ``held_out`` (image paths kept out of training for evaluation) is recorded in the card."""
+    ``held_out`` (image paths kept out of training for evaluation) is recorded in the card, as is
+    ``vector_labels`` (the vector file the label rasters were burnt from, which then stand in for
+    no recorded label raster: they are temporary)."""
     cfg = config or TrainConfig()
     report = reporter or Reporter()
     arch = arch or fpn_architecture()
@@ -299,7 +302,8 @@ def train_source(
     seconds = time.monotonic() - t0
     card.provenance = {
         "source_images": [str(Path(p[0]).resolve()) for p in pairs],
-        "source_labels": [str(Path(p[1]).resolve()) for p in pairs],
+        "source_labels": [] if vector_labels else [str(Path(p[1]).resolve()) for p in pairs],
+        **({"vector_labels": vector_labels} if vector_labels else {}),
         "held_out_images": [str(Path(p).resolve()) for p in held_out],
         "bands": list(sources[0].bands),
         "training": {

@@ -11,17 +11,26 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
 )
 
 from ..engine import contract
 from ..i18n import tr
 from ..runner import engine_args
-from .base import DEVICES, EngineAlgorithm, choice_parameter, output_path, raster_path
+from .base import (
+    DEVICES,
+    EngineAlgorithm,
+    choice_parameter,
+    output_path,
+    raster_path,
+    vector_source,
+)
 
 PRESETS = list(contract.TRAIN_PRESET_NAMES)
 ARCHITECTURES = list(contract.ARCHITECTURES)
@@ -31,6 +40,7 @@ class TrainSourceAlgorithm(EngineAlgorithm):
     COMMAND = "train"
     IMAGES, LABELS, IMAGE_FOLDER, LABEL_FOLDER = "IMAGES", "LABELS", "IMAGE_FOLDER", "LABEL_FOLDER"
     CLASSES, PRESET, BANDS, DEVICE, NAME = "CLASSES", "PRESET", "BANDS", "DEVICE", "NAME"
+    VECTOR_LABELS, CLASS_FIELD = "VECTOR_LABELS", "CLASS_FIELD"
     ARCH, ENCODER, ITERATIONS, BATCH_SIZE, CROP, SEED = (
         "ARCH",
         "ENCODER",
@@ -52,7 +62,10 @@ class TrainSourceAlgorithm(EngineAlgorithm):
             "Trains a Semantic FPN land-cover model (with cross-sensor normalisation layers, "
             "ready for adaptation) on image rasters and label rasters of class codes "
             "(0 = no label), paired by file name. Images and labels can be layers, files or "
-            "whole folders.<br><br><b>Classes</b>: a JSON file "
+            "whole folders. Instead of label rasters, a vector layer of labels (ROI polygons, "
+            "lines or points in any CRS, as SCP and dzetsaka keep them) with an integer class "
+            "field can be given: it is burnt onto every image it covers."
+            "<br><br><b>Classes</b>: a JSON file "
             '<code>{"classes": [{"code": 1, "name": "building", "color": '
             '"#E6194B"}, ...]}</code>.<br><b>Preset</b>: <i>fast</i> (ResNet-18, CPU-'
             "friendly), <i>standard</i> (ResNet-34), <i>paper</i> (ResNet-50, 10000 "
@@ -70,6 +83,23 @@ class TrainSourceAlgorithm(EngineAlgorithm):
                 self.LABELS,
                 tr("Label rasters (class codes, 0 = no label)"),
                 QgsProcessing.TypeRaster,
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                self.VECTOR_LABELS,
+                tr("Or labels as a vector layer (ROI polygons, lines or points)"),
+                [QgsProcessing.TypeVectorAnyGeometry],
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.CLASS_FIELD,
+                tr("Class field of the vector labels (integer class codes)"),
+                parentLayerParameterName=self.VECTOR_LABELS,
+                type=QgsProcessingParameterField.Numeric,
                 optional=True,
             )
         )
@@ -168,14 +198,22 @@ class TrainSourceAlgorithm(EngineAlgorithm):
         label_folder = self.parameterAsFile(parameters, self.LABEL_FOLDER, context)
         images += [image_folder] if image_folder else []
         labels += [label_folder] if label_folder else []
-        if not images or not labels:
+        vector = self.parameterAsVectorLayer(parameters, self.VECTOR_LABELS, context)
+        if not images or bool(labels) == bool(vector):
             raise QgsProcessingException(
-                tr("give image rasters (layers or a folder) and their label rasters")
+                tr(
+                    "give image rasters (layers or a folder) and either their label rasters "
+                    "or a vector layer of labels"
+                )
             )
+        points, layer = vector_source(vector, context, "labels") if vector else (None, None)
         out = output_path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
         args = engine_args(
             images=images,
-            labels=labels,
+            labels=labels or None,
+            points=points,
+            layer=layer,
+            class_field=self.parameterAsString(parameters, self.CLASS_FIELD, context) or None,
             classes=self.parameterAsFile(parameters, self.CLASSES, context),
             out=out,
             preset=self.choice(parameters, self.PRESET, context),
