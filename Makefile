@@ -9,6 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export QT_QPA_PLATFORM ?= offscreen
 
 .PHONY: setup apt venv lint format test test-core package install-plugin plugin-dev bench demo default-model screenshots clean
+.PHONY: gpu-check gpu-bundle gpu-bundle-ray gpu-bundle-check
 
 setup: apt venv  ## install everything (apt QGIS + GDAL, venv with pinned torch)
 
@@ -79,6 +80,25 @@ $(SOURCE_MODEL): | $(TMPDIR)
 bench: venv $(SOURCE_MODEL) | $(TMPDIR)  ## benchmarks (CPU budget); see bench/RESULTS.md
 	$(PY) bench/adaptation.py --source-model $(SOURCE_MODEL) --work bench/out/adaptation-small-fast
 	$(PY) bench/inference.py
+
+# The GPU check (issue 25, docs/gpu.md): every part of the GPU path in one guarded, timed run;
+# DEVICE=cpu rehearses it on tiny sizes. No venv dependency: on the GPU machine python3 has torch.
+DEVICE ?= cuda
+GPU_PY := $(if $(wildcard $(PY)),$(PY),python3)
+GPU_CHECK_OUT ?= bench/out/gpu-check
+GPU_CHECK_ARGS ?=
+gpu-check: | $(TMPDIR)  ## GPU check report (DEVICE=cuda|cpu; SIZE, BUDGET seconds, PARTS a,b)
+	$(GPU_PY) bench/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT) $(if $(SIZE),--size $(SIZE)) \
+	  $(if $(BUDGET),--budget-s $(BUDGET)) $(if $(PARTS),--parts $(PARTS)) $(GPU_CHECK_ARGS)
+
+gpu-bundle: | $(TMPDIR)  ## .gpu-bundle/: the wheels and data the GPU machine lacks (< 64 MiB with the tree)
+	$(GPU_PY) scripts/gpu_bundle.py build
+
+gpu-bundle-ray: | $(TMPDIR)  ## .gpu-bundle-ray/: Ray, stripped, for the optional second device call
+	$(GPU_PY) scripts/gpu_bundle.py ray
+
+gpu-bundle-check: | $(TMPDIR)  ## install .gpu-bundle with --no-index into a clean Python 3.12 venv (network: numpy)
+	$(GPU_PY) scripts/gpu_bundle.py check
 
 default-model: venv | $(TMPDIR)  ## retrain resources/models/default.lovecs (train, benchmark, card)
 	$(PY) scripts/default_model.py
