@@ -13,13 +13,10 @@ of memory, batches are split and the run goes on.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import math
 import queue
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
@@ -36,6 +33,7 @@ from ..model.networks import input_divisor
 from ..progress import Reporter
 from ..rasters.reading import RasterReader
 from .blend import BandAccumulator, Piece, tile_order
+from .stages import END, Batch, Failure, malloc_trim, put, stack
 from .tiling import Tile, TileGrid, make_grid
 from .writer import CLASS_NODATA, CONFIDENCE_NODATA, PROBABILITY_NODATA, PredictionWriter
 
@@ -47,23 +45,6 @@ PREFETCH = 2
 MAX_TILES_PER_BATCH = 256
 #: Freed heap memory goes back to the system after this many batches (glibc's ``malloc_trim``).
 TRIM_EVERY = 2
-
-
-def _malloc_trim() -> Callable[[], None]:
-    """glibc's ``malloc_trim(0)``, or a no-op elsewhere. Three threads churning through tile-sized
-    arrays leave freed pages in glibc's arenas: on 64 MPix (null model) the peak grew 0.57-0.60 GiB
-    above the base without trimming, 0.42-0.46 GiB when trimming every 8 batches."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc_trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        libc_trim = None
-
-    def trim() -> None:
-        if libc_trim is not None:
-            libc_trim(0)
-
-    return trim
 
 
 def piece_arrays(
@@ -110,38 +91,6 @@ class PieceSink:
             piece, self.codes, self.confidence_dtype, self.probabilities
         )
         self.writer.write(piece.row_off, classes, conf, probs, col_off=piece.col_off)
-
-
-_END = object()
-
-
-@dataclass
-class _Batch:
-    tiles: list[Tile] = field(default_factory=list)
-    valid: list[Optional[np.ndarray]] = field(default_factory=list)
-    compute: list[int] = field(default_factory=list)  # positions in ``tiles`` to run the model on
-    arrays: list[np.ndarray] = field(default_factory=list)
-    stacked: Optional[torch.Tensor] = None
-    probs: Optional[np.ndarray] = None
-
-    @property
-    def skipped(self) -> int:
-        return len(self.tiles) - len(self.compute)
-
-
-@dataclass
-class _Failure:
-    error: BaseException
-
-
-def _put(q: "queue.Queue[Any]", item: Any, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.05)
-            return True
-        except queue.Full:
-            continue
-    return False
 
 
 def _pad(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -195,108 +144,7 @@ class TileEngine:
 
     def run(self, reader: RasterReader, sink: Callable[[Piece], None]) -> tuple[int, int]:
         """Predict every tile of ``reader``; returns ``(tiles_total, tiles_skipped)``."""
-        grid = make_grid(reader.width, reader.height, self.tile, self.overlap)
-        pad_h, pad_w = self.padded_size(grid)
-        accumulator = BandAccumulator(grid, self.card.num_classes)
-        stop = threading.Event()
-        to_model: "queue.Queue[Any]" = queue.Queue(maxsize=PREFETCH)
-        to_blend: "queue.Queue[Any]" = queue.Queue(maxsize=PREFETCH)
-        blend_errors: list[BaseException] = []
-        pin = self.dev.type == "cuda"
-
-        def read_tiles() -> None:
-            try:
-                batch = _Batch()
-                for t in tile_order(grid):
-                    if stop.is_set():
-                        return
-                    valid, x = self.read_tile(reader, t, pad_h, pad_w)
-                    batch.tiles.append(t)
-                    batch.valid.append(valid)
-                    if x is not None:
-                        batch.compute.append(len(batch.tiles) - 1)
-                        batch.arrays.append(x)
-                    if (
-                        len(batch.compute) >= self.batch_size
-                        or len(batch.tiles) >= MAX_TILES_PER_BATCH
-                    ):
-                        self._stack(batch, pin)
-                        if not _put(to_model, batch, stop):
-                            return
-                        batch = _Batch()
-                if batch.tiles:
-                    self._stack(batch, pin)
-                    _put(to_model, batch, stop)
-            except BaseException as exc:  # handed to the model thread, which raises it
-                _put(to_model, _Failure(exc), stop)
-            finally:
-                _put(to_model, _END, stop)
-
-        def blend() -> None:
-            try:
-                while not stop.is_set():
-                    try:
-                        item = to_blend.get(timeout=0.05)
-                    except queue.Empty:
-                        continue
-                    if item is _END:
-                        return
-                    k = 0
-                    for i, (t, valid) in enumerate(zip(item.tiles, item.valid)):
-                        probs = None
-                        if k < len(item.compute) and item.compute[k] == i:
-                            probs = item.probs[k]
-                            k += 1
-                        for piece in accumulator.add(t, probs, valid):
-                            sink(piece)
-            except BaseException as exc:
-                blend_errors.append(exc)
-                stop.set()
-
-        reader_thread = threading.Thread(target=read_tiles, name="lovecs-read", daemon=True)
-        blend_thread = threading.Thread(target=blend, name="lovecs-blend", daemon=True)
-        total, done, skipped, batches = len(grid), 0, 0, 0
-        trim = _malloc_trim()
-        reader_thread.start()
-        blend_thread.start()
-        try:
-            self.reporter(MAPPING, 0.0, f"0/{total} tiles")
-            with self.prepared():
-                while True:
-                    try:
-                        item = to_model.get(timeout=0.05)
-                    except queue.Empty:
-                        self._check(blend_errors)
-                        continue
-                    if item is _END:
-                        break
-                    if isinstance(item, _Failure):
-                        raise item.error
-                    if item.compute:
-                        item.probs = self.forward(item.stacked, grid)
-                    item.stacked = None
-                    if not _put(to_blend, item, stop):
-                        self._check(blend_errors)
-                    done += len(item.tiles)
-                    skipped += item.skipped
-                    batches += 1
-                    if batches % TRIM_EVERY == 0:
-                        trim()
-                    self.reporter(MAPPING, done / total, f"{done}/{total} tiles")
-                    self._check(blend_errors)
-            _put(to_blend, _END, stop)
-            blend_thread.join()
-            self._check(blend_errors)
-        finally:
-            stop.set()
-            while True:  # unblock the reader
-                try:
-                    to_model.get_nowait()
-                except queue.Empty:
-                    break
-            reader_thread.join()
-            blend_thread.join()
-        return total, skipped
+        return _TileRun(self, reader, sink).run()
 
     @contextlib.contextmanager
     def prepared(self) -> Iterator[None]:
@@ -336,17 +184,6 @@ class TileEngine:
         x[:, ~valid] = 0.0
         return valid, _pad(x, pad_h, pad_w)
 
-    def _check(self, errors: list[BaseException]) -> None:
-        if errors:
-            raise errors[0]
-        self.reporter.check()
-
-    def _stack(self, batch: _Batch, pin: bool) -> None:
-        if batch.arrays:
-            stacked = torch.from_numpy(np.stack(batch.arrays))
-            batch.stacked = stacked.pin_memory() if pin else stacked
-            batch.arrays = []
-
     def forward(self, x: torch.Tensor, grid: TileGrid) -> np.ndarray:
         """Class probabilities of a batch. When the GPU runs out of memory, the batch is split
         in halves (then quarters ...) and the smaller size is kept for the rest of the run; the
@@ -380,3 +217,139 @@ class TileEngine:
             )
         probs = torch.softmax(logits.float(), dim=1)[:, :, : grid.tile_h, : grid.tile_w]
         return probs.cpu().contiguous().numpy()
+
+
+class _TileRun:
+    """One run of the three stages over a reader: the reader and blender threads, the model on
+    the calling thread, and the queues, counts and errors they share."""
+
+    def __init__(
+        self, engine: TileEngine, reader: RasterReader, sink: Callable[[Piece], None]
+    ) -> None:
+        self.engine, self.reader, self.sink = engine, reader, sink
+        self.grid = make_grid(reader.width, reader.height, engine.tile, engine.overlap)
+        self.pad_h, self.pad_w = engine.padded_size(self.grid)
+        self.accumulator = BandAccumulator(self.grid, engine.card.num_classes)
+        self.stop = threading.Event()
+        self.to_model: "queue.Queue[Any]" = queue.Queue(maxsize=PREFETCH)
+        self.to_blend: "queue.Queue[Any]" = queue.Queue(maxsize=PREFETCH)
+        self.blend_errors: list[BaseException] = []
+        self.pin = engine.dev.type == "cuda"
+        self.total, self.done, self.skipped, self.batches = len(self.grid), 0, 0, 0
+
+    def run(self) -> tuple[int, int]:
+        reader_thread = threading.Thread(target=self.read_tiles, name="lovecs-read", daemon=True)
+        blend_thread = threading.Thread(target=self.blend, name="lovecs-blend", daemon=True)
+        trim = malloc_trim()
+        reader_thread.start()
+        blend_thread.start()
+        try:
+            self.engine.reporter(MAPPING, 0.0, f"0/{self.total} tiles")
+            with self.engine.prepared():
+                self.model_loop(trim)
+            put(self.to_blend, END, self.stop)
+            blend_thread.join()
+            self.check()
+        finally:
+            self.stop.set()
+            while True:  # unblock the reader
+                try:
+                    self.to_model.get_nowait()
+                except queue.Empty:
+                    break
+            reader_thread.join()
+            blend_thread.join()
+        return self.total, self.skipped
+
+    def check(self) -> None:
+        """Raise the blender's error, or a cancel."""
+        if self.blend_errors:
+            raise self.blend_errors[0]
+        self.engine.reporter.check()
+
+    # -- the reader thread
+    def read_tiles(self) -> None:
+        try:
+            self._read_tiles()
+        except BaseException as exc:  # handed to the model thread, which raises it
+            put(self.to_model, Failure(exc), self.stop)
+        finally:
+            put(self.to_model, END, self.stop)
+
+    def _read_tiles(self) -> None:
+        engine, batch = self.engine, Batch()
+        for t in tile_order(self.grid):
+            if self.stop.is_set():
+                return
+            valid, x = engine.read_tile(self.reader, t, self.pad_h, self.pad_w)
+            batch.tiles.append(t)
+            batch.valid.append(valid)
+            if x is not None:
+                batch.compute.append(len(batch.tiles) - 1)
+                batch.arrays.append(x)
+            if len(batch.compute) >= engine.batch_size or len(batch.tiles) >= MAX_TILES_PER_BATCH:
+                stack(batch, self.pin)
+                if not put(self.to_model, batch, self.stop):
+                    return
+                batch = Batch()
+        if batch.tiles:
+            stack(batch, self.pin)
+            put(self.to_model, batch, self.stop)
+
+    # -- the model, on the calling thread
+    def model_loop(self, trim: Callable[[], None]) -> None:
+        while True:
+            try:
+                item = self.to_model.get(timeout=0.05)
+            except queue.Empty:
+                self.check()
+                continue
+            if item is END:
+                return
+            if isinstance(item, Failure):
+                raise item.error
+            self._forward(item)
+            self.batches += 1
+            if self.batches % TRIM_EVERY == 0:
+                trim()
+            self.engine.reporter(MAPPING, self.done / self.total, f"{self.done}/{self.total} tiles")
+            self.check()
+
+    def _forward(self, item: Batch) -> None:
+        """The model on one batch, handed on to the blender and counted."""
+        if item.compute:
+            assert item.stacked is not None
+            item.probs = self.engine.forward(item.stacked, self.grid)
+        item.stacked = None
+        if not put(self.to_blend, item, self.stop):
+            self.check()
+        self.done += len(item.tiles)
+        self.skipped += item.skipped
+
+    # -- the blender thread
+    def blend(self) -> None:
+        try:
+            while not self.stop.is_set():
+                try:
+                    item = self.to_blend.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                if item is END:
+                    return
+                self._blend(item)
+        except BaseException as exc:
+            self.blend_errors.append(exc)
+            self.stop.set()
+
+    def _blend(self, item: Batch) -> None:
+        """Add a batch's tiles (probabilities, or none for a skipped tile) to the accumulator
+        and sink the pieces it finishes."""
+        k = 0
+        for i, (t, valid) in enumerate(zip(item.tiles, item.valid)):
+            probs = None
+            if k < len(item.compute) and item.compute[k] == i:
+                assert item.probs is not None
+                probs = item.probs[k]
+                k += 1
+            for piece in self.accumulator.add(t, probs, valid):
+                self.sink(piece)

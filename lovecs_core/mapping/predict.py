@@ -1,9 +1,10 @@
 """Tiled inference: a model classifies a georeferenced raster of any size into a GeoTIFF class map.
 
-This module checks the request, opens the input and the outputs and drives the run: the tiles
-go through :mod:`.pipeline` (reader, model and blender threads); when the raster's ground sample
-distance differs from the model's by more than :data:`GSD_TOLERANCE`, :mod:`.resample` runs the
-model at its own GSD and brings the result back onto the input grid.
+This module drives the run: :mod:`.plan` settles it (outputs checked, input and bands, sensor
+alignment, tiles, the GSD the model runs at), then the tiles go through :mod:`.pipeline`
+(reader, model and blender threads); when the raster's ground sample distance differs from the
+model's by more than :data:`~.plan.GSD_TOLERANCE`, :mod:`.resample` runs the model at its own GSD and
+brings the result back onto the input grid.
 """
 
 from __future__ import annotations
@@ -21,33 +22,23 @@ import torch
 from osgeo import gdal
 from torch import nn
 
-from ..alignment.radiometry import adapted_transform, scene_alignment
-from ..alignment.tone import choose_tone
+from ..alignment.radiometry import adapted_transform
 from ..compute.device import resolve_device
-from ..contract import READING, WRITING, band_count_problem, format_bands
+from ..contract import WRITING
 from ..model.card import ModelCard
 from ..model.networks import input_divisor, model_from_file
 from ..progress import Cancelled, Reporter
 from ..rasters.qml import qml_path, write_qml
 from ..rasters.reading import (
-    GSD_TOLERANCE,
-    RasterError,
-    RasterReader,
     gdal_cache_limit,
-    open_dataset,
-    pixel_size_metres,
-    subset,
-    window_from_extent,
 )
 from .pipeline import PieceSink, TileEngine
+from .plan import MapPlan, align_plan, check_outputs, choose_gsd, open_bands
 from .resample import predict_resampled
 from .writer import PredictionWriter
 
 log = logging.getLogger(__name__)
 
-#: Upsampling beyond this linear factor is refused (a model for much finer pixels than the
-#: raster's: almost certainly the wrong model, and the warped raster would be huge).
-MAX_UPSAMPLING = 4.0
 #: GDAL block cache while mapping (input blocks are reused by overlapping tiles) and while
 #: building overviews (a single sequential pass).
 MAPPING_CACHE_BYTES = 64 * 1024**2
@@ -119,13 +110,6 @@ def tile_settings(card: ModelCard, tile: Optional[int], overlap: Optional[int]) 
                 f"overlap must be between 0 and half the tile ({rounded // 2} px), got {ov}"
             )
     return rounded, ov
-
-
-def _open_input(raster: str | os.PathLike[str]) -> gdal.Dataset:
-    text = str(raster)
-    if not text.startswith("/vsi") and not os.path.exists(text) and ":" not in text[2:]:
-        raise RasterError(f"raster not found: {text}")
-    return open_dataset(text)
 
 
 def predict_raster(
@@ -226,6 +210,76 @@ def _predict_raster(
 ) -> PredictResult:
     start = time.perf_counter()
     reporter = reporter or Reporter()
+    plan = _plan(
+        model,
+        raster,
+        out,
+        bands=bands,
+        tile=tile,
+        overlap=overlap,
+        device=device,
+        batch_size=batch_size,
+        domain=domain,
+        confidence=confidence,
+        probabilities=probabilities,
+        extent=extent,
+        resample=resample,
+        align=align,
+        tone=tone,
+        reporter=reporter,
+    )
+    engine = _engine(plan, amp, reporter, cpu_bf16, make_engine)
+    writer = _writer(plan, engine.precision, confidence_dtype)
+    try:
+        total, skipped = _map_tiles(plan, engine, writer)
+        _commit(writer, reporter)
+        if write_style:
+            write_qml(qml_path(plan.out), plan.card.classes)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        plan.source.close()
+    with contextlib.suppress(Cancelled):  # done: a late cancel changes nothing
+        reporter(WRITING, 1.0, str(plan.out))
+    return PredictResult(
+        plan.out,
+        plan.conf_path,
+        total,
+        skipped,
+        time.perf_counter() - start,
+        str(plan.dev),
+        plan.prob_path,
+        plan.domain,
+        plan.resample_to is not None,
+        plan.tile_px,
+        plan.overlap_px,
+        plan.alignment.to_dict() if plan.alignment else None,
+        engine.precision,
+    )
+
+
+def _plan(
+    model: ModelArg,
+    raster: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    bands: Optional[Sequence[int]],
+    tile: Optional[int],
+    overlap: Optional[int],
+    device: str,
+    batch_size: Optional[int],
+    domain: Optional[str],
+    confidence: Optional[str | os.PathLike[str]],
+    probabilities: Optional[str | os.PathLike[str]],
+    extent: Optional[tuple[float, float, float, float]],
+    resample: bool,
+    align: bool,
+    tone: str | float,
+    reporter: Reporter,
+) -> MapPlan:
+    """Settle the run: the model and its domain, the device and batch, the outputs (checked),
+    the input and its bands, the alignment, the tiles, the GSD the model runs at."""
     card, net = load_model(model)
     domain = domain or card.default_domain
     mean, std = card.stats(domain)
@@ -233,126 +287,101 @@ def _predict_raster(
     batch_size = default_batch_size(dev) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    out = Path(out)
     conf_path = None if confidence is None else Path(confidence)
     prob_path = None if probabilities is None else Path(probabilities)
-    outputs_list = [p for p in (out, conf_path, prob_path) if p is not None]
-    if len({p.resolve() for p in outputs_list}) != len(outputs_list):
-        raise ValueError("output, confidence and probability files must differ")
-    if Path(str(raster)).exists() and Path(str(raster)).resolve() in {
-        p.resolve() for p in outputs_list
-    }:
-        raise ValueError(f"an output would overwrite the input raster {raster}")
-
-    ds = _open_input(raster)
-    if extent is not None:
-        ds = subset(ds, window_from_extent(ds, extent))
-    source = RasterReader(ds, bands)
-    problem = band_count_problem(
-        card.band_names, source.band_count, f"{raster} (bands {format_bands(source.bands)})"
+    check_outputs(raster, [p for p in (Path(out), conf_path, prob_path) if p is not None])
+    ds, source = open_bands(card, raster, extent, bands)
+    plan = MapPlan(
+        card, net, domain, mean, std, dev, batch_size, Path(out), conf_path, prob_path, ds, source
     )
-    if problem:
-        raise RasterError(problem)
-    alignment, transform = None, None
     if align and domain == "source":
-        alignment = choose_tone(
-            card, net, ds, source.bands, scene_alignment(card, ds, source.bands), tone
-        )
-        mean, std = (list(v) for v in alignment.normalization(mean, std).values())
-        transform = alignment.pixel_transform()
-        reporter(READING, 0.0, f"sensor alignment: {alignment.describe()}")
-        log.info("sensor alignment: %s", alignment.describe())
-    tile_px, overlap_px = tile_settings(card, tile, overlap)
-    model_gsd, raster_gsd = card.domain_gsd(domain), pixel_size_metres(ds)
-    resample_to: Optional[float] = None  # the model's GSD, when the raster is resampled to it
-    if resample and model_gsd and raster_gsd and abs(raster_gsd / model_gsd - 1.0) > GSD_TOLERANCE:
-        resample_to = model_gsd
-    resampled = resample_to is not None
-    if model_gsd and raster_gsd is None:
-        log.warning("%s has no georeference: its GSD is unknown, no resampling", raster)
-    if resample_to and raster_gsd and raster_gsd / resample_to > MAX_UPSAMPLING:
-        factor = raster_gsd / resample_to
-        raise RasterError(
-            f"the raster's pixels ({raster_gsd:.3g} m) are {factor:.1f} times coarser than the "
-            f"model's ({resample_to:.3g} m): resampling would turn {ds.RasterXSize}x"
-            f"{ds.RasterYSize} pixels into about {round(ds.RasterXSize * factor)}x"
-            f"{round(ds.RasterYSize * factor)}. Use a model made for this resolution, or "
-            f"--no-resample to run on the raster's own pixels"
-        )
+        align_plan(plan, tone, reporter)
+    plan.tile_px, plan.overlap_px = tile_settings(card, tile, overlap)
+    choose_gsd(plan, raster, resample)
+    return plan
 
+
+def _engine(
+    plan: MapPlan,
+    amp: bool,
+    reporter: Reporter,
+    cpu_bf16: bool,
+    make_engine: Optional[EngineHook],
+) -> TileEngine:
+    """The in-process tile engine with the plan's settings, or what ``make_engine`` makes of it."""
     engine = TileEngine(
-        card, net, dev, domain, mean, std, tile_px, overlap_px, batch_size, amp, reporter, cpu_bf16
+        plan.card,
+        plan.net,
+        plan.dev,
+        plan.domain,
+        plan.mean,
+        plan.std,
+        plan.tile_px,
+        plan.overlap_px,
+        plan.batch_size,
+        amp,
+        reporter,
+        cpu_bf16,
     )
-    engine.transform = transform or adapted_transform(card, domain)
-    if make_engine is not None:
-        engine = make_engine(engine, ds)
-    gt = ds.GetGeoTransform(can_return_null=True)
+    engine.transform = plan.transform or adapted_transform(plan.card, plan.domain)
+    return engine if make_engine is None else make_engine(engine, plan.ds)
+
+
+def _writer(plan: MapPlan, precision: str, confidence_dtype: str) -> PredictionWriter:
+    """The map's writer (with the confidence and probabilities when asked), its metadata
+    saying how the map was made."""
+    ds, card = plan.ds, plan.card
     metadata = {
         "LOVECS_MODEL": card.name,
-        "LOVECS_DOMAIN": domain,
-        "LOVECS_TILE": str(tile_px),
-        "LOVECS_OVERLAP": str(overlap_px),
-        "LOVECS_PRECISION": engine.precision,
+        "LOVECS_DOMAIN": plan.domain,
+        "LOVECS_TILE": str(plan.tile_px),
+        "LOVECS_OVERLAP": str(plan.overlap_px),
+        "LOVECS_PRECISION": precision,
     }
-    if alignment is not None:  # how the scene was brought to the model's radiometry
-        metadata["LOVECS_ALIGNMENT"] = alignment.describe()
-    writer = PredictionWriter(
-        out,
+    if plan.alignment is not None:  # how the scene was brought to the model's radiometry
+        metadata["LOVECS_ALIGNMENT"] = plan.alignment.describe()
+    return PredictionWriter(
+        plan.out,
         ds.RasterXSize,
         ds.RasterYSize,
-        gt,
+        ds.GetGeoTransform(can_return_null=True),
         ds.GetProjection(),
         card.classes,
-        confidence=conf_path,
+        confidence=plan.conf_path,
         confidence_dtype=confidence_dtype,
-        probabilities=prob_path,
+        probabilities=plan.prob_path,
         metadata=metadata,
     )
-    try:
-        if resample_to is None:
-            total, skipped = engine.run(source, PieceSink(writer, card))
-        else:
-            log.info("resampling from %.4g m to the model's %.4g m", raster_gsd, resample_to)
-            total, skipped = predict_resampled(engine, ds, source, writer, out, resample_to, card)
-        reporter(WRITING, 0.0, "overviews")
-        cancelled = threading.Event()
 
-        def overview_progress(fraction: float) -> bool:
-            try:
-                reporter(WRITING, fraction, "overviews")
-            except Cancelled:
-                cancelled.set()
-                return False
-            return True
 
-        try:
-            with gdal_cache_limit(OVERVIEW_CACHE_BYTES):  # one sequential pass: no reuse
-                writer.commit(progress=overview_progress)
-        except RuntimeError:
-            if cancelled.is_set():
-                raise Cancelled("cancelled by the user") from None
-            raise
-        if write_style:
-            write_qml(qml_path(out), card.classes)
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        source.close()
-    with contextlib.suppress(Cancelled):  # done: a late cancel changes nothing
-        reporter(WRITING, 1.0, str(out))
-    return PredictResult(
-        out,
-        conf_path,
-        total,
-        skipped,
-        time.perf_counter() - start,
-        str(dev),
-        prob_path,
-        domain,
-        resampled,
-        tile_px,
-        overlap_px,
-        alignment.to_dict() if alignment else None,
-        engine.precision,
+def _map_tiles(plan: MapPlan, engine: TileEngine, writer: PredictionWriter) -> tuple[int, int]:
+    """Every tile through the engine into the writer (at the model's GSD when resampled);
+    returns the tiles in all and those skipped."""
+    if plan.resample_to is None:
+        return engine.run(plan.source, PieceSink(writer, plan.card))
+    log.info("resampling from %.4g m to the model's %.4g m", plan.raster_gsd, plan.resample_to)
+    return predict_resampled(
+        engine, plan.ds, plan.source, writer, plan.out, plan.resample_to, plan.card
     )
+
+
+def _commit(writer: PredictionWriter, reporter: Reporter) -> None:
+    """Build the overviews and move the files into place (a cancel stops the overviews)."""
+    reporter(WRITING, 0.0, "overviews")
+    cancelled = threading.Event()
+
+    def overview_progress(fraction: float) -> bool:
+        try:
+            reporter(WRITING, fraction, "overviews")
+        except Cancelled:
+            cancelled.set()
+            return False
+        return True
+
+    try:
+        with gdal_cache_limit(OVERVIEW_CACHE_BYTES):  # one sequential pass: no reuse
+            writer.commit(progress=overview_progress)
+    except RuntimeError:
+        if cancelled.is_set():
+            raise Cancelled("cancelled by the user") from None
+        raise
