@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, NoReturn, Optional
 
 from ..contract import DOMAINS, part_path
+from .card_fields import CardProblem, check_card_fields
 
 if TYPE_CHECKING:  # the QGIS plugin reads cards without torch in its process
     import numpy as np
@@ -25,7 +25,6 @@ FORMAT_NAME = "lovecs-model"
 FORMAT_VERSION = 1
 CARD_KEY = "lovecs_card"
 MODEL_SUFFIX = ".lovecs"
-_COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
 class ModelFileError(ValueError):
@@ -185,105 +184,10 @@ def validate_card_dict(data: Any) -> None:
     arch = data["architecture"]
     if not isinstance(arch, dict) or "arch" not in arch:
         _fail("'architecture' must be an object with an 'arch' name")
-    classes = data["classes"]
-    if not isinstance(classes, list) or not classes:
-        _fail("'classes' must be a non-empty list")
-    codes = set()
-    for i, c in enumerate(classes):
-        if not isinstance(c, dict) or not {"code", "name", "color"} <= set(c):
-            _fail(f"classes[{i}] needs 'code', 'name' and 'color'")
-        code = c["code"]
-        if not isinstance(code, int) or not 1 <= code <= 255:
-            _fail(f"classes[{i}].code must be an integer 1..255 (0 is nodata), found {code!r}")
-        if code in codes:
-            _fail(f"class code {code} appears twice")
-        codes.add(code)
-        if not isinstance(c["color"], str) or not _COLOR.match(c["color"]):
-            _fail(f"classes[{i}].color must look like '#RRGGBB', found {c['color']!r}")
-    bands = data["bands"]
-    if (
-        not isinstance(bands, dict)
-        or not isinstance(bands.get("names"), list)
-        or not bands["names"]
-    ):
-        _fail("'bands.names' must be a non-empty list")
-    n_bands = len(bands["names"])
-    if "count" in bands and bands["count"] != n_bands:
-        _fail(f"'bands.count' is {bands['count']} but {n_bands} band names are given")
-    if n_bands > MAX_BANDS:
-        _fail(f"{n_bands} bands is more than this engine accepts ({MAX_BANDS})")
-    if "range" in bands:
-        rng = bands["range"]
-        if (
-            not isinstance(rng, list)
-            or len(rng) != 2
-            or not all(map(_is_number, rng))
-            or not rng[0] < rng[1]
-        ):
-            _fail(f"'bands.range' must be [low, high] numbers with low < high, found {rng!r}")
-    norm = data["normalization"]
-    if not isinstance(norm, dict) or "source" not in norm:
-        _fail("'normalization' must hold statistics for the 'source' domain")
-    for domain, entry in norm.items():
-        if domain not in DOMAINS:
-            _fail(f"unknown normalisation domain {domain!r}")
-        for key in ("mean", "std"):
-            values = entry.get(key) if isinstance(entry, dict) else None
-            if not isinstance(values, list) or len(values) != n_bands:
-                _fail(f"normalization.{domain}.{key} must list {n_bands} numbers (one per band)")
-            bad = [v for v in values if not _is_number(v)]
-            if bad:
-                _fail(f"normalization.{domain}.{key} must hold numbers, found {bad[0]!r}")
-        if any(float(s) <= 0 for s in entry["std"]):
-            _fail(f"normalization.{domain}.std must be positive")
-    if data.get("default_domain", "source") not in DOMAINS:
-        _fail(f"'default_domain' must be one of {DOMAINS}")
-    gsd = data.get("gsd")
-    if gsd is not None and (not _is_number(gsd) or gsd <= 0):
-        _fail(f"'gsd' must be a positive number of metres or null, found {gsd!r}")
-    tile = data.get("tile", {})
-    if not isinstance(tile, dict):
-        _fail("'tile' must be an object with 'size' and 'overlap'")
-    size, overlap = tile.get("size", 512), tile.get("overlap", 64)
-    if not _is_int(size) or not 1 <= size <= MAX_TILE:
-        _fail(f"'tile.size' must be a whole number of pixels, 1..{MAX_TILE}, found {size!r}")
-    if not _is_int(overlap) or not 0 <= overlap < size:
-        _fail(
-            f"'tile.overlap' must be a whole number of pixels, 0..{size - 1} (below the tile "
-            f"size), found {overlap!r}"
-        )
-    _check_architecture_sizes(arch)
-
-
-#: Sane limits of what a card may declare; a crafted card beyond them is refused before anything
-#: is allocated (a network 40,000 channels wide would ask for tens of GB).
-MAX_BANDS = 64
-MAX_TILE = 8192
-ARCH_LIMITS: dict[str, tuple[int, int]] = {
-    "width": (1, 1024),
-    "depth": (0, 64),  # tiny
-    "pyramid_channels": (1, 2048),
-    "segmentation_channels": (1, 2048),  # fpn
-}
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_architecture_sizes(arch: dict[str, Any]) -> None:
-    for key, (low, high) in ARCH_LIMITS.items():
-        if key in arch:
-            value = arch[key]
-            if not _is_int(value) or not low <= value <= high:
-                _fail(f"architecture.{key} must be a whole number {low}..{high}, found {value!r}")
-    encoder = arch.get("encoder")
-    if encoder is not None and not isinstance(encoder, str):
-        _fail(f"architecture.encoder must be a name, found {encoder!r}")
+    try:
+        check_card_fields(data)
+    except CardProblem as exc:
+        raise ModelFileError(f"invalid model card: {exc}") from None
 
 
 def load_classes(path: str | os.PathLike[str]) -> list[ClassInfo]:
