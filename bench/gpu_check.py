@@ -80,6 +80,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--tile", type=int, help="tile side (default the model's; 256 on a CPU)")
     p.add_argument("--batch-size", type=int, help="tiles per batch (default the engine's)")
     p.add_argument("--data", help="shared data with target_b/ (default env LOVECS_SHARED_DATA)")
+    p.add_argument("--paper-iterations", type=int,
+                   help="adapt_paper: this many iterations (refresh every 2/5 of them) instead "
+                   "of the preset's 5000, to see it finish inside a short budget")  # fmt: skip
     p.add_argument("--parts", help=f"comma-separated subset of {','.join(NAMES)}")
     p.add_argument("--skip", default="", help="comma-separated parts to skip (recorded)")
     p.add_argument("--record", metavar="REPORT_JSON", help="put a report into bench/RESULTS.md")
@@ -105,6 +108,8 @@ def child_command(args: argparse.Namespace, part: str, part_file: Path, cap: flo
         cmd += ["--tile", str(args.tile)]
     if args.batch_size:
         cmd += ["--batch-size", str(args.batch_size)]
+    if args.paper_iterations:
+        cmd += ["--paper-iterations", str(args.paper_iterations)]
     return cmd
 
 
@@ -207,7 +212,14 @@ def orchestrate(args: argparse.Namespace) -> int:
     data = report(args, started, time.monotonic() - t0, entries)
     write_reports(out, data)
     print(f"[gpu-check] report: {out / 'report.md'} ({data['total_s']:.0f} s)", flush=True)
-    return 0 if all(e["status"] in ("passed", "skipped") for e in entries) else 1
+    return 0 if all(ok(e) for e in entries) else 1
+
+
+def ok(entry: dict[str, Any]) -> bool:
+    """Passed or skipped; the paper preset may also stop at its cap (it gets what is left)."""
+    return entry["status"] in ("passed", "skipped") or (
+        entry["name"] == "adapt_paper" and entry["status"] == "timeout"
+    )
 
 
 def report(

@@ -358,6 +358,10 @@ def part_mapping_r50(ctx: Ctx) -> None:
     mapping(ctx, "r50")
 
 
+#: seconds a compilation and its measures may take (inductor, one network, one precision)
+COMPILE_S = 45.0
+
+
 def part_compile(ctx: Ctx) -> None:
     """``torch.compile`` (inductor on CUDA; on a CPU the ``eager`` backend, which checks the
     graph capture in seconds): first the bundled model end to end, compiled (compare with
@@ -378,7 +382,10 @@ def part_compile(ctx: Ctx) -> None:
     torch._dynamo.reset()
     batch = ctx.args.batch_size or default_batch_size(device)
     runs = [("default", "bfloat16"), ("r50", "bfloat16"), ("default", "float32"), ("r50", "float32")]  # fmt: skip
-    for which, precision in runs if ctx.cuda else []:  # a CPU: the pipeline's path alone
+    for i, (which, precision) in enumerate(runs if ctx.cuda else []):  # a CPU: the pipeline's
+        if ctx.left() < COMPILE_S:  # a compilation may not fit: say what was left out
+            ctx.put("not_run", [f"{w}_{p}" for w, p in runs[i:]] + [f"{ctx.left():.0f} s left"])
+            break
         card, net = load(which)
         net.to(device)
         tile, overlap = tile_settings(card, ctx.args.tile, None)
@@ -429,28 +436,51 @@ def adapt_args(
     return args + (TINY_ADAPT if tiny else [])
 
 
+class Training:
+    """Training iterations seen in progress events, and their rate (iterations per second)."""
+
+    def __init__(self) -> None:
+        self.first: Optional[tuple[float, int]] = None
+        self.rate: Optional[float] = None
+
+    def see(self, now: float, iteration: Any) -> None:
+        if not isinstance(iteration, int):
+            return
+        if self.first is None:
+            self.first = (now, iteration)
+        elif iteration > self.first[1] and now > self.first[0]:
+            self.rate = (iteration - self.first[1]) / (now - self.first[0])
+
+
 def follow(ctx: Ctx, cmd: list[str], env: Optional[dict[str, str]] = None) -> dict[str, Any]:
-    """Run a ``lovecs --progress json`` command, recording its last training iteration as it
-    goes (a part stopped at its cap still says how far it got); returns the result event."""
+    """Run a ``lovecs --progress json`` command, recording its stage, training iteration and
+    iteration rate as it goes (a part stopped at its cap still says how far it got and how fast
+    it went); returns the result event."""
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
     result: dict[str, Any] = {}
-    last = 0.0
+    last, training = 0.0, Training()
     assert proc.stdout is not None
     for line in proc.stdout:
-        event = _json(line)
+        event, now = _json(line), time.monotonic()
         if event.get("type") == "result":
             result = event
-        elif event.get("type") == "progress" and time.monotonic() - last > 5:
-            last = time.monotonic()
+        elif event.get("type") == "progress":
             extra = event.get("extra") or {}
-            ctx.put("progress", {"stage": event.get("stage"), "fraction": event.get("fraction"),
-                                 "iteration": extra.get("iteration"), "message": event.get("message"),
-                                 "seconds": round(last - t0, 1)})  # fmt: skip
+            if event.get("stage") == "training":
+                training.see(now, extra.get("iteration"))
+            if now - last > 5:
+                last = now
+                rate = None if training.rate is None else round(training.rate, 2)
+                ctx.put("progress", {"stage": event.get("stage"), "message": event.get("message"),
+                                     "iteration": extra.get("iteration"),
+                                     "iterations_per_s": rate, "seconds": round(now - t0, 1)})  # fmt: skip
         elif event.get("type") == "error":
             ctx.put("error", event)
     rc = proc.wait()
     ctx.put("seconds", round(time.monotonic() - t0, 1))
+    if training.rate is not None:
+        ctx.put("iterations_per_s", round(training.rate, 2))
     if rc != 0 or not result:
         raise RuntimeError(f"{' '.join(cmd[2:5])}... exit code {rc}")
     return result
@@ -481,7 +511,14 @@ def adapt(ctx: Ctx, preset: str) -> None:
         stale.unlink()
     ctx.put("scene", f"{scene}{'' if ctx.cuda else ' (a window, tiny settings)'}")
     cmd = [sys.executable, "-m", "lovecs_core", "--progress", "json"]
-    result = follow(ctx, cmd + adapt_args(ctx, preset, scene, out, tiny=not ctx.cuda))
+    args = adapt_args(ctx, preset, scene, out, tiny=not ctx.cuda)
+    n = ctx.args.paper_iterations if preset == "paper" else None
+    if n:  # a shortened paper schedule, said so in the report
+        args += ["--iterations", str(n), "--refresh-every", str(max(1, 2 * n // 5))]
+        ctx.put(
+            "schedule", f"{n} iterations (--paper-iterations), refresh every {max(1, 2 * n // 5)}"
+        )
+    result = follow(ctx, cmd + args)
     health = result.get("health") or {}
     ctx.put("verdict", health.get("verdict"))
     ctx.put("delivered", "aligned source model" if result.get("rejected") else "adapted model")

@@ -18,16 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.distributed as dist
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-
-from lovecs_core.cli.main import build_parser  # noqa: E402
-from lovecs_core.cli.main import main as cli_main  # noqa: E402
-from lovecs_core.compute.device import resolve_device  # noqa: E402
-from lovecs_core.model.csn import sync_statistics  # noqa: E402
-from lovecs_core.parallel import distributed  # noqa: E402
+from lovecs_core.cli.main import build_parser
+from lovecs_core.cli.main import main as cli_main
+from lovecs_core.compute.device import resolve_device
+from lovecs_core.model.csn import sync_statistics
+from lovecs_core.parallel import distributed
 
 
 def join(device_spec: str) -> distributed.Session:
