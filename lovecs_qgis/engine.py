@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 
 def _engine_package() -> str:
@@ -32,11 +33,20 @@ def _load(name: str) -> ModuleType:
     return importlib.import_module(f"{PACKAGE}.{name}")
 
 
-contract = _load("contract")
-card = _load("model.card")
-checks = _load("checks.outputs")
-rasterchecks = _load("checks.rasters")
-bands = _load("rasters.bands")
-estimate = _load("compute.estimate")
-qml = _load("rasters.qml")
-report = _load("evaluation.report")
+if TYPE_CHECKING:  # the same modules as type checkers see them (mypy over the plugin)
+    from lovecs_core import contract
+    from lovecs_core.checks import outputs as checks
+    from lovecs_core.checks import rasters as rasterchecks
+    from lovecs_core.compute import estimate
+    from lovecs_core.evaluation import report
+    from lovecs_core.model import card
+    from lovecs_core.rasters import bands, qml
+else:
+    contract = _load("contract")
+    card = _load("model.card")
+    checks = _load("checks.outputs")
+    rasterchecks = _load("checks.rasters")
+    bands = _load("rasters.bands")
+    estimate = _load("compute.estimate")
+    qml = _load("rasters.qml")
+    report = _load("evaluation.report")

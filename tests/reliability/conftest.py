@@ -59,8 +59,18 @@ def _plain(
 def make_raster(folder: Path, kind: str, name: Optional[str] = None) -> Path:
     """One input raster of a named kind in ``folder``."""
     path = folder / (name or f"{kind}.tif")
-    if kind == "good":
-        return write_geotiff(path, rgb())
+    for maker in (_damaged_raster, _odd_georeference, _odd_content):
+        made = maker(folder, path, kind)
+        if made is not None:
+            return made
+    raise ValueError(kind)
+
+
+_UTM_GT = (500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0)
+
+
+def _damaged_raster(folder: Path, path: Path, kind: str) -> Optional[Path]:
+    """A file GDAL cannot read, or one that declares far more than it holds."""
     if kind == "corrupt":
         path.write_bytes(b"II*\x00" + os.urandom(3000))
         return path
@@ -70,60 +80,57 @@ def make_raster(folder: Path, kind: str, name: Optional[str] = None) -> Path:
         full.unlink()
         path.write_bytes(data[: len(data) // 3])
         return path
-    if kind == "no_geotransform":
-        return _plain(path, rgb(), gt=None, epsg=32640)
-    if kind == "no_crs":
-        return _plain(path, rgb(), gt=(500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0), epsg=None)
-    if kind == "geographic":  # about 1 m pixels at 25° N
-        d = 1.0 / 111_320.0
-        return _plain(path, rgb(), gt=(55.0, d / 0.906, 0.0, 25.0, 0.0, -d), epsg=4326)
-    if kind == "us_feet":  # NAD83 / New York Long Island (ftUS): 3.28 ft = 1 m pixels
-        return _plain(path, rgb(), gt=(1000000.0, 3.2808, 0.0, 200000.0, 0.0, -3.2808), epsg=2263)
-    if kind == "two_bands":
-        return write_geotiff(path, rgb()[:2])
-    if kind == "four_bands_untagged":  # (a 4-band Byte GeoTIFF is RGBA unless told otherwise)
-        return _plain(
-            path,
-            np.concatenate([rgb(), rgb(seed=1)[:1]]),
-            gt=(500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0),
-            epsg=32640,
-            options=["PHOTOMETRIC=MINISBLACK"],
-        )
-    if kind == "uint16_12bit":
-        return write_geotiff(path, rgb(dtype="uint16", high=4095))
-    if kind == "float_0_1":
-        return write_geotiff(path, rgb(dtype="float32", high=1.0))
-    if kind == "float64":
-        return write_geotiff(path, rgb(dtype="float64"))
-    if kind == "complex":
-        return _plain(
-            path,
-            rgb(dtype="float32"),
-            gt=(500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0),
-            epsg=32640,
-            gdal_type=gdal.GDT_CFloat32,
-        )
-    if kind == "nan_inf":
-        a = rgb(dtype="float32")
-        a[:, :8, :8] = np.nan
-        a[1, 30:, 30:] = np.inf
-        return write_geotiff(path, a)
-    if kind == "all_nodata":
-        return write_geotiff(path, np.zeros((3, 40, 40), np.uint8), nodata=0)
-    if kind == "one_pixel":
-        return write_geotiff(path, rgb(1))
-    if kind == "three_pixels":
-        return write_geotiff(path, rgb(3))
     if kind == "huge_vrt":  # declares 10⁶ x 10⁶ pixels, holds nothing
         path = path.with_suffix(".vrt")
         ds = gdal.GetDriverByName("VRT").Create(str(path), 1_000_000, 1_000_000, 3, gdal.GDT_Byte)
-        ds.SetGeoTransform((500000.0, 1.0, 0.0, 2800000.0, 0.0, -1.0))
+        ds.SetGeoTransform(_UTM_GT)
         srs = osr.SpatialReference()
         srs.ImportFromEPSG(32640)
         ds.SetProjection(srs.ExportToWkt())
         ds = None
         return path
-    raise ValueError(kind)
+    return None
+
+
+def _odd_georeference(folder: Path, path: Path, kind: str) -> Optional[Path]:
+    """A raster without a georeference, or in degrees or feet."""
+    if kind == "no_geotransform":
+        return _plain(path, rgb(), gt=None, epsg=32640)
+    if kind == "no_crs":
+        return _plain(path, rgb(), gt=_UTM_GT, epsg=None)
+    if kind == "geographic":  # about 1 m pixels at 25° N
+        d = 1.0 / 111_320.0
+        return _plain(path, rgb(), gt=(55.0, d / 0.906, 0.0, 25.0, 0.0, -d), epsg=4326)
+    if kind == "us_feet":  # NAD83 / New York Long Island (ftUS): 3.28 ft = 1 m pixels
+        return _plain(path, rgb(), gt=(1000000.0, 3.2808, 0.0, 200000.0, 0.0, -3.2808), epsg=2263)
+    return None
+
+
+def _odd_content(folder: Path, path: Path, kind: str) -> Optional[Path]:
+    """A good raster, or one with other bands, value types, values or sizes."""
+    if kind == "four_bands_untagged":  # (a 4-band Byte GeoTIFF is RGBA unless told otherwise)
+        four = np.concatenate([rgb(), rgb(seed=1)[:1]])
+        return _plain(path, four, gt=_UTM_GT, epsg=32640, options=["PHOTOMETRIC=MINISBLACK"])
+    if kind == "complex":
+        data = rgb(dtype="float32")
+        return _plain(path, data, gt=_UTM_GT, epsg=32640, gdal_type=gdal.GDT_CFloat32)
+    if kind == "nan_inf":
+        a = rgb(dtype="float32")
+        a[:, :8, :8] = np.nan
+        a[1, 30:, 30:] = np.inf
+        return write_geotiff(path, a)
+    arrays: dict[str, Callable[[], np.ndarray]] = {
+        "good": rgb,
+        "two_bands": lambda: rgb()[:2],
+        "uint16_12bit": lambda: rgb(dtype="uint16", high=4095),
+        "float_0_1": lambda: rgb(dtype="float32", high=1.0),
+        "float64": lambda: rgb(dtype="float64"),
+        "one_pixel": lambda: rgb(1),
+        "three_pixels": lambda: rgb(3),
+    }
+    if kind == "all_nodata":
+        return write_geotiff(path, np.zeros((3, 40, 40), np.uint8), nodata=0)
+    return write_geotiff(path, arrays[kind]()) if kind in arrays else None
 
 
 # -- model files ---------------------------------------------------------------------------------
