@@ -42,7 +42,8 @@ $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH):
 test: venv | $(TMPDIR) $(QGIS_CUSTOM_CONFIG_PATH)  ## every test, headless
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
-# Lint and types: ruff (rules and formatting) over the tree, mypy over the engine (pyproject.toml).
+# Lint and types: ruff (rules, function size and formatting) over the tree, mypy over the engine and
+# the plugin (pyproject.toml).
 lint: venv  ## ruff check, ruff format --check, mypy (versions pinned in pyproject's dev extra)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
