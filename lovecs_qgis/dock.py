@@ -42,6 +42,7 @@ from .jobs import (
 )
 from .results import add_result_layers
 from .run_status import RunStatus
+from .scene_size import gsd_ratio, scene_pixels
 from .session import SessionClient
 from .task import EngineTask
 from .view_extent import canvas_extent_in_layer_crs, clip_to_extent
@@ -68,7 +69,7 @@ class LoveCSDock(DockForm):
         self.offers: list[Any] = []  # message-bar offers of the last run, dismissed by the next
         self.details: Optional[DetailsDialog] = None
         self.last_error = ""
-        self.pixels = 0
+        self.pixels, self.ratio = 0, 1.0
         self.card: Optional[ModelCard] = None
         self.devices_task: Optional[EngineTask] = None
         self.corrections = CorrectionsController(iface, self.corrections_panel, session, self)
@@ -136,25 +137,18 @@ class LoveCSDock(DockForm):
         if not isinstance(layer, QgsRasterLayer):
             self.estimate_label.setText("")
             return
-        self.pixels = self.scene_pixels(layer)
+        self.pixels = scene_pixels(self.iface, layer, self.area_combo.currentIndex() == 1)
+        self.ratio = gsd_ratio(layer, self.card.gsd if self.card else None)
         self.estimate_label.setText(
-            estimate.describe_estimate(self.preset_combo.currentData(), self.pixels, self.gpu)
+            estimate.describe_estimate(
+                self.preset_combo.currentData(), self.pixels, self.gpu, gsd_ratio=self.ratio
+            )
         )
 
     @property
     def gpu(self) -> bool:
         device = self.device_combo.currentData() or "auto"
         return device.startswith("cuda") or (device == "auto" and self.device_combo.count() > 2)
-
-    def scene_pixels(self, layer: QgsRasterLayer) -> int:
-        """The pixels a run maps: the layer's, or those in the map view."""
-        pixels = layer.width() * layer.height()
-        if self.area_combo.currentIndex() == 1 and self.iface is not None:
-            extent = canvas_extent_in_layer_crs(self.iface, layer)
-            if extent is not None:
-                px = layer.rasterUnitsPerPixelX() * layer.rasterUnitsPerPixelY()
-                pixels = min(pixels, int(extent.width() * extent.height() / max(px, 1e-12)))
-        return pixels
 
     def set_devices(self, outcome: EngineOutcome) -> None:
         """Fill the device list from ``lovecs devices`` (run in the background at start)."""
@@ -264,7 +258,7 @@ class LoveCSDock(DockForm):
         self.task.done.connect(self.on_done)
         self.progress_bar.setValue(0)
         preset = self.preset_combo.currentData()
-        plan = estimate.stage_plan(command, preset, self.pixels)
+        plan = estimate.stage_plan(command, preset, self.pixels, self.ratio)
         self.status.begin(title, plan, estimate.passes(command, preset))
         self.log(
             tr("Model {}; bands {}; device: {}; preset {}.").format(

@@ -44,7 +44,6 @@ def wrapping_label(parent: QWidget, text: str = "") -> QLabel:
     label = QLabel(text, parent)
     label.setWordWrap(True)
     label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
-    label.setMinimumWidth(40)
     return label
 
 
@@ -156,6 +155,10 @@ class DockForm(QgsDockWidget):
         for widget in (self.log_view, self.raw_view, self.raw_button):
             log_layout.addWidget(widget)
         self.log_group.setCollapsed(True)
+        # expanding the group shows every child: keep one of the two logs hidden
+        self.log_group.collapsedStateChanged.connect(
+            lambda _: self.show_raw_log(self.raw_button.isChecked())
+        )
         layout.addWidget(self.log_group)
         layout.addStretch(1)
         scroll.setWidget(body)

@@ -2,6 +2,7 @@
 grabbed offscreen (QT_QPA_PLATFORM=offscreen).
 
     python scripts/screenshots.py --out docs/screenshots [--action adapt|classify]
+    python scripts/screenshots.py --action classify --view 700   # a 700 px view: a short run
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=str(ROOT / "resources" / "models" / "default.lovecs"))
     p.add_argument("--action", choices=("adapt", "classify"), default="adapt")
     p.add_argument("--preset", default="fast")
+    p.add_argument(
+        "--view", type=int, default=0, help="map a centred view of this many pixels a side"
+    )
     args = p.parse_args(argv)
     if not Path(args.scene).is_file():
         print(f"scene not found: {args.scene} (set LOVECS_SHARED_DATA)", file=sys.stderr)
         return 2
 
-    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle
     from qgis.gui import QgsMapCanvas, QgsMessageBar
     from qgis.PyQt.QtCore import QObject, QSize, pyqtSignal
     from qgis.PyQt.QtWidgets import QSplitter, QVBoxLayout, QWidget
@@ -78,8 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     dock.preset_combo.setCurrentIndex(dock.preset_combo.findData(args.preset))
     out = Path(args.out)
     dock.output_widget.setFilePath(str(ROOT / ".tmp" / "screenshots_run"))
-    window.resize(1180, 760)
+    window.resize(1180, 900)
     window.show()
+    canvas.setDestinationCrs(scene.crs())
+    extent = scene.extent()
+    if args.view:
+        half = args.view * scene.rasterUnitsPerPixelX() / 2
+        c = extent.center()
+        extent = QgsRectangle(c.x() - half, c.y() - half, c.x() + half, c.y() + half)
+        dock.area_combo.setCurrentIndex(1)  # "Current map extent"
+    canvas.setExtent(extent)
+    app.processEvents()
     dock.look_for_devices()
 
     done: list = []
@@ -93,12 +106,15 @@ def main(argv: list[str] | None = None) -> int:
         app.processEvents()
         time.sleep(0.05)
     app.processEvents()
+    dock.corrections_group.setCollapsed(True)
+    dock.log_group.setCollapsed(False)  # the log in plain words
+    app.processEvents()
+    dock.widget().verticalScrollBar().setValue(0)
     if not done[0].ok:
         print(f"the run failed: {done[0].error}", file=sys.stderr)
         return 1
     canvas.setLayers([l for l in QgsProject.instance().layerTreeRoot().layerOrder()])
-    canvas.setDestinationCrs(scene.crs())
-    canvas.setExtent(scene.extent())
+    canvas.setExtent(extent)
     canvas.refresh()
     canvas.waitWhileRendering()
     for _ in range(20):

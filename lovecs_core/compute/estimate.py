@@ -18,17 +18,19 @@ from ..presets import PRESETS
 #: Engine start-up before the first progress event (Python, torch, the model file).
 STARTING = "starting"
 
-#: Measured by bench/estimate_calibration.py (nice'd, on the shared 2-core reference CPU, tiny
-#: synthetic scenes; presets of batch 8 timed at batch 2 and scaled by 4; the paper preset has
-#: the standard one's batch and crop).
+#: Seconds on the reference CPU (2 cores, idle), measured by bench/estimate_calibration.py
+#: (2026-12-06): the engine's CPU time on synthetic 256-768 px scenes, run nice'd on the shared
+#: machine (load 5-14), turned into idle seconds as the bench says; 6 iterations per preset,
+#: those of batch 8 timed at batch 2 and scaled by 4 (the paper preset has the standard one's
+#: batch and crop). Model pixels: the scene's pixels at the model's GSD.
 CALIBRATION: dict[str, Any] = {
     "cores": 2,
-    "startup_s": 12.0,
-    "classify_fixed_s": 3.0,
-    "classify_s_per_mpix": 10.0,
-    "pseudo_s_per_mpix_scale": 8.0,
-    "adapt_startup_s": 14.0,
-    "adapt_s_per_iteration": {"fast": 1.6, "standard": 20.0, "paper": 20.0},
+    "startup_s": 4.24,
+    "classify_fixed_s": 0.63,
+    "classify_s_per_mpix": 1.03,
+    "pseudo_s_per_mpix_scale": 0.65,
+    "adapt_startup_s": 3.51,
+    "adapt_s_per_iteration": {"fast": 2.21, "standard": 13.25, "paper": 13.25},
     "measured": "2026-12-06",
 }
 #: Torch's CPU speed-up with more cores is below linear; this exponent is an assumption (not
@@ -56,14 +58,15 @@ def stage_plan(
     table: dict[str, Any] = CALIBRATION,
 ) -> dict[str, float]:
     """Seconds per stage of ``command`` (``predict`` or ``adapt``) on a scene of ``pixels`` on
-    this CPU; the stages are the engine's (contract), plus :data:`STARTING`."""
+    this CPU; the stages are the engine's (contract), plus :data:`STARTING`. ``gsd_ratio``: the
+    scene's GSD over the model's (the engine maps at the model's GSD)."""
     scale = cpu_scale(cores, table)
-    mpix = pixels / 1e6
+    mpix = pixels / 1e6 * max(gsd_ratio, 0.1) ** 2
     mapping = table["classify_fixed_s"] + table["classify_s_per_mpix"] * mpix
     if command != "adapt" or preset not in PRESETS:
         return {STARTING: table["startup_s"], MAPPING: mapping * scale}
     p = PRESETS[preset]
-    scales = p["n_scales"] * max(1.0, gsd_ratio) ** 2
+    scales = p["n_scales"]
     plan = {
         STARTING: table["adapt_startup_s"],
         READING: 1.0,
@@ -90,9 +93,9 @@ def adapt_seconds(
     return sum(stage_plan("adapt", preset, pixels, gsd_ratio, cores).values())
 
 
-def classify_seconds(pixels: int, cores: Optional[int] = None) -> float:
+def classify_seconds(pixels: int, cores: Optional[int] = None, gsd_ratio: float = 1.0) -> float:
     """Seconds to map a scene of ``pixels`` on this CPU, start-up included."""
-    return sum(stage_plan("predict", None, pixels, cores=cores).values())
+    return sum(stage_plan("predict", None, pixels, gsd_ratio, cores).values())
 
 
 def about(seconds: float) -> str:
@@ -106,12 +109,17 @@ def about(seconds: float) -> str:
 
 
 def describe_estimate(
-    preset: Optional[str], pixels: int, gpu: bool, cores: Optional[int] = None
+    preset: Optional[str],
+    pixels: int,
+    gpu: bool,
+    cores: Optional[int] = None,
+    gsd_ratio: float = 1.0,
 ) -> str:
     """One line for the dock: both buttons' times for this scene, preset and device."""
     if not preset or preset not in PRESETS or pixels <= 0:
         return ""
-    adapt, classify = adapt_seconds(preset, pixels, cores=cores), classify_seconds(pixels, cores)
+    adapt = adapt_seconds(preset, pixels, gsd_ratio, cores)
+    classify = classify_seconds(pixels, cores, gsd_ratio)
     where = "on this CPU" if not gpu else "on the CPU (a GPU is faster; not calibrated yet)"
     return (
         f"{pixels / 1e6:.1f} MPix {where}: adapting ({preset}) {about(adapt)}, "

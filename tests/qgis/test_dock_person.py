@@ -90,6 +90,10 @@ def test_a_long_engine_message_does_not_widen_the_dock_or_the_main_window(dock):
         assert dock.minimumSizeHint().width() < 420
         assert window.width() <= width and dock.width() <= dock_width + 2
         assert dock.cancel_button.geometry().right() <= dock.width()
+    dock.model_label.setText("LoveCS default: RGB land cover, 0.5 m, 5 classes — 3 bands")
+    QgsApplication.processEvents()
+    for label in (dock.model_label, dock.stage_label, dock.estimate_label):  # as tall as needed
+        assert label.height() <= label.heightForWidth(label.width()) + 4, label.text()[:40]
     window.removeDockWidget(dock)
 
 
@@ -220,6 +224,8 @@ def test_the_log_speaks_to_people_and_keeps_the_engine_lines_one_click_away(dock
     assert "Sensor alignment: 16-bit values scaled by 0.0039" in shown
     assert "round 1/2: round 1/2" not in dock.stage_label.text()
     assert dock.stage_label.text().count("round 1/2") == 1
+    dock.log_group.setCollapsed(False)
+    assert dock.log_view.isVisibleTo(dock) and not dock.raw_view.isVisibleTo(dock)
     dock.raw_button.click()
     assert dock.raw_view.isVisibleTo(dock) and not dock.log_view.isVisibleTo(dock)
     assert raw in dock.raw_view.toPlainText() and "tile cache" in dock.raw_view.toPlainText()
