@@ -11,20 +11,21 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal
 
-from ..contract import INPUT_GRID, MODEL_GRID, MODEL_GRID_CONF, MODEL_GRID_PROB, RESAMPLING
+from ..contract import (
+    INPUT_GRID,
+    MODEL_GRID,
+    MODEL_GRID_CONF,
+    MODEL_GRID_PROB,
+    RESAMPLING,
+    temporary_path,
+)
 from ..model.card import ModelCard
 from ..progress import Cancelled, Reporter
+from ..rasters.geotiff import BLOCK
 from ..rasters.outputs import remove_raster
 from ..rasters.reading import RasterReader, Window, warp_to_gsd
 from .pipeline import PieceSink, TileEngine
-from .writer import (
-    BLOCK,
-    CLASS_NODATA,
-    CONFIDENCE_NODATA,
-    PROBABILITY_NODATA,
-    PredictionWriter,
-    temporary_path,
-)
+from .writer import CLASS_NODATA, CONFIDENCE_NODATA, PROBABILITY_NODATA, PredictionWriter
 
 #: Columns copied at a time from the warped-back files (16 output blocks).
 COPY_COLUMNS = 16 * BLOCK

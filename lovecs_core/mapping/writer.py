@@ -12,15 +12,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
-from ..contract import temporary_path  # noqa: F401 (resample.py takes it from here)
 from ..model.card import ClassInfo
-from ..rasters.geotiff import (  # noqa: F401 (the writer's API)
-    BLOCK,
-    CREATION_OPTIONS,
-    FLUSH_BLOCKS,
-    StripWriter,
-    overview_factors,
-)
+from ..rasters.geotiff import StripWriter
 from ..rasters.outputs import remove_raster
 
 gdal.UseExceptions()

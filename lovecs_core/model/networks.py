@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..contract import ENCODERS  # noqa: F401 (offered to users; the paper's is resnet50)
 from .card import ModelCard, ModelFileError
 from .csn import replace_bn_with_csn
 

@@ -357,8 +357,8 @@ def test_target_smaller_than_a_training_crop_is_adapted(cli, tmp_path):
 def test_wide_network_card_is_refused_without_allocating(tmp_path):
     """The card claims 40,000 channels; even below the card limits, a network larger than the
     engine accepts is refused on the meta device, before a byte of weights is allocated."""
-    from lovecs_core.model.card import read_card
-    from lovecs_core.model.networks import ModelFileError, check_weights
+    from lovecs_core.model.card import ModelFileError, read_card
+    from lovecs_core.model.networks import check_weights
 
     card = read_card(make_model(tmp_path, "good"))
     card.architecture = {

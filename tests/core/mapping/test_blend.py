@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from lovecs_core.mapping.blend import BandAccumulator, columns_first, tile_order
-from lovecs_core.mapping.tiling import StripAccumulator, make_grid
+from lovecs_core.mapping.tiling import make_grid
+from tests.core.mapping.strip_oracle import StripAccumulator
 
 SHAPES = [
     (230, 170, 64, 16),  # wider than tall: columns first

@@ -2,13 +2,13 @@ import numpy as np
 import pytest
 
 from lovecs_core.mapping.tiling import (
-    StripAccumulator,
     axis_offsets,
     axis_weights,
     make_grid,
     margin_for,
     ramp,
 )
+from tests.core.mapping.strip_oracle import StripAccumulator
 
 CASES = [
     (1, 64, 16),

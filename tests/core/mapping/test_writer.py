@@ -4,13 +4,8 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from lovecs_core.mapping.writer import (
-    BLOCK,
-    PredictionWriter,
-    StripWriter,
-    overview_factors,
-    set_class_metadata,
-)
+from lovecs_core.mapping.writer import PredictionWriter, set_class_metadata
+from lovecs_core.rasters.geotiff import BLOCK, StripWriter, overview_factors
 from tests.core.helpers import CLASSES
 
 GT = (500000.0, 2.0, 0.0, 2800000.0, 0.0, -2.0)
