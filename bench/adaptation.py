@@ -29,25 +29,23 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+from osgeo import gdal
+from scenes import DEFAULT_DATA, Scene, build_scenes, held_out_pairs
+
+from lovecs_core.adaptation.adapt import adapt
+from lovecs_core.adaptation.config import make_config
+from lovecs_core.compute.device import resolve_device
+from lovecs_core.evaluation.metrics import evaluate_rasters
+from lovecs_core.mapping.predict import predict_raster
+from lovecs_core.model.card import load_classes, read_card
+from lovecs_core.model.csn import copy_source_to_target
+from lovecs_core.model.networks import model_from_file
+from lovecs_core.progress import ProgressEvent, Reporter
+from lovecs_core.rasters.labelled import RasterSource, band_statistics, pair_rasters
+from lovecs_core.training.source import TrainConfig, fpn_architecture, train_source
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import torch  # noqa: E402
-from osgeo import gdal  # noqa: E402
-from scenes import DEFAULT_DATA, Scene, build_scenes, held_out_pairs  # noqa: E402
-
-from lovecs_core.adaptation.adapt import adapt  # noqa: E402
-from lovecs_core.adaptation.config import make_config  # noqa: E402
-from lovecs_core.compute.device import resolve_device  # noqa: E402
-from lovecs_core.evaluation.metrics import evaluate_rasters  # noqa: E402
-from lovecs_core.mapping.predict import predict_raster  # noqa: E402
-from lovecs_core.model.card import load_classes, read_card  # noqa: E402
-from lovecs_core.model.csn import copy_source_to_target  # noqa: E402
-from lovecs_core.model.networks import model_from_file  # noqa: E402
-from lovecs_core.progress import ProgressEvent, Reporter  # noqa: E402
-from lovecs_core.rasters.labelled import RasterSource, band_statistics, pair_rasters  # noqa: E402
-from lovecs_core.training.source import TrainConfig, fpn_architecture, train_source  # noqa: E402
 
 gdal.UseExceptions()
 SOURCE_STATS = "source model, source statistics (no alignment)"

@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from adaptation import score
+from scenes import DEFAULT_DATA, build_scenes
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from adaptation import score  # noqa: E402
-from scenes import DEFAULT_DATA, build_scenes  # noqa: E402
-
-from lovecs_core.adaptation.adapt import adapt  # noqa: E402
-from lovecs_core.adaptation.config import make_config  # noqa: E402
-from lovecs_core.mapping.predict import predict_raster  # noqa: E402
+from lovecs_core.adaptation.adapt import adapt
+from lovecs_core.adaptation.config import make_config
+from lovecs_core.mapping.predict import predict_raster
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from adaptation import write_section
+from osgeo import gdal
+
+from lovecs_core.rasters import geotiff
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from adaptation import write_section  # noqa: E402
-from osgeo import gdal  # noqa: E402
-
-from lovecs_core.rasters import geotiff  # noqa: E402
 
 
 def class_map(size: int, seed: int = 0) -> np.ndarray:

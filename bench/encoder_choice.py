@@ -19,18 +19,16 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from adaptation import write_section
+from scenes import bench_setup, build_scenes
+from torch import nn
+
+from lovecs_core.evaluation.metrics import evaluate_rasters
+from lovecs_core.mapping.predict import predict_raster
+from lovecs_core.model.networks import model_from_file
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import torch  # noqa: E402
-from adaptation import write_section  # noqa: E402
-from scenes import bench_setup, build_scenes  # noqa: E402
-from torch import nn  # noqa: E402
-
-from lovecs_core.evaluation.metrics import evaluate_rasters  # noqa: E402
-from lovecs_core.mapping.predict import predict_raster  # noqa: E402
-from lovecs_core.model.networks import model_from_file  # noqa: E402
 
 
 def training_step_seconds(net: nn.Module, steps: int = 6, batch: int = 8, crop: int = 256) -> float:

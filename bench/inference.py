@@ -21,18 +21,15 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from adaptation import DEFAULT_DATA, device_description, write_section
+
+from lovecs_core.compute.device import resolve_device
+from lovecs_core.compute.runtime import autocast, round_up
+from lovecs_core.mapping.predict import predict_raster
+from lovecs_core.model.networks import input_divisor, model_from_file
+from lovecs_core.rasters.reading import RasterReader
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from adaptation import DEFAULT_DATA, device_description, write_section  # noqa: E402
-
-from lovecs_core.compute.device import resolve_device  # noqa: E402
-from lovecs_core.compute.runtime import autocast, round_up  # noqa: E402
-from lovecs_core.mapping.predict import predict_raster  # noqa: E402
-from lovecs_core.model.networks import input_divisor, model_from_file  # noqa: E402
-from lovecs_core.rasters.reading import RasterReader  # noqa: E402
 
 
 def model_only_seconds(

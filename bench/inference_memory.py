@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DATA = ROOT / "bench" / "data" / "inference"
 PLOT = ROOT / "bench" / "inference_memory.png"
 ROWS = ROOT / "bench" / "out" / "inference" / "memory-rows.json"  # kept for --keep

@@ -19,16 +19,15 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SHARED = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from lovecs_core.alignment.normalize import normalize
+from lovecs_core.compute.runtime import cpu_bf16_supported
+from lovecs_core.mapping.tiling import make_grid
+from lovecs_core.model.csn import csn_domain
+from lovecs_core.model.networks import model_from_file
+from lovecs_core.rasters.reading import RasterReader
 
-from lovecs_core.alignment.normalize import normalize  # noqa: E402
-from lovecs_core.compute.runtime import cpu_bf16_supported  # noqa: E402
-from lovecs_core.mapping.tiling import make_grid  # noqa: E402
-from lovecs_core.model.csn import csn_domain  # noqa: E402
-from lovecs_core.model.networks import model_from_file  # noqa: E402
-from lovecs_core.rasters.reading import RasterReader  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 #: name: (tiles per forward pass, bf16 autocast, channels_last); the first is the reference.
 VARIANTS = {
@@ -118,7 +117,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        sys.path.insert(0, str(ROOT / "bench"))
         from adaptation import write_section
 
         write_section(Path(args.results), "inference-precision:cpu", text)

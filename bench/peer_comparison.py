@@ -36,13 +36,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from adaptation import DEFAULT_DATA, write_section
+from inference_memory import write_mosaic_vrt
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from adaptation import DEFAULT_DATA, write_section  # noqa: E402
-from inference_memory import write_mosaic_vrt  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "peer"
 KEY = "peer-comparison:cpu"

@@ -17,16 +17,14 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import torch
+from adaptation import score, write_section
+from scenes import DEFAULT_DATA, build_scenes
+
+from lovecs_core.mapping.predict import predict_raster
+from lovecs_core.model.card import load_classes, read_card
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import torch  # noqa: E402
-from adaptation import score, write_section  # noqa: E402
-from scenes import DEFAULT_DATA, build_scenes  # noqa: E402
-
-from lovecs_core.mapping.predict import predict_raster  # noqa: E402
-from lovecs_core.model.card import load_classes, read_card  # noqa: E402
 
 
 def main(argv: Optional[list[str]] = None) -> int:

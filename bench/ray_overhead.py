@@ -26,12 +26,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from adaptation import DEFAULT_DATA, write_section
+from inference_memory import write_mosaic_vrt
 
-from adaptation import DEFAULT_DATA, write_section  # noqa: E402
-from inference_memory import write_mosaic_vrt  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MODEL = ROOT / "resources" / "models" / "default.lovecs"
 

@@ -19,20 +19,18 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from adaptation import write_section
+from osgeo import gdal
+from scenes import bench_setup, build_scenes
+
+from lovecs_core.alignment.radiometry import scene_alignment
+from lovecs_core.alignment.tone import GAMMAS, read_sample_tiles, sample_confidence
+from lovecs_core.evaluation.metrics import evaluate_rasters
+from lovecs_core.mapping.predict import predict_raster
+from lovecs_core.model.networks import model_from_file
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import torch  # noqa: E402
-from adaptation import write_section  # noqa: E402
-from osgeo import gdal  # noqa: E402
-from scenes import bench_setup, build_scenes  # noqa: E402
-
-from lovecs_core.alignment.radiometry import scene_alignment  # noqa: E402
-from lovecs_core.alignment.tone import GAMMAS, read_sample_tiles, sample_confidence  # noqa: E402
-from lovecs_core.evaluation.metrics import evaluate_rasters  # noqa: E402
-from lovecs_core.mapping.predict import predict_raster  # noqa: E402
-from lovecs_core.model.networks import model_from_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,17 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from scenes import DEFAULT_DATA, held_out_pairs
+
+from lovecs_core.model.card import load_classes
+from lovecs_core.progress import ProgressEvent, Reporter
+from lovecs_core.rasters.labelled import pair_rasters
+from lovecs_core.training.source import TrainConfig, fpn_architecture, train_source
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import torch  # noqa: E402
-from scenes import DEFAULT_DATA, held_out_pairs  # noqa: E402
-
-from lovecs_core.model.card import load_classes  # noqa: E402
-from lovecs_core.progress import ProgressEvent, Reporter  # noqa: E402
-from lovecs_core.rasters.labelled import pair_rasters  # noqa: E402
-from lovecs_core.training.source import TrainConfig, fpn_architecture, train_source  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,24 +22,22 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+from adaptation import write_section
+from scenes import DEFAULT_DATA, held_out_pairs
+
+from lovecs_core.compute.device import resolve_device
+from lovecs_core.compute.runtime import autocast
+from lovecs_core.model.card import load_classes
+from lovecs_core.model.csn import change_csn
+from lovecs_core.model.networks import build_model
+from lovecs_core.rasters.labelled import band_statistics, open_sources, pair_rasters
+from lovecs_core.training.augment import SensorRandomisation
+from lovecs_core.training.optim import make_optimizer, masked_cross_entropy
+from lovecs_core.training.sampling import WindowBatches, WindowSampler
+from lovecs_core.training.source import fpn_architecture, source_card
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-import torch  # noqa: E402
-from adaptation import write_section  # noqa: E402
-from scenes import DEFAULT_DATA, held_out_pairs  # noqa: E402
-
-from lovecs_core.compute.device import resolve_device  # noqa: E402
-from lovecs_core.compute.runtime import autocast  # noqa: E402
-from lovecs_core.model.card import load_classes  # noqa: E402
-from lovecs_core.model.csn import change_csn  # noqa: E402
-from lovecs_core.model.networks import build_model  # noqa: E402
-from lovecs_core.rasters.labelled import band_statistics, open_sources, pair_rasters  # noqa: E402
-from lovecs_core.training.augment import SensorRandomisation  # noqa: E402
-from lovecs_core.training.optim import make_optimizer, masked_cross_entropy  # noqa: E402
-from lovecs_core.training.sampling import WindowBatches, WindowSampler  # noqa: E402
-from lovecs_core.training.source import fpn_architecture, source_card  # noqa: E402
 
 #: (label, bf16 autocast, channels_last, randomisation, DataLoader workers)
 SETTINGS = [

@@ -19,10 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lovecs_core.model.card import load_model_file, save_model
 
-from lovecs_core.model.card import load_model_file, save_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SOURCE = ROOT / "bench" / "out" / "source-v3" / "source.lovecs"
 BENCH = ROOT / "bench" / "out" / "adaptation-small-fast"
