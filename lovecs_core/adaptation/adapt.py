@@ -25,7 +25,7 @@ map → :func:`.methods.run_method` → the verdict (the health check) → the c
 written together).
 
 Every adaptation ends with a health check (:mod:`.health`) comparing the adapted model's map with
-the reference map. Unless the verdict is "improved", the model written to ``out`` is the aligned
+the aligned source model's, both as the user gets them (:mod:`.delivered`). Unless the verdict is "improved", the model written to ``out`` is the aligned
 source model (the safe result: never worse than not adapting) and the adapted one is kept beside
 it (``*.rejected.lovecs``), unless ``keep_adapted`` is set.
 
@@ -53,9 +53,10 @@ from ..progress import Reporter
 from ..rasters.qml import qml_path
 from .absent_classes import absent_classes, switch_off
 from .config import AdaptConfig, AdaptError, make_config
-from .health import IMPROVED, HealthReport, class_shares, health_check
+from .delivered import judge_delivered, safe_card
+from .health import IMPROVED, HealthReport, class_shares
 from .methods import run_method
-from .pseudolabels import CONF_SCALE, NO_CLASS
+from .pseudolabels import NO_CLASS
 from .run import AdaptRun, ModelArg, prepare
 from .scene import StageReporter, source_scale
 from .scene_maps import map_scene
@@ -144,40 +145,17 @@ def reference_map(run: AdaptRun) -> None:
 
 
 def verdict(run: AdaptRun) -> None:
-    """Leave out the classes absent from the reference map, map the scene with the adapted
-    model and judge it against the reference map (:mod:`.health`)."""
-    assert run.ref_pred is not None and run.ref_conf is not None and run.ref_shares is not None
+    """Leave out the classes absent from the reference map and judge the adapted model's map
+    against the aligned source model's, both as the user gets them (:mod:`.delivered`,
+    :mod:`.health`)."""
+    assert run.ref_pred is not None and run.ref_shares is not None
     _switch_off_absent(run, run.ref_shares)
-    sc, report = run.sc, run.report
-    pred, conf = map_scene(
-        run.net,
-        run.out_card.default_domain,
-        sc.source,
-        sc.mean,
-        sc.std,
-        [run.final_scale],
-        run.cfg,
-        run.device,
-        run.divisor,
-        StageReporter(report, "statistics", "health check"),
-        run.tiles,
-    )
-    run.health = health = health_check(
-        run.ref_pred,
-        run.ref_conf,
-        pred,
-        conf,
-        run.names,
-        NO_CLASS,
-        CONF_SCALE,
-        same_sensor=sc.alignment.in_source_range,
-        soft_shares=run.ref_mass / max(1, int((run.ref_pred != NO_CLASS).sum())),
-    )
-    del pred, conf
+    soft_shares = run.ref_mass / max(1, int((run.ref_pred != NO_CLASS).sum()))
     run.ref_pred = run.ref_conf = None
+    run.health = health = judge_delivered(run, soft_shares)
     run.adaptation["health"] = health.to_dict()
     log.info("%s", health.summary())
-    report("statistics", 1.0, health.summary(), health=health.to_dict())
+    run.report("statistics", 1.0, health.summary(), health=health.to_dict())
 
 
 def _switch_off_absent(run: AdaptRun, ref_shares: np.ndarray) -> None:
@@ -246,10 +224,7 @@ def _settle(run: AdaptRun, keep_adapted: bool, pending: list[tuple[Path, Path]])
     if distributed.is_main():
         save_model(pending[-1][0], adapted_card, run.net.state_dict())
     run.net.load_state_dict(run.source_state)
-    out_card = run.out_card = card.copy()
-    out_card.default_domain = "source"
-    out_card.normalization.pop("target", None)
-    out_card.radiometry = {**card.radiometry, "alignment": run.sc.alignment.to_dict()}
+    out_card = run.out_card = safe_card(run)
     adaptation["result"] = f"aligned source model (adaptation judged {health.verdict})"
     adaptation["rejected_model"] = str(rejected)
     adaptation["target_gsd"] = card.gsd

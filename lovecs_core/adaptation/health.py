@@ -72,6 +72,11 @@ class HealthRules:
     # ... for classes on at least this share of either map (the share from which pseudo-labelling
     # takes a class as present: .adapt_config.AdaptConfig.min_share)
     ratio_min_share: float = 0.005
+    # the verdict abstains from "improved" on fewer valid pixels than this (a 256 px square) ...
+    min_judged_pixels: int = 65_536
+    # ... or on less than this share of the scene (a scene 96.5 % nodata was judged "improved"
+    # while its valid patch lost 12 OA points)
+    min_judged_share: float = 0.10
 
 
 @dataclass
@@ -133,12 +138,14 @@ def health_check(
     rules: HealthRules | None = None,
     same_sensor: bool = False,
     soft_shares: Optional[np.ndarray] = None,
+    scene_pixels: Optional[int] = None,
 ) -> HealthReport:
     """Compare two maps of the same scene (class indices, ``no_class`` where invalid; integer
     confidences scaled by ``conf_scale``) and give a verdict. ``same_sensor``: the alignment
     found the scene already in the model's radiometric range, so at best *uncertain*.
     ``soft_shares``: the source model's mean class probabilities over the scene (None: its
-    map's shares)."""
+    map's shares). ``scene_pixels``: the maps' pixels in all; given, a valid area too small to
+    judge (:class:`HealthRules`) is at best *uncertain*."""
     r = rules or HealthRules()
     valid = (source_pred != no_class) & (adapted_pred != no_class)
     if not valid.any():
@@ -173,6 +180,9 @@ def health_check(
         reasons = doubts(r, names, agree_conf, shift, before, after, soft, *class_conf)
         if same_sensor:
             reasons.append(SAME_SENSOR)
+        small = too_small_note(r, int(valid.sum()), scene_pixels)
+        if small:
+            reasons.append(small)
         verdict = UNCERTAIN if reasons else IMPROVED
     return HealthReport(
         verdict=verdict,
@@ -231,6 +241,21 @@ def doubts(
                 + (f" (source model's probabilities: {100 * s:.1f} %)" if s != b else "")
             )
     return found
+
+
+def too_small_note(r: HealthRules, valid: int, scene_pixels: Optional[int]) -> str:
+    """Why the valid area is too small to judge (empty: it is not, or ``scene_pixels`` is
+    unknown)."""
+    if not scene_pixels:
+        return ""
+    share = valid / scene_pixels
+    if valid >= r.min_judged_pixels and share >= r.min_judged_share:
+        return ""
+    return (
+        f"the valid area is too small to judge: {valid:,} pixels, {100 * share:.1f} % of the "
+        f"scene (at least {r.min_judged_pixels:,} pixels and {100 * r.min_judged_share:.0f} % "
+        "are needed)"
+    )
 
 
 def agreement_note(agreement: float, limit: float) -> str:
