@@ -3,7 +3,8 @@ calls them in its own process too):
 
 - :func:`check_georeference`: a raster without geotransform or CRS is refused when the model
   expects a pixel size, unless the user asked to map at the raster's own pixels.
-- :func:`input_value_warnings`: the input's data type or value range differ from the model's.
+- :func:`input_value_warnings`: the input's data type or value range differ from the model's,
+  or it holds one value only (a blank or all-zero scene).
 - :func:`check_band_numbers`, :func:`check_raster_data`: bands that do not exist, complex
   values, rasters too large to map in one run.
 """
@@ -138,6 +139,9 @@ def input_value_warnings(
         return warnings
     if not samples or samples[0].size == 0:
         return warnings
+    constant = constant_values(samples)
+    if constant is not None:
+        return [*warnings, constant_scene_warning(name, constant)]
     values = np.concatenate(samples)
     p1, p99 = (float(v) for v in np.percentile(values, [1, 99]))
     span = max(hi - lo, 1e-9)
@@ -163,6 +167,23 @@ def input_value_warnings(
                 f"adapted to?"
             )
     return warnings
+
+
+def constant_values(samples: Sequence[Any]) -> Optional[list[float]]:
+    """Each band's one value when every band is constant over its valid sample, else None."""
+    if not samples or any(s.size == 0 or s.min() != s.max() for s in samples):
+        return None
+    return [float(s[0]) for s in samples]
+
+
+def constant_scene_warning(name: str, values: Sequence[float]) -> str:
+    """What to say of a raster holding one value per band (a blank or all-zero scene)."""
+    listed = ", ".join(f"{v:g}" for v in values)
+    return (
+        f"{name} holds one value in each band ({listed}) wherever it has data: nothing in it "
+        "tells classes apart, so the map will be a single class. Is it the right file, or an "
+        "empty (all-zero) export?"
+    )
 
 
 def check_band_numbers(bands: Iterable[int], count: int, name: str = "the raster") -> None:

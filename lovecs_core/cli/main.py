@@ -108,7 +108,24 @@ def _cancel_on_sigterm(cancel: CancelToken) -> Callable[[], None]:
     return restore
 
 
+def _private_torch_cache() -> None:
+    """torch creates ``$TMPDIR/torchinductor_USER`` when the optimiser first imports its
+    compiler, and leaves it; this run's goes to a folder of its own, removed at exit (unless
+    the user chose one with ``TORCHINDUCTOR_CACHE_DIR``)."""
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    folder = tempfile.mkdtemp(prefix="lovecs-torch-")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = folder
+    atexit.register(shutil.rmtree, folder, True)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    _private_torch_cache()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -220,7 +220,20 @@ def vector_provenance(args: argparse.Namespace) -> Optional[dict[str, Any]]:
     }
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """The model file (and with ``--checkpoint-every`` its checkpoint) is none of the inputs
+    and can be written (``checks.outputs``: the rule every command applies)."""
+    from ..checks.outputs import check_train_outputs
+    from ..rasters.labelled import expand_paths
+
+    inputs: list[tuple[str, Any]] = [("classes", args.classes), ("reference", args.points)]
+    for what, paths in (("image", args.images), ("label raster", args.labels or [])):
+        inputs += [(what, path) for path in expand_paths(paths)]
+    check_train_outputs(args.out, inputs, checkpoint=bool(args.checkpoint_every))
+
+
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    check_outputs(args)
     from ..model.card import load_classes
     from ..model.networks import architecture
     from ..presets import TRAIN_PRESETS

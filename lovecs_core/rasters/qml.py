@@ -7,6 +7,7 @@ the legend shows class names and colours wherever the file goes. The plugin uses
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterable
@@ -16,6 +17,16 @@ from ..model.card import ClassInfo
 
 QGIS_VERSION = "3.22.0-Białowieża"
 DOCTYPE = "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+
+
+#: Characters XML 1.0 does not allow (control characters, surrogates, U+FFFE/FFFF): a class name
+#: holding one would make the whole style unreadable, so each becomes U+FFFD.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(text: str) -> str:
+    """``text`` with every character XML cannot hold replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def qml_path(raster: str | os.PathLike[str]) -> Path:
@@ -74,7 +85,12 @@ def qml_text(classes: Iterable[ClassInfo], band: int = 1, opacity: float = 1.0) 
         ET.SubElement(
             palette,
             "paletteEntry",
-            {"value": str(int(c.code)), "color": c.color.lower(), "alpha": "255", "label": c.name},
+            {
+                "value": str(int(c.code)),
+                "color": xml_safe(c.color.lower()),
+                "alpha": "255",
+                "label": xml_safe(c.name),
+            },
         )
     ET.SubElement(pipe, "brightnesscontrast", {"brightness": "0", "contrast": "0", "gamma": "1"})
     ET.SubElement(
