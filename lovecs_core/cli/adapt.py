@@ -130,6 +130,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "it keeps the source statistics; a scene's statistics mix its class mix in)",
     )
     p.add_argument(
+        "--points",
+        metavar="FILE",
+        help="the user's corrections (a vector file of points, lines or polygons, any CRS): "
+        "both models' heads are refitted to them and they judge which is delivered",
+    )
+    p.add_argument(
+        "--class-field",
+        metavar="NAME",
+        help="--points' field of class codes (default: 'class', or its only integer field)",
+    )
+    p.add_argument("--layer", metavar="NAME", help="the layer in --points' file")
+    p.add_argument(
         "--keep-adapted",
         action="store_true",
         help="write the adapted model to --out whatever the health check says (default: "
@@ -144,9 +156,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
+def points_options(args: argparse.Namespace) -> dict[str, Any]:
+    """With ``--points``: the corrections and how to read them; else ``--resume``."""
+    if not args.points:
+        return {"resume": args.resume}
+    options = {"points": args.points, "class_field": args.class_field, "layer": args.layer}
+    return {**options, "device": args.device}
+
+
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
     from ..adaptation.adapt import adapt
     from ..adaptation.config import AdaptError, make_config
+    from ..adaptation.with_points import adapt_with_points as adapt_points
     from ..parallel import distributed
     from ..rasters.labelled import pair_rasters
 
@@ -171,8 +192,10 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         tone=args.tone,
     )
     pairs = pair_rasters(args.source_images, args.source_labels) if args.source_images else None
+    if args.points and args.resume:
+        raise AdaptError("--resume is not available with --points: rerun without --resume")
     with _tell_about_checkpoint(args.out):
-        result = adapt(
+        result = (adapt_points if args.points else adapt)(
             args.model,
             args.target,
             args.out,
@@ -184,8 +207,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
             map_path=args.map,
             confidence_path=args.confidence,
             keep_adapted=args.keep_adapted,
-            resume=args.resume,
             reporter=reporter,
+            **points_options(args),
         )
     if not distributed.is_main():  # rank 0 prints the result
         return 0

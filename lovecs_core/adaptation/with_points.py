@@ -1,0 +1,187 @@
+"""Adaptation with the user's corrections (``lovecs adapt --points``): the whole scene adapted,
+then the corrections settle what is delivered.
+
+1. LoveCS (or the chosen method) adapts the model to the scene, label-free, as without points.
+2. The head of the aligned source model and the head of the adapted model are each refitted to
+   the corrections (:class:`~lovecs_core.refinement.refiner.Refiner`: a supervised term on the
+   corrected pixels, anchored on the model's confident pixels and the source sample).
+3. The verdict is the corrections' own: the two refitted models' accuracy on corrections they
+   did not train on (the same cross-validation folds for both). The adapted one is delivered
+   when it gets more of them right; otherwise the refitted source model is, and the adapted one
+   is kept beside it, as the label-free check does. With too few corrections to measure, the
+   label-free verdict stands, and the card says so.
+
+Both candidates are scored on the same held-out corrections, so the comparison is paired: it
+judges the adapted *body* (features) by the user's knowledge of the scene.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..compute.device import resolve_device
+from ..contract import HARMFUL, IMPROVED, UNCERTAIN, rejected_path
+from ..mapping.predict import predict_raster
+from ..model.card import read_card, read_source_sample
+from ..model.networks import model_from_file
+from ..progress import Reporter
+from ..rasters.corrections import read_corrections
+from ..refinement.features import Region, open_region, region_features
+from ..refinement.refiner import RefineOutcome, Refiner
+from ..refinement.run import describe_accuracy, sample_state
+from .adapt import AdaptResult, adapt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """A model with its head refitted to the corrections on the scene."""
+
+    label: str
+    refiner: Refiner
+    region: Region
+    outcome: RefineOutcome
+
+    @property
+    def correct(self) -> Optional[int]:
+        """Held-out corrections it gets right (None: too few corrections to measure)."""
+        refined = self.outcome.accuracy.get("refined")
+        return None if not refined else int(refined["correct"])
+
+
+def refitted(
+    label: str,
+    model: str | os.PathLike[str],
+    raster: str,
+    points: str | os.PathLike[str],
+    sample: Optional[tuple[np.ndarray, np.ndarray]],
+    *,
+    class_field: Optional[str] = None,
+    layer: Optional[str] = None,
+    bands: Optional[Sequence[int]] = None,
+    device: str = "auto",
+    reporter: Optional[Reporter] = None,
+) -> Candidate:
+    """``model``'s head refitted to the corrections over the whole ``raster``."""
+    card, net = model_from_file(str(model))
+    dev = resolve_device(device)
+    region = open_region(card, net, raster, bands)
+    corrections = read_corrections(points, region.grid, card.class_codes(), class_field, layer)
+    refiner = Refiner(card, net, dev, sample)
+    refiner.use_region(region, region_features(card, refiner.split, region, dev, reporter))
+    return Candidate(label, refiner, region, refiner.refine(corrections))
+
+
+def points_verdict(source: Candidate, adapted: Candidate) -> tuple[Optional[str], str]:
+    """``(verdict, reason)`` from the two candidates' held-out accuracy on the corrections
+    (None: too few corrections to measure)."""
+    s, a = source.correct, adapted.correct
+    if s is None or a is None:
+        return None, str(source.outcome.accuracy.get("note", "too few corrections to measure"))
+    n = int(source.outcome.accuracy["refined"]["n"])
+    verdict = IMPROVED if a > s else (UNCERTAIN if a == s else HARMFUL)
+    return verdict, (
+        f"judged on the corrections: {a}/{n} right with the adapted model, {s}/{n} with the "
+        f"source model (each head refitted on the other folds, "
+        f"{source.outcome.accuracy['folds']}-fold cross-validation)"
+    )
+
+
+def adapt_with_points(
+    model: str | os.PathLike[str],
+    target: str,
+    out: str | os.PathLike[str],
+    points: str | os.PathLike[str],
+    *,
+    class_field: Optional[str] = None,
+    layer: Optional[str] = None,
+    bands: Optional[Sequence[int]] = None,
+    map_path: Optional[str | os.PathLike[str]] = None,
+    confidence_path: Optional[str | os.PathLike[str]] = None,
+    keep_adapted: bool = False,
+    device: str = "auto",
+    reporter: Optional[Reporter] = None,
+    **adapt_options: Any,
+) -> AdaptResult:
+    """Adapt ``model`` to ``target``, refit both models to the corrections ``points`` and
+    deliver the one the corrections judge better (``keep_adapted``: the adapted one)."""
+    reporter = reporter or Reporter()
+    sample = read_source_sample(model)
+    folder = Path(tempfile.mkdtemp(prefix=".lovecs-points-", dir=Path(out).absolute().parent))
+    try:
+        result = adapt(
+            model, target, folder / "adapted.lovecs", bands=bands, keep_adapted=True,
+            reporter=reporter, **adapt_options,
+        )  # fmt: skip
+        options: dict[str, Any] = dict(
+            class_field=class_field, layer=layer, bands=bands, device=device, reporter=reporter
+        )
+        source = refitted("source model", model, target, points, sample, **options)
+        adapted = refitted("adapted model", result.output, target, points, sample, **options)
+        chosen = _deliver(result, source, adapted, out, keep_adapted, sample)
+        if map_path is None:
+            return chosen
+        tone = source.region.tone if chosen.card.default_domain == "source" else None
+        mapped = predict_raster(
+            str(chosen.output), target, map_path, bands=source.region.bands, device=device,
+            confidence=confidence_path, tone="off" if tone is None else tone,
+        )  # fmt: skip
+        confidence = Path(mapped.confidence) if mapped.confidence else None
+        return dataclasses.replace(chosen, map=Path(mapped.output), confidence=confidence)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _deliver(
+    result: AdaptResult,
+    source: Candidate,
+    adapted: Candidate,
+    out: str | os.PathLike[str],
+    keep_adapted: bool,
+    sample: Optional[tuple[np.ndarray, np.ndarray]],
+) -> AdaptResult:
+    """Save the chosen refitted model to ``out`` (the adapted one aside when it is not chosen)
+    and return the result with the corrections' verdict in its card and health."""
+    verdict, reason = points_verdict(source, adapted)
+    label_free = result.health.verdict if result.health else IMPROVED
+    chosen_verdict = verdict or label_free
+    use_adapted = keep_adapted or chosen_verdict == IMPROVED
+    chosen, other = (adapted, source) if use_adapted else (source, adapted)
+    record = {
+        "verdict": verdict,
+        "reason": reason,
+        "source": source.outcome.accuracy,
+        "adapted": adapted.outcome.accuracy,
+        "delivered": chosen.label,
+    }
+    log.info("%s; %s", reason, describe_accuracy(chosen.outcome.accuracy))
+    chosen.refiner.card.adaptation = {
+        **result.card.adaptation,
+        "corrections": record,
+        "result": f"{chosen.label}, its head refitted to the corrections",
+    }
+    state = sample_state(sample)
+    saved = chosen.refiner.save(chosen.outcome.weights, out, chosen.outcome, state)
+    rejected = None
+    if not use_adapted:
+        rejected = rejected_path(Path(out))
+        adapted.refiner.save(adapted.outcome.weights, rejected, adapted.outcome, state)
+    health = result.health
+    if health is not None:
+        said = f"the label-free check said {health.verdict}" + (
+            f" ({'; '.join(health.reasons)})" if health.reasons else ""
+        )
+        health = dataclasses.replace(health, verdict=chosen_verdict, reasons=[reason, said])
+    return dataclasses.replace(
+        result, output=Path(saved), card=read_card(saved), health=health, rejected=rejected
+    )
