@@ -59,8 +59,9 @@ def people_line(raw: str) -> Optional[str]:
         return None
     if text.lower().startswith(_SAID_ELSEWHERE):
         return None
-    text = text[:1].upper() + text[1:]
-    return tr("Note: {}").format(text) if level == "WARNING" else text
+    if level == "WARNING":
+        return tr("Note: {}").format(text)
+    return text[:1].upper() + text[1:] if text.split(" ", 1)[0].isalpha() else text
 
 
 def _pct(value: float) -> str:

@@ -215,6 +215,8 @@ def test_the_log_speaks_to_people_and_keeps_the_engine_lines_one_click_away(dock
     raw = "INFO lovecs_core.mapping.predict: sensor alignment: 16-bit values scaled by 0.0039"
     dock.on_event(EngineEvent("log", {"message": raw}))
     dock.on_event(EngineEvent("log", {"message": "DEBUG lovecs_core.mapping: tile cache 64 MiB"}))
+    note = "WARNING lovecs_core.cli.predict: scene_view.vrt holds uint16 values"
+    dock.on_event(EngineEvent("log", {"message": note}))
     extra = {"round": 1, "rounds": 2, "iteration": 5, "iterations": 120}
     message = "round 1/2 iteration 5/120 loss 0.412"
     dock.on_event(EngineEvent("progress", {"stage": "training", "fraction": 0.04,
@@ -222,6 +224,7 @@ def test_the_log_speaks_to_people_and_keeps_the_engine_lines_one_click_away(dock
     shown = dock.log_view.toPlainText()
     assert "INFO" not in shown and "lovecs_core" not in shown and "DEBUG" not in shown
     assert "Sensor alignment: 16-bit values scaled by 0.0039" in shown
+    assert "Note: scene_view.vrt holds uint16 values" in shown
     assert "round 1/2: round 1/2" not in dock.stage_label.text()
     assert dock.stage_label.text().count("round 1/2") == 1
     dock.log_group.setCollapsed(False)
