@@ -113,9 +113,12 @@ class CorrectionsPanel(QWidget):
         self.save_button = QPushButton(tr("Save refined model…"), self)
         self.apply_button = QPushButton(tr("Apply to the whole layer"), self)
         self.apply_button.setToolTip(
-            tr("Not available yet: adaptation with corrections (lovecs adapt --points) is planned")
+            tr(
+                "Adapt the model to the whole layer (minutes), fit it and the source model to "
+                "your corrections, and deliver the one that gets more of them right"
+            )
         )
-        self.apply_button.setEnabled(False)
+        self.apply_button.setEnabled(False)  # until there is a correction
         self.cancel_button = QPushButton(tr("Stop"), self)
         self.cancel_button.setToolTip(tr("Stop the engine's work (it restarts when needed)"))
         pairs = (
@@ -164,6 +167,7 @@ class CorrectionsPanel(QWidget):
     # -- what the controller shows ----------------------------------------------------------------
     def set_counts(self, counts: Mapping[int, int]) -> None:
         self.palette.set_counts(counts)
+        self.apply_button.setEnabled(sum(counts.values()) > 0)
 
     def set_busy(self, busy: bool) -> None:
         for button in (

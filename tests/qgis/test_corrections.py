@@ -244,3 +244,20 @@ def test_accuracy_text():
         "95 % CI 79–94 %) — 5-fold cross-validation on your corrections"
     )
     assert accuracy_text({}) == ""
+
+
+def test_apply_to_the_whole_layer_waits_for_a_correction_then_sends_them(correcting):
+    controller, canvas, _ = correcting
+    panel = controller.panel
+    assert not panel.apply_button.isEnabled()  # nothing to apply yet
+    panel.palette.select_code(2)
+    click(canvas, QPoint(120, 90))
+    assert panel.apply_button.isEnabled()
+    sent: list[tuple[str, str]] = []
+    controller.applyRequested.connect(lambda points, field: sent.append((points, field)))
+    panel.apply_button.click()
+    ((points, field),) = sent
+    assert field == contract.CORRECTIONS_CLASS_FIELD
+    source = ogr.Open(points)  # kept: its layer dies with it
+    lyr = source.GetLayerByName(contract.CORRECTIONS_LAYER)
+    assert [f.GetField(field) for f in lyr] == [2]  # the click, on disk for the engine
