@@ -100,8 +100,8 @@ def check_free_space(folder: PathArg, needed: int = 0, what: str = "the output")
     want = max(int(needed), MIN_FREE_BYTES)
     if free < want:
         raise CheckError(
-            f"disk full: {folder} has {_mb(free)} free, {what} needs about "
-            f"{_mb(want)}; free some space or write to another disk"
+            f"disk full: {folder} has {_mb(free)} free, and about {_mb(want)} is needed for "
+            f"{what}; free some space or write to another disk"
         )
 
 
