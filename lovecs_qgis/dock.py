@@ -36,16 +36,15 @@ from .jobs import (
     auto_bands,
     band_problem,
     build_job,
-    free_path,
     raster_problem,
-    safe_name,
 )
+from .layer_render import RenderError, is_file_layer
 from .results import add_result_layers
 from .run_status import RunStatus
 from .scene_size import gsd_ratio, scene_pixels
 from .session import SessionClient
 from .task import EngineTask
-from .view_extent import canvas_extent_in_layer_crs, clip_to_extent
+from .view_extent import dock_input
 from .wording import format_seconds, health_text
 
 ModelCard = model_card.ModelCard
@@ -172,46 +171,33 @@ class LoveCSDock(DockForm):
         layer = self.layer_combo.currentLayer()
         if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
             return self._refuse(tr("Choose a raster layer first."))
-        if layer.providerType() != "gdal" or not Path(layer.source().split("|")[0]).exists():
-            return self._refuse(
-                tr(
-                    "'{}' is not a raster file; save it as a GeoTIFF first (Export → Save As…)."
-                ).format(layer.name())
-            )
         if self.card is None:
             return self._refuse(tr("Choose a valid LoveCS model file."))
-        problem = band_problem(
-            self.card,
-            layer.name(),
-            layer.bandCount(),
-            data_band_count(layer),
-            self.bands_edit.text(),
-        )
-        if not problem:  # the file as GDAL reads it: band numbers, values, size
-            problem = raster_problem(layer.source(), self.bands_edit.text())
-        if problem:  # before any file is written (the view's VRT)
+        problem = ""
+        if is_file_layer(layer):  # a layer rendered to a file is checked as rendered
+            problem = band_problem(
+                self.card,
+                layer.name(),
+                layer.bandCount(),
+                data_band_count(layer),
+                self.bands_edit.text(),
+            )
+            if not problem:  # the file as GDAL reads it: band numbers, values, size
+                problem = raster_problem(layer.source(), self.bands_edit.text())
+        if problem:  # before any file is written (a rendered layer)
             return self._refuse(problem[0].upper() + problem[1:])
         folder = Path(self.output_widget.filePath() or ".").expanduser()
-        raster = layer.source()
-        if self.area_combo.currentIndex() == 1:
-            extent = canvas_extent_in_layer_crs(self.iface, layer)
-            if extent is None:
-                return self._refuse(tr("The map view does not overlap the layer."))
-            if not folder.is_dir():
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    return self._refuse(
-                        tr("Cannot create the output folder {}: {}").format(folder, exc)
-                    )
-            vrt = free_path(folder, f"{safe_name(layer.name())}_view", ".vrt")
-            raster = str(clip_to_extent(raster, extent, vrt))
+        gsd = self.card.domain_gsd(self.card.default_domain)
+        try:  # the view as the engine's --extent; a layer that is not a file rendered first
+            source = dock_input(self.iface, layer, self.area_combo.currentIndex() == 1, gsd, folder)
+        except RenderError as exc:
+            return self._refuse(str(exc))
         request = JobRequest(
             command,
             layer.name(),
-            raster,
-            layer.bandCount(),
-            data_band_count(layer),
+            source.raster,
+            source.layer.bandCount(),
+            data_band_count(source.layer),
             self.model_widget.filePath(),
             self.bands_edit.text(),
             self.device_combo.currentData(),
@@ -220,9 +206,11 @@ class LoveCSDock(DockForm):
             ray=self.ray_edit.text(),
         )
         try:
-            return build_job(request, self.card)
+            job = build_job(request, self.card)
         except JobError as exc:
             return self._refuse(str(exc))
+        job.args += source.extent_args
+        return job
 
     def _refuse(self, message: str) -> None:
         self.iface.messageBar().pushMessage(tr("LoveCS"), message, level=Qgis.Warning, duration=8)

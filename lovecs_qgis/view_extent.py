@@ -1,5 +1,5 @@
-"""The dock's "current view" area: the canvas extent in a layer's CRS, and that part of the
-layer's raster as a VRT."""
+"""The dock's area to map: the canvas extent in a layer's CRS, and what the engine reads for it
+(the layer's file with ``--extent``, or the layer rendered over it, :mod:`.layer_render`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from qgis.core import QgsCoordinateTransform, QgsProject, QgsRasterLayer, QgsRectangle
+
+from .i18n import tr
+from .layer_render import MapInput, RenderError, map_input
 
 
 def canvas_extent_in_layer_crs(iface: Any, layer: QgsRasterLayer) -> Optional[QgsRectangle]:
@@ -23,14 +26,15 @@ def canvas_extent_in_layer_crs(iface: Any, layer: QgsRasterLayer) -> Optional[Qg
     return None if extent.isEmpty() else extent
 
 
-def clip_to_extent(raster: str, extent: Any, vrt: Path) -> Path:
-    """A VRT of the part of ``raster`` inside ``extent`` (a QgsRectangle in the raster's CRS)."""
-    from osgeo import gdal
-
-    gdal.Translate(
-        str(vrt),
-        raster,
-        format="VRT",
-        projWin=[extent.xMinimum(), extent.yMaximum(), extent.xMaximum(), extent.yMinimum()],
-    )
-    return vrt
+def dock_input(
+    iface: Any, layer: QgsRasterLayer, view: bool, gsd: Optional[float], folder: Path
+) -> MapInput:
+    """What the engine maps for ``layer``: all of it, or with ``view`` the part the map canvas
+    shows; a layer that is not a file is rendered at ``gsd`` metres into ``folder``. Raises
+    :class:`~lovecs_qgis.layer_render.RenderError` with the reason."""
+    extent = None
+    if view:
+        extent = canvas_extent_in_layer_crs(iface, layer)
+        if extent is None:
+            raise RenderError(tr("The map view does not overlap the layer."))
+    return map_input(layer, extent, gsd, folder)

@@ -116,6 +116,21 @@ def test_processing_maps_an_xyz_layer(lovecs_provider, qgis_data, xyz_layer, tmp
     assert_covers(tmp_path / "tiles_render.tif", extent, bands=4)
 
 
+def test_processing_maps_part_of_a_file_layer(lovecs_provider, qgis_data, scene_layer, tmp_path):
+    """EXTENT in another CRS (EPSG:4326) on a file layer: the engine's --extent, no copy."""
+    import processing
+
+    out = tmp_path / "part.tif"
+    lon_lat = "57.00005,57.0002,25.31625,25.3164 [EPSG:4326]"  # the scene starts at 57 E, 25.3 N
+    params = {"INPUT": scene_layer, "MODEL": str(qgis_data / "tiny.lovecs"), "DEVICE": "cpu"}
+    processing.run("lovecs:classify", {**params, "EXTENT": lon_lat, "OUTPUT": str(out)})
+    ds = gdal.Open(str(out))
+    x0, _, _, y1, _, _ = ds.GetGeoTransform()
+    assert 500004 <= x0 <= 500005 and 2799983 <= y1 <= 2799985
+    assert 14 <= ds.RasterXSize <= 17 and 16 <= ds.RasterYSize <= 19
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".vrt", ".tif") and p != out]
+
+
 def test_processing_asks_for_an_extent_for_an_xyz_layer(lovecs_provider, qgis_data, xyz_layer):
     import processing
     from qgis.core import QgsProcessingException
@@ -123,3 +138,49 @@ def test_processing_asks_for_an_extent_for_an_xyz_layer(lovecs_provider, qgis_da
     params = {"INPUT": xyz_layer, "MODEL": str(qgis_data / "tiny.lovecs"), "DEVICE": "cpu"}
     with pytest.raises(QgsProcessingException, match="smaller area"):
         processing.run("lovecs:classify", {**params, "OUTPUT": "TEMPORARY_OUTPUT"})
+
+
+def view_dock(qgis_iface, qgis_data: Path, tmp_path: Path, layer: QgsRasterLayer, view):
+    """A dock on ``layer`` mapping the map view, the canvas showing ``view`` (layer CRS)."""
+    from lovecs_qgis.dock import LoveCSDock
+
+    dock = LoveCSDock(qgis_iface)
+    dock.model_widget.setFilePath(str(qgis_data / "tiny.lovecs"))
+    dock.output_widget.setFilePath(str(tmp_path / "out"))
+    dock.layer_combo.setLayer(layer)
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(layer.crs())
+    canvas.setExtent(view)
+    dock.area_combo.setCurrentIndex(1)
+    return dock
+
+
+def test_the_dock_sends_the_view_as_an_extent(qgis_iface, qgis_data, scene_layer, tmp_path):
+    from lovecs_qgis.view_extent import canvas_extent_in_layer_crs
+
+    view = QgsRectangle(500010, 2799950, 500060, 2799980)
+    dock = view_dock(qgis_iface, qgis_data, tmp_path, scene_layer, view)
+    job = dock.prepare("adapt")
+    assert job is not None, dock.log_view.toPlainText()
+    assert job.args[job.args.index("--target") + 1] == scene_layer.source()
+    sent = [float(v) for v in job.args[job.args.index("--extent") + 1].split(",")]
+    shown = canvas_extent_in_layer_crs(qgis_iface, scene_layer)
+    assert sent == [shown.xMinimum(), shown.yMinimum(), shown.xMaximum(), shown.yMaximum()]
+    assert not list(tmp_path.rglob("*.vrt"))  # the engine clips; the dock writes no VRT
+    dock.area_combo.setCurrentIndex(0)
+    assert "--extent" not in dock.prepare("predict").args
+
+
+def test_the_dock_maps_an_xyz_layer_over_the_view(qgis_iface, qgis_data, xyz_layer, tmp_path):
+    from lovecs_qgis.view_extent import canvas_extent_in_layer_crs
+
+    dock = view_dock(qgis_iface, qgis_data, tmp_path, xyz_layer, inner_extent(margin=300.0))
+    job = dock.prepare("predict")
+    assert job is not None, dock.log_view.toPlainText()
+    raster = Path(job.args[job.args.index("--raster") + 1])
+    assert raster == tmp_path / "out" / "tiles_render.tif" and "--extent" not in job.args
+    data = assert_covers(raster, canvas_extent_in_layer_crs(qgis_iface, xyz_layer), bands=4)
+    assert data[:3].std() > 10
+    dock.area_combo.setCurrentIndex(0)  # the whole world: refused, with what to do
+    assert dock.prepare("predict") is None
+    assert "a run may render" in dock.log_view.toPlainText()
