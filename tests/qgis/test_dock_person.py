@@ -58,14 +58,6 @@ def run(dock: LoveCSDock, button: QPushButton) -> object:
     return outcomes[0]
 
 
-def bar_buttons(dock: LoveCSDock) -> dict[str, QPushButton]:
-    return {
-        b.text(): b
-        for item in dock.iface.messageBar().items()
-        for b in item.findChildren(QPushButton)
-    }
-
-
 # -- 1. nothing pushed off-screen -------------------------------------------------------------------
 def test_a_long_engine_message_does_not_widen_the_dock_or_the_main_window(dock):
     window = QMainWindow()
@@ -128,12 +120,14 @@ def test_time_left_comes_from_the_runs_own_pace(dock):
 
 # -- 3. "Use this model" stays ----------------------------------------------------------------------
 def test_use_this_model_stays_until_the_user_acts_or_a_new_run_starts(dock, tmp_path):
+    earlier = set(dock.iface.messageBar().items())  # the bar is shared by the session's tests
     outcome = run(dock, dock.adapt_button)
     assert outcome.status is Status.SUCCESS, outcome.error
     offer = next(
         i
         for i in dock.iface.messageBar().items()
-        if any(b.text() == "Use this model" for b in i.findChildren(QPushButton))
+        if i not in earlier
+        and any(b.text() == "Use this model" for b in i.findChildren(QPushButton))
     )
     assert offer.duration() == 0  # no timeout: it waits for the user
     run(dock, dock.classify_button)
@@ -191,6 +185,7 @@ def test_a_band_out_of_range_is_refused_before_any_engine_starts(dock, tmp_path)
 
 def test_details_show_the_engines_error_once(dock):
     fake(dock, "fail")
+    earlier = set(dock.iface.messageBar().items())  # the bar is shared by the session's tests
     outcome = run(dock, dock.classify_button)
     assert outcome.status is Status.FAILED
     shown: list[str] = []
@@ -202,7 +197,8 @@ def test_details_show_the_engines_error_once(dock):
             box.close()
 
     QTimer.singleShot(300, close_modal)
-    bar_buttons(dock)["Details"].click()
+    (item,) = [i for i in dock.iface.messageBar().items() if i not in earlier]
+    [b for b in item.findChildren(QPushButton) if b.text() == "Details"][0].click()
     QgsApplication.processEvents()
     if getattr(dock, "details", None) is not None:
         shown.append(dock.details.shown_text())
