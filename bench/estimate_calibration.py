@@ -34,14 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from osgeo import gdal, osr
+
+from lovecs_core.compute.estimate import CORE_EXPONENT
+from lovecs_core.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from lovecs_core.compute.estimate import CORE_EXPONENT  # noqa: E402
-from lovecs_core.presets import PRESETS  # noqa: E402
-from tests.core.helpers import write_geotiff  # noqa: E402
-
 MODEL = ROOT / "resources" / "models" / "default.lovecs"
 
 
@@ -88,14 +86,18 @@ REAL: dict[str, str] = {}  # --scene: classify windows of a real scene instead o
 def scene(folder: Path, side: int) -> Path:
     """A ``side`` px square scene: noise at the model's GSD, or a window of ``--scene``."""
     if REAL:
-        from osgeo import gdal
-
         path = folder / f"real_{side}.vrt"
         gdal.Translate(str(path), REAL["path"], format="VRT", srcWin=[0, 0, side, side])
         return path
-    rng = np.random.default_rng(side)
-    data = rng.integers(0, 255, (3, side, side)).astype(np.uint8)
-    return write_geotiff(folder / f"scene_{side}.tif", data, gsd=0.5)
+    path = folder / f"scene_{side}.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), side, side, 3, gdal.GDT_Byte)
+    ds.SetGeoTransform((500000.0, 0.5, 0.0, 2800000.0, 0.0, -0.5))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32640)
+    ds.SetProjection(srs.ExportToWkt())
+    ds.WriteArray(np.random.default_rng(side).integers(0, 255, (3, side, side), dtype=np.uint8))
+    ds = None
+    return path
 
 
 def model_mpix(side: int) -> float:
