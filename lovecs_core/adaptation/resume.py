@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..contract import checkpoint_path, part_path
+from ..model import card
 from ..training.sampling import WindowSampler
 from .config import AdaptConfig, AdaptError
 
@@ -133,7 +134,7 @@ class AdaptCheckpoint:
             os.replace(tmp, self.path)
         except (OSError, RuntimeError) as exc:
             tmp.unlink(missing_ok=True)
-            raise AdaptError(_save_failure(self.path, exc)) from None
+            raise AdaptError(card.write_failure(self.path, exc, "checkpoint")) from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -143,27 +144,6 @@ class AdaptCheckpoint:
 
 #: Where :meth:`AdaptCheckpoint.load` notes the checkpoint's file in the state it returns.
 PATH_KEY = "_path"
-#: Free space below which a failed checkpoint write is called a full disk.
-FULL_DISK_BYTES = 64 * 1024**2
-
-
-def _save_failure(path: Path, exc: BaseException) -> str:
-    """Why a checkpoint could not be written, in one line (torch's C++ text says "unexpected
-    pos" for a full disk)."""
-    import errno
-    import shutil
-
-    try:
-        free = shutil.disk_usage(path.parent).free
-    except OSError:
-        free = FULL_DISK_BYTES
-    if getattr(exc, "errno", None) == errno.ENOSPC or free < FULL_DISK_BYTES:
-        return (
-            f"disk full: cannot write the checkpoint {path} ({free / 1024**2:.1f} MB free); "
-            "free some space or write to another disk"
-        )
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"cannot write the checkpoint {path}: {first}"
 
 
 def _rounds_planned(identity: dict[str, Any]) -> Optional[int]:

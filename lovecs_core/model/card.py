@@ -214,10 +214,40 @@ def save_model(
         save_file(tensors, str(tmp), metadata={CARD_KEY: card.to_json(indent=None)})
         os.chmod(tmp, 0o644)  # safetensors writes 0600; a model is meant to be shared
         os.replace(tmp, path)
+    except Exception as exc:  # noqa: BLE001 - safetensors' own error type for I/O too
+        raise ModelFileError(write_failure(path, exc, "model file")) from None
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+#: Free space below which a failed write is called a full disk (the writers' own texts vary:
+#: torch says "unexpected pos", safetensors "I/O error").
+FULL_DISK_BYTES = 64 * 1024**2
+
+
+def write_failure(path: Path, exc: BaseException, what: str) -> str:
+    """Why a file (a model file, a checkpoint) could not be written, in one line."""
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = FULL_DISK_BYTES
+    text = str(exc).strip()
+    if (
+        getattr(exc, "errno", None) == errno.ENOSPC
+        or "No space left" in text
+        or (free < FULL_DISK_BYTES)
+    ):
+        return (
+            f"disk full: cannot write the {what} {path} ({free / 1024**2:.1f} MB free); free "
+            "some space or write to another disk"
+        )
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"cannot write the {what} {path}: {first}"
 
 
 def _read_safetensors_metadata(path: Path) -> dict[str, str]:

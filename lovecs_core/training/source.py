@@ -27,7 +27,14 @@ from ..alignment.radiometry import nominal_maximum, reference_from_images
 from ..compute.device import resolve_device
 from ..compute.runtime import autocast, cpu_bf16_supported, grad_scaler, round_up, seed_everything
 from ..contract import part_path
-from ..model.card import SAMPLE_IMAGES, SAMPLE_LABELS, ClassInfo, ModelCard, save_model
+from ..model.card import (
+    SAMPLE_IMAGES,
+    SAMPLE_LABELS,
+    ClassInfo,
+    ModelCard,
+    save_model,
+    write_failure,
+)
 from ..model.csn import change_csn
 from ..model.networks import architecture, build_model, input_divisor
 from ..progress import Reporter
@@ -163,10 +170,16 @@ def checkpoint_path(out: str | os.PathLike[str]) -> Path:
 
 
 def save_checkpoint(path: Path, **state: Any) -> None:
+    """Write atomically; a failure (a full disk) is one line, with no partial file left."""
     tmp = part_path(path)
     tmp.parent.mkdir(parents=True, exist_ok=True)  # the model's folder may not exist yet
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        raise RuntimeError(write_failure(path, exc, "checkpoint")) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

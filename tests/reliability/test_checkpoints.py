@@ -89,7 +89,7 @@ def test_a_full_disk_while_writing_the_checkpoint_is_one_line(tmp_path, monkeypa
         )
 
     monkeypatch.setattr(resume.torch, "save", full)
-    monkeypatch.setattr(resume, "FULL_DISK_BYTES", 1024**5)  # every disk is "full" here
+    monkeypatch.setattr(resume.card, "FULL_DISK_BYTES", 1024**5)  # every disk is "full" here
     checkpoint = resume.AdaptCheckpoint(tmp_path / "a.lovecs", {"model": "x"}, resume=False)
     with pytest.raises(resume.AdaptError, match="^disk full: cannot write the checkpoint"):
         checkpoint.save(round=1)
@@ -99,6 +99,36 @@ def test_a_full_disk_while_writing_the_checkpoint_is_one_line(tmp_path, monkeypa
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(resume.torch, "save", enospc)
-    monkeypatch.setattr(resume, "FULL_DISK_BYTES", 0)
+    monkeypatch.setattr(resume.card, "FULL_DISK_BYTES", 0)
     with pytest.raises(resume.AdaptError, match="^disk full"):
         checkpoint.save(round=1)
+
+
+def test_train_checkpoint_and_model_file_on_a_full_disk_are_one_line(tmp_path, monkeypatch):
+    """``lovecs train`` on a disk that fills up: its checkpoint (torch) and its model file
+    (safetensors) say "disk full" and leave no partial file."""
+    import safetensors.torch
+
+    from lovecs_core.model import card
+    from lovecs_core.model.card import ModelFileError, save_model
+    from lovecs_core.training import source
+    from tests.core.helpers import tiny_card
+
+    def full(obj, path, *a, **k):
+        Path(path).write_bytes(b"")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(source.torch, "save", full)
+    monkeypatch.setattr(card, "FULL_DISK_BYTES", 1024**5)
+    with pytest.raises(RuntimeError, match="^disk full: cannot write the checkpoint"):
+        source.save_checkpoint(tmp_path / "m.lovecs.ckpt", iteration=5)
+
+    def no_space(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise OSError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", no_space)
+    monkeypatch.setattr(card, "FULL_DISK_BYTES", 0)
+    with pytest.raises(ModelFileError, match="^disk full: cannot write the model file"):
+        save_model(tmp_path / "m.lovecs", tiny_card(), {"w": torch.zeros(2)})
+    assert list(tmp_path.iterdir()) == []
