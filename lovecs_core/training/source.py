@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..alignment.radiometry import nominal_maximum, reference_from_images
 from ..compute.device import resolve_device
@@ -233,18 +234,7 @@ def train_source(
     seed_everything(cfg.seed)
     t0 = time.monotonic()
 
-    report("reading", 0.0, f"opening {len(pairs)} image/label pair(s)")
-    sources = open_sources(pairs, bands)
-    report("reading", 0.5, "band statistics")
-    stats = band_statistics(sources)
-    card = source_card(sources, classes, stats, arch, gsd, name)
-    warn_unknown_label_codes(sources, card.class_codes(), "the training labels")
-    card.radiometry = {"reference": radiometric_reference(sources, stats)}
-    report(
-        "reading",
-        1.0,
-        f"{sum(s.pixels for s in sources) / 1e6:.1f} MPix, {card.band_count} band(s)",
-    )
+    sources, stats, card = _read_sources(pairs, bands, classes, arch, gsd, name, report)
     crop = round_up(cfg.crop, input_divisor(arch))
     sampler = WindowSampler(
         sources,
@@ -266,15 +256,10 @@ def train_source(
     optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
     scheduler = poly_schedule(optimizer, cfg.iterations, cfg.power)
     scaler = grad_scaler(device, cfg.amp)
-    start, losses = 0, []
     ckpt = checkpoint_path(out)
+    start, losses = 0, list[float]()
     if resume and ckpt.is_file():
-        state = load_checkpoint(ckpt)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start, losses = int(state["iteration"]), list(state["losses"])
-        sampler.rng.bit_generator.state = json.loads(state["rng"])
+        start, losses = _resume(ckpt, model, optimizer, scheduler, sampler)
         report("training", start / cfg.iterations, f"resumed at iteration {start}")
 
     model.train()
@@ -313,23 +298,9 @@ def train_source(
 
     model.eval()
     seconds = time.monotonic() - t0
-    card.provenance = {
-        "source_images": [str(Path(p[0]).resolve()) for p in pairs],
-        "source_labels": [] if vector_labels else [str(Path(p[1]).resolve()) for p in pairs],
-        **({"vector_labels": vector_labels} if vector_labels else {}),
-        "held_out_images": [str(Path(p).resolve()) for p in held_out],
-        "bands": list(sources[0].bands),
-        "training": {
-            **cfg.to_dict(),
-            "crop": crop,
-            "cpu_bf16": bool(cfg.amp and device.type == "cpu" and cpu_bf16_supported()),
-        },
-        "training_pixels": stats.pixels,
-        "final_loss": float(np.mean(losses[-20:])) if losses else None,
-        "device": str(device),
-        "seconds": round(seconds, 1),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    card.provenance = _provenance(
+        pairs, sources, stats, cfg, crop, device, losses, seconds, held_out, vector_labels
+    )
     extra: dict[str, torch.Tensor] = {}
     if cfg.sample_crops > 0:
         images, labels = draw_source_sample(
@@ -347,3 +318,69 @@ def train_source(
     for s in sources:
         s.close()
     return TrainResult(path, card, losses, seconds, str(device))
+
+
+def _read_sources(
+    pairs: Sequence[tuple[Path, Path]],
+    bands: Optional[Sequence[int]],
+    classes: Sequence[ClassInfo],
+    arch: dict[str, Any],
+    gsd: Optional[float],
+    name: str,
+    report: Reporter,
+) -> tuple[list[RasterSource], BandStats, ModelCard]:
+    """The labelled rasters opened, their band statistics and the model's card."""
+    report("reading", 0.0, f"opening {len(pairs)} image/label pair(s)")
+    sources = open_sources(pairs, bands)
+    report("reading", 0.5, "band statistics")
+    stats = band_statistics(sources)
+    card = source_card(sources, classes, stats, arch, gsd, name)
+    warn_unknown_label_codes(sources, card.class_codes(), "the training labels")
+    card.radiometry = {"reference": radiometric_reference(sources, stats)}
+    pixels = sum(s.pixels for s in sources)
+    report("reading", 1.0, f"{pixels / 1e6:.1f} MPix, {card.band_count} band(s)")
+    return sources, stats, card
+
+
+def _resume(
+    ckpt: Path, model: nn.Module, optimizer: Any, scheduler: Any, sampler: WindowSampler
+) -> tuple[int, list[float]]:
+    """Load the checkpoint into the training state; ``(iteration, losses)``."""
+    state = load_checkpoint(ckpt)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.rng.bit_generator.state = json.loads(state["rng"])
+    return int(state["iteration"]), list(state["losses"])
+
+
+def _provenance(
+    pairs: Sequence[tuple[Path, Path]],
+    sources: Sequence[RasterSource],
+    stats: BandStats,
+    cfg: TrainConfig,
+    crop: int,
+    device: torch.device,
+    losses: list[float],
+    seconds: float,
+    held_out: Sequence[str | os.PathLike[str]],
+    vector_labels: Optional[dict[str, Any]],
+) -> dict[str, Any]:
+    """What the card records of the training run."""
+    return {
+        "source_images": [str(Path(p[0]).resolve()) for p in pairs],
+        "source_labels": [] if vector_labels else [str(Path(p[1]).resolve()) for p in pairs],
+        **({"vector_labels": vector_labels} if vector_labels else {}),
+        "held_out_images": [str(Path(p).resolve()) for p in held_out],
+        "bands": list(sources[0].bands),
+        "training": {
+            **cfg.to_dict(),
+            "crop": crop,
+            "cpu_bf16": bool(cfg.amp and device.type == "cpu" and cpu_bf16_supported()),
+        },
+        "training_pixels": stats.pixels,
+        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "device": str(device),
+        "seconds": round(seconds, 1),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -47,6 +47,8 @@ def test_class_factory_init_gui_and_unload(qgis_app, qgis_iface, qgis_processing
         assert names == [
             "INPUT",
             "MODEL",
+            "EXTENT",
+            "GSD",
             "BANDS",
             "DEVICE",
             "TILE_SIZE",
