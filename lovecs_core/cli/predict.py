@@ -9,7 +9,6 @@ from typing import Any, Callable, Optional
 
 from ..contract import DOMAINS, RESULT, parse_bands
 from ..progress import Reporter, emit_json
-from ..rasters.extent import raster_extent
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +161,8 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         from ..mapping.predict import predict_raster  # torch is imported only when predicting
 
         predict = predict_raster
+    from ..rasters.extent import raster_extent  # GDAL is imported only when running
+
     result = predict(
         args.model,
         args.raster,

@@ -8,7 +8,6 @@ import sys
 
 from ..contract import RESULT, parse_bands
 from ..progress import Reporter, emit_json
-from ..rasters.extent import raster_extent
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +52,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, reporter: Reporter) -> int:
+    from ..rasters.extent import raster_extent
     from ..refinement.run import describe_accuracy, refine_raster
 
     check_outputs(args)
