@@ -64,6 +64,7 @@ class DockForm(QgsDockWidget):
         self._restore_settings()
 
     def _build(self) -> None:
+        """The form in a scroll area that only scrolls up and down, section by section."""
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
@@ -71,6 +72,20 @@ class DockForm(QgsDockWidget):
         body = QWidget(scroll)
         layout = QVBoxLayout(body)
         form = QFormLayout()
+        self._build_inputs(body, form)
+        self._build_options(body, form)
+        layout.addLayout(form)
+        self._build_buttons(body, layout)
+        self._build_progress(body, layout)
+        self._build_log(body, layout)
+        layout.addStretch(1)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
+        self.timer = QTimer(self)
+        self.timer.setInterval(1000)
+
+    def _build_inputs(self, body: QWidget, form: QFormLayout) -> None:
+        """The raster layer, the model, its classes and the bands fed to it."""
         self.layer_combo = QgsMapLayerComboBox(body)
         self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         narrow(self.layer_combo)
@@ -90,6 +105,9 @@ class DockForm(QgsDockWidget):
             tr("Layer bands fed to the model, in the model's order, e.g. 3,2,1")
         )
         form.addRow(tr("Bands"), self.bands_edit)
+
+    def _build_options(self, body: QWidget, form: QFormLayout) -> None:
+        """How the run goes: device, preset, area, output folder, confidence layer, Ray."""
         self.device_combo = narrow(QComboBox(body))
         self.device_combo.addItem(tr("Automatic (GPU if available)"), "auto")
         self.device_combo.addItem(tr("CPU"), "cpu")
@@ -120,8 +138,9 @@ class DockForm(QgsDockWidget):
             )
         )
         form.addRow(tr("Ray cluster"), self.ray_edit)
-        layout.addLayout(form)
 
+    def _build_buttons(self, body: QWidget, layout: QVBoxLayout) -> None:
+        """Adapt, Classify only, Cancel."""
         buttons = QHBoxLayout()
         self.adapt_button = QPushButton(tr("Adapt to this image"), body)
         self.adapt_button.setToolTip(
@@ -133,6 +152,9 @@ class DockForm(QgsDockWidget):
         for button in (self.adapt_button, self.classify_button, self.cancel_button):
             buttons.addWidget(button)
         layout.addLayout(buttons)
+
+    def _build_progress(self, body: QWidget, layout: QVBoxLayout) -> None:
+        """The progress bar, the stage and time left, and the corrections group."""
         self.progress_bar = QProgressBar(body)
         self.progress_bar.setRange(0, 100)
         layout.addWidget(self.progress_bar)
@@ -144,6 +166,9 @@ class DockForm(QgsDockWidget):
         self.corrections_panel = CorrectionsPanel(self.corrections_group)
         QVBoxLayout(self.corrections_group).addWidget(self.corrections_panel)
         layout.addWidget(self.corrections_group)
+
+    def _build_log(self, body: QWidget, layout: QVBoxLayout) -> None:
+        """The collapsed log group: the log in plain words, or the engine's raw output."""
         self.log_group = QgsCollapsibleGroupBox(tr("Log"), body)
         log_layout = QVBoxLayout(self.log_group)
         self.log_view = self._log_view(QPlainTextEdit.WidgetWidth)
@@ -160,11 +185,6 @@ class DockForm(QgsDockWidget):
             lambda _: self.show_raw_log(self.raw_button.isChecked())
         )
         layout.addWidget(self.log_group)
-        layout.addStretch(1)
-        scroll.setWidget(body)
-        self.setWidget(scroll)
-        self.timer = QTimer(self)
-        self.timer.setInterval(1000)
 
     # -- settings ---------------------------------------------------------------------------------
     def _restore_settings(self) -> None:

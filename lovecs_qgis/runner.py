@@ -17,6 +17,7 @@ algorithms (a blocking loop that polls the feedback's cancel flag) and by
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import queue
 import signal
@@ -78,6 +79,24 @@ def _signal_name(code: int) -> str:
         return signal.Signals(code).name
     except ValueError:
         return f"signal {code}"
+
+
+@dataclasses.dataclass
+class _Seen:
+    """What :meth:`EngineProcess.run` has read from the child so far."""
+
+    result: Optional[dict[str, Any]] = None
+    error: str = ""
+    engine_cancelled: bool = False
+    exited_at: Optional[float] = None
+
+    def take(self, event: EngineEvent) -> None:
+        if event.type == contract.RESULT:
+            self.result = event.data
+        elif event.type == contract.ERROR:
+            self.error = event.message or str(event.data)
+        elif event.type == contract.CANCELLED:
+            self.engine_cancelled = True
 
 
 class EngineProcess:
@@ -266,66 +285,75 @@ class EngineProcess:
         if self._proc is None:
             self.start()
         assert self._proc is not None
-        result: Optional[dict[str, Any]] = None
-        error = ""
-        engine_cancelled = False
-        exited_at: Optional[float] = None
+        seen = _Seen()
         try:
             while True:
                 event = self.next_event(poll)
                 if event is not None:
-                    if event.type == contract.RESULT:
-                        result = event.data
-                    elif event.type == contract.ERROR:
-                        error = event.message or str(event.data)
-                    elif event.type == contract.CANCELLED:
-                        engine_cancelled = True
+                    seen.take(event)
                     if on_event is not None:
                         on_event(event)
-                if self._terminated_at is None and is_cancelled is not None and is_cancelled():
-                    self.terminate()
-                if (
-                    self._terminated_at is not None
-                    and not self._killed
-                    and self.running
-                    and time.monotonic() - self._terminated_at > self.grace
-                ):
-                    self.kill()
-                if exited_at is None and not self.running:
-                    exited_at = time.monotonic()
-                if (
-                    exited_at is not None
-                    and not self.drained
-                    and (time.monotonic() - exited_at > ORPHAN_WAIT_S)
-                ):
-                    self._signal_group(signal.SIGKILL)  # a grandchild holds the pipes open
+                self._stop_if_asked(is_cancelled)
+                self._stop_orphans(seen)
                 if self.drained:
-                    if self._terminated_at is not None and not self._killed:
-                        try:
-                            self._proc.wait(
-                                timeout=max(
-                                    0.0, self.grace - (time.monotonic() - self._terminated_at)
-                                )
-                            )
-                        except subprocess.TimeoutExpired:
-                            self.kill()
-                    self._proc.wait()
+                    self._reap()
                     break
         except BaseException:
             self.cancel(grace=1.0)
             raise
         finally:
             self._signal_group(signal.SIGKILL)  # no orphans: the whole group goes
+        return self._outcome(seen)
+
+    def _stop_if_asked(self, is_cancelled: Optional[Callable[[], bool]]) -> None:
+        """SIGTERM once the caller cancels; SIGKILL once the grace period after it has passed."""
+        if self._terminated_at is None and is_cancelled is not None and is_cancelled():
+            self.terminate()
+        if (
+            self._terminated_at is not None
+            and not self._killed
+            and self.running
+            and time.monotonic() - self._terminated_at > self.grace
+        ):
+            self.kill()
+
+    def _stop_orphans(self, seen: "_Seen") -> None:
+        """Note when the child exits; if its pipes stay open a while after (a grandchild holds
+        them), stop the whole group."""
+        if seen.exited_at is None and not self.running:
+            seen.exited_at = time.monotonic()
+        if (
+            seen.exited_at is not None
+            and not self.drained
+            and (time.monotonic() - seen.exited_at > ORPHAN_WAIT_S)
+        ):
+            self._signal_group(signal.SIGKILL)  # a grandchild holds the pipes open
+
+    def _reap(self) -> None:
+        """Wait for the drained child: a terminated one gets what is left of its grace period,
+        then SIGKILL."""
+        assert self._proc is not None
+        if self._terminated_at is not None and not self._killed:
+            try:
+                self._proc.wait(
+                    timeout=max(0.0, self.grace - (time.monotonic() - self._terminated_at))
+                )
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._proc.wait()
+
+    def _outcome(self, seen: "_Seen") -> EngineOutcome:
+        """How the run ended; partial outputs are removed unless it succeeded."""
+        assert self._proc is not None
         code = self._proc.returncode
         seconds = time.monotonic() - self._started_at
         tail = self.log_tail()
-        if code == 0 and result is not None:
-            return EngineOutcome(Status.SUCCESS, result, "", code, tail, seconds)
+        if code == 0 and seen.result is not None:
+            return EngineOutcome(Status.SUCCESS, seen.result, "", code, tail, seconds)
         remove_partial_outputs(self.outputs)
-        if self._terminated_at is not None or engine_cancelled:
+        if self._terminated_at is not None or seen.engine_cancelled:
             return EngineOutcome(Status.CANCELLED, {}, "cancelled by the user", code, tail, seconds)
-        if not error:
-            error = self._describe_failure(code)
+        error = seen.error or self._describe_failure(code)
         return EngineOutcome(Status.FAILED, {}, error, code, tail, seconds)
 
     def _describe_failure(self, code: Optional[int]) -> str:

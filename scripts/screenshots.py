@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -20,6 +21,28 @@ SHARED = Path(os.environ.get("LOVECS_SHARED_DATA", ROOT.parent / "shared" / "dat
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if not Path(args.scene).is_file():
+        print(f"scene not found: {args.scene} (set LOVECS_SHARED_DATA)", file=sys.stderr)
+        return 2
+
+    from qgis.core import QgsApplication
+
+    app = QgsApplication([], True)
+    app.initQgis()
+    import lovecs_qgis  # noqa: F401  (engine on sys.path)
+
+    window, canvas, dock, extent = _set_up(app, args)
+    code = _run(app, dock, args.action)
+    if code:
+        return code
+    _grab(app, window, canvas, extent, Path(args.out))
+    # Tearing QGIS down with live canvas/dock widgets can crash at exit on some Qt builds; the
+    # screenshot is written, so leave without the teardown.
+    os._exit(0)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
     p.add_argument("--scene", default=str(SHARED / "target_b" / "scene.tif"))
@@ -29,20 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--view", type=int, default=0, help="map a centred view of this many pixels a side"
     )
-    args = p.parse_args(argv)
-    if not Path(args.scene).is_file():
-        print(f"scene not found: {args.scene} (set LOVECS_SHARED_DATA)", file=sys.stderr)
-        return 2
+    return p.parse_args(argv)
 
-    from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle
+
+def _iface(canvas: Any, bar: Any) -> Any:
+    """A stand-in for QGIS's ``iface`` over this canvas and message bar."""
     from qgis.gui import QgsMapCanvas, QgsMessageBar
-    from qgis.PyQt.QtCore import QObject, QSize, pyqtSignal
-    from qgis.PyQt.QtWidgets import QSplitter, QVBoxLayout, QWidget
-
-    app = QgsApplication([], True)
-    app.initQgis()
-    import lovecs_qgis  # noqa: F401  (engine on sys.path)
-    from lovecs_qgis.dock import LoveCSDock
+    from qgis.PyQt.QtCore import QObject, pyqtSignal
 
     class Iface(QObject):
         """The parts of QGIS's interface the dock uses."""
@@ -62,6 +78,19 @@ def main(argv: list[str] | None = None) -> int:
         def layerTreeView(self) -> None:  # noqa: N802
             return None
 
+    return Iface(canvas, bar)
+
+
+def _set_up(app: Any, args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """The window (message bar, canvas, dock) showing the scene, the dock filled in; returns the
+    window, the canvas, the dock and the extent shown."""
+    from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
+    from qgis.gui import QgsMapCanvas, QgsMessageBar
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtWidgets import QSplitter, QVBoxLayout, QWidget
+
+    from lovecs_qgis.dock import LoveCSDock
+
     window = QWidget()
     window.setWindowTitle("LoveCS for QGIS")
     layout = QVBoxLayout(window)
@@ -69,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     splitter = QSplitter(window)
     canvas = QgsMapCanvas(splitter)
     canvas.setMinimumSize(QSize(620, 600))
-    iface = Iface(canvas, bar)
+    iface = _iface(canvas, bar)
     layout.addWidget(bar)
     layout.addWidget(splitter)
 
@@ -80,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     dock.model_widget.setFilePath(args.model)
     dock.layer_combo.setLayer(scene)
     dock.preset_combo.setCurrentIndex(dock.preset_combo.findData(args.preset))
-    out = Path(args.out)
     dock.output_widget.setFilePath(str(ROOT / ".tmp" / "screenshots_run"))
     window.resize(1180, 900)
     window.show()
@@ -94,9 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     canvas.setExtent(extent)
     app.processEvents()
     dock.look_for_devices()
+    return window, canvas, dock, extent
 
+
+def _run(app: Any, dock: Any, action: str) -> int:
+    """Click the action's button and wait for the run (and the device search) to end; 0 when
+    it succeeded, 1 with the reason on stderr when not. Leaves the log open in plain words."""
     done: list = []
-    button = dock.adapt_button if args.action == "adapt" else dock.classify_button
+    button = dock.adapt_button if action == "adapt" else dock.classify_button
     button.click()
     if dock.task is None:
         print("the dock refused to start:\n" + dock.log_view.toPlainText(), file=sys.stderr)
@@ -113,6 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     if not done[0].ok:
         print(f"the run failed: {done[0].error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _grab(app: Any, window: Any, canvas: Any, extent: Any, out: Path) -> None:
+    """Show every layer over the extent, let it render, and save the window as dock.png."""
+    from qgis.core import QgsProject
+
     canvas.setLayers([l for l in QgsProject.instance().layerTreeRoot().layerOrder()])
     canvas.setExtent(extent)
     canvas.refresh()
@@ -124,9 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     target = out / "dock.png"
     window.grab().save(str(target))
     print(f"wrote {target}", flush=True)
-    # Tearing QGIS down with live canvas/dock widgets can crash at exit on some Qt builds; the
-    # screenshot is written, so leave without the teardown.
-    os._exit(0)
 
 
 if __name__ == "__main__":
