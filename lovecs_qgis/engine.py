@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the same modules as type checkers see them (mypy over the p
     from lovecs_core import contract
     from lovecs_core.checks import outputs as checks
     from lovecs_core.checks import rasters as rasterchecks
+    from lovecs_core.checks import settings as settingchecks
     from lovecs_core.compute import estimate
     from lovecs_core.evaluation import report
     from lovecs_core.model import card
@@ -46,6 +47,7 @@ else:
     card = _load("model.card")
     checks = _load("checks.outputs")
     rasterchecks = _load("checks.rasters")
+    settingchecks = _load("checks.settings")
     bands = _load("rasters.bands")
     estimate = _load("compute.estimate")
     qml = _load("rasters.qml")

@@ -284,8 +284,9 @@ def early_checks(args: argparse.Namespace) -> None:
     which writes them) and the scene's bands. When
     the scene has more bands than the model and their names do not say which to use, the first
     ones are chosen (and the log says so)."""
-    from ..checks.outputs import check_adapt_outputs, check_adapt_settings
+    from ..checks.outputs import check_adapt_outputs
     from ..checks.rasters import check_raster_data
+    from ..checks.settings import check_adapt_settings
     from ..model.card import read_card
     from ..parallel.distributed import is_main
     from ..rasters.bands import choose_bands

@@ -22,7 +22,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..engine import checks, contract
+from ..engine import checks, contract, settingchecks
 from ..i18n import tr
 from ..jobs import health_figures
 from ..runner import engine_args
@@ -211,7 +211,7 @@ class AdaptAlgorithm(EngineAlgorithm):
             self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context) or ""
         )
         with checks_as_processing_errors():  # before minutes of training, not after
-            checks.check_adapt_settings(
+            settingchecks.check_adapt_settings(
                 iterations=self.parameterAsInt(parameters, self.ITERATIONS, context) or None,
                 batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
                 crop=self.parameterAsInt(parameters, self.CROP, context) or None,
