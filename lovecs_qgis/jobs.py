@@ -19,7 +19,6 @@ from .engine import contract, rasterchecks
 from .i18n import tr
 from .runner import engine_args
 from .styling import ADAPTED, LAND_COVER, map_layer_name
-from .wording import format_seconds, health_text, stage_text  # noqa: F401 (the dock's)
 
 ModelCard = model_card.ModelCard
 

@@ -46,7 +46,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..contract import METHODS, part_path, rejected_path
+from ..contract import IMPROVED, METHODS, part_path, rejected_path
 from ..model.card import ModelCard, save_model
 from ..parallel import distributed
 from ..progress import Reporter
@@ -54,7 +54,7 @@ from ..rasters.qml import qml_path
 from .absent_classes import absent_classes, switch_off
 from .config import AdaptConfig, AdaptError, make_config
 from .delivered import judge_delivered, safe_card
-from .health import IMPROVED, HealthReport, class_shares
+from .health import HealthReport, class_shares
 from .methods import run_method
 from .pseudolabels import NO_CLASS
 from .run import AdaptRun, ModelArg, prepare

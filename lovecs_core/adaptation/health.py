@@ -46,7 +46,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..contract import HARMFUL, IMPROVED, UNCERTAIN, VERDICTS  # noqa: F401
+from ..contract import HARMFUL, IMPROVED, UNCERTAIN
 
 #: Why an adaptation to a scene of the model's own sensor is never *improved*.
 SAME_SENSOR = (

@@ -10,7 +10,8 @@ from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 
 from lovecs_qgis.dock import LoveCSDock
 from lovecs_qgis.events import Status
-from lovecs_qgis.jobs import band_problem, format_seconds, free_path
+from lovecs_qgis.jobs import band_problem, free_path
+from lovecs_qgis.wording import format_seconds
 
 from .conftest import CLASS_NAMES, wait_until
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lovecs_core.adaptation.health import HARMFUL, IMPROVED, SAME_SENSOR, UNCERTAIN, health_check
+from lovecs_core.adaptation.health import SAME_SENSOR, health_check
+from lovecs_core.contract import HARMFUL, IMPROVED, UNCERTAIN
 
 NAMES = ["building", "road", "water", "bare land", "vegetation"]
 SCALE = 65535
