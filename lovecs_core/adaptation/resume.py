@@ -26,6 +26,13 @@ from torch import nn
 
 from ..contract import checkpoint_path, part_path
 from ..model import card
+from ..training.checkpoint import (
+    does_not_fit,
+    iteration_problem,
+    non_finite_weights,
+    refused,
+    unreadable,
+)
 from ..training.sampling import WindowSampler
 from .config import AdaptConfig, AdaptError
 
@@ -98,9 +105,7 @@ class AdaptCheckpoint:
             version = state.get("version")
             theirs = json.loads(state["identity"])
         except Exception as exc:  # unreadable, truncated, not ours
-            raise AdaptError(
-                f"the checkpoint {self.path} cannot be read ({exc}); delete it to start over"
-            ) from None
+            raise AdaptError(unreadable(self.path, exc)) from None
         if version != CHECKPOINT_VERSION:
             raise AdaptError(
                 f"the checkpoint {self.path} was written by another version of LoveCS; delete "
@@ -117,9 +122,7 @@ class AdaptCheckpoint:
             )
         problem = checkpoint_problem(state, self.identity)
         if problem:
-            raise AdaptError(
-                f"the checkpoint {self.path} cannot be resumed: {problem}; delete it to start over"
-            )
+            raise AdaptError(refused(self.path, problem))
         return {**state, PATH_KEY: str(self.path)}
 
     def save(self, **state: Any) -> None:
@@ -156,7 +159,8 @@ def _rounds_planned(identity: dict[str, Any]) -> Optional[int]:
 
 def checkpoint_problem(state: Any, identity: dict[str, Any]) -> Optional[str]:
     """What makes a checkpoint whose identity matches unusable (None: nothing): weights that
-    are not finite, a round, iteration or record count the run could not have reached."""
+    are not finite, a round, iteration or record count the run could not have reached (the
+    weights and iteration checks are the ones ``lovecs train --resume`` makes too)."""
     try:
         weights = state["model"]
         progress = json.loads(state["progress"])
@@ -164,19 +168,16 @@ def checkpoint_problem(state: Any, identity: dict[str, Any]) -> Optional[str]:
         records, chunk = progress["rounds"], progress["chunk"]
     except (KeyError, TypeError, ValueError) as exc:
         return f"it lacks {exc}"
-    bad = [
-        k
-        for k, v in weights.items()
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all())
-    ]
-    if bad:
-        return f"{len(bad)} of its weights ({bad[0]} ...) are not finite (NaN or infinity)"
+    problem = non_finite_weights(weights)
+    if problem:
+        return problem
     planned = _rounds_planned(identity)
     iterations = identity.get("setting iterations")
     if not isinstance(done, int) or done < 1 or (planned is not None and done > planned):
         return f"it says round {done!r}, but this run has rounds 1 to {planned}"
-    if not isinstance(it, int) or it < 0 or (isinstance(iterations, int) and it > iterations):
-        return f"it says iteration {it!r}, but this run has {iterations} iterations"
+    problem = iteration_problem(it, iterations)
+    if problem:
+        return problem
     if not isinstance(records, list) or len(records) != done:
         return f"it holds {len(records) if isinstance(records, list) else 'no'} round records for {done} rounds"
     if not isinstance(chunk, int) or chunk < 1:
@@ -222,11 +223,7 @@ def restore_training(
         if state["scaler"]:
             scaler.load_state_dict(state["scaler"])
     except (RuntimeError, KeyError, ValueError, TypeError) as exc:
-        text = " ".join(str(exc).split())
-        raise AdaptError(
-            f"the checkpoint {state.get(PATH_KEY, '')} does not fit this model "
-            f"({text[:300]}); delete it to start over"
-        ) from None
+        raise AdaptError(does_not_fit(state.get(PATH_KEY, ""), exc)) from None
     if src_sampler is not None and state["source_rng"]:
         src_sampler.rng.bit_generator.state = json.loads(state["source_rng"])
     torch.set_rng_state(state["torch_rng"])

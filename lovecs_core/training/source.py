@@ -22,19 +22,16 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..alignment.radiometry import nominal_maximum, reference_from_images
 from ..compute.device import resolve_device
 from ..compute.runtime import autocast, cpu_bf16_supported, grad_scaler, round_up, seed_everything
-from ..contract import part_path
 from ..model.card import (
     SAMPLE_IMAGES,
     SAMPLE_LABELS,
     ClassInfo,
     ModelCard,
     save_model,
-    write_failure,
 )
 from ..model.csn import change_csn
 from ..model.networks import architecture, build_model, input_divisor
@@ -47,6 +44,7 @@ from ..rasters.labelled import (
     warn_unknown_label_codes,
 )
 from .augment import SensorRandomisation
+from .checkpoint import resume_training, save_checkpoint
 from .optim import batch_to, make_optimizer, masked_cross_entropy, optimizer_step, poly_schedule
 from .sampling import WindowBatches, WindowSampler, draw_source_sample
 
@@ -170,24 +168,6 @@ def checkpoint_path(out: str | os.PathLike[str]) -> Path:
     return Path(str(out) + ".ckpt")
 
 
-def save_checkpoint(path: Path, **state: Any) -> None:
-    """Write atomically; a failure (a full disk) is one line, with no partial file left."""
-    tmp = part_path(path)
-    tmp.parent.mkdir(parents=True, exist_ok=True)  # the model's folder may not exist yet
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:
-        raise RuntimeError(write_failure(path, exc, "checkpoint")) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Tensors and plain values only (``weights_only=True``): a checkpoint cannot run code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 # -- the loop --------------------------------------------------------------------------------------
 def radiometric_reference(
     sources: Sequence[RasterSource], stats: BandStats, per_image: int = 200_000
@@ -259,7 +239,7 @@ def train_source(
     ckpt = checkpoint_path(out)
     start, losses = 0, list[float]()
     if resume and ckpt.is_file():
-        start, losses = _resume(ckpt, model, optimizer, scheduler, sampler)
+        start, losses = resume_training(ckpt, cfg.iterations, model, optimizer, scheduler, sampler)
         report("training", start / cfg.iterations, f"resumed at iteration {start}")
 
     model.train()
@@ -340,18 +320,6 @@ def _read_sources(
     pixels = sum(s.pixels for s in sources)
     report("reading", 1.0, f"{pixels / 1e6:.1f} MPix, {card.band_count} band(s)")
     return sources, stats, card
-
-
-def _resume(
-    ckpt: Path, model: nn.Module, optimizer: Any, scheduler: Any, sampler: WindowSampler
-) -> tuple[int, list[float]]:
-    """Load the checkpoint into the training state; ``(iteration, losses)``."""
-    state = load_checkpoint(ckpt)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    sampler.rng.bit_generator.state = json.loads(state["rng"])
-    return int(state["iteration"]), list(state["losses"])
 
 
 def _provenance(
