@@ -9,6 +9,7 @@ corrections, cross-validate, fit, write the map) on a 1024 x 1024 view with 50 c
 
     python bench/interactive.py [--scenes target_b,rural_b] [--seeds 0,1,2] [--out FILE.json]
     python bench/interactive.py --table FILE.json      # the Markdown table of a run
+    python bench/interactive.py --scenes target_b --adapt-clicks 50   # + lovecs adapt --points
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
 from osgeo import gdal
 from scenes import DEFAULT_DATA, build_scenes
 
-from lovecs_core.model.card import read_source_sample
+from lovecs_core.adaptation.with_points import adapt_with_points
+from lovecs_core.model.card import read_card, read_source_sample
 from lovecs_core.model.networks import model_from_file
 from lovecs_core.rasters.corrections import Corrections, pixel_centres, write_points
 from lovecs_core.refinement.features import open_region, region_features
@@ -52,7 +55,11 @@ def scores(
     return 100 * float(np.mean(ious)), 100 * float(((pred == labels) & mask).sum() / mask.sum())
 
 
-def simulate(refiner: Refiner, labels: np.ndarray, seed: int = 0) -> list[dict]:
+def simulate(
+    refiner: Refiner, labels: np.ndarray, seed: int = 0, keep: Optional[dict] = None
+) -> list[dict]:
+    """The simulated user's rounds; ``keep`` receives the clicks ``(rows, cols)`` at every
+    checkpoint."""
     codes = refiner.card.class_codes()
     rng = np.random.default_rng(seed)
     current = refiner.map_codes(refiner.source_head)
@@ -80,6 +87,8 @@ def simulate(refiner: Refiner, labels: np.ndarray, seed: int = 0) -> list[dict]:
         fit_s = time.perf_counter() - start
         current = refiner.map_codes(weights)
         if len(rows) in CHECKPOINTS:
+            if keep is not None:
+                keep[len(rows)] = (np.array(rows), np.array(cols))
             miou, oa = scores(current, labels, codes, clicked)
             table.append({"clicks": len(rows), "miou": miou, "oa": oa, "fit_s": fit_s})
             print(
@@ -87,6 +96,39 @@ def simulate(refiner: Refiner, labels: np.ndarray, seed: int = 0) -> list[dict]:
                 flush=True,
             )
     return table
+
+
+def adapt_arm(scene, labels: np.ndarray, clicks: tuple, work: Path) -> dict:
+    """``lovecs adapt --points`` with the simulated user's clicks: scored like the fast refine
+    (every labelled pixel but the clicked ones)."""
+    rows, cols = clicks
+    grid = gdal.Open(str(scene.image))
+    points = write_points(
+        work / f"{scene.name}_clicks.gpkg",
+        pixel_centres(grid, rows, cols),
+        labels[rows, cols].tolist(),
+        grid.GetProjection(),
+    )
+    start = time.perf_counter()
+    result = adapt_with_points(
+        str(MODEL), str(scene.image), work / f"{scene.name}_points.lovecs", points,
+        bands=scene.bands, map_path=work / f"{scene.name}_points.tif", device="cpu",
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    clicked = np.zeros(labels.shape, bool)
+    clicked[rows, cols] = True
+    pred = gdal.Open(str(result.map)).ReadAsArray()
+    miou, oa = scores(pred, labels, read_card(MODEL).class_codes(), clicked)
+    record = result.card.adaptation["corrections"]
+    return {
+        "clicks": int(rows.size),
+        "miou": miou,
+        "oa": oa,
+        "seconds": seconds,
+        "verdict": record["verdict"],
+        "label_free_verdict": result.card.adaptation["health"]["verdict"],
+        "delivered": record["delivered"],
+    }
 
 
 def latency(scene_path: Path, labels: np.ndarray, work: Path) -> dict:
@@ -134,6 +176,33 @@ def latency(scene_path: Path, labels: np.ndarray, work: Path) -> dict:
 def markdown_table(results: dict) -> str:
     """mIoU / OA per scene and clicks, the mean over the simulated users, and the gain over the
     source model's map (0 clicks)."""
+    arms = [(n, s["adapt_points"]) for n, s in results["scenes"].items() if "adapt_points" in s]
+    if arms:
+        return refine_table(results) + "\n\n" + adapt_table(results, arms)
+    return refine_table(results)
+
+
+def adapt_table(results: dict, arms: list) -> str:
+    """The adapt + points arm (seed 0's clicks) next to the fast refine with the same clicks."""
+    lines = [
+        "| scene | clicks | fast refine mIoU / OA | adapt + points mIoU / OA | verdict (label-free) "
+        "| delivered | s |",
+        "|---|---:|---:|---:|---|---|---:|",
+    ]
+    for name, arm in arms:
+        row = next(
+            r for r in results["scenes"][name]["tables"]["0"] if r["clicks"] == arm["clicks"]
+        )
+        lines.append(
+            f"| {name} | {arm['clicks']} | {row['miou']:.1f} / {row['oa']:.1f} | "
+            f"{arm['miou']:.1f} / {arm['oa']:.1f} | {arm['verdict']} ({arm['label_free_verdict']}) "
+            f"| {arm['delivered']} | {arm['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def refine_table(results: dict) -> str:
+    """mIoU / OA per scene and clicks over the simulated users."""
     lines = [
         "| scene | clicks | mIoU % | OA % | vs source (mIoU / OA) | fit s |",
         "|---|---:|---:|---:|---:|---:|",
@@ -161,6 +230,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", default="0", help="simulated users (click draws), e.g. 0,1,2")
     parser.add_argument("--table", metavar="JSON", help="only print the Markdown table of a run")
+    parser.add_argument(
+        "--adapt-clicks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run lovecs adapt --points with the first user's N clicks (0: no; N must be a "
+        "checkpoint, e.g. 50)",
+    )
     args = parser.parse_args()
     if args.table:
         print(markdown_table(json.loads(Path(args.table).read_text())))
@@ -174,7 +251,8 @@ def main() -> None:
     results: dict = {
         "command": "python bench/interactive.py"
         + (f" --scenes {args.scenes}" if args.scenes else "")
-        + f" --seeds {args.seeds}",
+        + f" --seeds {args.seeds}"
+        + (f" --adapt-clicks {args.adapt_clicks}" if args.adapt_clicks else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} CPU, {args.threads} thread(s)",
         "model": str(MODEL.relative_to(ROOT)),
@@ -189,11 +267,15 @@ def main() -> None:
         refiner.use_region(region, region_features(card, refiner.split, region, refiner.device))
         labels = gdal.Open(str(scene.labels)).ReadAsArray()
         features_s = time.perf_counter() - start
-        tables = {}
-        for seed in (int(s) for s in args.seeds.split(",")):
+        tables, kept = {}, {}
+        for i, seed in enumerate(int(s) for s in args.seeds.split(",")):
             print(f" seed {seed}", flush=True)
-            tables[str(seed)] = simulate(refiner, labels, seed)
+            tables[str(seed)] = simulate(refiner, labels, seed, kept if i == 0 else None)
         results["scenes"][scene.name] = {"features_s": features_s, "tables": tables}
+        if args.adapt_clicks:
+            arm = adapt_arm(scene, labels, kept[args.adapt_clicks], work)
+            print(" adapt + points", arm, flush=True)
+            results["scenes"][scene.name]["adapt_points"] = arm
         Path(args.out).write_text(json.dumps(results, indent=1))
     target = next(
         s
