@@ -28,16 +28,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..compute.device import resolve_device
 from ..contract import HARMFUL, IMPROVED, UNCERTAIN, rejected_path
 from ..mapping.predict import predict_raster
 from ..model.card import read_card, read_source_sample
-from ..model.networks import model_from_file
 from ..progress import Reporter
-from ..rasters.corrections import read_corrections
-from ..refinement.features import Region, open_region, region_features
+from ..refinement.features import Region
 from ..refinement.refiner import RefineOutcome, Refiner
-from ..refinement.run import describe_accuracy, sample_state
+from ..refinement.run import describe_accuracy, prepare, sample_state
 from .adapt import AdaptResult, adapt
 
 log = logging.getLogger(__name__)
@@ -73,13 +70,8 @@ def refitted(
     reporter: Optional[Reporter] = None,
 ) -> Candidate:
     """``model``'s head refitted to the corrections over the whole ``raster``."""
-    card, net = model_from_file(str(model))
-    dev = resolve_device(device)
-    region = open_region(card, net, raster, bands)
-    corrections = read_corrections(points, region.grid, card.class_codes(), class_field, layer)
-    refiner = Refiner(card, net, dev, sample)
-    refiner.use_region(region, region_features(card, refiner.split, region, dev, reporter))
-    return Candidate(label, refiner, region, refiner.refine(corrections))
+    prep = prepare(model, raster, points, class_field, layer, bands, None, device, reporter, sample)
+    return Candidate(label, prep.refiner, prep.region, prep.refiner.refine(prep.corrections))
 
 
 def points_verdict(source: Candidate, adapted: Candidate) -> tuple[Optional[str], str]:

@@ -23,6 +23,7 @@ from ..contract import (
 )
 from ..progress import Reporter, emit_json
 from .train import floats, pair_of_floats
+from .vector_options import add_vector_options
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +130,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="CSN's target slot learns the scene's batch statistics, as in the paper (default: "
         "it keeps the source statistics; a scene's statistics mix its class mix in)",
     )
-    p.add_argument(
-        "--points",
-        metavar="FILE",
-        help="the user's corrections (a vector file of points, lines or polygons, any CRS): "
-        "both models' heads are refitted to them and they judge which is delivered",
+    add_vector_options(
+        p,
+        "the user's corrections (a vector file of points, lines or polygons, any CRS): both "
+        "models' heads are refitted to them and they judge which is delivered",
     )
-    p.add_argument(
-        "--class-field",
-        metavar="NAME",
-        help="--points' field of class codes (default: 'class', or its only integer field)",
-    )
-    p.add_argument("--layer", metavar="NAME", help="the layer in --points' file")
     p.add_argument(
         "--keep-adapted",
         action="store_true",

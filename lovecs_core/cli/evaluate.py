@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from ..contract import RESULT
 from ..progress import Reporter, emit_json
+from .vector_options import add_vector_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,18 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pred", required=True, help="class map (GeoTIFF of class codes)")
     reference = p.add_mutually_exclusive_group(required=True)
     reference.add_argument("--labels", help="reference labels on the same grid")
-    reference.add_argument(
-        "--points",
-        metavar="FILE",
-        help="reference points (or polygons: each pixel counts) in a vector file, any CRS",
+    add_vector_options(
+        p,
+        "reference points (or polygons: each pixel counts) in a vector file, any CRS",
+        group=reference,
     )
-    p.add_argument(
-        "--class-field",
-        metavar="NAME",
-        help="with --points: the integer field of class codes (default: 'class', or the only "
-        "integer field)",
-    )
-    p.add_argument("--layer", metavar="NAME", help="with --points: the layer in FILE")
     p.add_argument(
         "--confidence",
         type=float,

@@ -8,6 +8,7 @@ import sys
 
 from ..contract import RESULT, parse_bands
 from ..progress import Reporter, emit_json
+from .vector_options import add_vector_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,15 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="model file (.lovecs)")
     p.add_argument("--raster", required=True, help="the raster the corrections were made on")
-    p.add_argument(
-        "--points", required=True, metavar="FILE", help="corrections: a vector file, any CRS"
-    )
-    p.add_argument(
-        "--class-field",
-        metavar="NAME",
-        help="integer field of class codes (default: 'class', or the only integer field)",
-    )
-    p.add_argument("--layer", metavar="NAME", help="the layer in FILE (default: the only one)")
+    add_vector_options(p, "corrections: a vector file, any CRS", required=True)
     p.add_argument("--out", required=True, help="refined model file (.lovecs)")
     p.add_argument("--map", help="also map the raster with the refined model (GeoTIFF)")
     p.add_argument("--bands", help="1-based raster bands fed to the model, e.g. 3,2,1")

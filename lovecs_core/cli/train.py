@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from ..contract import ARCHITECTURES, DEFAULT_TRAIN_PRESET, RESULT, TRAIN_PRESET_NAMES, parse_bands
 from ..progress import Reporter, emit_json
+from .vector_options import add_vector_options
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="label rasters (class codes, 0 = no label) or folders; matched to the "
         "images by file name",
     )
-    labels.add_argument(
-        "--points",
-        metavar="FILE",
-        help="or labels as a vector file (ROI polygons, lines or points, any CRS) with an "
-        "integer class field, burnt onto every image it covers",
+    add_vector_options(
+        p,
+        "or labels as a vector file (ROI polygons, lines or points, any CRS) with an integer "
+        "class field, burnt onto every image it covers",
+        group=labels,
     )
-    p.add_argument(
-        "--class-field",
-        metavar="NAME",
-        help="--points' field of class codes (default: 'class', or its only integer field)",
-    )
-    p.add_argument("--layer", metavar="NAME", help="the layer in --points' file")
     p.add_argument("--classes", required=True, help="classes JSON (code, name, color)")
     p.add_argument("--out", required=True, help="output model file (.lovecs)")
     p.add_argument(

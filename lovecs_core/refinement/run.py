@@ -52,11 +52,13 @@ def prepare(
     extent: Optional[Sequence[float]] = None,
     device: str = "auto",
     reporter: Optional[Reporter] = None,
+    sample: Optional[tuple[np.ndarray, np.ndarray]] = None,
 ) -> Prepared:
-    """Load the model, read the corrections on the region's grid and compute its features."""
+    """Load the model, read the corrections on the region's grid and compute its features;
+    the anchors' source sample is ``sample``, else the one in the model file."""
     card, net = model_from_file(str(model))
     dev = resolve_device(device)
-    sample = read_source_sample(model)
+    sample = sample if sample is not None else read_source_sample(model)
     region = open_region(card, net, raster, bands, extent)
     corrections = read_corrections(points, region.grid, card.class_codes(), class_field, layer)
     for problem in corrections.problems:

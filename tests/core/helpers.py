@@ -75,3 +75,20 @@ def write_geotiff(
         band.WriteArray(data[i])
     ds = None
     return path
+
+
+def lonlat_centres(
+    grid: gdal.Dataset, rows: np.ndarray, cols: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """``(lon/lat of the pixel centres (N x 2), WGS 84's WKT)``: points in another CRS than the
+    raster's."""
+    from lovecs_core.rasters.corrections import pixel_centres
+
+    native = osr.SpatialReference(wkt=grid.GetProjection())
+    wgs84 = osr.SpatialReference()
+    wgs84.ImportFromEPSG(4326)
+    for srs in (native, wgs84):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    to_wgs84 = osr.CoordinateTransformation(native, wgs84)
+    xy = pixel_centres(grid, rows, cols)
+    return np.array([to_wgs84.TransformPoint(x, y)[:2] for x, y in xy]), wgs84.ExportToWkt()

@@ -2,25 +2,13 @@
 dzetsaka users train from their ROI layers."""
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal
 
 from lovecs_core.cli.main import main
 from lovecs_core.model.card import read_card
-from lovecs_core.rasters.corrections import pixel_centres, write_points
+from lovecs_core.rasters.corrections import write_points
+from tests.core.helpers import lonlat_centres
 from tests.core.synthetic import tiny_train_args, write_classes, write_source
-
-
-def _lonlat_points(
-    grid: gdal.Dataset, rows: np.ndarray, cols: np.ndarray
-) -> tuple[np.ndarray, str]:
-    utm = osr.SpatialReference(wkt=grid.GetProjection())
-    geographic = osr.SpatialReference()
-    geographic.ImportFromEPSG(4326)
-    for srs in (utm, geographic):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    to_lonlat = osr.CoordinateTransformation(utm, geographic)
-    xy = pixel_centres(grid, rows, cols)
-    return np.array([to_lonlat.TransformPoint(x, y)[:2] for x, y in xy]), geographic.ExportToWkt()
 
 
 def test_train_from_points_maps_the_scene_well_above_its_majority_class(tmp_path):
@@ -30,7 +18,7 @@ def test_train_from_points_maps_the_scene_well_above_its_majority_class(tmp_path
     rng = np.random.default_rng(0)
     picked = rng.choice(truth.size, 400, replace=False)
     rows, cols = np.divmod(picked, truth.shape[1])
-    lonlat, wkt = _lonlat_points(grid, rows, cols)
+    lonlat, wkt = lonlat_centres(grid, rows, cols)
     points = write_points(tmp_path / "rois.gpkg", lonlat, truth[rows, cols].tolist(), wkt)
     classes = write_classes(tmp_path / "classes.json")
     model = tmp_path / "m.lovecs"

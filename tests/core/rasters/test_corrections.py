@@ -12,7 +12,7 @@ from lovecs_core.rasters.corrections import (
     read_corrections,
     write_points,
 )
-from tests.core.helpers import write_geotiff
+from tests.core.helpers import lonlat_centres, write_geotiff
 
 CODES = [1, 2, 3]
 
@@ -38,15 +38,8 @@ def test_points_land_on_their_pixels_with_their_codes(tmp_path, grid):
 
 def test_points_in_another_crs_are_reprojected(tmp_path, grid):
     rows, cols = np.array([3, 20]), np.array([4, 30])
-    xy = pixel_centres(grid, rows, cols)
-    utm = osr.SpatialReference(wkt=grid.GetProjection())
-    wgs84 = osr.SpatialReference()
-    wgs84.ImportFromEPSG(4326)
-    for srs in (utm, wgs84):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    to_wgs = osr.CoordinateTransformation(utm, wgs84)
-    lonlat = np.array([to_wgs.TransformPoint(x, y)[:2] for x, y in xy])
-    path = write_points(tmp_path / "p.geojson", lonlat, [2, 3], wgs84.ExportToWkt())
+    lonlat, wkt = lonlat_centres(grid, rows, cols)
+    path = write_points(tmp_path / "p.geojson", lonlat, [2, 3], wkt)
     corr = read_corrections(path, grid, CODES)
     assert sorted(zip(corr.rows.tolist(), corr.cols.tolist())) == [(3, 4), (20, 30)]
 

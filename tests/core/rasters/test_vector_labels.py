@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-from lovecs_core.rasters.corrections import CorrectionsError, pixel_centres, write_points
+from lovecs_core.rasters.corrections import CorrectionsError, write_points
 from lovecs_core.rasters.vector_labels import vector_label_pairs
-from tests.core.helpers import write_geotiff
+from tests.core.helpers import lonlat_centres, write_geotiff
 
 CODES = [1, 2, 3]
 
@@ -67,15 +67,8 @@ def test_polygons_are_burnt_onto_the_images_they_cover(tmp_path):
 def test_points_in_another_crs_and_unknown_codes_are_named(tmp_path):
     image = _image(tmp_path / "a.tif", (500000.0, 2800000.0))
     grid = gdal.Open(str(image))
-    utm = osr.SpatialReference(wkt=grid.GetProjection())
-    geographic = osr.SpatialReference()
-    geographic.ImportFromEPSG(4326)
-    for srs in (utm, geographic):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    to_lonlat = osr.CoordinateTransformation(utm, geographic)
-    xy = pixel_centres(grid, np.array([3, 12]), np.array([4, 30]))
-    lonlat = np.array([to_lonlat.TransformPoint(x, y)[:2] for x, y in xy])
-    vector = write_points(tmp_path / "p.gpkg", lonlat, [1, 7], geographic.ExportToWkt())
+    lonlat, wkt = lonlat_centres(grid, np.array([3, 12]), np.array([4, 30]))
+    vector = write_points(tmp_path / "p.gpkg", lonlat, [1, 7], wkt)
     pairs, problems = vector_label_pairs(vector, [image], CODES, tmp_path)
     burnt = gdal.Open(str(pairs[0][1])).ReadAsArray()
     assert list(zip(*np.nonzero(burnt))) == [(3, 4)] and burnt[3, 4] == 1
