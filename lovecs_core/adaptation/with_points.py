@@ -148,7 +148,7 @@ def _deliver(
     label_free = result.health.verdict if result.health else IMPROVED
     chosen_verdict = verdict or label_free
     use_adapted = keep_adapted or chosen_verdict == IMPROVED
-    chosen, other = (adapted, source) if use_adapted else (source, adapted)
+    chosen = adapted if use_adapted else source
     record = {
         "verdict": verdict,
         "reason": reason,
@@ -157,11 +157,13 @@ def _deliver(
         "delivered": chosen.label,
     }
     log.info("%s; %s", reason, describe_accuracy(chosen.outcome.accuracy))
-    chosen.refiner.card.adaptation = {
-        **result.card.adaptation,
-        "corrections": record,
-        "result": f"{chosen.label}, its head refitted to the corrections",
-    }
+    for candidate in (source, adapted):
+        kept = "" if candidate is chosen else "; not delivered"
+        candidate.refiner.card.adaptation = {
+            **result.card.adaptation,
+            "corrections": record,
+            "result": f"{candidate.label}, its head refitted to the corrections{kept}",
+        }
     state = sample_state(sample)
     saved = chosen.refiner.save(chosen.outcome.weights, out, chosen.outcome, state)
     rejected = None

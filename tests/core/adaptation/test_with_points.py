@@ -87,3 +87,16 @@ def test_resume_is_refused_with_points(trained, tmp_path):
     args = ["adapt", "--model", str(model), "--target", str(scene), "--out",
             str(tmp_path / "r.lovecs"), "--points", str(points), "--resume"]  # fmt: skip
     assert main(args) != 0
+
+
+def test_the_adapted_model_kept_aside_says_it_was_not_delivered(trained, tmp_path):
+    model, scene, labels = trained
+    points, *_ = _clicks(scene, labels, tmp_path / "c.gpkg", 20, seed=1)
+    out = tmp_path / "a.lovecs"
+    _adapt(model, scene, out, "--points", str(points))
+    card = read_card(out)
+    if rejected_path(out).is_file():  # the source model delivered: the adapted one says why
+        aside = read_card(rejected_path(out)).adaptation
+        assert aside["result"].endswith("not delivered")
+        assert aside["corrections"] == card.adaptation["corrections"]
+    assert card.adaptation["result"].startswith(card.adaptation["corrections"]["delivered"])
