@@ -26,6 +26,10 @@ from torch import nn
 #: The weights of the anchoring terms and of the pull toward the source head.
 ANCHOR_WEIGHT, SOURCE_WEIGHT, L2_WEIGHT = 0.5, 0.5, 0.3
 LBFGS_STEPS = 60
+#: A bias at or below this marks a class an adaptation switched off (its bias is
+#: ``adaptation.absent_classes.OFF_BIAS``, -1e4): it stays off unless a correction names it. Left
+#: free, such a bias drags every other one thousands of units with it and wrecks the fit.
+OFF_THRESHOLD = -1.0e3
 
 
 @dataclass
@@ -77,28 +81,54 @@ def fit_head(
     l2: float = L2_WEIGHT,
     steps: int = LBFGS_STEPS,
 ) -> HeadWeights:
-    """The head that fits ``corrections`` (hard targets) next to the anchoring terms."""
+    """The head that fits ``corrections`` (hard targets) next to the anchoring terms. Classes
+    switched off (:data:`OFF_THRESHOLD`) stay off; one a correction names is switched back on."""
+    targets = corrections.y
+    assert targets is not None
+    off, start_bias = switched_off(start, targets)
+    kept = _without_classes(source, off)  # labelled pixels of a class kept off would drag the rest
     weight = start.weight.clone().requires_grad_(True)
-    bias = start.bias.clone().requires_grad_(True)
+    bias = start_bias.requires_grad_(True)
     optimiser = torch.optim.LBFGS(
         [weight, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
     )
-    targets = corrections.y
-    assert targets is not None
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        return (x @ weight.T + bias).masked_fill(off[None, :], float(start.bias.min()))
 
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
-        total = F.cross_entropy(corrections.x @ weight.T + bias, targets)
+        total = F.cross_entropy(logits(corrections.x), targets)
         if anchors is not None and len(anchors) and anchors.p is not None:
-            total = total + anchor_weight * soft_cross_entropy(
-                anchors.x @ weight.T + bias, anchors.p
-            )
-        if source is not None and len(source) and source.y is not None:
-            total = total + source_weight * F.cross_entropy(source.x @ weight.T + bias, source.y)
+            total = total + anchor_weight * soft_cross_entropy(logits(anchors.x), anchors.p)
+        if kept is not None and len(kept) and kept.y is not None:
+            total = total + source_weight * F.cross_entropy(logits(kept.x), kept.y)
         total = total + l2 * ((weight - start.weight) ** 2).sum()
         total.backward()
         return total
 
     with torch.enable_grad():
         optimiser.step(loss)
-    return HeadWeights(weight.detach(), bias.detach())
+    final = bias.detach().clone()
+    final[off] = start.bias[off]
+    return HeadWeights(weight.detach(), final)
+
+
+def _without_classes(labelled: Optional[Labelled], off: torch.Tensor) -> Optional[Labelled]:
+    """``labelled`` without the pixels whose class is in ``off``."""
+    if labelled is None or labelled.y is None or not bool(off.any()):
+        return labelled
+    keep = ~off[labelled.y]
+    return Labelled(labelled.x[keep], y=labelled.y[keep])
+
+
+def switched_off(start: HeadWeights, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(classes that stay off, the biases to start from)``: a switched-off class that the
+    corrections name starts from the median of the other biases instead."""
+    low = start.bias <= OFF_THRESHOLD
+    named = torch.zeros_like(low)
+    named[targets.unique()] = True
+    bias = start.bias.clone()
+    on = bias[~low]
+    bias[low & named] = on.median() if on.numel() else 0.0
+    return low & ~named, bias
