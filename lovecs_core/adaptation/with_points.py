@@ -68,9 +68,12 @@ def refitted(
     bands: Optional[Sequence[int]] = None,
     device: str = "auto",
     reporter: Optional[Reporter] = None,
+    tone: str | float = "auto",
 ) -> Candidate:
     """``model``'s head refitted to the corrections over the whole ``raster``."""
-    prep = prepare(model, raster, points, class_field, layer, bands, None, device, reporter, sample)
+    prep = prepare(
+        model, raster, points, class_field, layer, bands, None, device, reporter, sample, tone
+    )
     return Candidate(label, prep.refiner, prep.region, prep.refiner.refine(prep.corrections))
 
 
@@ -115,9 +118,11 @@ def adapt_with_points(
             model, target, folder / "adapted.lovecs", bands=bands, keep_adapted=True,
             reporter=reporter, **adapt_options,
         )  # fmt: skip
-        options: dict[str, Any] = dict(
-            class_field=class_field, layer=layer, bands=bands, device=device, reporter=reporter
-        )
+        gamma = result.card.adaptation.get("alignment", {}).get("gamma", "auto")
+        options: dict[str, Any] = dict(  # the tone the adaptation chose is not chosen again
+            class_field=class_field, layer=layer, bands=bands, device=device, reporter=reporter,
+            tone=gamma,
+        )  # fmt: skip
         source = refitted("source model", model, target, points, sample, **options)
         adapted = refitted("adapted model", result.output, target, points, sample, **options)
         chosen = _deliver(result, source, adapted, out, keep_adapted, sample)

@@ -53,13 +53,15 @@ def prepare(
     device: str = "auto",
     reporter: Optional[Reporter] = None,
     sample: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    tone: str | float = "auto",
 ) -> Prepared:
     """Load the model, read the corrections on the region's grid and compute its features;
-    the anchors' source sample is ``sample``, else the one in the model file."""
+    the anchors' source sample is ``sample``, else the one in the model file; ``tone`` as
+    ``lovecs predict --tone`` (a gamma already chosen is not chosen again)."""
     card, net = model_from_file(str(model))
     dev = resolve_device(device)
     sample = sample if sample is not None else read_source_sample(model)
-    region = open_region(card, net, raster, bands, extent)
+    region = open_region(card, net, raster, bands, extent, tone)
     corrections = read_corrections(points, region.grid, card.class_codes(), class_field, layer)
     for problem in corrections.problems:
         log.warning("%s: %s", points, problem)
