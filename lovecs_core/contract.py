@@ -183,6 +183,13 @@ def rejected_path(out: str | os.PathLike[str]) -> Path:
     return out.with_name(f"{out.stem}.rejected{out.suffix or '.lovecs'}")
 
 
+def points_folder(output: Path) -> Path:
+    """The hidden folder beside the model file ``output`` where ``adapt --points`` keeps the
+    adapted model until the corrections judge it (removed when the run ends, or by the next
+    run writing ``output`` after a ``kill -9``)."""
+    return output.parent / f".lovecs-points-{output.name}"
+
+
 def partial_files(output: Path) -> list[Path]:
     """The temporary files of ``output`` present in its folder, its checkpoint, and for a model
     file the temporary file of its rejected twin (never ``output`` itself)."""

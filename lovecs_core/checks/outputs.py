@@ -32,6 +32,7 @@ from ..contract import (
     checkpoint_path,
     part_path,
     partial_files,
+    points_folder,
     rejected_path,
 )
 from .quiet import open_quietly
@@ -221,7 +222,8 @@ STALE_PROBE_S = 60.0
 
 def remove_leftovers(output: Path) -> list[Path]:
     """Remove the hidden temporary files an earlier run writing ``output`` left when it was
-    killed (``kill -9``, out of memory), and stale probes of the early checks; a checkpoint
+    killed (``kill -9``, out of memory), the folder of an ``adapt --points`` run, and stale
+    probes of the early checks; a checkpoint
     stays (``--resume`` continues it). Returns what was removed."""
     removed: list[Path] = []
     keep = checkpoint_path(output)
@@ -229,6 +231,10 @@ def remove_leftovers(output: Path) -> list[Path]:
     for leftover in [*partial_files(output), *([style] if style.is_file() else [])]:
         if leftover != keep and _unlink(leftover):
             removed.append(leftover)
+    points = points_folder(output)
+    if points.is_dir():
+        shutil.rmtree(points, ignore_errors=True)
+        removed.append(points)
     folder = output.parent
     if folder.is_dir():
         now = time.time()
