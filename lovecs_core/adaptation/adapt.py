@@ -131,6 +131,8 @@ def use_points(run: AdaptRun, points: np.ndarray) -> None:
     identity (a run with other corrections does not resume this one)."""
     if points.shape != (run.sc.source.height, run.sc.source.width):
         raise AdaptError("the corrections do not match the scene's pixel grid")
+    if run.method not in ("cbst", "lovecs"):  # no training: the refit after it uses them
+        return
     run.points = points
     digest = hashlib.sha256(np.ascontiguousarray(points).tobytes()).hexdigest()
     if run.checkpoint is not None:

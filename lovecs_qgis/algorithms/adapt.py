@@ -14,12 +14,14 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
+    QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
 )
 
 from ..engine import checks, contract, settingchecks
@@ -38,6 +40,7 @@ from .base import (
     raster_path,
     read_model_card,
     tone_parameter,
+    vector_source,
 )
 from .classify import model_parameter
 
@@ -65,6 +68,7 @@ class AdaptAlgorithm(EngineAlgorithm):
     BATCH_SIZE, CROP, KEEP_ADAPTED = "BATCH_SIZE", "CROP", "KEEP_ADAPTED"
     OUTPUT_MODEL, OUTPUT, CONFIDENCE = "OUTPUT_MODEL", "OUTPUT", "CONFIDENCE"
     VERDICT, REJECTED_MODEL, TONE = "VERDICT", "REJECTED_MODEL", "TONE"
+    POINTS, CLASS_FIELD = "POINTS", "CLASS_FIELD"
 
     def name(self) -> str:
         return "adapt"
@@ -93,6 +97,10 @@ class AdaptAlgorithm(EngineAlgorithm):
             "those of the source model aligned to the scene (the safe result), and the "
             "adapted model is kept beside it as <i>NAME.rejected.lovecs</i>; tick <i>Keep "
             "the adapted model whatever the health check says</i> to override.<br><br>"
+            "<b>Corrections</b> (optional: points, lines or polygons with an integer class "
+            "field, any CRS): labelled pixels inside self-training, and the judge instead of the "
+            "label-free check: both models' heads are refitted to them and the one that gets "
+            "more held-out corrections right is delivered (10 or more corrections).<br><br>"
             "Outputs: the adapted model file (reuse it on other scenes of the same sensor), "
             "the styled land-cover map, and the verdict."
         )
@@ -112,6 +120,23 @@ class AdaptAlgorithm(EngineAlgorithm):
             )
         )
         self.addParameter(choice_parameter(self.DEVICE, tr("Device"), DEVICES))
+        self.addParameter(
+            QgsProcessingParameterVectorLayer(
+                self.POINTS,
+                tr("Corrections (points, lines or polygons; optional)"),
+                [QgsProcessing.TypeVectorAnyGeometry],
+                optional=True,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterField(
+                self.CLASS_FIELD,
+                tr("Class field of the corrections (integer class codes)"),
+                parentLayerParameterName=self.POINTS,
+                type=QgsProcessingParameterField.Numeric,
+                optional=True,
+            )
+        )
         advanced = [
             QgsProcessingParameterMultipleLayers(
                 self.SOURCE_IMAGES,
@@ -217,6 +242,10 @@ class AdaptAlgorithm(EngineAlgorithm):
                 crop=self.parameterAsInt(parameters, self.CROP, context) or None,
             )
             checks.check_adapt_outputs(model, scene, adapted, out, confidence or None)
+        vector = self.parameterAsVectorLayer(parameters, self.POINTS, context)
+        points, points_layer = (
+            vector_source(vector, context, "corrections") if vector else (None, None)
+        )
         args = engine_args(
             model=model,
             target=scene,
@@ -235,6 +264,9 @@ class AdaptAlgorithm(EngineAlgorithm):
             seed=self.parameterAsInt(parameters, self.SEED, context),
             keep_adapted=self.parameterAsBool(parameters, self.KEEP_ADAPTED, context),
             tone=self.parameterAsString(parameters, self.TONE, context).strip() or None,
+            points=points,
+            layer=points_layer,
+            class_field=self.parameterAsString(parameters, self.CLASS_FIELD, context) or None,
         )
         args += source.extent_args
         result = (

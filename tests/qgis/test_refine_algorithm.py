@@ -67,3 +67,30 @@ def test_refine_algorithm_writes_the_model_and_the_map(lovecs_provider, tmp_path
     mapped = gdal.Open(result["OUTPUT"]).ReadAsArray()
     assert mapped.shape == labels.shape and set(np.unique(mapped)) <= {1, 2, 3}
     assert Path(result["OUTPUT"]).with_suffix(".qml").is_file()
+
+
+def test_adapt_algorithm_takes_corrections(lovecs_provider, tmp_path: Path):
+    """``lovecs:adapt`` with POINTS: the corrections judge the adaptation (a method without
+    training here, so they are not in it)."""
+    labels = label_map(48, seed=3)
+    raster = write_geotiff(tmp_path / "scene.tif", source_image(labels, seed=4))
+    model = tiny_model_file(tmp_path / "tiny.lovecs", seed=1)
+    result = processing.run(
+        "lovecs:adapt",
+        {
+            "INPUT": str(raster),
+            "MODEL": str(model),
+            "METHOD": "adabn",
+            "DEVICE": "cpu",
+            "POINTS": corrections_in_wgs84(raster, labels),
+            "CLASS_FIELD": "klasse",
+            "OUTPUT_MODEL": str(tmp_path / "adapted.lovecs"),
+            "OUTPUT": str(tmp_path / "adapted.tif"),
+        },
+    )
+    adaptation = read_card(result["OUTPUT_MODEL"]).adaptation
+    record = adaptation["corrections"]
+    assert record["source"]["n"] == record["adapted"]["n"] == 18
+    assert result["VERDICT"] == (record["verdict"] or adaptation["health"]["verdict"])
+    assert "corrections_in_training" not in adaptation
+    assert gdal.Open(result["OUTPUT"]).ReadAsArray().shape == labels.shape
