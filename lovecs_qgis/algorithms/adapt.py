@@ -14,7 +14,6 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
-    QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
@@ -36,6 +35,7 @@ from .base import (
     check_bands,
     checks_as_processing_errors,
     choice_parameter,
+    class_field_parameter,
     output_path,
     raster_path,
     read_model_card,
@@ -129,11 +129,10 @@ class AdaptAlgorithm(EngineAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterField(
+            class_field_parameter(
                 self.CLASS_FIELD,
+                self.POINTS,
                 tr("Class field of the corrections (integer class codes)"),
-                parentLayerParameterName=self.POINTS,
-                type=QgsProcessingParameterField.Numeric,
                 optional=True,
             )
         )

@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
+    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
@@ -396,3 +397,15 @@ def output_path(value: str) -> str:
 
 
 quiet_qgis_process_inputs()
+
+
+def class_field_parameter(
+    name: str, parent: str, description: Optional[str] = None, optional: bool = False
+) -> QgsProcessingParameterField:
+    """The numeric field of a vector layer parameter ``parent`` that holds class codes
+    (``description``: translated already)."""
+    return QgsProcessingParameterField(
+        name, description or tr("Class field (integer class codes)"),
+        parentLayerParameterName=parent,
+        type=QgsProcessingParameterField.Numeric, optional=optional,
+    )  # fmt: skip

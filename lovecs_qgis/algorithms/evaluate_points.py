@@ -13,7 +13,6 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterLayer,
@@ -27,6 +26,7 @@ from ..runner import engine_args
 from .base import (
     EngineAlgorithm,
     checks_as_processing_errors,
+    class_field_parameter,
     output_path,
     raster_path,
     vector_source,
@@ -66,14 +66,7 @@ class EvaluatePointsAlgorithm(EngineAlgorithm):
                 [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon],
             )
         )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.CLASS_FIELD,
-                tr("Class field (integer class codes)"),
-                parentLayerParameterName=self.POINTS,
-                type=QgsProcessingParameterField.Numeric,
-            )
-        )
+        self.addParameter(class_field_parameter(self.CLASS_FIELD, self.POINTS))
         self.addParameter(
             QgsProcessingParameterFile(
                 self.MODEL,

@@ -10,7 +10,6 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingFeedback,
-    QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -26,6 +25,7 @@ from .base import (
     EngineAlgorithm,
     check_bands,
     choice_parameter,
+    class_field_parameter,
     output_path,
     raster_path,
     read_model_card,
@@ -66,14 +66,7 @@ class RefineAlgorithm(EngineAlgorithm):
                 [QgsProcessing.TypeVectorAnyGeometry],
             )
         )
-        self.addParameter(
-            QgsProcessingParameterField(
-                self.CLASS_FIELD,
-                tr("Class field (integer class codes)"),
-                parentLayerParameterName=self.POINTS,
-                type=QgsProcessingParameterField.Numeric,
-            )
-        )
+        self.addParameter(class_field_parameter(self.CLASS_FIELD, self.POINTS))
         self.addParameter(
             QgsProcessingParameterString(
                 self.BANDS, tr("Bands (e.g. 3,2,1; empty: all but alpha)"), optional=True

@@ -11,7 +11,6 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
-    QgsProcessingParameterField,
     QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterMultipleLayers,
@@ -27,6 +26,7 @@ from .base import (
     DEVICES,
     EngineAlgorithm,
     choice_parameter,
+    class_field_parameter,
     output_path,
     raster_path,
     vector_source,
@@ -95,11 +95,10 @@ class TrainSourceAlgorithm(EngineAlgorithm):
             )
         )
         self.addParameter(
-            QgsProcessingParameterField(
+            class_field_parameter(
                 self.CLASS_FIELD,
+                self.VECTOR_LABELS,
                 tr("Class field of the vector labels (integer class codes)"),
-                parentLayerParameterName=self.VECTOR_LABELS,
-                type=QgsProcessingParameterField.Numeric,
                 optional=True,
             )
         )
