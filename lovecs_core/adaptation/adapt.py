@@ -37,7 +37,6 @@ every rank, with the work split and the statistics synchronised by :mod:`.distri
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import logging
 import os
 import time
@@ -99,7 +98,6 @@ def adapt(
     keep_adapted: bool = False,
     resume: bool = False,
     reporter: Optional[Reporter] = None,
-    points: Optional[np.ndarray] = None,
 ) -> AdaptResult:
     """Adapt ``model`` (a model file or ``(card, module)``) to the ``target`` scene with
     ``method`` and write the result to ``out``: the adapted model when the health check finds
@@ -107,16 +105,13 @@ def adapt(
     :func:`rejected_path`; ``keep_adapted`` writes it to ``out`` anyway). Optionally map the
     scene with the result. The model files and the map appear together, only when all are
     done. Self-training saves a checkpoint after each round (:mod:`.resume`); ``resume``
-    continues from it. ``points``: the user's corrections as class codes on the target's pixel
-    grid (0: none), labelled target pixels inside self-training."""
+    continues from it."""
     if method not in METHODS:
         raise AdaptError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     cfg = config or make_config()
     run = prepare(
         model, target, out, method, cfg, bands, source_pairs, resume, reporter or Reporter()
     )
-    if points is not None:
-        use_points(run, points)
     if method != "source-only":
         reference_map(run)
     run_method(run, source_pairs, source_bands)
@@ -126,24 +121,6 @@ def adapt(
 
 
 # -- the stages after prepare and the method ------------------------------------------------------
-def use_points(run: AdaptRun, points: np.ndarray) -> None:
-    """Train on the user's corrections too: recorded in the card and in the checkpoint's
-    identity (a run with other corrections does not resume this one)."""
-    if points.shape != (run.sc.source.height, run.sc.source.width):
-        raise AdaptError("the corrections do not match the scene's pixel grid")
-    if run.method not in ("cbst", "lovecs"):  # no training: the refit after it uses them
-        return
-    run.points = points
-    digest = hashlib.sha256(np.ascontiguousarray(points).tobytes()).hexdigest()
-    if run.checkpoint is not None:
-        run.checkpoint.identity["corrections"] = digest
-    run.adaptation["corrections_in_training"] = {
-        "pixels": int((points > 0).sum()),
-        "weight": run.cfg.points_weight,
-        "sha256": digest,
-    }
-
-
 def reference_map(run: AdaptRun) -> None:
     """The aligned source model's map of the scene: what the adapted model is judged against."""
     sc = run.sc

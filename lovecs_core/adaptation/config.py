@@ -38,7 +38,6 @@ class AdaptConfig:
     anchor_portion: float = 0.2  # reference map's most confident pixels kept labelled (0: off)
     source_weight: float = 1.0
     pseudo_weight: float = 0.5
-    points_weight: float = 1.0  # the user's corrections (adapt --points), a supervised term
     scales: Optional[list[float]] = None  # None: derived from the GSD ratio
     n_scales: int = 4
     scale_range: tuple[float, float] = (0.5, 1.75)  # training-window scale augmentation

@@ -100,7 +100,6 @@ def _self_training(
         run.ref_conf,
         run.checkpoint,
         run.tiles,
-        run.points,
     )
     if not use_csn:  # one set of statistics shared by both domains
         copy_source_to_target(run.net)

@@ -65,7 +65,6 @@ class AdaptRun:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     health: Optional[HealthReport] = None
-    points: Optional[np.ndarray] = None  # the user's corrections on the scene (0: none)
 
     @property
     def codes(self) -> list[int]:

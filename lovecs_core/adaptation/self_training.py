@@ -4,9 +4,7 @@ Each round maps the scene (multi-scale for LoveCS, in the target CSN slot), sele
 with the guards of :mod:`.pseudolabels` (priors from the aligned source model's map), keeps that
 map's most confident pixels labelled (the anchor), then trains on
 ``source_weight * CE(source) + pseudo_weight * CE(pseudo-labels)`` with source and target batches
-forwarded separately. With the user's corrections (``points``: class codes on the scene's grid),
-they overrule the pseudo-labels where they lie and add a supervised term,
-``points_weight * CE(corrections)``, on target windows centred on them. Target windows are drawn at the model's GSD (unless ``native_scale``),
+forwarded separately. Target windows are drawn at the model's GSD (unless ``native_scale``),
 centred on every class alike, and normalised with the CSN target slot's running statistics,
 which stay the source's unless ``scene_statistics`` (:mod:`.config`). :mod:`.source_term`
 finds the labelled rasters of the source term; :mod:`.scene_maps` maps the scene and selects.
@@ -15,7 +13,6 @@ Under torchrun, :mod:`.distributed` splits the maps' tiles and each batch across
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -68,8 +65,6 @@ class _Loop:
     priors: np.ndarray  # class shares of the reference map
     anchor: Optional[np.ndarray]  # the reference map's most confident pixels, kept labelled
     src_sampler: Optional[WindowSampler]
-    points: Optional[np.ndarray]  # the user's corrections: class codes on the scene (0: none)
-    pts_sampler: Optional[WindowSampler]  # target windows centred on the corrections
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -103,15 +98,13 @@ def self_train(
     ref_conf: np.ndarray,
     checkpoint: Optional[AdaptCheckpoint] = None,
     tile_chunks: Optional[ChunkedBatch] = None,
-    points: Optional[np.ndarray] = None,
 ) -> tuple[list[dict[str, Any]], list[float]]:
     """Rounds of pseudo-labelling and training (CBST and LoveCS): returns the rounds' records and
     the losses. ``scales``: the pseudo-labelling scales; ``scale``: the factor at which target
     windows are trained (times ``cfg.scale_range``). ``ref_pred``/``ref_conf``: the aligned
     source model's map of the scene (priors and the anchor). With ``checkpoint``, the state is
     saved after every round, and a run that resumes starts after the last saved round;
-    ``tile_chunks``: see :func:`map_scene`; ``points``: the user's corrections as class codes
-    on the scene's grid (0: none), a supervised term next to the pseudo-labels."""
+    ``tile_chunks``: see :func:`map_scene`."""
     codes = card.class_codes()
     crop = round_up(cfg.crop, divisor)
     src_sampler = None
@@ -149,8 +142,6 @@ def self_train(
         priors=priors,
         anchor=anchor,
         src_sampler=src_sampler,
-        points=points,
-        pts_sampler=points_sampler(scene, points, codes, crop, mean, std, scale, cfg.seed),
         optimizer=optimizer,
         scheduler=poly_schedule(optimizer, total, cfg.power),
         scaler=grad_scaler(device, cfg.amp),
@@ -227,8 +218,6 @@ def _pseudo_labels(loop: _Loop, r: int) -> np.ndarray:
     labels, thresholds = select_labels(pred, conf, codes, cfg.portion, rules, loop.priors)
     if loop.anchor is not None:
         labels = np.where(labels > 0, labels, loop.anchor)
-    if loop.points is not None:  # the user's word overrules the model's
-        labels = np.where(loop.points > 0, loop.points, labels)
     loop.rounds.append(round_record(r, loop.it, labels, thresholds, pred, codes))
     del pred, conf
     if not (labels > 0).any():
@@ -271,17 +260,13 @@ def _step(
     if loop.src_sampler is not None and cfg.source_weight > 0:
         source = loop.src_sampler.sample(cfg.batch_size, share)
     target = tgt_sampler.sample(cfg.batch_size, share)
-    points = None
-    if loop.pts_sampler is not None:
-        points = loop.pts_sampler.sample(points_batch(cfg.batch_size))
     session = distributed.current()
-    points_loss = 0.0
     if session is not None and loop.ddp is not None:
         source_loss, pseudo_loss = session.train_step(
             loop.ddp, loop.optimizer, loop.scaler, cfg, source, target
         )
     else:
-        source_loss, pseudo_loss, points_loss = _train_step(
+        source_loss, pseudo_loss = _train_step(
             loop.net,
             loop.optimizer,
             loop.scaler,
@@ -291,16 +276,11 @@ def _step(
             loop.target_domain,
             loop.device,
             loop.chunks,
-            points,
         )
     loop.scheduler.step()
     loop.it += 1
     it, total, losses = loop.it, loop.total, loop.losses
-    loss = (
-        cfg.source_weight * source_loss
-        + cfg.pseudo_weight * pseudo_loss
-        + cfg.points_weight * points_loss
-    )
+    loss = cfg.source_weight * source_loss + cfg.pseudo_weight * pseudo_loss
     losses.append(loss)
     elapsed = time.monotonic() - loop.t0
     loop.report(
@@ -314,7 +294,6 @@ def _step(
         loss=loss,
         source_loss=source_loss,
         pseudo_loss=pseudo_loss,
-        **({"points_loss": points_loss} if points is not None else {}),
         lr=lr,
         eta_s=elapsed / (it - loop.it0) * (total - it),
     )
@@ -348,24 +327,21 @@ def _train_step(
     target_domain: str,
     device: torch.device,
     chunks: ChunkedBatch,
-    points: Optional[tuple[np.ndarray, np.ndarray]] = None,
-) -> tuple[float, float, float]:
+) -> tuple[float, float]:
     """One optimiser step on a source and a target batch (forwarded separately, each in its CSN
-    domain) and, with ``points``, target windows centred on the user's corrections (labelled
-    there only); returns the source, pseudo-label and corrections losses. The batches go through in chunks of
+    domain); returns the source and pseudo-label losses. The batches go through in chunks of
     ``chunks.size`` windows with their gradients accumulated, so a step still sees the whole
     batch when the GPU ran out of memory and the chunks were made smaller (only the CSN/BN
     batch statistics are then computed over fewer windows)."""
-    losses = [0.0, 0.0, 0.0]
+    losses = [0.0, 0.0]
     parts = [
         (0, "source", cfg.source_weight, source),
         (1, target_domain, cfg.pseudo_weight, target),
-        (2, target_domain, cfg.points_weight, points),
     ]
 
     def forward_backward(items: slice, share: float) -> None:
         for index, domain, weight, batch in parts:
-            if batch is None or batch[0][items].shape[0] == 0:
+            if batch is None:
                 continue
             x, y = (torch.from_numpy(a[items]).to(device) for a in batch)
             with csn_domain(net, domain), autocast(device, cfg.amp, cpu_bf16=True):
@@ -376,41 +352,9 @@ def _train_step(
 
     def undo() -> None:
         optimizer.zero_grad(set_to_none=True)
-        losses[:] = [0.0, 0.0, 0.0]
+        losses[:] = [0.0, 0.0]
 
     optimizer.zero_grad(set_to_none=True)
     chunks.run(target[0].shape[0], forward_backward, undo, "gradients accumulated over them")
     clip_and_step(net, optimizer, scaler, cfg.grad_clip)
-    return losses[0], losses[1], losses[2]
-
-
-def points_batch(batch_size: int) -> int:
-    """Windows centred on the corrections per step: a quarter of a domain's batch, at least 1."""
-    return max(1, batch_size // 4)
-
-
-def points_sampler(
-    scene: RasterSource,
-    points: Optional[np.ndarray],
-    codes: list[int],
-    crop: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    scale: float,
-    seed: Optional[int],
-) -> Optional[WindowSampler]:
-    """Target windows centred on the corrections (labelled there only), at the scale the
-    target is trained at; None without corrections."""
-    if points is None or not (points > 0).any():
-        return None
-    if distributed.current() is not None:
-        raise AdaptError(
-            "corrections inside self-training run in one process: run adapt --points "
-            "without torchrun"
-        )
-    labelled = copy.copy(scene)  # the same pixels, the corrections as its only labels
-    labelled.labels = points
-    return WindowSampler(
-        [labelled], codes, crop, mean, std, scale_range=(scale, scale),
-        seed=None if seed is None else seed + 7919,
-    )  # fmt: skip
+    return losses[0], losses[1]

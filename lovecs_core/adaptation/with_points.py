@@ -1,9 +1,10 @@
 """Adaptation with the user's corrections (``lovecs adapt --points``): the whole scene adapted,
 then the corrections settle what is delivered.
 
-1. LoveCS (or the chosen method) adapts the model to the scene; the corrections are labelled
-   target pixels inside self-training: they overrule the pseudo-labels where they lie and add a
-   supervised term on windows centred on them (:mod:`.self_training`).
+1. LoveCS (or the chosen method) adapts the model to the scene, label-free, as without points.
+   The corrections stay out of self-training on purpose: a body trained on them could no longer
+   be judged by them (every "held-out" correction would have been seen), and a first supervised
+   term on them wrecked target_b (bench/RESULTS.md).
 2. The head of the aligned source model and the head of the adapted model are each refitted to
    the corrections (:class:`~lovecs_core.refinement.refiner.Refiner`: a supervised term on the
    corrected pixels, anchored on the model's confident pixels and the source sample).
@@ -33,8 +34,6 @@ from ..contract import HARMFUL, IMPROVED, UNCERTAIN, points_folder, rejected_pat
 from ..mapping.predict import predict_raster
 from ..model.card import read_card, read_source_sample
 from ..progress import Reporter
-from ..rasters.corrections import burn_features
-from ..rasters.reading import open_dataset
 from ..refinement.features import Region
 from ..refinement.refiner import RefineOutcome, Refiner
 from ..refinement.run import describe_accuracy, prepare, sample_state
@@ -95,22 +94,6 @@ def points_verdict(source: Candidate, adapted: Candidate) -> tuple[Optional[str]
     )
 
 
-def points_on_grid(
-    model: str | os.PathLike[str],
-    target: str,
-    points: str | os.PathLike[str],
-    class_field: Optional[str],
-    layer: Optional[str],
-) -> np.ndarray:
-    """The corrections burnt onto the target's pixel grid: class codes, 0 elsewhere (what
-    self-training reads; features it cannot use are named by the refit that follows)."""
-    grid = open_dataset(target)
-    burnt = burn_features(points, grid, read_card(model).class_codes(), class_field, layer)
-    labels = np.zeros((grid.RasterYSize, grid.RasterXSize), np.uint8)
-    labels[burnt.rows, burnt.cols] = burnt.codes
-    return labels
-
-
 def adapt_with_points(
     model: str | os.PathLike[str],
     target: str,
@@ -135,10 +118,9 @@ def adapt_with_points(
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     try:
-        labels = points_on_grid(model, target, points, class_field, layer)
         result = adapt(
             model, target, folder / "adapted.lovecs", bands=bands, keep_adapted=True,
-            reporter=reporter, points=labels, **adapt_options,
+            reporter=reporter, **adapt_options,
         )  # fmt: skip
         gamma = result.card.adaptation.get("alignment", {}).get("gamma", "auto")
         options: dict[str, Any] = dict(  # the tone the adaptation chose is not chosen again

@@ -70,8 +70,7 @@ def test_refine_algorithm_writes_the_model_and_the_map(lovecs_provider, tmp_path
 
 
 def test_adapt_algorithm_takes_corrections(lovecs_provider, tmp_path: Path):
-    """``lovecs:adapt`` with POINTS: the corrections judge the adaptation (a method without
-    training here, so they are not in it)."""
+    """``lovecs:adapt`` with POINTS: the corrections judge the adaptation."""
     labels = label_map(48, seed=3)
     raster = write_geotiff(tmp_path / "scene.tif", source_image(labels, seed=4))
     model = tiny_model_file(tmp_path / "tiny.lovecs", seed=1)
@@ -92,5 +91,4 @@ def test_adapt_algorithm_takes_corrections(lovecs_provider, tmp_path: Path):
     record = adaptation["corrections"]
     assert record["source"]["n"] == record["adapted"]["n"] == 18
     assert result["VERDICT"] == (record["verdict"] or adaptation["health"]["verdict"])
-    assert "corrections_in_training" not in adaptation
     assert gdal.Open(result["OUTPUT"]).ReadAsArray().shape == labels.shape

@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from lovecs_core.adaptation.adapt import adapt
-from lovecs_core.adaptation.config import AdaptError, make_config
 from lovecs_core.checks.outputs import remove_leftovers
 from lovecs_core.cli.main import main
 from lovecs_core.contract import IMPROVED, VERDICTS, points_folder, rejected_path
-from lovecs_core.mapping.predict import predict_raster
 from lovecs_core.model.card import read_card
-from lovecs_core.progress import Reporter
 from lovecs_core.rasters.corrections import pixel_centres, write_points
 from tests.core.synthetic import tiny_train_args, write_classes, write_source, write_target
 
@@ -105,45 +101,6 @@ def test_the_adapted_model_kept_aside_says_it_was_not_delivered(trained, tmp_pat
         assert aside["result"].endswith("not delivered")
         assert aside["corrections"] == card.adaptation["corrections"]
     assert card.adaptation["result"].startswith(card.adaptation["corrections"]["delivered"])
-
-
-def _adapt_api(model, scene, out, points=None, **overrides):
-    """``adapt`` with the adapted model kept; returns ``(result, training events)``."""
-    events = []
-    cfg = make_config("fast", iterations=20, refresh_every=10, crop=48, pl_tile=64,
-                      device="cpu", **overrides)  # fmt: skip
-    result = adapt(model, scene, out, config=cfg, keep_adapted=True, points=points,
-                   reporter=Reporter(events.append))  # fmt: skip
-    return result, [e.extra for e in events if e.stage == "training" and "iteration" in e.extra]
-
-
-def test_corrections_are_a_supervised_term_inside_self_training(trained, tmp_path):
-    """Corrections that all name one class: the adaptation trained on them maps that class on
-    the corrected pixels, where the same adaptation without them does not."""
-    model, scene, labels = trained
-    truth = gdal.Open(str(labels)).ReadAsArray()
-    code = int(np.bincount(truth.ravel()).argmin() or 1)  # the rarest class
-    rows, cols = np.divmod(np.flatnonzero(truth.ravel() != code)[::97][:30], truth.shape[1])
-    points = np.zeros(truth.shape, np.uint8)
-    points[rows, cols] = code
-    with_points, events = _adapt_api(model, scene, tmp_path / "p.lovecs", points, points_weight=5)
-    plain, plain_events = _adapt_api(model, scene, tmp_path / "n.lovecs", points_weight=5)
-    assert any(e.get("points_loss", 0) > 0 for e in events)
-    assert all("points_loss" not in e for e in plain_events)
-    record = with_points.card.adaptation["corrections_in_training"]
-    assert record["pixels"] == 30 and record["weight"] == 5
-    maps = {}
-    for name, result in (("points", with_points), ("plain", plain)):
-        out = tmp_path / f"{name}.tif"
-        predict_raster(str(result.output), str(scene), out, device="cpu")
-        maps[name] = float((gdal.Open(str(out)).ReadAsArray()[rows, cols] == code).mean())
-    assert maps["points"] >= maps["plain"] + 0.3, maps
-
-
-def test_the_corrections_must_lie_on_the_scene_grid(trained, tmp_path):
-    model, scene, _ = trained
-    with pytest.raises(AdaptError, match="pixel grid"):
-        _adapt_api(model, scene, tmp_path / "x.lovecs", np.zeros((5, 5), np.uint8))
 
 
 def test_a_killed_runs_points_folder_is_removed_by_the_next_run(tmp_path):
