@@ -47,10 +47,15 @@ def corrections_in_wgs84(raster: Path, labels: np.ndarray, per_class: int = 6) -
     return layer
 
 
-def test_refine_algorithm_writes_the_model_and_the_map(lovecs_provider, tmp_path: Path):
+def scene_and_model(folder: Path) -> tuple[np.ndarray, Path, Path]:
+    """A 48 px scene's labels, the scene and a tiny model."""
     labels = label_map(48, seed=3)
-    raster = write_geotiff(tmp_path / "scene.tif", source_image(labels, seed=4))
-    model = tiny_model_file(tmp_path / "tiny.lovecs", seed=1)
+    raster = write_geotiff(folder / "scene.tif", source_image(labels, seed=4))
+    return labels, raster, tiny_model_file(folder / "tiny.lovecs", seed=1)
+
+
+def test_refine_algorithm_writes_the_model_and_the_map(lovecs_provider, tmp_path: Path):
+    labels, raster, model = scene_and_model(tmp_path)
     result = processing.run(
         "lovecs:refine",
         {
@@ -71,9 +76,7 @@ def test_refine_algorithm_writes_the_model_and_the_map(lovecs_provider, tmp_path
 
 def test_adapt_algorithm_takes_corrections(lovecs_provider, tmp_path: Path):
     """``lovecs:adapt`` with POINTS: the corrections judge the adaptation."""
-    labels = label_map(48, seed=3)
-    raster = write_geotiff(tmp_path / "scene.tif", source_image(labels, seed=4))
-    model = tiny_model_file(tmp_path / "tiny.lovecs", seed=1)
+    labels, raster, model = scene_and_model(tmp_path)
     result = processing.run(
         "lovecs:adapt",
         {
