@@ -223,8 +223,8 @@ STALE_PROBE_S = 60.0
 def remove_leftovers(output: Path) -> list[Path]:
     """Remove the hidden temporary files an earlier run writing ``output`` left when it was
     killed (``kill -9``, out of memory), the folder of an ``adapt --points`` run, and stale
-    probes of the early checks; a checkpoint
-    stays (``--resume`` continues it). Returns what was removed."""
+    probes of the early checks; a checkpoint stays (``--resume`` continues it). Returns what
+    was removed."""
     removed: list[Path] = []
     keep = checkpoint_path(output)
     style = part_path(output.with_suffix(".qml"))

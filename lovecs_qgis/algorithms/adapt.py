@@ -98,9 +98,10 @@ class AdaptAlgorithm(EngineAlgorithm):
             "adapted model is kept beside it as <i>NAME.rejected.lovecs</i>; tick <i>Keep "
             "the adapted model whatever the health check says</i> to override.<br><br>"
             "<b>Corrections</b> (optional: points, lines or polygons with an integer class "
-            "field, any CRS): the judge instead of the label-free check: both models' heads "
-            "are refitted to them and the one that gets "
-            "more held-out corrections right is delivered (10 or more corrections).<br><br>"
+            "field, any CRS) judge instead of the label-free check: both models' heads are "
+            "refitted to them and the one that gets more held-out corrections right is "
+            "delivered (from 10 corrections). Clicks on the errors of one model's map favour "
+            "the other; a random reference sample judges fairly.<br><br>"
             "Outputs: the adapted model file (reuse it on other scenes of the same sensor), "
             "the styled land-cover map, and the verdict."
         )

@@ -396,9 +396,6 @@ def output_path(value: str) -> str:
     return str(Path(value).absolute()) if value else ""
 
 
-quiet_qgis_process_inputs()
-
-
 def class_field_parameter(
     name: str, parent: str, description: Optional[str] = None, optional: bool = False
 ) -> QgsProcessingParameterField:
@@ -409,3 +406,6 @@ def class_field_parameter(
         parentLayerParameterName=parent,
         type=QgsProcessingParameterField.Numeric, optional=optional,
     )  # fmt: skip
+
+
+quiet_qgis_process_inputs()
