@@ -9,7 +9,7 @@ corrections, cross-validate, fit, write the map) on a 1024 x 1024 view with 50 c
 
     python bench/interactive.py [--scenes target_b,rural_b] [--seeds 0,1,2] [--out FILE.json]
     python bench/interactive.py --table FILE.json      # the Markdown table of a run
-    python bench/interactive.py --scenes target_b --adapt-clicks 50   # + lovecs adapt --points
+    python bench/interactive.py --scenes target_b --adapt   # + lovecs adapt --points, every N
 """
 
 from __future__ import annotations
@@ -27,12 +27,20 @@ import torch
 from osgeo import gdal
 from scenes import DEFAULT_DATA, build_scenes
 
-from lovecs_core.adaptation.with_points import adapt_with_points
+from lovecs_core.adaptation.adapt import adapt
+from lovecs_core.adaptation.with_points import candidate, final_verdict, points_verdict
+from lovecs_core.contract import IMPROVED
 from lovecs_core.model.card import read_card, read_source_sample
 from lovecs_core.model.networks import model_from_file
-from lovecs_core.rasters.corrections import Corrections, pixel_centres, write_points
+from lovecs_core.rasters.corrections import (
+    Corrections,
+    pixel_centres,
+    read_corrections,
+    write_points,
+)
 from lovecs_core.refinement.features import open_region, region_features
 from lovecs_core.refinement.refiner import Refiner
+from lovecs_core.refinement.run import prepare
 from lovecs_core.refinement.session import RefineSession
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,37 +106,56 @@ def simulate(
     return table
 
 
-def adapt_arm(scene, labels: np.ndarray, clicks: tuple, work: Path) -> dict:
-    """``lovecs adapt --points`` with the simulated user's clicks: scored like the fast refine
-    (every labelled pixel but the clicked ones)."""
-    rows, cols = clicks
-    grid = gdal.Open(str(scene.image))
-    points = write_points(
-        work / f"{scene.name}_clicks.gpkg",
-        pixel_centres(grid, rows, cols),
-        labels[rows, cols].tolist(),
-        grid.GetProjection(),
-    )
+def adapt_arm(scene, labels: np.ndarray, kept: dict, work: Path) -> dict:
+    """``lovecs adapt --points`` with the simulated user's clicks at every checkpoint, scored like
+    the fast refine (every labelled pixel but the clicked ones). As ``adapt_with_points`` does:
+    the label-free adaptation (once: it never sees the clicks), both heads refitted to the
+    clicks, the clicks' verdict; the delivered model's map is made from the cached features."""
     start = time.perf_counter()
-    result = adapt_with_points(
-        str(MODEL), str(scene.image), work / f"{scene.name}_points.lovecs", points,
-        bands=scene.bands, map_path=work / f"{scene.name}_points.tif", device="cpu",
+    result = adapt(
+        str(MODEL), str(scene.image), work / f"{scene.name}_adapted.lovecs", bands=scene.bands,
+        keep_adapted=True,
     )  # fmt: skip
-    seconds = time.perf_counter() - start
-    clicked = np.zeros(labels.shape, bool)
-    clicked[rows, cols] = True
-    pred = gdal.Open(str(result.map)).ReadAsArray()
-    miou, oa = scores(pred, labels, read_card(MODEL).class_codes(), clicked)
-    record = result.card.adaptation["corrections"]
-    return {
-        "clicks": int(rows.size),
-        "miou": miou,
-        "oa": oa,
-        "seconds": seconds,
-        "verdict": record["verdict"],
-        "label_free_verdict": result.card.adaptation["health"]["verdict"],
-        "delivered": record["delivered"],
-    }
+    adapt_s = time.perf_counter() - start
+    grid = gdal.Open(str(scene.image))
+    codes = read_card(MODEL).class_codes()
+
+    def points(n: int) -> Path:
+        rows, cols = kept[n]
+        return write_points(
+            work / f"{scene.name}_clicks_{n}.gpkg",
+            pixel_centres(grid, rows, cols),
+            labels[rows, cols].tolist(),
+            grid.GetProjection(),
+        )
+
+    first = points(min(kept))
+    gamma = result.card.adaptation.get("alignment", {}).get("gamma", "auto")
+    options = dict(bands=scene.bands, device="cpu", sample=read_source_sample(MODEL), tone=gamma)
+    models = {"source model": str(MODEL), "adapted model": str(result.output)}
+    prepared = {label: prepare(path, str(scene.image), first, **options)
+                for label, path in models.items()}  # fmt: skip
+    label_free = result.health.verdict if result.health else None
+    arms = {}
+    for n in sorted(kept):
+        tic = time.perf_counter()
+        source, adapted = (
+            candidate(label, prep, read_corrections(points(n), prep.region.grid, codes))
+            for label, prep in prepared.items()
+        )
+        verdict, _ = points_verdict(source, adapted)
+        chosen = adapted if final_verdict(verdict, result.health) == IMPROVED else source
+        pred = chosen.refiner.map_codes(chosen.outcome.weights)
+        clicked = np.zeros(labels.shape, bool)
+        clicked[kept[n]] = True
+        miou, oa = scores(pred, labels, codes, clicked)
+        arms[str(n)] = {
+            "clicks": n, "miou": miou, "oa": oa, "verdict": verdict,
+            "label_free_verdict": label_free, "delivered": chosen.label,
+            "seconds": time.perf_counter() - tic,
+        }  # fmt: skip
+        print(f"  adapt + points, {n} clicks:", arms[str(n)], flush=True)
+    return {"adapt_s": adapt_s, "by_clicks": arms}
 
 
 def latency(scene_path: Path, labels: np.ndarray, work: Path) -> dict:
@@ -190,14 +217,16 @@ def adapt_table(results: dict, arms: list) -> str:
         "|---|---:|---:|---:|---|---|---:|",
     ]
     for name, arm in arms:
-        row = next(
-            r for r in results["scenes"][name]["tables"]["0"] if r["clicks"] == arm["clicks"]
-        )
-        lines.append(
-            f"| {name} | {arm['clicks']} | {row['miou']:.1f} / {row['oa']:.1f} | "
-            f"{arm['miou']:.1f} / {arm['oa']:.1f} | {arm['verdict']} ({arm['label_free_verdict']}) "
-            f"| {arm['delivered']} | {arm['seconds']:.0f} |"
-        )
+        by_clicks = arm["by_clicks"].values() if "by_clicks" in arm else [arm]  # older runs: one N
+        for one in by_clicks:
+            row = next(
+                r for r in results["scenes"][name]["tables"]["0"] if r["clicks"] == one["clicks"]
+            )
+            lines.append(
+                f"| {name} | {one['clicks']} | {row['miou']:.1f} / {row['oa']:.1f} | "
+                f"{one['miou']:.1f} / {one['oa']:.1f} | {one['verdict']} "
+                f"({one['label_free_verdict']}) | {one['delivered']} | {one['seconds']:.0f} |"
+            )
     return "\n".join(lines)
 
 
@@ -231,12 +260,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0", help="simulated users (click draws), e.g. 0,1,2")
     parser.add_argument("--table", metavar="JSON", help="only print the Markdown table of a run")
     parser.add_argument(
-        "--adapt-clicks",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also run lovecs adapt --points with the first user's N clicks (0: no; N must be a "
-        "checkpoint, e.g. 50)",
+        "--adapt",
+        action="store_true",
+        help="also run lovecs adapt --points with the first user's clicks at every checkpoint",
     )
     args = parser.parse_args()
     if args.table:
@@ -252,7 +278,7 @@ def main() -> None:
         "command": "python bench/interactive.py"
         + (f" --scenes {args.scenes}" if args.scenes else "")
         + f" --seeds {args.seeds}"
-        + (f" --adapt-clicks {args.adapt_clicks}" if args.adapt_clicks else ""),
+        + (" --adapt" if args.adapt else ""),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} CPU, {args.threads} thread(s)",
         "model": str(MODEL.relative_to(ROOT)),
@@ -272,9 +298,8 @@ def main() -> None:
             print(f" seed {seed}", flush=True)
             tables[str(seed)] = simulate(refiner, labels, seed, kept if i == 0 else None)
         results["scenes"][scene.name] = {"features_s": features_s, "tables": tables}
-        if args.adapt_clicks:
-            arm = adapt_arm(scene, labels, kept[args.adapt_clicks], work)
-            print(" adapt + points", arm, flush=True)
+        if args.adapt:
+            arm = adapt_arm(scene, labels, kept, work)
             results["scenes"][scene.name]["adapt_points"] = arm
         Path(args.out).write_text(json.dumps(results, indent=1))
     target = next(

@@ -34,10 +34,12 @@ from ..contract import HARMFUL, IMPROVED, UNCERTAIN, points_folder, rejected_pat
 from ..mapping.predict import predict_raster
 from ..model.card import read_card, read_source_sample
 from ..progress import Reporter
+from ..rasters.corrections import Corrections
 from ..refinement.features import Region
 from ..refinement.refiner import RefineOutcome, Refiner
-from ..refinement.run import describe_accuracy, prepare, sample_state
+from ..refinement.run import Prepared, describe_accuracy, prepare, sample_state
 from .adapt import AdaptResult, adapt
+from .health import HealthReport
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,13 @@ def refitted(
     prep = prepare(
         model, raster, points, class_field, layer, bands, None, device, reporter, sample, tone
     )
-    return Candidate(label, prep.refiner, prep.region, prep.refiner.refine(prep.corrections))
+    return candidate(label, prep)
+
+
+def candidate(label: str, prep: Prepared, corrections: Optional[Corrections] = None) -> Candidate:
+    """The prepared model with its head refitted to ``corrections`` (default: its own)."""
+    chosen = prep.corrections if corrections is None else corrections
+    return Candidate(label, prep.refiner, prep.region, prep.refiner.refine(chosen))
 
 
 def points_verdict(source: Candidate, adapted: Candidate) -> tuple[Optional[str], str]:
@@ -92,6 +100,11 @@ def points_verdict(source: Candidate, adapted: Candidate) -> tuple[Optional[str]
         f"source model (each head refitted on the other folds, "
         f"{source.outcome.accuracy['folds']}-fold cross-validation)"
     )
+
+
+def final_verdict(points: Optional[str], health: Optional[HealthReport]) -> str:
+    """The corrections' verdict; with too few corrections, the label-free check's."""
+    return points or (health.verdict if health is not None else IMPROVED)
 
 
 def adapt_with_points(
@@ -154,8 +167,7 @@ def _deliver(
     """Save the chosen refitted model to ``out`` (the adapted one aside when it is not chosen)
     and return the result with the corrections' verdict in its card and health."""
     verdict, reason = points_verdict(source, adapted)
-    label_free = result.health.verdict if result.health else IMPROVED
-    chosen_verdict = verdict or label_free
+    chosen_verdict = final_verdict(verdict, result.health)
     use_adapted = keep_adapted or chosen_verdict == IMPROVED
     chosen = adapted if use_adapted else source
     record = {
