@@ -38,13 +38,13 @@ from .jobs import (
     build_job,
     raster_problem,
 )
-from .layer_render import RenderError, is_file_layer
+from .layer_render import MapInput, RenderError, RenderPlan, is_file_layer
 from .results import add_result_layers
 from .run_status import RunStatus
 from .scene_size import gsd_ratio, scene_pixels
 from .session import SessionClient
 from .task import EngineTask
-from .view_extent import dock_input
+from .view_extent import dock_input, dock_render
 from .wording import format_seconds, health_text
 
 ModelCard = model_card.ModelCard
@@ -63,6 +63,7 @@ class LoveCSDock(DockForm):
         super().__init__(parent)
         self.iface = iface
         self.task: Optional[EngineTask] = None
+        self.render: Optional[RenderPlan] = None  # a non-file layer's render before a run
         self.job: Optional[Job] = None
         self.status = RunStatus(self)
         self.offers: list[Any] = []  # message-bar offers of the last run, dismissed by the next
@@ -166,8 +167,9 @@ class LoveCSDock(DockForm):
         QgsApplication.taskManager().addTask(self.devices_task)
 
     # -- a run ------------------------------------------------------------------------------------
-    def prepare(self, command: str) -> Optional[Job]:
-        """Check the inputs and build the job; on a problem, say it and return None."""
+    def prepare(self, command: str, rendered: Optional[MapInput] = None) -> Optional[Job]:
+        """Check the inputs and build the job; on a problem, say it and return None. A layer
+        that is not a file is rendered here, unless ``rendered`` is its render."""
         layer = self.layer_combo.currentLayer()
         if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
             return self._refuse(tr("Choose a raster layer first."))
@@ -189,7 +191,7 @@ class LoveCSDock(DockForm):
         folder = Path(self.output_widget.filePath() or ".").expanduser()
         gsd = self.card.domain_gsd(self.card.default_domain)
         try:  # the view as the engine's --extent; a layer that is not a file rendered first
-            source = dock_input(self.iface, layer, self.area_combo.currentIndex() == 1, gsd, folder)
+            source = rendered or dock_input(self.iface, layer, self.mapping_view(), gsd, folder)
         except RenderError as exc:
             return self._refuse(str(exc))
         request = JobRequest(
@@ -217,11 +219,70 @@ class LoveCSDock(DockForm):
         self.log(message)
         return None
 
+    def mapping_view(self) -> bool:
+        """Whether the area to map is the map view (else the whole layer)."""
+        return self.area_combo.currentIndex() == 1
+
     def start(self, command: str, extra: Sequence[str] = ()) -> Optional[EngineTask]:
-        """Run ``command`` on the chosen layer; ``extra``: more engine arguments."""
-        if self.task is not None:
+        """Run ``command`` on the chosen layer; ``extra``: more engine arguments. A layer that
+        is not a file (XYZ, WMS) is first rendered in the background (:meth:`render_first`):
+        then this returns None and the run starts when the render is done."""
+        if self.task is not None or self.render is not None:
             return None
-        job = self.prepare(command)
+        layer = self.layer_combo.currentLayer()
+        if isinstance(layer, QgsRasterLayer) and layer.isValid() and not is_file_layer(layer):
+            if self.card is not None:
+                self.render_first(layer, command, extra)
+                return None
+        return self.launch(command, extra, self.prepare(command))
+
+    def render_first(self, layer: QgsRasterLayer, command: str, extra: Sequence[str]) -> None:
+        """Render ``layer`` over the area to map in a background task, then run ``command``."""
+        assert self.card is not None
+        folder = Path(self.output_widget.filePath() or ".").expanduser()
+        gsd = self.card.domain_gsd(self.card.default_domain)
+        try:
+            plan = dock_render(self.iface, layer, self.mapping_view(), gsd, folder)
+        except RenderError as exc:
+            self._refuse(str(exc))
+            return
+        self.render = plan
+        self._set_running(True)
+        self.progress_bar.setValue(0)
+        text = tr("Rendering '{}' for the model…").format(layer.name())
+        self.stage_label.setText(text)
+        self.log(text)
+        plan.task.progressChanged.connect(self.on_progress)
+        plan.task.writeComplete.connect(lambda _: self.rendered(command, extra))
+        plan.task.errorOccurred.connect(self.render_failed)
+        QgsApplication.taskManager().addTask(plan.task)
+
+    def rendered(self, command: str, extra: Sequence[str]) -> None:
+        """The render is written: run ``command`` on it."""
+        plan, self.render = self.render, None
+        self._set_running(False)
+        if plan is None:
+            return
+        try:
+            source = plan.result()
+        except RenderError as exc:
+            self._refuse(str(exc))
+            return
+        if self.launch(command, extra, self.prepare(command, rendered=source)) is not None:
+            self.log(tr("The model reads '{}' as rendered to {}.").format(plan.name, plan.path))
+
+    def render_failed(self, error: int) -> None:
+        plan, self.render = self.render, None
+        self._set_running(False)
+        if plan is not None:
+            message = str(plan.failure(error))
+            self.stage_label.setText(message)
+            self._refuse(message)
+
+    def launch(
+        self, command: str, extra: Sequence[str], job: Optional[Job]
+    ) -> Optional[EngineTask]:
+        """Start the engine on the prepared ``job`` (None: it was refused)."""
         if job is None:
             return None
         self.save_settings()
@@ -264,6 +325,9 @@ class LoveCSDock(DockForm):
         return self.task
 
     def cancel(self) -> None:
+        if self.render is not None:
+            self.stage_label.setText(tr("Cancelling…"))
+            self.render.task.cancel()
         if self.task is not None:
             self.stage_label.setText(tr("Cancelling…"))
             self.task.cancel()

@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProject,
     QgsRasterDataProvider,
     QgsRasterFileWriter,
+    QgsRasterFileWriterTask,
     QgsRasterLayer,
     QgsRasterPipe,
     QgsRectangle,
@@ -112,6 +113,18 @@ def render_grid(
     return QgsRectangle(x0, y1 - rows * size, x0 + cols * size, y1), cols, rows
 
 
+def _pipe(layer: QgsRasterLayer) -> QgsRasterPipe:
+    """A pipe of a copy of the layer's provider (safe to read in another thread)."""
+    pipe = QgsRasterPipe()
+    if not pipe.set(layer.dataProvider().clone()):
+        raise RenderError(tr("Cannot read '{}'.").format(layer.name()))
+    return pipe
+
+
+def _render_error(name: str, path: Path, error: int) -> RenderError:
+    return RenderError(tr("Cannot render '{}' to {} (error {}).").format(name, path, error))
+
+
 def render_layer(
     layer: QgsRasterLayer,
     extent: QgsRectangle,
@@ -123,17 +136,60 @@ def render_layer(
     the layer's CRS: a data layer's bands as they are, a rendered one (XYZ, WMS) as RGBA."""
     context = context or _context()
     grid, cols, rows = render_grid(layer, extent, gsd, context)
-    pipe = QgsRasterPipe()
-    if not pipe.set(layer.dataProvider().clone()):
-        raise RenderError(tr("Cannot read '{}'.").format(layer.name()))
     writer = QgsRasterFileWriter(str(path))
     writer.setOutputFormat("GTiff")
-    error = writer.writeRaster(pipe, cols, rows, grid, layer.crs(), context)
+    error = writer.writeRaster(_pipe(layer), cols, rows, grid, layer.crs(), context)
     if error != QgsRasterFileWriter.NoError or not path.is_file():
-        raise RenderError(
-            tr("Cannot render '{}' to {} (error {}).").format(layer.name(), path, error)
-        )
+        raise _render_error(layer.name(), path, error)
     return path
+
+
+@dataclass
+class RenderPlan:
+    """A non-file layer's render, to run in the background: ``task`` writes ``path``."""
+
+    task: QgsRasterFileWriterTask
+    path: Path
+    name: str
+
+    def result(self) -> MapInput:
+        """The rendered file as the engine's input (after the task wrote it)."""
+        return rendered_input(self.path, self.name)
+
+    def failure(self, error: int) -> RenderError:
+        """What to tell the user when the task reports ``error``; a partial file is removed."""
+        self.path.unlink(missing_ok=True)
+        if error == QgsRasterFileWriter.WriteCanceled or self.task.isCanceled():
+            return RenderError(tr("Rendering '{}' was cancelled.").format(self.name))
+        return _render_error(self.name, self.path, error)
+
+
+def _render_target(
+    layer: QgsRasterLayer,
+    extent: Optional[QgsRectangle],
+    gsd: Optional[float],
+    folder: Path,
+    context: QgsCoordinateTransformContext,
+) -> tuple[QgsRectangle, Path]:
+    """``(area, file)`` of a render of ``layer`` over ``extent`` (None: all of it): the area
+    refused when too large before any folder or file is made."""
+    area = layer.extent() if extent is None else extent.intersect(layer.extent())
+    render_grid(layer, area, gsd, context)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RenderError(
+            tr("Cannot create the output folder {}: {}").format(folder, exc)
+        ) from None
+    return area, free_path(folder, f"{safe_name(layer.name())}_render", ".tif")
+
+
+def rendered_input(path: Path, name: str) -> MapInput:
+    """A rendered GeoTIFF as the engine's input, with a layer of it named ``name``."""
+    rendered = QgsRasterLayer(str(path), name)
+    if not rendered.isValid():
+        raise RenderError(tr("QGIS cannot open the rendered {}.").format(path))
+    return MapInput(rendered, str(path), rendered=True)
 
 
 def map_input(
@@ -145,26 +201,33 @@ def map_input(
 ) -> MapInput:
     """The raster to map for ``layer`` over ``extent`` (layer CRS; None: the whole layer). A
     file layer is read as it is; another is rendered at ``gsd`` metres (None: its own pixels)
-    into ``folder`` as ``NAME_render.tif``. ``context``: the transform context (default: the
-    project's)."""
+    into ``folder`` as ``NAME_render.tif``, in this thread. ``context``: the transform context
+    (default: the project's)."""
     if is_file_layer(layer):
         args = [] if extent is None else ["--extent", extent_text(extent)]
         return MapInput(layer, layer.source(), args)
-    area = layer.extent() if extent is None else extent.intersect(layer.extent())
     context = context or _context()
-    render_grid(layer, area, gsd, context)  # refused before any folder or file is made
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RenderError(
-            tr("Cannot create the output folder {}: {}").format(folder, exc)
-        ) from None
-    path = free_path(folder, f"{safe_name(layer.name())}_render", ".tif")
+    area, path = _render_target(layer, extent, gsd, folder, context)
     render_layer(layer, area, gsd, path, context)
-    rendered = QgsRasterLayer(str(path), layer.name())
-    if not rendered.isValid():
-        raise RenderError(tr("QGIS cannot open the rendered {}.").format(path))
-    return MapInput(rendered, str(path), rendered=True)
+    return rendered_input(path, layer.name())
+
+
+def render_plan(
+    layer: QgsRasterLayer,
+    extent: Optional[QgsRectangle],
+    gsd: Optional[float],
+    folder: Path,
+    context: Optional[QgsCoordinateTransformContext] = None,
+) -> RenderPlan:
+    """:func:`map_input`'s render of a non-file ``layer`` as a background task (QGIS's own
+    raster writer task), so that QGIS stays responsive while a web layer's tiles arrive."""
+    context = context or _context()
+    area, path = _render_target(layer, extent, gsd, folder, context)
+    grid, cols, rows = render_grid(layer, area, gsd, context)
+    writer = QgsRasterFileWriter(str(path))
+    writer.setOutputFormat("GTiff")
+    task = QgsRasterFileWriterTask(writer, _pipe(layer), cols, rows, grid, layer.crs(), context)
+    return RenderPlan(task, path, layer.name())
 
 
 def extent_text(extent: QgsRectangle) -> str:

@@ -8,12 +8,21 @@ from typing import Callable
 
 import numpy as np
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsSettings
 
 from lovecs_qgis.provider import PROVIDER_ID, LoveCSProvider
 from tests.core.helpers import CLASSES, tiny_model_file, write_geotiff
 
 _KEEP: list[LoveCSProvider] = []
+
+
+@pytest.fixture(autouse=True)
+def fresh_dock_settings(qgis_app) -> None:
+    """Every test starts from the dock's defaults: a run saves the dock's choices (area, model,
+    folder ...) in the test profile, and the next test's dock would start from them."""
+    from lovecs_qgis.dock_form import SETTINGS
+
+    QgsSettings().remove(SETTINGS.rstrip("/"))
 
 
 @pytest.fixture

@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsProject, QgsRasterLayer, QgsRectangle
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsRectangle, QgsTask
 
 from lovecs_qgis.layer_render import MAX_RENDER_PIXELS, RenderError, map_input
+from lovecs_qgis.view_extent import canvas_extent_in_layer_crs
+
+from .conftest import wait_until
 
 HALF = 20037508.342789244  # half the Web Mercator world, metres
 ZOOM = 16
@@ -156,8 +159,6 @@ def view_dock(qgis_iface, qgis_data: Path, tmp_path: Path, layer: QgsRasterLayer
 
 
 def test_the_dock_sends_the_view_as_an_extent(qgis_iface, qgis_data, scene_layer, tmp_path):
-    from lovecs_qgis.view_extent import canvas_extent_in_layer_crs
-
     view = QgsRectangle(500010, 2799950, 500060, 2799980)
     dock = view_dock(qgis_iface, qgis_data, tmp_path, scene_layer, view)
     job = dock.prepare("adapt")
@@ -172,8 +173,6 @@ def test_the_dock_sends_the_view_as_an_extent(qgis_iface, qgis_data, scene_layer
 
 
 def test_the_dock_maps_an_xyz_layer_over_the_view(qgis_iface, qgis_data, xyz_layer, tmp_path):
-    from lovecs_qgis.view_extent import canvas_extent_in_layer_crs
-
     dock = view_dock(qgis_iface, qgis_data, tmp_path, xyz_layer, inner_extent(margin=300.0))
     job = dock.prepare("predict")
     assert job is not None, dock.log_view.toPlainText()
@@ -184,3 +183,44 @@ def test_the_dock_maps_an_xyz_layer_over_the_view(qgis_iface, qgis_data, xyz_lay
     dock.area_combo.setCurrentIndex(0)  # the whole world: refused, with what to do
     assert dock.prepare("predict") is None
     assert "a run may render" in dock.log_view.toPlainText()
+
+
+def test_the_dock_renders_a_web_layer_in_the_background_then_maps_it(
+    qgis_iface, qgis_data, xyz_layer, tmp_path
+):
+    from lovecs_qgis.events import Status
+
+    dock = view_dock(qgis_iface, qgis_data, tmp_path, xyz_layer, inner_extent(margin=300.0))
+    assert dock.start("predict") is None  # the render first, in a task: QGIS stays free
+    assert dock.render is not None and dock.task is None
+    assert "Rendering 'tiles'" in dock.stage_label.text()
+    assert dock.cancel_button.isEnabled() and not dock.classify_button.isEnabled()
+    wait_until(lambda: dock.render is None, timeout=60, what="the render")
+    assert dock.task is not None, dock.log_view.toPlainText()
+    raster = Path(dock.job.args[dock.job.args.index("--raster") + 1])
+    assert raster == tmp_path / "out" / "tiles_render.tif"
+    assert_covers(raster, canvas_extent_in_layer_crs(qgis_iface, xyz_layer), bands=4)
+    outcomes: list = []
+    dock.task.done.connect(outcomes.append)
+    wait_until(lambda: bool(outcomes), timeout=300, what="the map")
+    assert outcomes[0].status is Status.SUCCESS, outcomes[0].error
+    assert "as rendered to" in dock.log_view.toPlainText()
+
+
+def test_cancelling_the_render_leaves_no_file_and_frees_the_dock(
+    qgis_iface, qgis_data, xyz_layer, tmp_path
+):
+    manager = QgsApplication.taskManager()
+    hold = lambda task_id: manager.task(task_id).hold()  # noqa: E731 (the render waits for us)
+    manager.taskAdded.connect(hold)
+    dock = view_dock(qgis_iface, qgis_data, tmp_path, xyz_layer, inner_extent(margin=300.0))
+    try:
+        assert dock.start("predict") is None and dock.render is not None
+    finally:
+        manager.taskAdded.disconnect(hold)
+    assert dock.render.task.status() == QgsTask.OnHold
+    dock.cancel()
+    wait_until(lambda: dock.render is None, timeout=60, what="the cancelled render")
+    assert dock.task is None and "cancelled" in dock.stage_label.text()
+    assert not list((tmp_path / "out").glob("tiles_render*.tif"))
+    assert dock.classify_button.isEnabled() and not dock.cancel_button.isEnabled()
