@@ -136,6 +136,9 @@ def adapt_arm(scene, labels: np.ndarray, kept: dict, work: Path) -> dict:
     prepared = {label: prepare(path, str(scene.image), first, **options)
                 for label, path in models.items()}  # fmt: skip
     label_free = result.health.verdict if result.health else None
+    adapted_alone = prepared["adapted model"].refiner  # its map without any corrections
+    nothing = np.zeros(labels.shape, bool)
+    alone = scores(adapted_alone.map_codes(adapted_alone.source_head), labels, codes, nothing)
     arms = {}
     for n in sorted(kept):
         tic = time.perf_counter()
@@ -155,7 +158,7 @@ def adapt_arm(scene, labels: np.ndarray, kept: dict, work: Path) -> dict:
             "seconds": time.perf_counter() - tic,
         }  # fmt: skip
         print(f"  adapt + points, {n} clicks:", arms[str(n)], flush=True)
-    return {"adapt_s": adapt_s, "by_clicks": arms}
+    return {"adapt_s": adapt_s, "label_free": {"miou": alone[0], "oa": alone[1]}, "by_clicks": arms}
 
 
 def latency(scene_path: Path, labels: np.ndarray, work: Path) -> dict:
