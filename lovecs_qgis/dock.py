@@ -36,6 +36,7 @@ from .jobs import (
     auto_bands,
     band_problem,
     build_job,
+    health_reasons,
     raster_problem,
 )
 from .layer_render import MapInput, RenderError, RenderPlan, is_file_layer
@@ -373,6 +374,9 @@ class LoveCSDock(DockForm):
         verdict = health_text(outcome.result)
         if verdict:
             self.log(verdict)
+            reasons = health_reasons(outcome.result.get("health") or {})
+            if reasons:
+                self.log(tr("Why: {}.").format(reasons))
             text = tr("Done in {}. {}.").format(
                 format_seconds(outcome.seconds), verdict.split(" (")[0]
             )

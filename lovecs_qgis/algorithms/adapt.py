@@ -25,7 +25,7 @@ from qgis.core import (
 
 from ..engine import checks, contract, settingchecks
 from ..i18n import tr
-from ..jobs import health_figures
+from ..jobs import health_figures, health_reasons
 from ..runner import engine_args
 from ..styling import ensure_qml, map_layer_name, style_output_on_load
 from .base import (
@@ -300,8 +300,9 @@ def report_health(result: dict[str, Any], feedback: QgsProcessingFeedback) -> st
     if not health:
         return verdict
     figures = health_figures(health)
+    reasons = health_reasons(health)
     if result.get("rejected"):
-        reasons = "; ".join(health.get("reasons") or [contract.VERDICT_MEANING.get(verdict, "")])
+        reasons = reasons or contract.VERDICT_MEANING.get(verdict, "")
         note = contract.safe_result_note(verdict, result["rejected"])
         feedback.pushWarning(
             tr("Health check: {} ({}; {}). {}; set KEEP_ADAPTED to use it anyway.").format(
@@ -309,5 +310,6 @@ def report_health(result: dict[str, Any], feedback: QgsProcessingFeedback) -> st
             )
         )
     else:
-        feedback.pushInfo(tr("Health check: {} ({}).").format(verdict, figures))
+        why = f"; {reasons}" if reasons else ""
+        feedback.pushInfo(tr("Health check: {} ({}){}.").format(verdict, figures, why))
     return verdict

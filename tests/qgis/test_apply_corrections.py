@@ -47,3 +47,5 @@ def test_apply_adapts_the_layer_and_the_corrections_judge(
         "source model",
     )
     assert card.provenance["refinement"]["corrections"]["features"] == 12
+    log = dock.log_view.toPlainText()  # the dock says the corrections judged, and their lean
+    assert "Why: judged on the corrections: " in log and "random sample" in log, log

@@ -14,6 +14,7 @@ from qgis.core import (
     QgsFeature,
     QgsGeometry,
     QgsPointXY,
+    QgsProcessingFeedback,
     QgsProject,
     QgsVectorLayer,
 )
@@ -77,6 +78,15 @@ def test_refine_algorithm_writes_the_model_and_the_map(lovecs_provider, tmp_path
 def test_adapt_algorithm_takes_corrections(lovecs_provider, tmp_path: Path):
     """``lovecs:adapt`` with POINTS: the corrections judge the adaptation."""
     labels, raster, model = scene_and_model(tmp_path)
+    said: list[str] = []
+
+    class Feedback(QgsProcessingFeedback):
+        def pushInfo(self, info: str) -> None:  # noqa: N802 (Qt naming)
+            said.append(info)
+
+        def pushWarning(self, warning: str) -> None:  # noqa: N802 (Qt naming)
+            said.append(warning)
+
     result = processing.run(
         "lovecs:adapt",
         {
@@ -89,7 +99,10 @@ def test_adapt_algorithm_takes_corrections(lovecs_provider, tmp_path: Path):
             "OUTPUT_MODEL": str(tmp_path / "adapted.lovecs"),
             "OUTPUT": str(tmp_path / "adapted.tif"),
         },
+        feedback=Feedback(),
     )
+    health = next(line for line in said if line.startswith("Health check"))
+    assert "judged on the corrections" in health and "random sample" in health, health
     adaptation = read_card(result["OUTPUT_MODEL"]).adaptation
     record = adaptation["corrections"]
     assert record["source"]["n"] == record["adapted"]["n"] == 18

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from lovecs_core.adaptation.with_points import LEAN
 from lovecs_core.checks.outputs import remove_leftovers
 from lovecs_core.cli.main import main
 from lovecs_core.contract import IMPROVED, VERDICTS, points_folder, rejected_path
@@ -54,6 +55,7 @@ def test_the_corrections_judge_and_the_delivered_map_follows_them(trained, tmp_p
     card = read_card(out)
     record = card.adaptation["corrections"]
     assert record["verdict"] in VERDICTS and result["health"]["verdict"] == record["verdict"]
+    assert LEAN in result["health"]["reasons"] and record["caution"] == LEAN  # the verdict's lean
     assert record["source"]["refined"]["n"] == record["adapted"]["refined"]["n"] == 40
     better = record["adapted"]["refined"]["correct"] > record["source"]["refined"]["correct"]
     assert (record["verdict"] == IMPROVED) == better
