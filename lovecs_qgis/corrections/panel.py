@@ -51,7 +51,10 @@ def accuracy_text(accuracy: Mapping[str, Any]) -> str:
     text = text[0].upper() + text[1:]
     folds = accuracy.get("folds")
     if folds:
-        text += tr(" — {}-fold cross-validation on your corrections").format(folds)
+        text += tr(
+            " — {}-fold cross-validation on the places you corrected (not the map's accuracy: "
+            "a random sample of points measures that)"
+        ).format(folds)
     return text
 
 

@@ -241,7 +241,8 @@ def test_accuracy_text():
     }
     assert accuracy_text(accuracy) == (
         "Source model: 71 % (54 of 76, 95 % CI 60–80 %); refined: 88 % (67 of 76, "
-        "95 % CI 79–94 %) — 5-fold cross-validation on your corrections"
+        "95 % CI 79–94 %) — 5-fold cross-validation on the places you corrected (not the map's "
+        "accuracy: a random sample of points measures that)"
     )
     assert accuracy_text({}) == ""
 
