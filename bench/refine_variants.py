@@ -1,22 +1,33 @@
-"""Variants of the refine's anchors, measured with the simulated user of ``interactive.py``
-(up to 50 clicks): which pixels keep a refitted head from forgetting what nobody clicked.
+"""Variants of the refine's head fit, measured with the simulated user of ``interactive.py``.
 
 * ``base``: the kept fit (class-balanced confident pixels of the source model, soft targets);
 * ``uniform``: scene pixels drawn at random instead (every confidence; the scene's class mix);
 * ``mixed``: both sets;
 * ``evidence``: the base anchors, with the anchor and source-sample weights scaled by 50 / n
-  (stronger under 50 clicks, the same at 50).
+  (stronger under 50 clicks, the same at 50);
+* ``bias``: the biases held at the source head's (a pull of 1 toward them);
+* ``ramp``: the corrections' weight grows with their number up to 50, then stays (n / 50);
+* ``features``: the head also reads 256 random ReLU features of the deep features (fixed, seed
+  0; a linear head on both, starting at zero weight on the new ones: more capacity, still one
+  convex fit).
+
+Each variant walks its own simulated users (the clicks follow its maps) unless ``--paired``: then
+every variant is fitted to the same clicks, those of the kept fit's users (cached under
+``bench/out/refine_clicks``), which removes the click path's noise from the comparison.
 
     python bench/refine_variants.py --variants base,mixed --scenes target_b,water --seeds 0,1
+    python bench/refine_variants.py --paired --variants base,bias,ramp --checkpoints 10,25,50,100,200
     python bench/refine_variants.py --table bench/out/refine_variants.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import Optional
 
 import interactive
 import numpy as np
@@ -33,7 +44,9 @@ from lovecs_core.refinement.head import HeadWeights, Labelled, fit_head
 from lovecs_core.refinement.refiner import Refiner
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("base", "uniform", "mixed", "evidence")
+VARIANTS = ("base", "uniform", "mixed", "evidence", "bias", "ramp", "features")
+#: Random ReLU features of the ``features`` variant.
+RANDOM_FEATURES = 256
 
 
 def uniform_anchors(
@@ -50,9 +63,30 @@ def uniform_anchors(
 
 
 class VariantRefiner(Refiner):
-    """A refiner whose anchors or weights follow ``variant``."""
+    """A refiner whose anchors, weights or features follow ``variant``."""
 
     variant = "base"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.source = (self.source_head, self.source_pixels)
+
+    def use_region(self, region, feats) -> None:
+        super().use_region(region, feats)
+        head, pixels = self.source
+        projection = random_projection(feats.features.shape[0])
+        self.plain = (feats, head, pixels)
+        self.widened = (
+            widened_features(feats, projection),
+            widened_head(head),
+            widened_pixels(pixels, projection),
+        )
+        self.set_variant(self.variant)
+
+    def set_variant(self, variant: str) -> None:
+        self.variant = variant
+        chosen = self.widened if variant == "features" else self.plain
+        self.feats, self.source_head, self.source_pixels = chosen
 
     def _anchors(self, corrections: Corrections) -> Labelled:
         assert self.feats is not None
@@ -71,19 +105,93 @@ class VariantRefiner(Refiner):
         return fit_head(
             self.source_head, clicks, anchor_pixels, self.source_pixels,
             anchor_weight=0.5 * scale, source_weight=0.5 * scale,
+            corrections_weight=min(1.0, len(clicks) / 50) if self.variant == "ramp" else 1.0,
+            bias_l2=1.0 if self.variant == "bias" else 0.0,
         )  # fmt: skip
 
 
+def random_projection(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed weights and offsets of the random ReLU features."""
+    g = torch.Generator().manual_seed(0)
+    weights = torch.randn(RANDOM_FEATURES, channels, generator=g) / channels**0.5
+    return weights, 0.5 * torch.randn(RANDOM_FEATURES, generator=g)
+
+
+def widen(x: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Features ``[N, C]`` and their random ReLU features side by side."""
+    weights, offsets = projection
+    return torch.cat([x, torch.relu(x @ weights.T + offsets)], dim=1)
+
+
+def widened_features(feats: RegionFeatures, projection) -> RegionFeatures:
+    channels, h, w = feats.features.shape
+    flat = widen(feats.features.reshape(channels, -1).T, projection)
+    return dataclasses.replace(feats, features=flat.T.reshape(-1, h, w).contiguous())
+
+
+def widened_head(head: HeadWeights) -> HeadWeights:
+    extra = torch.zeros(head.weight.shape[0], RANDOM_FEATURES)
+    return HeadWeights(torch.cat([head.weight, extra], dim=1), head.bias.clone())
+
+
+def widened_pixels(pixels: Optional[Labelled], projection) -> Optional[Labelled]:
+    return None if pixels is None else Labelled(widen(pixels.x, projection), y=pixels.y)
+
+
+def paired(refiner: VariantRefiner, labels: np.ndarray, seed: int, variants: list[str],
+           cache: Path) -> dict[str, list[dict]]:  # fmt: skip
+    """Every variant fitted to the kept fit's simulated user's clicks (cached) at every
+    checkpoint, scored as ``interactive.simulate`` scores."""
+    if not cache.is_file():
+        refiner.set_variant("base")
+        kept: dict = {}
+        interactive.simulate(refiner, labels, seed, kept)
+        np.savez(cache, **{f"{n}": np.stack(rc) for n, rc in kept.items()})
+    clicks = np.load(cache)
+    codes = refiner.card.class_codes()
+    refiner.set_variant("base")
+    source = refiner.map_codes(refiner.source_head)
+    none = np.zeros(labels.shape, bool)
+    miou, oa = interactive.scores(source, labels, codes, none)
+    runs: dict[str, list[dict]] = {v: [{"clicks": 0, "miou": miou, "oa": oa}] for v in variants}
+    for n in interactive.CHECKPOINTS:
+        rows, cols = clicks[str(n)]
+        corr = Corrections(rows, cols, labels[rows, cols].astype(np.uint8), np.arange(n), n)
+        clicked = none.copy()
+        clicked[rows, cols] = True
+        source_miou, source_oa = interactive.scores(source, labels, codes, clicked)
+        for variant in variants:
+            refiner.set_variant(variant)
+            miou, oa = interactive.scores(
+                refiner.map_codes(refiner.fit(corr)), labels, codes, clicked
+            )
+            runs[variant].append(
+                {"clicks": n, "miou": miou, "oa": oa,
+                 "source_miou": source_miou, "source_oa": source_oa}
+            )  # fmt: skip
+    return runs
+
+
+def gain(run: list[dict], i: int, score: str) -> float:
+    """Row ``i``'s ``score`` over the source map's (on the same pixels where recorded)."""
+    return run[i][score] - run[i].get(f"source_{score}", run[0][score])
+
+
 def table(results: dict) -> str:
-    """Gain in mIoU / OA over the source map at 10, 25 and 50 clicks, mean over the users."""
-    lines = ["| variant | scene | 10 clicks | 25 clicks | 50 clicks |", "|---|---|---:|---:|---:|"]
+    """Gain in mIoU / OA over the source map at each checkpoint, mean over the users (paired
+    runs: over the source map on the same unclicked pixels)."""
+    checkpoints = results.get("checkpoints", [10, 25, 50])
+    lines = [
+        "| variant | scene | " + " | ".join(f"{n} clicks" for n in checkpoints) + " |",
+        "|---|---|" + "---:|" * len(checkpoints),
+    ]
     for variant, scenes in results["variants"].items():
         for scene, users in scenes.items():
             runs = list(users.values())
             cells = [
-                f"{np.mean([r[i]['miou'] - r[0]['miou'] for r in runs]):+.1f} / "
-                f"{np.mean([r[i]['oa'] - r[0]['oa'] for r in runs]):+.1f}"
-                for i in (1, 2, 3)
+                f"{np.mean([gain(r, i, 'miou') for r in runs]):+.1f} / "
+                f"{np.mean([gain(r, i, 'oa') for r in runs]):+.1f}"
+                for i in range(1, len(checkpoints) + 1)
             ]
             lines.append(f"| {variant} | {scene} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -98,17 +206,27 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "refine_variants.json"))
+    parser.add_argument("--checkpoints", default="10,25,50")
+    parser.add_argument("--paired", action="store_true", help="every variant on the same clicks")
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table", metavar="JSON", help="only print the Markdown table of a run")
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
         return
-    torch.set_num_threads(2)
-    interactive.CHECKPOINTS = (10, 25, 50)
+    torch.set_num_threads(args.threads)
+    interactive.CHECKPOINTS = tuple(int(n) for n in args.checkpoints.split(","))
     card, net = model_from_file(str(interactive.MODEL))
     refiner = VariantRefiner(card, net, torch.device("cpu"), read_source_sample(interactive.MODEL))
-    results: dict = {"command": f"python bench/refine_variants.py --variants {args.variants} "
-                     f"--scenes {args.scenes} --seeds {args.seeds}", "variants": {}}  # fmt: skip
+    results: dict = {
+        "command": f"python bench/refine_variants.py {'--paired ' if args.paired else ''}"
+        f"--variants {args.variants} --scenes {args.scenes} --seeds {args.seeds} "
+        f"--checkpoints {args.checkpoints} --threads {args.threads}",
+        "checkpoints": list(interactive.CHECKPOINTS),
+        "variants": {},
+    }
+    cache = ROOT / "bench" / "out" / "refine_clicks"
+    cache.mkdir(parents=True, exist_ok=True)
     wanted = args.scenes.split(",")
     for scene in build_scenes(Path(args.data), ROOT / "bench" / "data" / "scenes"):
         if scene.name not in wanted:
@@ -116,14 +234,21 @@ def main() -> None:
         region = open_region(card, net, str(scene.image), scene.bands)
         refiner.use_region(region, region_features(card, refiner.split, region, refiner.device))
         labels = gdal.Open(str(scene.labels)).ReadAsArray()
-        for variant in args.variants.split(","):
-            refiner.variant = variant
-            for seed in args.seeds.split(","):
-                start = time.perf_counter()
-                runs = results["variants"].setdefault(variant, {}).setdefault(scene.name, {})
-                runs[seed] = interactive.simulate(refiner, labels, int(seed))
-                print(scene.name, variant, seed, f"{time.perf_counter() - start:.0f} s", flush=True)
-                Path(args.out).write_text(json.dumps(results, indent=1))
+        variants = args.variants.split(",")
+        for seed in args.seeds.split(","):
+            start = time.perf_counter()
+            if args.paired:
+                name = f"{scene.name}_{seed}_{args.threads}_{interactive.CHECKPOINTS[-1]}.npz"
+                runs = paired(refiner, labels, int(seed), variants, cache / name)
+            else:
+                runs = {}
+                for variant in variants:
+                    refiner.set_variant(variant)
+                    runs[variant] = interactive.simulate(refiner, labels, int(seed))
+            for variant, run in runs.items():
+                results["variants"].setdefault(variant, {}).setdefault(scene.name, {})[seed] = run
+            print(scene.name, seed, f"{time.perf_counter() - start:.0f} s", flush=True)
+            Path(args.out).write_text(json.dumps(results, indent=1))
     print(table(results))
 
 

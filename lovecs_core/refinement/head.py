@@ -80,15 +80,19 @@ def fit_head(
     source_weight: float = SOURCE_WEIGHT,
     l2: float = L2_WEIGHT,
     steps: int = LBFGS_STEPS,
+    corrections_weight: float = 1.0,
+    bias_l2: float = 0.0,
 ) -> HeadWeights:
     """The head that fits ``corrections`` (hard targets) next to the anchoring terms. Classes
-    switched off (:data:`OFF_THRESHOLD`) stay off; one a correction names is switched back on."""
+    switched off (:data:`OFF_THRESHOLD`) stay off; one a correction names is switched back on.
+    ``corrections_weight`` and ``bias_l2`` (a pull of the biases toward the source head's) are
+    for the benchmark's variants; the kept fit leaves them at 1 and 0."""
     targets = corrections.y
     assert targets is not None
     off, start_bias = switched_off(start, targets)
     kept = _without_classes(source, off)  # labelled pixels of a class kept off would drag the rest
     weight = start.weight.clone().requires_grad_(True)
-    bias = start_bias.requires_grad_(True)
+    bias = start_bias.clone().requires_grad_(True)
     optimiser = torch.optim.LBFGS(
         [weight, bias], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe"
     )
@@ -98,12 +102,13 @@ def fit_head(
 
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
-        total = F.cross_entropy(logits(corrections.x), targets)
+        total = corrections_weight * F.cross_entropy(logits(corrections.x), targets)
         if anchors is not None and len(anchors) and anchors.p is not None:
             total = total + anchor_weight * soft_cross_entropy(logits(anchors.x), anchors.p)
         if kept is not None and len(kept) and kept.y is not None:
             total = total + source_weight * F.cross_entropy(logits(kept.x), kept.y)
         total = total + l2 * ((weight - start.weight) ** 2).sum()
+        total = total + bias_l2 * ((bias - start_bias) ** 2).sum()
         total.backward()
         return total
 

@@ -35,3 +35,18 @@ def test_a_correction_naming_a_switched_off_class_switches_it_back_on():
     fitted = fit_head(start, clicks, source=Labelled(x, y=y))
     assert fitted.bias[1] > OFF_BIAS / 2
     assert (fitted.logits(x[y == 1]).argmax(dim=1) == 1).float().mean() > 0.8
+
+
+def test_the_benchmark_knobs_hold_the_biases_and_weigh_the_corrections():
+    start, x, y = _problem()
+    start = HeadWeights(start.weight, torch.zeros(3))
+    clicks = Labelled(x[y == 0][:6], y=torch.full((6,), 2, dtype=torch.long))  # "0 is 2"
+    free = fit_head(start, clicks, source=Labelled(x, y=y))
+    held = fit_head(start, clicks, source=Labelled(x, y=y), bias_l2=100.0)
+    assert (held.bias - start.bias).abs().max() < 0.05 < (free.bias - start.bias).abs().max()
+    weak = fit_head(start, clicks, source=Labelled(x, y=y), corrections_weight=0.05)
+
+    def says_two(head: HeadWeights) -> float:
+        return float((head.logits(clicks.x).argmax(dim=1) == 2).float().mean())
+
+    assert says_two(weak) < says_two(free)
