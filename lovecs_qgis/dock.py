@@ -273,6 +273,7 @@ class LoveCSDock(DockForm):
             self.log(tr("The model reads '{}' as rendered to {}.").format(plan.name, plan.path))
 
     def render_failed(self, error: int) -> None:
+        """The render stopped (cancelled or failed): say why; its partial file is gone."""
         plan, self.render = self.render, None
         self._set_running(False)
         if plan is not None:
