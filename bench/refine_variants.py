@@ -9,7 +9,8 @@
 * ``ramp``: the corrections' weight grows with their number up to 50, then stays (n / 50);
 * ``features``: the head also reads 256 random ReLU features of the deep features (fixed, seed
   0; a linear head on both, starting at zero weight on the new ones: more capacity, still one
-  convex fit).
+  convex fit);
+* several joined by ``+`` (``features+bias``): all of them at once.
 
 Each variant walks its own simulated users (the clicks follow its maps) unless ``--paired``: then
 every variant is fitted to the same clicks, those of the kept fit's users (cached under
@@ -66,6 +67,7 @@ class VariantRefiner(Refiner):
     """A refiner whose anchors, weights or features follow ``variant``."""
 
     variant = "base"
+    parts: frozenset[str] = frozenset({"base"})
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -84,29 +86,29 @@ class VariantRefiner(Refiner):
         self.set_variant(self.variant)
 
     def set_variant(self, variant: str) -> None:
-        self.variant = variant
-        chosen = self.widened if variant == "features" else self.plain
+        self.variant, self.parts = variant, frozenset(variant.split("+"))
+        chosen = self.widened if "features" in self.parts else self.plain
         self.feats, self.source_head, self.source_pixels = chosen
 
     def _anchors(self, corrections: Corrections) -> Labelled:
         assert self.feats is not None
         clicked = (corrections.rows, corrections.cols)
         base = anchors.scene_anchors(self.feats, self.source_head, clicked)
-        if self.variant in ("uniform", "mixed"):
+        if self.parts & {"uniform", "mixed"}:
             drawn = uniform_anchors(self.feats, self.source_head, clicked)
-            if self.variant == "uniform":
+            if "uniform" in self.parts:
                 return drawn
             assert base.p is not None and drawn.p is not None
             return Labelled(torch.cat([base.x, drawn.x]), p=torch.cat([base.p, drawn.p]))
         return base
 
     def _fit(self, clicks: Labelled, anchor_pixels: Labelled) -> HeadWeights:
-        scale = 50 / max(len(clicks), 1) if self.variant == "evidence" else 1.0
+        scale = 50 / max(len(clicks), 1) if "evidence" in self.parts else 1.0
         return fit_head(
             self.source_head, clicks, anchor_pixels, self.source_pixels,
             anchor_weight=0.5 * scale, source_weight=0.5 * scale,
-            corrections_weight=min(1.0, len(clicks) / 50) if self.variant == "ramp" else 1.0,
-            bias_l2=1.0 if self.variant == "bias" else 0.0,
+            corrections_weight=min(1.0, len(clicks) / 50) if "ramp" in self.parts else 1.0,
+            bias_l2=1.0 if "bias" in self.parts else 0.0,
         )  # fmt: skip
 
 
