@@ -129,11 +129,11 @@ def adapt_arm(scene, labels: np.ndarray, kept: dict, work: Path) -> dict:
             grid.GetProjection(),
         )
 
-    first = points(min(kept))
+    files = {n: points(n) for n in sorted(kept)}
     gamma = result.card.adaptation.get("alignment", {}).get("gamma", "auto")
     options = dict(bands=scene.bands, device="cpu", sample=read_source_sample(MODEL), tone=gamma)
     models = {"source model": str(MODEL), "adapted model": str(result.output)}
-    prepared = {label: prepare(path, str(scene.image), first, **options)
+    prepared = {label: prepare(path, str(scene.image), files[min(kept)], **options)
                 for label, path in models.items()}  # fmt: skip
     label_free = result.health.verdict if result.health else None
     adapted_alone = prepared["adapted model"].refiner  # its map without any corrections
@@ -143,7 +143,7 @@ def adapt_arm(scene, labels: np.ndarray, kept: dict, work: Path) -> dict:
     for n in sorted(kept):
         tic = time.perf_counter()
         source, adapted = (
-            candidate(label, prep, read_corrections(points(n), prep.region.grid, codes))
+            candidate(label, prep, read_corrections(files[n], prep.region.grid, codes))
             for label, prep in prepared.items()
         )
         verdict, _ = points_verdict(source, adapted)

@@ -16,13 +16,11 @@ from qgis.core import (
     QgsRasterLayer,
     QgsSettings,
 )
-from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
-from qgis.PyQt.QtWidgets import QListWidgetItem, QWidget
+from qgis.PyQt.QtWidgets import QWidget
 
 from . import messages
 from .algorithms.base import data_band_count
 from .corrections.controller import CorrectionsController, map_context
-from .details import DetailsDialog
 from .devices import fill_devices
 from .dock_form import SETTINGS, DockForm
 from .engine import card as model_card
@@ -36,17 +34,17 @@ from .jobs import (
     auto_bands,
     band_problem,
     build_job,
-    health_reasons,
     raster_problem,
 )
 from .layer_render import MapInput, RenderError, RenderPlan, is_file_layer
+from .render_first import BackgroundRender
 from .results import add_result_layers
 from .run_status import RunStatus
 from .scene_size import gsd_ratio, scene_pixels
 from .session import SessionClient
 from .task import EngineTask
 from .view_extent import dock_input, dock_render
-from .wording import format_seconds, health_text
+from .wording import format_seconds, health_text, health_why
 
 ModelCard = model_card.ModelCard
 
@@ -64,12 +62,12 @@ class LoveCSDock(DockForm):
         super().__init__(parent)
         self.iface = iface
         self.task: Optional[EngineTask] = None
-        self.render: Optional[RenderPlan] = None  # a non-file layer's render before a run
+        self.background = BackgroundRender(self)  # a non-file layer's render before a run
+        self.background.progressed.connect(self.on_progress)
+        self.background.failed.connect(self.render_failed)
         self.job: Optional[Job] = None
         self.status = RunStatus(self)
         self.offers: list[Any] = []  # message-bar offers of the last run, dismissed by the next
-        self.details: Optional[DetailsDialog] = None
-        self.last_error = ""
         self.pixels, self.ratio = 0, 1.0
         self.card: Optional[ModelCard] = None
         self.devices_task: Optional[EngineTask] = None
@@ -105,32 +103,16 @@ class LoveCSDock(DockForm):
         self.update_estimate()
 
     def on_model_changed(self, path: str) -> None:
-        self.legend.clear()
         self.card = None
         if not path:
-            self.model_label.setText(tr("Choose a model file (.lovecs)"))
+            self.show_model(None, tr("Choose a model file (.lovecs)"))
             return
         try:
             self.card = model_card.read_card(path)
         except model_card.ModelFileError as exc:
-            self.model_label.setText(
-                "<span style='color:#b00'>{}</span>".format(
-                    tr("Cannot use this model: {}").format(exc)
-                )
-            )
+            self.show_model(None, tr("Cannot use this model: {}").format(exc), problem=True)
             return
-        card = self.card
-        domain = tr("adapted model") if card.default_domain == "target" else tr("source model")
-        gsd = f", {card.gsd:g} m" if card.gsd else ""
-        self.model_label.setText(
-            tr("{} — {} bands ({}){}, {}").format(
-                card.name, card.band_count, ", ".join(card.band_names), gsd, domain
-            )
-        )
-        for c in card.classes:
-            pixmap = QPixmap(14, 14)
-            pixmap.fill(QColor(c.color))
-            self.legend.addItem(QListWidgetItem(QIcon(pixmap), f"{c.code}  {c.name}"))
+        self.show_model(self.card)
         self.on_layer_changed(self.layer_combo.currentLayer())
 
     def update_estimate(self) -> None:
@@ -189,8 +171,7 @@ class LoveCSDock(DockForm):
                 problem = raster_problem(layer.source(), self.bands_edit.text())
         if problem:  # before any file is written (a rendered layer)
             return self._refuse(problem[0].upper() + problem[1:])
-        folder = Path(self.output_widget.filePath() or ".").expanduser()
-        gsd = self.card.domain_gsd(self.card.default_domain)
+        folder, gsd = self.output_folder(), self.card.domain_gsd(self.card.default_domain)
         try:  # the view as the engine's --extent; a layer that is not a file rendered first
             source = rendered or dock_input(self.iface, layer, self.mapping_view(), gsd, folder)
         except RenderError as exc:
@@ -220,6 +201,10 @@ class LoveCSDock(DockForm):
         self.log(message)
         return None
 
+    def output_folder(self) -> Path:
+        """Where outputs (and a rendered layer) go."""
+        return Path(self.output_widget.filePath() or ".").expanduser()
+
     def mapping_view(self) -> bool:
         """Whether the area to map is the map view (else the whole layer)."""
         return self.area_combo.currentIndex() == 1
@@ -240,46 +225,35 @@ class LoveCSDock(DockForm):
     def render_first(self, layer: QgsRasterLayer, command: str, extra: Sequence[str]) -> None:
         """Render ``layer`` over the area to map in a background task, then run ``command``."""
         assert self.card is not None
-        folder = Path(self.output_widget.filePath() or ".").expanduser()
         gsd = self.card.domain_gsd(self.card.default_domain)
         try:
-            plan = dock_render(self.iface, layer, self.mapping_view(), gsd, folder)
+            plan = dock_render(self.iface, layer, self.mapping_view(), gsd, self.output_folder())
         except RenderError as exc:
             self._refuse(str(exc))
             return
-        self.render = plan
         self._set_running(True)
         self.progress_bar.setValue(0)
         text = tr("Rendering '{}' for the model…").format(layer.name())
         self.stage_label.setText(text)
         self.log(text)
-        plan.task.progressChanged.connect(self.on_progress)
-        plan.task.writeComplete.connect(lambda _: self.rendered(command, extra))
-        plan.task.errorOccurred.connect(self.render_failed)
-        QgsApplication.taskManager().addTask(plan.task)
 
-    def rendered(self, command: str, extra: Sequence[str]) -> None:
-        """The render is written: run ``command`` on it."""
-        plan, self.render = self.render, None
-        self._set_running(False)
-        if plan is None:
-            return
-        try:
-            source = plan.result()
-        except RenderError as exc:
-            self._refuse(str(exc))
-            return
-        if self.launch(command, extra, self.prepare(command, rendered=source)) is not None:
-            self.log(tr("The model reads '{}' as rendered to {}.").format(plan.name, plan.path))
+        def run(source: MapInput) -> None:
+            self._set_running(False)
+            if self.launch(command, extra, self.prepare(command, rendered=source)) is not None:
+                self.log(tr("The model reads '{}' as rendered to {}.").format(plan.name, plan.path))
 
-    def render_failed(self, error: int) -> None:
+        self.background.start(plan, run)
+
+    def render_failed(self, message: str) -> None:
         """The render stopped (cancelled or failed): say why; its partial file is gone."""
-        plan, self.render = self.render, None
         self._set_running(False)
-        if plan is not None:
-            message = str(plan.failure(error))
-            self.stage_label.setText(message)
-            self._refuse(message)
+        self.stage_label.setText(message)
+        self._refuse(message)
+
+    @property
+    def render(self) -> Optional[RenderPlan]:
+        """The render running before a run, if any."""
+        return self.background.plan
 
     def launch(
         self, command: str, extra: Sequence[str], job: Optional[Job]
@@ -329,7 +303,7 @@ class LoveCSDock(DockForm):
     def cancel(self) -> None:
         if self.render is not None:
             self.stage_label.setText(tr("Cancelling…"))
-            self.render.task.cancel()
+            self.background.cancel()
         if self.task is not None:
             self.stage_label.setText(tr("Cancelling…"))
             self.task.cancel()
@@ -373,11 +347,10 @@ class LoveCSDock(DockForm):
         """A run that delivered: its layers, its verdict, and what the user may do next."""
         text = tr("Done in {}.").format(format_seconds(outcome.seconds))
         verdict = health_text(outcome.result)
+        for line in [verdict, health_why(outcome.result)]:
+            if line:
+                self.log(line)
         if verdict:
-            self.log(verdict)
-            reasons = health_reasons(outcome.result.get("health") or {})
-            if reasons:
-                self.log(tr("Why: {}.").format(reasons))
             text = tr("Done in {}. {}.").format(
                 format_seconds(outcome.seconds), verdict.split(" (")[0]
             )
@@ -385,30 +358,13 @@ class LoveCSDock(DockForm):
         layer = add_result_layers(job, outcome.result, self.confidence_check.isChecked())
         self.log(tr("Added the layer '{}'.").format(layer.name()))
         self.correct_map(job, layer)
-        bar = self.iface.messageBar()
-        rejected = outcome.result.get("rejected")
-        if rejected and Path(rejected).is_file():
-            kept = Path(rejected)
-            self.offers.append(
-                messages.offer_rejected(
-                    bar,
-                    kept,
-                    (outcome.result.get("health") or {}).get("verdict"),
-                    keep=lambda: self.use_rejected_model(kept),
-                    details=self.show_log,
-                )
-            )
-            self.log(
-                tr(
-                    "The adapted model is kept in {}. 'Keep adapted model anyway' maps the scene "
-                    "with it."
-                ).format(kept)
-            )
-        elif job.model_out is not None and job.model_out.is_file():
-            model = job.model_out
-            self.offers.append(
-                messages.offer_model(bar, model, lambda: self.model_widget.setFilePath(str(model)))
-            )
+        offer, note = messages.offer_next(
+            self.iface.messageBar(), outcome.result, job.model_out, keep=self.use_rejected_model,
+            use=lambda model: self.model_widget.setFilePath(str(model)), details=self.show_log,
+        )  # fmt: skip
+        self.offers += [offer] if offer is not None else []
+        if note:
+            self.log(note)
 
     def correct_map(self, job: Job, layer: QgsRasterLayer) -> None:
         """Let the "Correct the map" section work on the map just added."""
@@ -433,15 +389,3 @@ class LoveCSDock(DockForm):
         """Select the adapted model the health check rejected and map the scene with it."""
         self.model_widget.setFilePath(str(model))
         return self.start("predict")
-
-    def show_log(self) -> None:
-        """The Details window: the last error once, the log, the engine's output on request."""
-        self.log_group.setCollapsed(False)
-        self.show()
-        self.raise_()
-        if self.details is not None:
-            self.details.close()
-        self.details = DetailsDialog(
-            self, self.last_error, self.log_view.toPlainText(), self.raw_view.toPlainText()
-        )
-        self.details.show()

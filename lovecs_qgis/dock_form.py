@@ -13,6 +13,7 @@ from typing import Any, Optional
 from qgis.core import QgsMapLayerProxyModel, QgsSettings
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import QStandardPaths, Qt, QTimer
+from qgis.PyQt.QtGui import QColor, QIcon, QPixmap
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -21,6 +22,7 @@ from qgis.PyQt.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QListWidgetItem,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -31,6 +33,8 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .corrections.panel import CorrectionsPanel
+from .details import DetailsDialog
+from .engine import card as model_card
 from .engine import contract
 from .i18n import tr
 from .paths import default_model_path
@@ -60,6 +64,8 @@ class DockForm(QgsDockWidget):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(tr("LoveCS land cover"), parent)
         self.setObjectName("LoveCSDock")
+        self.details: Optional[DetailsDialog] = None
+        self.last_error = ""  # the last run's error, shown once by the Details window
         self._build()
         self._restore_settings()
 
@@ -216,6 +222,26 @@ class DockForm(QgsDockWidget):
         s.setValue(SETTINGS + "confidence", self.confidence_check.isChecked())
         s.setValue(SETTINGS + "ray", self.ray_edit.text().strip())
 
+    def show_model(
+        self, card: Optional[model_card.ModelCard], text: str = "", problem: bool = False
+    ) -> None:
+        """The model label and the legend of ``card`` (a model card; None: ``text`` alone)."""
+        self.legend.clear()
+        if card is None:
+            self.model_label.setText(f"<span style='color:#b00'>{text}</span>" if problem else text)
+            return
+        domain = tr("adapted model") if card.default_domain == "target" else tr("source model")
+        gsd = f", {card.gsd:g} m" if card.gsd else ""
+        self.model_label.setText(
+            tr("{} — {} bands ({}){}, {}").format(
+                card.name, card.band_count, ", ".join(card.band_names), gsd, domain
+            )
+        )
+        for c in card.classes:
+            pixmap = QPixmap(14, 14)
+            pixmap.fill(QColor(c.color))
+            self.legend.addItem(QListWidgetItem(QIcon(pixmap), f"{c.code}  {c.name}"))
+
     @staticmethod
     def _select_data(combo: QComboBox, value: Any) -> None:
         index = combo.findData(value)
@@ -260,3 +286,15 @@ class DockForm(QgsDockWidget):
     def log_raw(self, text: str) -> None:
         """An engine line for the raw log only."""
         self.raw_view.appendPlainText(text)
+
+    def show_log(self) -> None:
+        """The Details window: the last error once, the log, the engine's output on request."""
+        self.log_group.setCollapsed(False)
+        self.show()
+        self.raise_()
+        if self.details is not None:
+            self.details.close()
+        self.details = DetailsDialog(
+            self, self.last_error, self.log_view.toPlainText(), self.raw_view.toPlainText()
+        )
+        self.details.show()

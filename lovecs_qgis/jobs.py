@@ -184,12 +184,6 @@ def build_job(request: JobRequest, card: ModelCard) -> Job:
     )
 
 
-def health_reasons(health: dict[str, Any]) -> str:
-    """Why the health check gave its verdict ('' if it says nothing more): with corrections,
-    how they judged the two models, and their lean."""
-    return "; ".join(str(r) for r in health.get("reasons") or [])
-
-
 def health_figures(health: dict[str, Any]) -> str:
     """The health check's numbers (the ``health`` entry of ``lovecs adapt``'s result)."""
     return (

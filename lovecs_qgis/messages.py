@@ -79,6 +79,30 @@ def offer_rejected(
     )
 
 
+def offer_next(
+    bar: Any,
+    result: dict[str, Any],
+    model_out: Optional[Path],
+    keep: Callable[[Path], Any],
+    use: Callable[[Path], Any],
+    details: Callable[[], Any],
+) -> tuple[Any, str]:
+    """After a run that delivered: ``(offer or None, a line for the log or '')``. The adapted
+    model kept aside is offered anyway (``keep``); one delivered is offered for reuse (``use``)."""
+    rejected = result.get("rejected")
+    if rejected and Path(rejected).is_file():
+        kept = Path(rejected)
+        verdict = (result.get("health") or {}).get("verdict")
+        offer = offer_rejected(bar, kept, verdict, keep=lambda: keep(kept), details=details)
+        note = tr(
+            "The adapted model is kept in {}. 'Keep adapted model anyway' maps the scene with it."
+        ).format(kept)
+        return offer, note
+    if model_out is not None and model_out.is_file():
+        return offer_model(bar, model_out, lambda: use(model_out)), ""
+    return None, ""
+
+
 def push_error(bar: Any, error: str, details: Callable[[], Any]) -> Any:
     """A failed run: its first line, and the log behind "Details"."""
     return _with_buttons(

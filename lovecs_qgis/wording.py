@@ -111,6 +111,18 @@ def health_text(result: dict[str, Any]) -> str:
     return tr("Health check: {} ({}): {}.").format(health["verdict"], meaning, health_words(health))
 
 
+def health_reasons(health: dict[str, Any]) -> str:
+    """Why the health check gave its verdict ('' if it says nothing more): with corrections,
+    how they judged the two models, and their lean."""
+    return "; ".join(str(r) for r in health.get("reasons") or [])
+
+
+def health_why(result: dict[str, Any]) -> str:
+    """Why the health check gave its verdict, for the log ('' if it says nothing more)."""
+    reasons = health_reasons(result.get("health") or {})
+    return tr("Why: {}.").format(reasons) if reasons else ""
+
+
 def format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:

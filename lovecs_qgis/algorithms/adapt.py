@@ -25,9 +25,10 @@ from qgis.core import (
 
 from ..engine import checks, contract, settingchecks
 from ..i18n import tr
-from ..jobs import health_figures, health_reasons
+from ..jobs import health_figures
 from ..runner import engine_args
 from ..styling import ensure_qml, map_layer_name, style_output_on_load
+from ..wording import health_reasons
 from .base import (
     DEVICES,
     EngineAlgorithm,
