@@ -41,7 +41,7 @@ from lovecs_core.model.networks import model_from_file
 from lovecs_core.rasters.corrections import Corrections
 from lovecs_core.refinement import anchors
 from lovecs_core.refinement.features import RegionFeatures, open_region, region_features
-from lovecs_core.refinement.head import HeadWeights, Labelled, fit_head
+from lovecs_core.refinement.head import HeadWeights, Labelled, corrections_weight, fit_head
 from lovecs_core.refinement.refiner import Refiner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ class VariantRefiner(Refiner):
     parts: frozenset[str] = frozenset({"base"})
 
     def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, widen=False, **kwargs)  # ``features`` widens on its own
         self.source = (self.source_head, self.source_pixels)
 
     def use_region(self, region, feats) -> None:
@@ -102,12 +102,12 @@ class VariantRefiner(Refiner):
             return Labelled(torch.cat([base.x, drawn.x]), p=torch.cat([base.p, drawn.p]))
         return base
 
-    def _fit(self, clicks: Labelled, anchor_pixels: Labelled) -> HeadWeights:
+    def _fit(self, clicks: Labelled, anchor_pixels: Labelled, count: int) -> HeadWeights:
         scale = 50 / max(len(clicks), 1) if "evidence" in self.parts else 1.0
         return fit_head(
             self.source_head, clicks, anchor_pixels, self.source_pixels,
             anchor_weight=0.5 * scale, source_weight=0.5 * scale,
-            corrections_weight=min(1.0, len(clicks) / 50) if "ramp" in self.parts else 1.0,
+            corrections_weight=corrections_weight(count) if "ramp" in self.parts else 1.0,
             bias_l2=1.0 if "bias" in self.parts else 0.0,
         )  # fmt: skip
 

@@ -27,9 +27,14 @@ def absent_classes(shares: np.ndarray, absent_share: float) -> list[int]:
 
 
 def classifier(net: nn.Module, num_classes: int) -> nn.Conv2d:
-    """The network's last convolution with one output per class (its classifier)."""
-    found = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.out_channels == num_classes]
-    if not found or found[-1].bias is None:
+    """The network's last convolution with one output and a bias per class (its classifier;
+    in a widened head, the convolution over the deep features)."""
+    found = [
+        m
+        for m in net.modules()
+        if isinstance(m, nn.Conv2d) and m.out_channels == num_classes and m.bias is not None
+    ]
+    if not found:
         raise ValueError("the network has no final convolution with a bias per class")
     return found[-1]
 

@@ -8,6 +8,7 @@ import sys
 
 from ..contract import RESULT
 from ..model.card import read_card
+from ..model.wide_head import HEAD_FEATURES
 from ..progress import Reporter, emit_json
 
 
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     print(
         f"  architecture : {arch.get('arch')} {arch.get('encoder', '')}"
         f"{' + CSN' if arch.get('csn') else ''}"
+        f"{f' + head with {arch[HEAD_FEATURES]} random features' if arch.get(HEAD_FEATURES) else ''}"
     )
     print(
         f"  bands        : {card.band_count} ({', '.join(card.band_names)}), "

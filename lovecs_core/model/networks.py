@@ -9,6 +9,7 @@ from torch import nn
 
 from .card import ModelCard, ModelFileError
 from .csn import replace_bn_with_csn
+from .wide_head import HEAD_FEATURES, WideHead
 
 
 class SemanticFPN(nn.Module):
@@ -88,6 +89,39 @@ def input_divisor(arch: dict[str, Any]) -> int:
     return 32 if arch.get("arch") == "fpn" else 1
 
 
+def _classifier_slot(net: nn.Module) -> nn.Sequential:
+    """The sequence whose last module is the network's classifier."""
+    if isinstance(net, SemanticFPN):
+        return net.net.segmentation_head
+    if isinstance(net, TinyConvNet):
+        return net.body
+    raise ModelFileError(f"no known classifier in a {type(net).__name__}")
+
+
+def classifier_of(net: nn.Module) -> nn.Module:
+    """The classifier (a 1x1 convolution or a :class:`WideHead`) of a Semantic FPN (the first
+    module of smp's segmentation head, before the x4 upsampling) or of the tiny network."""
+    slot = _classifier_slot(net)
+    return slot[0] if isinstance(net, SemanticFPN) else slot[-1]
+
+
+def set_classifier(net: nn.Module, head: nn.Module) -> None:
+    """Put ``head`` in place of the network's classifier."""
+    slot = _classifier_slot(net)
+    slot[0 if isinstance(net, SemanticFPN) else len(slot) - 1] = head
+
+
+def widen_classifier(net: nn.Module) -> WideHead:
+    """The network's classifier, widened in place (it maps exactly as before) if it is plain."""
+    head = classifier_of(net)
+    if isinstance(head, WideHead):
+        return head
+    assert isinstance(head, nn.Conv2d)
+    wide = WideHead.around(head)
+    set_classifier(net, wide)
+    return wide
+
+
 def build_model(card: ModelCard) -> nn.Module:
     """Build the (untrained) network described by the card, with CSN layers if it says so."""
     arch = card.architecture
@@ -110,6 +144,12 @@ def build_model(card: ModelCard) -> nn.Module:
         )
     else:
         raise ModelFileError(f"unknown architecture {name!r} (known: 'fpn', 'tiny')")
+    if arch.get(HEAD_FEATURES):
+        conv = classifier_of(model)
+        assert isinstance(conv, nn.Conv2d)
+        set_classifier(
+            model, WideHead(conv.in_channels, conv.out_channels, int(arch[HEAD_FEATURES]))
+        )
     if arch.get("csn", False):
         replace_bn_with_csn(model, per_domain_affine=bool(arch.get("per_domain_affine", False)))
     return model

@@ -27,7 +27,8 @@ from ..contract import FEATURES
 from ..mapping.predict import tile_settings
 from ..model.card import ModelCard
 from ..model.csn import csn_domain, has_csn
-from ..model.networks import SemanticFPN, TinyConvNet, input_divisor
+from ..model.networks import SemanticFPN, TinyConvNet, classifier_of, input_divisor
+from ..model.wide_head import WideHead
 from ..progress import Reporter
 from ..rasters.reading import (
     GSD_TOLERANCE,
@@ -49,27 +50,35 @@ class RefineError(ValueError):
 
 @dataclass
 class SplitNetwork:
-    """``body(x)``: normalised input ``[N, B, H, W]`` -> features ``[N, C, H/stride, W/stride]``;
-    ``head``: the 1x1 convolution features -> class logits."""
+    """``body(x)``: normalised input ``[N, B, H, W]`` -> features ``[N, C, H/stride, W/stride]``
+    (with a :class:`WideHead`, the deep features and their random features side by side);
+    ``head``: the classifier, linear in those features."""
 
     net: nn.Module
     body: Callable[[torch.Tensor], torch.Tensor]
-    head: nn.Conv2d
+    head: nn.Module
     stride: int
 
 
-def split_network(net: nn.Module) -> SplitNetwork:
-    """The body and head of a Semantic FPN (smp: decoder output, segmentation head's conv, x4
-    upsampling) or of the tiny test network."""
+def _deep_features(net: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], int]:
+    """``(input -> the features the classifier reads, their stride)``."""
     if isinstance(net, SemanticFPN):
         smp_net = net.net
-        head = smp_net.segmentation_head[0]
-        return SplitNetwork(net, lambda x: smp_net.decoder(smp_net.encoder(x)), head, 4)
+        return (lambda x: smp_net.decoder(smp_net.encoder(x))), 4
     if isinstance(net, TinyConvNet):
-        head = net.body[-1]
-        assert isinstance(head, nn.Conv2d)
-        return SplitNetwork(net, net.body[:-1], head, 1)
+        return net.body[:-1], 1
     raise RefineError(f"refinement needs a Semantic FPN or tiny network, not {type(net).__name__}")
+
+
+def split_network(net: nn.Module) -> SplitNetwork:
+    """The body and head of a Semantic FPN (smp: decoder output, segmentation head's classifier,
+    x4 upsampling) or of the tiny test network; a :class:`WideHead`'s random features are part
+    of the body."""
+    deep, stride = _deep_features(net)
+    head = classifier_of(net)
+    if isinstance(head, WideHead):
+        return SplitNetwork(net, lambda x: head.widen(deep(x)), head, stride)
+    return SplitNetwork(net, deep, head, stride)
 
 
 @dataclass

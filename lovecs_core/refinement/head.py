@@ -1,17 +1,19 @@
-"""Fit the head (the last 1x1 convolution: a linear classifier of the features) to the user's
-corrections, anchored so that what they did not click is not forgotten.
+"""Fit the head (the last 1x1 convolution, or a :class:`WideHead`: a linear classifier of the
+features) to the user's corrections, anchored so that what they did not click is not forgotten.
 
 The loss, convex in the head's weights, so one L-BFGS solve gives the same head every time:
 
-* cross-entropy on the corrections, every corrected pixel alike;
+* ``corrections_weight`` x cross-entropy on the corrections, every corrected pixel alike; the
+  refiner gives a few corrections less pull (:func:`corrections_weight`: n / 50 up to 50);
 * ``anchor_weight`` x cross-entropy toward the source model's own probabilities on confident
   pixels of the scene, drawn alike from every class the source model maps there;
 * ``source_weight`` x cross-entropy on the labelled source sample carried in the model file;
 * ``l2`` x the squared distance of the weights to the source head's (the biases are free).
 
-The weights' pull (``l2`` 0.3) and plain rather than class-balanced cross-entropy on the
-corrections were chosen with ``bench/interactive.py`` on benchmark scenes other than target_b
-(bench/RESULTS.md): class-balancing let three clicks of a rare class flood the map.
+The weights' pull (``l2`` 0.3), plain rather than class-balanced cross-entropy on the corrections,
+the random features and the corrections' ramp were chosen with ``bench/interactive.py`` and
+``bench/refine_variants.py`` (bench/RESULTS.md): class-balancing let three clicks of a rare class
+flood the map; the ramp halves the harm of the first ten clicks.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model.wide_head import WideHead
+
 #: The weights of the anchoring terms and of the pull toward the source head.
 ANCHOR_WEIGHT, SOURCE_WEIGHT, L2_WEIGHT = 0.5, 0.5, 0.3
 LBFGS_STEPS = 60
+#: Corrections from this many on have their full weight; fewer have a share n / this.
+FULL_WEIGHT_AT = 50
 #: A bias at or below this marks a class an adaptation switched off (its bias is
 #: ``adaptation.absent_classes.OFF_BIAS``, -1e4): it stays off unless a correction names it. Left
 #: free, such a bias drags every other one thousands of units with it and wrecks the fit.
@@ -52,19 +58,37 @@ class HeadWeights:
     bias: torch.Tensor
 
     @classmethod
-    def of(cls, head: nn.Conv2d) -> "HeadWeights":
-        bias = head.bias if head.bias is not None else torch.zeros(head.out_channels)
-        return cls(head.weight.detach()[:, :, 0, 0].float().clone(), bias.detach().float().clone())
+    def of(cls, head: nn.Module) -> "HeadWeights":
+        """The weights of a 1x1 convolution, or of a :class:`WideHead` over the widened
+        features (its linear part's columns, then its random features')."""
+        conv = head.linear if isinstance(head, WideHead) else head
+        assert isinstance(conv, nn.Conv2d)
+        weight = conv.weight.detach()[:, :, 0, 0].float()
+        if isinstance(head, WideHead):
+            weight = torch.cat([weight, head.extra.weight.detach()[:, :, 0, 0].float()], dim=1)
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        return cls(weight.clone(), bias.detach().float().clone())
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.weight.T + self.bias
 
-    def install(self, head: nn.Conv2d) -> None:
+    def install(self, head: nn.Module) -> None:
         """Write these weights into ``head`` (in place)."""
+        conv = head.linear if isinstance(head, WideHead) else head
+        assert isinstance(conv, nn.Conv2d)
+        weight = self.weight.to(conv.weight.dtype)[:, :, None, None]
         with torch.no_grad():
-            head.weight.copy_(self.weight.to(head.weight.dtype)[:, :, None, None])
-            if head.bias is not None:
-                head.bias.copy_(self.bias.to(head.bias.dtype))
+            if isinstance(head, WideHead):
+                head.extra.weight.copy_(weight[:, conv.in_channels :])
+                weight = weight[:, : conv.in_channels]
+            conv.weight.copy_(weight)
+            if conv.bias is not None:
+                conv.bias.copy_(self.bias.to(conv.bias.dtype))
+
+
+def corrections_weight(count: int) -> float:
+    """The weight of ``count`` corrections' term: a few corrections are little evidence."""
+    return min(1.0, count / FULL_WEIGHT_AT)
 
 
 def soft_cross_entropy(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -85,8 +109,8 @@ def fit_head(
 ) -> HeadWeights:
     """The head that fits ``corrections`` (hard targets) next to the anchoring terms. Classes
     switched off (:data:`OFF_THRESHOLD`) stay off; one a correction names is switched back on.
-    ``corrections_weight`` and ``bias_l2`` (a pull of the biases toward the source head's) are
-    for the benchmark's variants; the kept fit leaves them at 1 and 0."""
+    ``bias_l2`` (a pull of the biases toward the source head's) is for the benchmark's
+    variants; the kept fit leaves it at 0."""
     targets = corrections.y
     assert targets is not None
     off, start_bias = switched_off(start, targets)

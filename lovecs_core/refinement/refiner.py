@@ -16,12 +16,14 @@ from torch import nn
 from ..evaluation.points import wilson_interval
 from ..mapping.writer import PredictionWriter
 from ..model.card import ModelCard, save_model
+from ..model.networks import widen_classifier
+from ..model.wide_head import HEAD_FEATURES, WideHead
 from ..rasters.corrections import Corrections
 from ..rasters.labelled import code_lookup
 from ..rasters.qml import qml_path, write_qml
 from .anchors import scene_anchors, source_sample_pixels
 from .features import Region, RegionFeatures, map_region, split_network
-from .head import HeadWeights, Labelled, fit_head
+from .head import HeadWeights, Labelled, corrections_weight, fit_head
 
 #: Cross-validation folds over the corrections, and the fewest corrections that are measured.
 FOLDS, MIN_MEASURED = 5, 10
@@ -65,7 +67,11 @@ class Refiner:
         net: nn.Module,
         device: torch.device,
         sample: Optional[tuple[np.ndarray, np.ndarray]] = None,
+        widen: bool = True,
     ) -> None:
+        """``widen``: give a plain classifier random features (in place; it maps as before)."""
+        if widen:
+            widen_classifier(net)
         self.card, self.net, self.device = card, net, device
         self.split = split_network(net)
         self.source_head = HeadWeights.of(self.split.head)
@@ -88,12 +94,21 @@ class Refiner:
         assert self.feats is not None
         return scene_anchors(self.feats, self.source_head, (corrections.rows, corrections.cols))
 
-    def _fit(self, clicks: Labelled, anchors: Labelled) -> HeadWeights:
-        return fit_head(self.source_head, clicks, anchors, self.source_pixels)
+    def _fit(self, clicks: Labelled, anchors: Labelled, count: int) -> HeadWeights:
+        """The head fitted to ``clicks``, the pixels of ``count`` corrections."""
+        return fit_head(
+            self.source_head,
+            clicks,
+            anchors,
+            self.source_pixels,
+            corrections_weight=corrections_weight(count),
+        )
 
     def fit(self, corrections: Corrections) -> HeadWeights:
         """The head fitted to the corrections, from the source head."""
-        return self._fit(self._clicks(corrections), self._anchors(corrections))
+        return self._fit(
+            self._clicks(corrections), self._anchors(corrections), corrections.features_used
+        )
 
     def _codes(self, weights: HeadWeights, x: torch.Tensor) -> np.ndarray:
         return self.codes[weights.logits(x).argmax(dim=1).numpy()]
@@ -122,7 +137,8 @@ class Refiner:
         for fold in range(k):
             held = pixel_fold == fold
             assert clicks.y is not None
-            weights = self._fit(Labelled(clicks.x[~held], y=clicks.y[~held]), anchors)
+            trained = Labelled(clicks.x[~held], y=clicks.y[~held])
+            weights = self._fit(trained, anchors, int(np.unique(feature[~held]).size))
             votes = _feature_votes(self._codes(weights, clicks.x[held]), feature[held])
             correct += sum(votes[f] == truth[f] for f in votes)
         result["refined"] = _score(correct, int(ids.size))
@@ -134,7 +150,8 @@ class Refiner:
         accuracy (the anchors are drawn once for all folds)."""
         clicks, anchors = self._clicks(corrections), self._anchors(corrections)
         accuracy = self.cross_validate(corrections, clicks, anchors) if measure else {}
-        return RefineOutcome(self._fit(clicks, anchors), corrections, accuracy)
+        weights = self._fit(clicks, anchors, corrections.features_used)
+        return RefineOutcome(weights, corrections, accuracy)
 
     def map_codes(self, weights: HeadWeights) -> np.ndarray:
         """Class codes ``[H, W]`` of the region under ``weights`` (0: nodata)."""
@@ -175,14 +192,17 @@ class Refiner:
     ) -> Path:
         """Save the model with ``weights`` as its head; the card records the corrections used."""
         net = copy.deepcopy(self.net).cpu()
-        weights.install(split_network(net).head)
+        head = split_network(net).head
+        weights.install(head)
         card = copy.deepcopy(self.card)
+        if isinstance(head, WideHead):
+            card.architecture[HEAD_FEATURES] = int(head.projection.shape[0])
         if outcome is not None:
             card.provenance = dict(card.provenance)
             card.provenance["refinement"] = {
                 "corrections": outcome.corrections.summary(),
                 "accuracy": outcome.accuracy,
-                "method": "head refitted to the corrections, anchored on the source model's confident pixels and the model file's source sample",
+                "method": "head (with random ReLU features) refitted to the corrections, anchored on the source model's confident pixels and the model file's source sample",
             }
             card.name = f"{self.card.name} (refined)"
         state = dict(net.state_dict())

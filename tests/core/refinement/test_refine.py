@@ -11,7 +11,9 @@ import pytest
 from osgeo import gdal
 
 from lovecs_core.cli.main import main
+from lovecs_core.mapping.predict import predict_raster
 from lovecs_core.model.card import read_card, read_source_sample
+from lovecs_core.model.wide_head import HEAD_FEATURES, RANDOM_FEATURES
 from lovecs_core.rasters.corrections import pixel_centres, write_points
 from tests.core.helpers import tiny_model_file, write_geotiff
 from tests.core.synthetic import label_map, source_image
@@ -111,6 +113,8 @@ def test_lovecs_refine_learns_the_corrections_and_records_them(tmp_path, scene, 
     assert (
         refined["ci"][0] <= refined["oa"] <= refined["ci"][1] and record["accuracy"]["folds"] == 5
     )
+    assert main(["info", str(out)]) == 0
+    assert "head with 256 random features" in capsys.readouterr().out
 
 
 def test_refine_refuses_to_overwrite_its_inputs(tmp_path, scene, capsys):
@@ -186,10 +190,12 @@ def test_the_session_refines_undoes_resets_saves_and_survives_a_bad_request(tmp_
         assert np.array_equal(gdal.Open(str(view)).ReadAsArray(), source_map)
         session.ask("refine", points=str(points), map=str(view))
         saved = session.ask("save", out=str(tmp_path / "refined.lovecs"))
-        assert (
-            saved["ok"]
-            and read_card(saved["output"]).provenance["refinement"]["corrections"]["features"] == 36
-        )
+        card = read_card(saved["output"])
+        assert saved["ok"] and card.provenance["refinement"]["corrections"]["features"] == 36
+        assert card.architecture[HEAD_FEATURES] == RANDOM_FEATURES  # the refit's random features
+        mapped = predict_raster(saved["output"], str(raster), tmp_path / "saved.tif", device="cpu")
+        # the saved model maps the raster as the session mapped the view
+        assert np.array_equal(gdal.Open(str(mapped.output)).ReadAsArray(), refined)
         assert read_source_sample(saved["output"]) is None  # none in the tiny model, none made up
         assert not session.ask("save", out=str(model))["ok"]  # never over the model it started from
         assert session.ask("reset", map=str(view))["refines"] == 0
