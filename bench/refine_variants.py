@@ -10,6 +10,9 @@
 * ``features``: the head also reads 256 random ReLU features of the deep features (fixed, seed
   0; a linear head on both, starting at zero weight on the new ones: more capacity, still one
   convex fit);
+* ``loose``: a weaker pull toward the source head's weights (``l2`` 0.1 instead of 0.3);
+* ``natural``: the source sample's pixels drawn at random (its class mix) instead of alike
+  from every class;
 * several joined by ``+`` (``features+bias``): all of them at once.
 
 Each variant walks its own simulated users (the clicks follow its maps) unless ``--paired``: then
@@ -41,11 +44,17 @@ from lovecs_core.model.networks import model_from_file
 from lovecs_core.rasters.corrections import Corrections
 from lovecs_core.refinement import anchors
 from lovecs_core.refinement.features import RegionFeatures, open_region, region_features
-from lovecs_core.refinement.head import HeadWeights, Labelled, corrections_weight, fit_head
+from lovecs_core.refinement.head import (
+    L2_WEIGHT,
+    HeadWeights,
+    Labelled,
+    corrections_weight,
+    fit_head,
+)
 from lovecs_core.refinement.refiner import Refiner
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("base", "uniform", "mixed", "evidence", "bias", "ramp", "features")
+VARIANTS = ("base", "uniform", "mixed", "evidence", "bias", "ramp", "features", "natural", "loose")
 #: Random ReLU features of the ``features`` variant.
 RANDOM_FEATURES = 256
 
@@ -69,26 +78,31 @@ class VariantRefiner(Refiner):
     variant = "base"
     parts: frozenset[str] = frozenset({"base"})
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, widen=False, **kwargs)  # ``features`` widens on its own
+    def __init__(self, card, net, device, sample=None) -> None:
+        super().__init__(card, net, device, sample, widen=False)  # ``features`` widens itself
         self.source = (self.source_head, self.source_pixels)
+        self.natural = anchors.source_sample_pixels(
+            card, self.split, sample, device, balanced=False
+        )
 
     def use_region(self, region, feats) -> None:
         super().use_region(region, feats)
         head, pixels = self.source
         projection = random_projection(feats.features.shape[0])
-        self.plain = (feats, head, pixels)
-        self.widened = (
-            widened_features(feats, projection),
-            widened_head(head),
-            widened_pixels(pixels, projection),
-        )
+        self.plain = (feats, head)
+        self.widened = (widened_features(feats, projection), widened_head(head))
+        self.pixel_sets = {
+            (wide, natural): widened_pixels(chosen, projection) if wide else chosen
+            for wide in (False, True)
+            for natural, chosen in ((False, pixels), (True, self.natural))
+        }
         self.set_variant(self.variant)
 
     def set_variant(self, variant: str) -> None:
         self.variant, self.parts = variant, frozenset(variant.split("+"))
-        chosen = self.widened if "features" in self.parts else self.plain
-        self.feats, self.source_head, self.source_pixels = chosen
+        wide = "features" in self.parts
+        self.feats, self.source_head = self.widened if wide else self.plain
+        self.source_pixels = self.pixel_sets[wide, "natural" in self.parts]
 
     def _anchors(self, corrections: Corrections) -> Labelled:
         assert self.feats is not None
@@ -109,6 +123,7 @@ class VariantRefiner(Refiner):
             anchor_weight=0.5 * scale, source_weight=0.5 * scale,
             corrections_weight=corrections_weight(count) if "ramp" in self.parts else 1.0,
             bias_l2=1.0 if "bias" in self.parts else 0.0,
+            l2=0.1 if "loose" in self.parts else L2_WEIGHT,
         )  # fmt: skip
 
 
@@ -200,6 +215,7 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
+    global RANDOM_FEATURES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument(
@@ -211,19 +227,22 @@ def main() -> None:
     parser.add_argument("--checkpoints", default="10,25,50")
     parser.add_argument("--paired", action="store_true", help="every variant on the same clicks")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--random-features", type=int, default=RANDOM_FEATURES)
     parser.add_argument("--table", metavar="JSON", help="only print the Markdown table of a run")
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
         return
     torch.set_num_threads(args.threads)
+    RANDOM_FEATURES = args.random_features
     interactive.CHECKPOINTS = tuple(int(n) for n in args.checkpoints.split(","))
     card, net = model_from_file(str(interactive.MODEL))
     refiner = VariantRefiner(card, net, torch.device("cpu"), read_source_sample(interactive.MODEL))
     results: dict = {
         "command": f"python bench/refine_variants.py {'--paired ' if args.paired else ''}"
         f"--variants {args.variants} --scenes {args.scenes} --seeds {args.seeds} "
-        f"--checkpoints {args.checkpoints} --threads {args.threads}",
+        f"--checkpoints {args.checkpoints} --threads {args.threads}"
+        f" --random-features {args.random_features}",
         "checkpoints": list(interactive.CHECKPOINTS),
         "variants": {},
     }

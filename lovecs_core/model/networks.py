@@ -95,7 +95,9 @@ def _classifier_slot(net: nn.Module) -> nn.Sequential:
         return net.net.segmentation_head
     if isinstance(net, TinyConvNet):
         return net.body
-    raise ModelFileError(f"no known classifier in a {type(net).__name__}")
+    raise ModelFileError(
+        f"a refine needs a Semantic FPN or the tiny network, not a {type(net).__name__}"
+    )
 
 
 def classifier_of(net: nn.Module) -> nn.Module:

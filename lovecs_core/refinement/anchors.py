@@ -79,9 +79,11 @@ def source_sample_pixels(
     device: torch.device,
     count: int = SOURCE_PIXELS,
     seed: int = 0,
+    balanced: bool = True,
 ) -> Optional[Labelled]:
     """Labelled pixels of the model file's source sample (``images[N, B, H, W]`` raw,
-    ``labels[N, H, W]`` codes), drawn alike from each class, as features in the source domain."""
+    ``labels[N, H, W]`` codes), drawn alike from each class (else at random: the sample's class
+    mix), as features in the source domain."""
     if sample is None:
         return None
     images, labels = sample
@@ -93,7 +95,11 @@ def source_sample_pixels(
         features = split.body(x.to(device)).float().cpu()
     index = code_lookup(card.class_codes())[np.asarray(labels, np.int64)]  # -1: not a class
     crops, rows, cols = np.nonzero(index >= 0)
-    pick = _balanced_pick(index[crops, rows, cols], count, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    if balanced:
+        pick = _balanced_pick(index[crops, rows, cols], count, rng)
+    else:
+        pick = np.sort(rng.choice(crops.size, size=min(count, crops.size), replace=False))
     crops, rows, cols = crops[pick], rows[pick], cols[pick]
     padded = (images.shape[2], images.shape[3])
     xs, ys = [torch.zeros((0, features.shape[1]))], [np.zeros(0, np.int64)]
