@@ -8,7 +8,7 @@ import sys
 
 from ..contract import RESULT
 from ..model.card import read_card
-from ..model.wide_head import HEAD_FEATURES
+from ..model.card_fields import HEAD_FEATURES
 from ..progress import Reporter, emit_json
 
 

@@ -113,11 +113,14 @@ def _check_tile(tile: Any) -> None:
 #: is allocated (a network 40,000 channels wide would ask for tens of GB).
 MAX_BANDS = 64
 MAX_TILE = 8192
+#: The architecture key of a widened head's random features (:mod:`.wide_head`).
+HEAD_FEATURES = "head_features"
 ARCH_LIMITS: dict[str, tuple[int, int]] = {
     "width": (1, 1024),
     "depth": (0, 64),  # tiny
     "pyramid_channels": (1, 2048),
     "segmentation_channels": (1, 2048),  # fpn
+    HEAD_FEATURES: (1, 8192),
 }
 
 

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from .card import ModelCard, ModelFileError
+from .card_fields import HEAD_FEATURES
 from .csn import replace_bn_with_csn
-from .wide_head import HEAD_FEATURES, WideHead
+from .wide_head import WideHead
 
 
 class SemanticFPN(nn.Module):

@@ -14,8 +14,6 @@ from torch import nn
 
 #: Random ReLU features a widened head adds, and the seed of their projection.
 RANDOM_FEATURES, SEED = 256, 0
-#: The card's architecture key that holds the number of random features.
-HEAD_FEATURES = "head_features"
 
 
 class WideHead(nn.Module):

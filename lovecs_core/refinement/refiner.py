@@ -16,8 +16,9 @@ from torch import nn
 from ..evaluation.points import wilson_interval
 from ..mapping.writer import PredictionWriter
 from ..model.card import ModelCard, save_model
+from ..model.card_fields import HEAD_FEATURES
 from ..model.networks import widen_classifier
-from ..model.wide_head import HEAD_FEATURES, WideHead
+from ..model.wide_head import WideHead
 from ..rasters.corrections import Corrections
 from ..rasters.labelled import code_lookup
 from ..rasters.qml import qml_path, write_qml

@@ -58,6 +58,10 @@ def _write_with_card(path: Path, card_dict) -> Path:
         ),
         (lambda d: d.update(gsd=-1), "'gsd' must be a positive number"),
         (lambda d: d["bands"].update(count=4), "'bands.count' is 4 but 3 band names"),
+        (
+            lambda d: d["architecture"].update(head_features=10**6),
+            "architecture.head_features must be a whole number 1..8192",
+        ),
     ],
 )
 def test_validation_names_the_problem(tmp_path: Path, mutate, message):

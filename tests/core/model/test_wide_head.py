@@ -5,6 +5,7 @@ import torch
 
 from lovecs_core.adaptation.absent_classes import switch_off
 from lovecs_core.model.card import save_model
+from lovecs_core.model.card_fields import HEAD_FEATURES
 from lovecs_core.model.networks import (
     TinyConvNet,
     build_model,
@@ -12,7 +13,7 @@ from lovecs_core.model.networks import (
     model_from_file,
     widen_classifier,
 )
-from lovecs_core.model.wide_head import HEAD_FEATURES, RANDOM_FEATURES, WideHead
+from lovecs_core.model.wide_head import RANDOM_FEATURES, WideHead
 from lovecs_core.refinement.features import split_network
 from lovecs_core.refinement.head import HeadWeights
 from tests.core.helpers import tiny_card

@@ -13,7 +13,8 @@ from osgeo import gdal
 from lovecs_core.cli.main import main
 from lovecs_core.mapping.predict import predict_raster
 from lovecs_core.model.card import read_card, read_source_sample
-from lovecs_core.model.wide_head import HEAD_FEATURES, RANDOM_FEATURES
+from lovecs_core.model.card_fields import HEAD_FEATURES
+from lovecs_core.model.wide_head import RANDOM_FEATURES
 from lovecs_core.rasters.corrections import pixel_centres, write_points
 from tests.core.helpers import tiny_model_file, write_geotiff
 from tests.core.synthetic import label_map, source_image
