@@ -11,6 +11,8 @@
   0; a linear head on both, starting at zero weight on the new ones: more capacity, still one
   convex fit);
 * ``loose``: a weaker pull toward the source head's weights (``l2`` 0.1 instead of 0.3);
+* ``distil``: the source sample's pixels with the source head's probabilities as targets
+  instead of their labels (neutral with no corrections: the source head is the fit's optimum);
 * ``natural``: the source sample's pixels drawn at random (its class mix) instead of alike
   from every class;
 * several joined by ``+`` (``features+bias``): all of them at once.
@@ -54,7 +56,18 @@ from lovecs_core.refinement.head import (
 from lovecs_core.refinement.refiner import Refiner
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("base", "uniform", "mixed", "evidence", "bias", "ramp", "features", "natural", "loose")
+VARIANTS = (
+    "base",
+    "uniform",
+    "mixed",
+    "evidence",
+    "bias",
+    "ramp",
+    "features",
+    "natural",
+    "loose",
+    "distil",
+)
 #: Random ReLU features of the ``features`` variant.
 RANDOM_FEATURES = 256
 
@@ -103,6 +116,9 @@ class VariantRefiner(Refiner):
         wide = "features" in self.parts
         self.feats, self.source_head = self.widened if wide else self.plain
         self.source_pixels = self.pixel_sets[wide, "natural" in self.parts]
+        if "distil" in self.parts and self.source_pixels is not None:
+            x = self.source_pixels.x
+            self.source_pixels = Labelled(x, p=torch.softmax(self.source_head.logits(x), dim=1))
 
     def _anchors(self, corrections: Corrections) -> Labelled:
         assert self.feats is not None

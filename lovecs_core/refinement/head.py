@@ -95,6 +95,14 @@ def soft_cross_entropy(logits: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return -(p * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
+def cross_entropy(logits: torch.Tensor, targets: Labelled) -> torch.Tensor:
+    """Cross-entropy toward ``targets``' soft probabilities, else its class indices."""
+    if targets.p is not None:
+        return soft_cross_entropy(logits, targets.p)
+    assert targets.y is not None
+    return F.cross_entropy(logits, targets.y)
+
+
 def fit_head(
     start: HeadWeights,
     corrections: Labelled,
@@ -127,10 +135,9 @@ def fit_head(
     def loss() -> torch.Tensor:
         optimiser.zero_grad()
         total = corrections_weight * F.cross_entropy(logits(corrections.x), targets)
-        if anchors is not None and len(anchors) and anchors.p is not None:
-            total = total + anchor_weight * soft_cross_entropy(logits(anchors.x), anchors.p)
-        if kept is not None and len(kept) and kept.y is not None:
-            total = total + source_weight * F.cross_entropy(logits(kept.x), kept.y)
+        for term_weight, term in ((anchor_weight, anchors), (source_weight, kept)):
+            if term is not None and len(term):
+                total = total + term_weight * cross_entropy(logits(term.x), term)
         total = total + l2 * ((weight - start.weight) ** 2).sum()
         total = total + bias_l2 * ((bias - start_bias) ** 2).sum()
         total.backward()
