@@ -40,9 +40,11 @@ import numpy as np
 import torch
 from osgeo import gdal
 from scenes import DEFAULT_DATA, build_scenes
+from torch import nn
 
 from lovecs_core.model.card import read_source_sample
 from lovecs_core.model.networks import model_from_file
+from lovecs_core.model.wide_head import WideHead
 from lovecs_core.rasters.corrections import Corrections
 from lovecs_core.refinement import anchors
 from lovecs_core.refinement.features import RegionFeatures, open_region, region_features
@@ -101,12 +103,12 @@ class VariantRefiner(Refiner):
     def use_region(self, region, feats) -> None:
         super().use_region(region, feats)
         head, pixels = self.source
-        projection = random_projection(feats.features.shape[0])
+        wide = random_head(feats.features.shape[0])
         self.plain = (feats, head)
-        self.widened = (widened_features(feats, projection), widened_head(head))
+        self.widened = (widened_features(feats, wide), widened_head(head))
         self.pixel_sets = {
-            (wide, natural): widened_pixels(chosen, projection) if wide else chosen
-            for wide in (False, True)
+            (widened, natural): widened_pixels(chosen, wide) if widened else chosen
+            for widened in (False, True)
             for natural, chosen in ((False, pixels), (True, self.natural))
         }
         self.set_variant(self.variant)
@@ -143,23 +145,15 @@ class VariantRefiner(Refiner):
         )  # fmt: skip
 
 
-def random_projection(channels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed weights and offsets of the random ReLU features."""
-    g = torch.Generator().manual_seed(0)
-    weights = torch.randn(RANDOM_FEATURES, channels, generator=g) / channels**0.5
-    return weights, 0.5 * torch.randn(RANDOM_FEATURES, generator=g)
+def random_head(channels: int) -> WideHead:
+    """The refine's widened head (its seeded random projection) over ``channels`` features."""
+    return WideHead.around(nn.Conv2d(channels, 1, 1), RANDOM_FEATURES)
 
 
-def widen(x: torch.Tensor, projection: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Features ``[N, C]`` and their random ReLU features side by side."""
-    weights, offsets = projection
-    return torch.cat([x, torch.relu(x @ weights.T + offsets)], dim=1)
-
-
-def widened_features(feats: RegionFeatures, projection) -> RegionFeatures:
-    channels, h, w = feats.features.shape
-    flat = widen(feats.features.reshape(channels, -1).T, projection)
-    return dataclasses.replace(feats, features=flat.T.reshape(-1, h, w).contiguous())
+def widened_features(feats: RegionFeatures, wide: WideHead) -> RegionFeatures:
+    with torch.no_grad():
+        widened = wide.widen(feats.features[None])[0].contiguous()
+    return dataclasses.replace(feats, features=widened)
 
 
 def widened_head(head: HeadWeights) -> HeadWeights:
@@ -167,8 +161,12 @@ def widened_head(head: HeadWeights) -> HeadWeights:
     return HeadWeights(torch.cat([head.weight, extra], dim=1), head.bias.clone())
 
 
-def widened_pixels(pixels: Optional[Labelled], projection) -> Optional[Labelled]:
-    return None if pixels is None else Labelled(widen(pixels.x, projection), y=pixels.y)
+def widened_pixels(pixels: Optional[Labelled], wide: WideHead) -> Optional[Labelled]:
+    if pixels is None:
+        return None
+    with torch.no_grad():
+        x = wide.widen(pixels.x[:, :, None, None])[:, :, 0, 0].contiguous()
+    return Labelled(x, y=pixels.y)
 
 
 def paired(refiner: VariantRefiner, labels: np.ndarray, seed: int, variants: list[str],

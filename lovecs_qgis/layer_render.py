@@ -125,20 +125,22 @@ def _render_error(name: str, path: Path, error: int) -> RenderError:
     return RenderError(tr("Cannot render '{}' to {} (error {}).").format(name, path, error))
 
 
-def render_layer(
-    layer: QgsRasterLayer,
-    extent: QgsRectangle,
-    gsd: Optional[float],
-    path: Path,
-    context: Optional[QgsCoordinateTransformContext] = None,
-) -> Path:
-    """Write ``layer`` over ``extent`` (layer CRS) at ``gsd`` metres to the GeoTIFF ``path``, in
-    the layer's CRS: a data layer's bands as they are, a rendered one (XYZ, WMS) as RGBA."""
-    context = context or _context()
-    grid, cols, rows = render_grid(layer, extent, gsd, context)
+def _writer(path: Path) -> QgsRasterFileWriter:
     writer = QgsRasterFileWriter(str(path))
     writer.setOutputFormat("GTiff")
-    error = writer.writeRaster(_pipe(layer), cols, rows, grid, layer.crs(), context)
+    return writer
+
+
+def render_layer(
+    layer: QgsRasterLayer,
+    grid: tuple[QgsRectangle, int, int],
+    path: Path,
+    context: QgsCoordinateTransformContext,
+) -> Path:
+    """Write ``layer`` on ``grid`` (:func:`render_grid`'s) to the GeoTIFF ``path``, in the
+    layer's CRS: a data layer's bands as they are, a rendered one (XYZ, WMS) as RGBA."""
+    extent, cols, rows = grid
+    error = _writer(path).writeRaster(_pipe(layer), cols, rows, extent, layer.crs(), context)
     if error != QgsRasterFileWriter.NoError or not path.is_file():
         raise _render_error(layer.name(), path, error)
     return path
@@ -170,18 +172,18 @@ def _render_target(
     gsd: Optional[float],
     folder: Path,
     context: QgsCoordinateTransformContext,
-) -> tuple[QgsRectangle, Path]:
-    """``(area, file)`` of a render of ``layer`` over ``extent`` (None: all of it): the area
+) -> tuple[tuple[QgsRectangle, int, int], Path]:
+    """``(grid, file)`` of a render of ``layer`` over ``extent`` (None: all of it): the grid
     refused when too large before any folder or file is made."""
     area = layer.extent() if extent is None else extent.intersect(layer.extent())
-    render_grid(layer, area, gsd, context)
+    grid = render_grid(layer, area, gsd, context)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RenderError(
             tr("Cannot create the output folder {}: {}").format(folder, exc)
         ) from None
-    return area, free_path(folder, f"{safe_name(layer.name())}_render", ".tif")
+    return grid, free_path(folder, f"{safe_name(layer.name())}_render", ".tif")
 
 
 def rendered_input(path: Path, name: str) -> MapInput:
@@ -207,8 +209,8 @@ def map_input(
         args = [] if extent is None else ["--extent", extent_text(extent)]
         return MapInput(layer, layer.source(), args)
     context = context or _context()
-    area, path = _render_target(layer, extent, gsd, folder, context)
-    render_layer(layer, area, gsd, path, context)
+    grid, path = _render_target(layer, extent, gsd, folder, context)
+    render_layer(layer, grid, path, context)
     return rendered_input(path, layer.name())
 
 
@@ -222,11 +224,9 @@ def render_plan(
     """:func:`map_input`'s render of a non-file ``layer`` as a background task (QGIS's own
     raster writer task), so that QGIS stays responsive while a web layer's tiles arrive."""
     context = context or _context()
-    area, path = _render_target(layer, extent, gsd, folder, context)
-    grid, cols, rows = render_grid(layer, area, gsd, context)
-    writer = QgsRasterFileWriter(str(path))
-    writer.setOutputFormat("GTiff")
-    task = QgsRasterFileWriterTask(writer, _pipe(layer), cols, rows, grid, layer.crs(), context)
+    (area, cols, rows), path = _render_target(layer, extent, gsd, folder, context)
+    pipe = _pipe(layer)
+    task = QgsRasterFileWriterTask(_writer(path), pipe, cols, rows, area, layer.crs(), context)
     return RenderPlan(task, path, layer.name())
 
 
