@@ -10,11 +10,19 @@
 * ``features``: the head also reads 256 random ReLU features of the deep features (fixed, seed
   0; a linear head on both, starting at zero weight on the new ones: more capacity, still one
   convex fit);
+* ``context``: ``features``, with the deep features' mean over a window of
+  ``lovecs_core.model.wide_head.CONTEXT`` cells around each pixel read beside them (the
+  refine's widened head);
 * ``loose``: a weaker pull toward the source head's weights (``l2`` 0.1 instead of 0.3);
 * ``distil``: the source sample's pixels with the source head's probabilities as targets
   instead of their labels (neutral with no corrections: the source head is the fit's optimum);
 * ``natural``: the source sample's pixels drawn at random (its class mix) instead of alike
   from every class;
+* ``blend``: the source sample's targets go from the source head's probabilities (``distil``)
+  with no corrections to their labels at 50, as the corrections' weight grows (``t`` = n / 50:
+  ``(1 - t) p + t y``);
+* ``brush``: each click labels the disc of ``--brush`` pixels around it with its class (the
+  clicked pixel alone stays out of the scores; the disc's other pixels are scored);
 * several joined by ``+`` (``features+bias``): all of them at once.
 
 Each variant walks its own simulated users (the clicks follow its maps) unless ``--paired``: then
@@ -33,7 +41,6 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import interactive
 import numpy as np
@@ -44,10 +51,15 @@ from torch import nn
 
 from lovecs_core.model.card import read_source_sample
 from lovecs_core.model.networks import model_from_file
-from lovecs_core.model.wide_head import WideHead
+from lovecs_core.model.wide_head import CONTEXT, WideHead
 from lovecs_core.rasters.corrections import Corrections
 from lovecs_core.refinement import anchors
-from lovecs_core.refinement.features import RegionFeatures, open_region, region_features
+from lovecs_core.refinement.features import (
+    RegionFeatures,
+    SplitNetwork,
+    open_region,
+    region_features,
+)
 from lovecs_core.refinement.head import (
     L2_WEIGHT,
     HeadWeights,
@@ -66,10 +78,15 @@ VARIANTS = (
     "bias",
     "ramp",
     "features",
+    "context",
     "natural",
     "loose",
     "distil",
+    "brush",
+    "blend",
 )
+#: Radius (region pixels) of the ``brush`` variant's disc around each click.
+BRUSH_RADIUS = 2
 #: Random ReLU features of the ``features`` variant.
 RANDOM_FEATURES = 256
 
@@ -94,33 +111,49 @@ class VariantRefiner(Refiner):
     parts: frozenset[str] = frozenset({"base"})
 
     def __init__(self, card, net, device, sample=None) -> None:
-        super().__init__(card, net, device, sample, widen=False)  # ``features`` widens itself
-        self.source = (self.source_head, self.source_pixels)
-        self.natural = anchors.source_sample_pixels(
-            card, self.split, sample, device, balanced=False
-        )
+        super().__init__(card, net, device, sample, widen=False)  # the variants widen themselves
+        self.sample, self.deep, self.plain_head = sample, self.split, self.source_head
+        channels = self.plain_head.weight.shape[1]
+        self.wide = {"plain": None, "features": random_head(channels, 0)}
+        self.wide["context"] = random_head(channels, CONTEXT)
+        self.pixel_sets: dict = {}  # (kind, natural) -> the source sample's pixels
+        self.region_sets: dict = {}  # kind -> the region's features
+
+    def widened_split(self, kind: str) -> SplitNetwork:
+        """The network split with ``kind``'s widened head (its features as the body's)."""
+        wide, deep = self.wide[kind], self.deep.body
+        if wide is None:
+            return self.deep
+        return dataclasses.replace(self.deep, body=lambda x: wide.widen(deep(x)), head=wide)
 
     def use_region(self, region, feats) -> None:
         super().use_region(region, feats)
-        head, pixels = self.source
-        wide = random_head(feats.features.shape[0])
-        self.plain = (feats, head)
-        self.widened = (widened_features(feats, wide), widened_head(head))
-        self.pixel_sets = {
-            (widened, natural): widened_pixels(chosen, wide) if widened else chosen
-            for widened in (False, True)
-            for natural, chosen in ((False, pixels), (True, self.natural))
-        }
+        self.region_sets = {"plain": feats}
         self.set_variant(self.variant)
 
     def set_variant(self, variant: str) -> None:
         self.variant, self.parts = variant, frozenset(variant.split("+"))
-        wide = "features" in self.parts
-        self.feats, self.source_head = self.widened if wide else self.plain
-        self.source_pixels = self.pixel_sets[wide, "natural" in self.parts]
+        kind = next((k for k in ("context", "features") if k in self.parts), "plain")
+        if kind not in self.region_sets:  # tile by tile, as the refine computes them
+            split = self.widened_split(kind)
+            self.region_sets[kind] = region_features(self.card, split, self.region, self.device)
+        self.feats = self.region_sets[kind]
+        self.source_head = widened_head(self.plain_head, self.feats.features.shape[0])
+        natural = "natural" in self.parts
+        if (kind, natural) not in self.pixel_sets:
+            self.pixel_sets[kind, natural] = anchors.source_sample_pixels(
+                self.card, self.widened_split(kind), self.sample, self.device,
+                balanced=not natural,
+            )  # fmt: skip
+        self.source_pixels = self.pixel_sets[kind, natural]
         if "distil" in self.parts and self.source_pixels is not None:
             x = self.source_pixels.x
             self.source_pixels = Labelled(x, p=torch.softmax(self.source_head.logits(x), dim=1))
+
+    def _clicks(self, corrections: Corrections) -> Labelled:
+        if "brush" in self.parts:
+            corrections = brushed(corrections, self.feats.valid, BRUSH_RADIUS)
+        return super()._clicks(corrections)
 
     def _anchors(self, corrections: Corrections) -> Labelled:
         assert self.feats is not None
@@ -136,8 +169,14 @@ class VariantRefiner(Refiner):
 
     def _fit(self, clicks: Labelled, anchor_pixels: Labelled, count: int) -> HeadWeights:
         scale = 50 / max(len(clicks), 1) if "evidence" in self.parts else 1.0
+        source = self.source_pixels
+        if "blend" in self.parts and source is not None and source.y is not None:
+            t = corrections_weight(count)
+            own = torch.softmax(self.source_head.logits(source.x), dim=1)
+            labels = torch.nn.functional.one_hot(source.y, own.shape[1]).float()
+            source = Labelled(source.x, p=(1 - t) * own + t * labels)
         return fit_head(
-            self.source_head, clicks, anchor_pixels, self.source_pixels,
+            self.source_head, clicks, anchor_pixels, source,
             anchor_weight=0.5 * scale, source_weight=0.5 * scale,
             corrections_weight=corrections_weight(count) if "ramp" in self.parts else 1.0,
             bias_l2=1.0 if "bias" in self.parts else 0.0,
@@ -145,28 +184,32 @@ class VariantRefiner(Refiner):
         )  # fmt: skip
 
 
-def random_head(channels: int) -> WideHead:
-    """The refine's widened head (its seeded random projection) over ``channels`` features."""
-    return WideHead.around(nn.Conv2d(channels, 1, 1), RANDOM_FEATURES)
+def brushed(corrections: Corrections, valid: np.ndarray, radius: int) -> Corrections:
+    """Each corrected pixel's disc of ``radius`` pixels (inside ``valid``), with its class."""
+    dy, dx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disc = dy**2 + dx**2 <= radius**2
+    dy, dx = dy[disc], dx[disc]
+    rows = (corrections.rows[:, None] + dy[None]).ravel()
+    cols = (corrections.cols[:, None] + dx[None]).ravel()
+    keep = (rows >= 0) & (rows < valid.shape[0]) & (cols >= 0) & (cols < valid.shape[1])
+    keep[keep] = valid[rows[keep], cols[keep]]
+    repeat = lambda a: np.repeat(a, dy.size)[keep]  # noqa: E731
+    return dataclasses.replace(
+        corrections, rows=rows[keep], cols=cols[keep],
+        codes=repeat(corrections.codes), feature=repeat(corrections.feature),
+    )  # fmt: skip
 
 
-def widened_features(feats: RegionFeatures, wide: WideHead) -> RegionFeatures:
-    with torch.no_grad():
-        widened = wide.widen(feats.features[None])[0].contiguous()
-    return dataclasses.replace(feats, features=widened)
+def random_head(channels: int, context: int) -> WideHead:
+    """The refine's widened head (its seeded random projection) over ``channels`` features,
+    with a ``context`` window (0: none)."""
+    return WideHead.around(nn.Conv2d(channels, 1, 1), RANDOM_FEATURES, context)
 
 
-def widened_head(head: HeadWeights) -> HeadWeights:
-    extra = torch.zeros(head.weight.shape[0], RANDOM_FEATURES)
+def widened_head(head: HeadWeights, channels: int) -> HeadWeights:
+    """``head`` over ``channels`` widened features: zero weight on those it did not read."""
+    extra = torch.zeros(head.weight.shape[0], channels - head.weight.shape[1])
     return HeadWeights(torch.cat([head.weight, extra], dim=1), head.bias.clone())
-
-
-def widened_pixels(pixels: Optional[Labelled], wide: WideHead) -> Optional[Labelled]:
-    if pixels is None:
-        return None
-    with torch.no_grad():
-        x = wide.widen(pixels.x[:, :, None, None])[:, :, 0, 0].contiguous()
-    return Labelled(x, y=pixels.y)
 
 
 def paired(refiner: VariantRefiner, labels: np.ndarray, seed: int, variants: list[str],
@@ -229,7 +272,7 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    global RANDOM_FEATURES
+    global RANDOM_FEATURES, BRUSH_RADIUS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument(
@@ -242,13 +285,14 @@ def main() -> None:
     parser.add_argument("--paired", action="store_true", help="every variant on the same clicks")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--random-features", type=int, default=RANDOM_FEATURES)
+    parser.add_argument("--brush", type=int, default=BRUSH_RADIUS, help="the brush's radius")
     parser.add_argument("--table", metavar="JSON", help="only print the Markdown table of a run")
     args = parser.parse_args()
     if args.table:
         print(table(json.loads(Path(args.table).read_text())))
         return
     torch.set_num_threads(args.threads)
-    RANDOM_FEATURES = args.random_features
+    RANDOM_FEATURES, BRUSH_RADIUS = args.random_features, args.brush
     interactive.CHECKPOINTS = tuple(int(n) for n in args.checkpoints.split(","))
     card, net = model_from_file(str(interactive.MODEL))
     refiner = VariantRefiner(card, net, torch.device("cpu"), read_source_sample(interactive.MODEL))
@@ -256,7 +300,7 @@ def main() -> None:
         "command": f"python bench/refine_variants.py {'--paired ' if args.paired else ''}"
         f"--variants {args.variants} --scenes {args.scenes} --seeds {args.seeds} "
         f"--checkpoints {args.checkpoints} --threads {args.threads}"
-        f" --random-features {args.random_features}",
+        f" --random-features {args.random_features} --brush {args.brush}",
         "checkpoints": list(interactive.CHECKPOINTS),
         "variants": {},
     }

@@ -8,7 +8,7 @@ import sys
 
 from ..contract import RESULT
 from ..model.card import read_card
-from ..model.card_fields import HEAD_FEATURES
+from ..model.card_fields import HEAD_CONTEXT, HEAD_FEATURES
 from ..progress import Reporter, emit_json
 
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
     print(
         f"  architecture : {arch.get('arch')} {arch.get('encoder', '')}"
         f"{' + CSN' if arch.get('csn') else ''}"
-        f"{f' + head with {arch[HEAD_FEATURES]} random features' if arch.get(HEAD_FEATURES) else ''}"
+        f"{_widened_head(arch)}"
     )
     print(
         f"  bands        : {card.band_count} ({', '.join(card.band_names)}), "
@@ -62,3 +62,11 @@ def run(args: argparse.Namespace, reporter: Reporter) -> int:
         if value:
             print(f"  {key:13s}: {json.dumps(value)}")
     return 0
+
+
+def _widened_head(arch: dict) -> str:
+    """`` + head with N random features[ and a K-cell context]`` for a widened head."""
+    if not arch.get(HEAD_FEATURES):
+        return ""
+    context = f" and a {arch[HEAD_CONTEXT]}-cell context" if arch.get(HEAD_CONTEXT) else ""
+    return f" + head with {arch[HEAD_FEATURES]} random features{context}"

@@ -113,14 +113,15 @@ def _check_tile(tile: Any) -> None:
 #: is allocated (a network 40,000 channels wide would ask for tens of GB).
 MAX_BANDS = 64
 MAX_TILE = 8192
-#: The architecture key of a widened head's random features (:mod:`.wide_head`).
-HEAD_FEATURES = "head_features"
+#: The architecture keys of a widened head's random features and context window (:mod:`.wide_head`).
+HEAD_FEATURES, HEAD_CONTEXT = "head_features", "head_context"
 ARCH_LIMITS: dict[str, tuple[int, int]] = {
     "width": (1, 1024),
     "depth": (0, 64),  # tiny
     "pyramid_channels": (1, 2048),
     "segmentation_channels": (1, 2048),  # fpn
     HEAD_FEATURES: (1, 8192),
+    HEAD_CONTEXT: (1, 255),
 }
 
 
@@ -140,6 +141,8 @@ def _check_architecture_sizes(arch: dict[str, Any]) -> None:
                 _problem(
                     f"architecture.{key} must be a whole number {low}..{high}, found {value!r}"
                 )
+    if HEAD_CONTEXT in arch and arch[HEAD_CONTEXT] % 2 == 0:
+        _problem(f"architecture.{HEAD_CONTEXT} must be odd (a window centred on its cell)")
     encoder = arch.get("encoder")
     if encoder is not None and not isinstance(encoder, str):
         _problem(f"architecture.encoder must be a name, found {encoder!r}")

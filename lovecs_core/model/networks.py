@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .card import ModelCard, ModelFileError
-from .card_fields import HEAD_FEATURES
+from .card_fields import HEAD_CONTEXT, HEAD_FEATURES
 from .csn import replace_bn_with_csn
 from .wide_head import WideHead
 
@@ -150,9 +150,8 @@ def build_model(card: ModelCard) -> nn.Module:
     if arch.get(HEAD_FEATURES):
         conv = classifier_of(model)
         assert isinstance(conv, nn.Conv2d)
-        set_classifier(
-            model, WideHead(conv.in_channels, conv.out_channels, int(arch[HEAD_FEATURES]))
-        )
+        features, context = int(arch[HEAD_FEATURES]), int(arch.get(HEAD_CONTEXT, 0))
+        set_classifier(model, WideHead(conv.in_channels, conv.out_channels, features, context))
     if arch.get("csn", False):
         replace_bn_with_csn(model, per_domain_affine=bool(arch.get("per_domain_affine", False)))
     return model

@@ -51,7 +51,8 @@ class RefineError(ValueError):
 @dataclass
 class SplitNetwork:
     """``body(x)``: normalised input ``[N, B, H, W]`` -> features ``[N, C, H/stride, W/stride]``
-    (with a :class:`WideHead`, the deep features and their random features side by side);
+    (with a :class:`WideHead`, every feature its head is linear in: the deep features, their
+    window mean and their random features);
     ``head``: the classifier, linear in those features."""
 
     net: nn.Module
@@ -72,8 +73,8 @@ def _deep_features(net: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tenso
 
 def split_network(net: nn.Module) -> SplitNetwork:
     """The body and head of a Semantic FPN (smp: decoder output, segmentation head's classifier,
-    x4 upsampling) or of the tiny test network; a :class:`WideHead`'s random features are part
-    of the body."""
+    x4 upsampling) or of the tiny test network; a :class:`WideHead`'s context and random
+    features are part of the body."""
     deep, stride = _deep_features(net)
     head = classifier_of(net)
     if isinstance(head, WideHead):

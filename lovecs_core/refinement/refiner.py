@@ -16,7 +16,7 @@ from torch import nn
 from ..evaluation.points import wilson_interval
 from ..mapping.writer import PredictionWriter
 from ..model.card import ModelCard, save_model
-from ..model.card_fields import HEAD_FEATURES
+from ..model.card_fields import HEAD_CONTEXT, HEAD_FEATURES
 from ..model.networks import widen_classifier
 from ..model.wide_head import WideHead
 from ..rasters.corrections import Corrections
@@ -198,12 +198,14 @@ class Refiner:
         card = copy.deepcopy(self.card)
         if isinstance(head, WideHead):
             card.architecture[HEAD_FEATURES] = int(head.projection.shape[0])
+            if head.context:
+                card.architecture[HEAD_CONTEXT] = head.context
         if outcome is not None:
             card.provenance = dict(card.provenance)
             card.provenance["refinement"] = {
                 "corrections": outcome.corrections.summary(),
                 "accuracy": outcome.accuracy,
-                "method": "head (with random ReLU features) refitted to the corrections, anchored on the source model's confident pixels and the model file's source sample",
+                "method": "head (with its context window and random ReLU features) refitted to the corrections, anchored on the source model's confident pixels and the model file's source sample",
             }
             card.name = f"{self.card.name} (refined)"
         state = dict(net.state_dict())

@@ -62,6 +62,10 @@ def _write_with_card(path: Path, card_dict) -> Path:
             lambda d: d["architecture"].update(head_features=10**6),
             "architecture.head_features must be a whole number 1..8192",
         ),
+        (
+            lambda d: d["architecture"].update(head_context=32),
+            "architecture.head_context must be odd",
+        ),
     ],
 )
 def test_validation_names_the_problem(tmp_path: Path, mutate, message):
