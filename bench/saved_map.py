@@ -3,10 +3,13 @@
 A simulated user's clicks (the cached users of ``refine_variants.py --paired``) refine the
 default model on a whole scene; the session's map (what the dock shows and what
 ``interactive.py`` scores) is compared with ``lovecs predict``'s map of the same scene with the
-saved model (what ``lovecs refine --map`` writes). They can differ only near tile seams, where the
-head's context window and the blend of overlapping tiles see different pixels.
+saved model (what ``lovecs refine --map`` writes). The session keeps each tile's core, ``lovecs
+predict`` blends overlapping tiles, and this network's output depends on where the tiles lie: the
+two maps differ on scattered pixels (bench/RESULTS.md), and are equal where one tile holds the
+raster (tests/core/refinement/test_refine.py).
 
     python bench/saved_map.py [--scenes target_b,sensor_c] [--clicks 50] [--seed 0]
+    python bench/saved_map.py --clicks 0     # the source head, widened, saved and mapped
 """
 
 from __future__ import annotations
@@ -37,11 +40,12 @@ def compare(scene, refiner: Refiner, clicks: Path, n: int, work: Path) -> str:
     region = open_region(card, net, str(scene.image), scene.bands)
     refiner.use_region(region, region_features(card, refiner.split, region, refiner.device))
     labels = gdal.Open(str(scene.labels)).ReadAsArray()
-    rows, cols = np.load(clicks)[str(n)]
+    rows, cols = np.load(clicks)[str(n)] if n else (np.zeros(0, np.int64),) * 2
     corrections = Corrections(rows, cols, labels[rows, cols].astype(np.uint8), np.arange(n), n)
-    outcome = refiner.refine(corrections, measure=False)
-    session = refiner.map_codes(outcome.weights)
-    saved = refiner.save(outcome.weights, work / f"{scene.name}.lovecs", outcome, None)
+    outcome = refiner.refine(corrections, measure=False) if n else None
+    weights = outcome.weights if outcome is not None else refiner.source_head
+    session = refiner.map_codes(weights)
+    saved = refiner.save(weights, work / f"{scene.name}.lovecs", outcome, None)
     tone = region.tone if region.tone is not None else "off"
     mapped = predict_raster(
         str(saved), str(scene.image), work / f"{scene.name}.tif", bands=region.bands,

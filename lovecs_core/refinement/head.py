@@ -14,7 +14,7 @@ The weights' pull (``l2`` 0.3), plain rather than class-balanced cross-entropy o
 the context window, the random features and the corrections' ramp were chosen with
 ``bench/interactive.py`` and ``bench/refine_variants.py`` (bench/RESULTS.md): class-balancing let
 three clicks of a rare class flood the map; the ramp halves the harm of the first ten clicks; the
-context window ends sensor_c's loss of OA at 50 clicks.
+context window cuts sensor_c's loss of OA at 50 clicks from 1.9 to 0.1 points.
 """
 
 from __future__ import annotations

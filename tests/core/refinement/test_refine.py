@@ -170,8 +170,9 @@ class Session:
 def test_the_session_refines_undoes_resets_saves_and_survives_a_bad_request(tmp_path, scene):
     raster, labels = scene
     # one tile holds the whole raster, for the session and for lovecs predict: their maps are
-    # then equal pixel for pixel (across a tile seam the head's context window and the blend
-    # of overlapping tiles make them differ slightly: bench/RESULTS.md)
+    # then equal pixel for pixel. Over several tiles they differ where the network's output
+    # depends on the tiling (the session keeps tile cores, predict blends overlapping tiles;
+    # bench/saved_map.py measures how much)
     model = tiny_model_file(tmp_path / "tiny.lovecs", seed=1, tile=96)
     points, clicked = clicks(tmp_path, raster, labels)
     view = tmp_path / "view.tif"
