@@ -193,11 +193,10 @@ def brushed(corrections: Corrections, valid: np.ndarray, radius: int) -> Correct
     cols = (corrections.cols[:, None] + dx[None]).ravel()
     keep = (rows >= 0) & (rows < valid.shape[0]) & (cols >= 0) & (cols < valid.shape[1])
     keep[keep] = valid[rows[keep], cols[keep]]
-    repeat = lambda a: np.repeat(a, dy.size)[keep]  # noqa: E731
+    codes, feature = (np.repeat(a, dy.size)[keep] for a in (corrections.codes, corrections.feature))
     return dataclasses.replace(
-        corrections, rows=rows[keep], cols=cols[keep],
-        codes=repeat(corrections.codes), feature=repeat(corrections.feature),
-    )  # fmt: skip
+        corrections, rows=rows[keep], cols=cols[keep], codes=codes, feature=feature
+    )
 
 
 def random_head(channels: int, context: int) -> WideHead:

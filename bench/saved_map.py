@@ -56,8 +56,8 @@ def compare(scene, refiner: Refiner, clicks: Path, n: int, work: Path) -> str:
     clicked[rows, cols] = True
     codes = card.class_codes()
     scores = [interactive.scores(m, labels, codes, clicked) for m in (session, predicted)]
-    valid = refiner.feats.valid if refiner.feats is not None else np.ones(labels.shape, bool)
-    agree = 100 * float((session == predicted)[valid].mean())
+    assert refiner.feats is not None
+    agree = 100 * float((session == predicted)[refiner.feats.valid].mean())
     cells = " | ".join(f"{miou:.1f} / {oa:.1f}" for miou, oa in scores)
     return f"| {scene.name} | {n} | {agree:.2f} % | {cells} |"
 

@@ -17,8 +17,8 @@ from torch import nn
 #: Random ReLU features a widened head adds, and the seed of their projection.
 RANDOM_FEATURES, SEED = 256, 0
 #: The context window (cells of the deep features, odd; 0: none). 33 cells of a stride-4 network
-#: are 132 input pixels; it fits inside the default tiling's 64-pixel margin, so a tile's core
-#: sees the same context whether the session or ``lovecs predict`` runs it.
+#: are 132 input pixels: the widest window inside the default tiling's 64-pixel margin, and the
+#: best of those measured (bench/RESULTS.md).
 CONTEXT = 33
 
 
