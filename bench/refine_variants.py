@@ -23,7 +23,11 @@
   ``(1 - t) p + t y``);
 * ``brush``: each click labels the disc of ``--brush`` pixels around it with its class (the
   clicked pixel alone stays out of the scores; the disc's other pixels are scored);
-* several joined by ``+`` (``features+bias``): all of them at once.
+* several joined by ``+`` (``features+bias``): all of them at once; ``context+ramp`` is the
+  refine's own fit.
+
+``--l2`` and ``--anchor-weight`` change the pull toward the source head's weights and the scene
+anchors' weight for every variant (``loose`` still sets ``l2`` 0.1).
 
 Each variant walks its own simulated users (the clicks follow its maps) unless ``--paired``: then
 every variant is fitted to the same clicks, those of the kept fit's users (cached under
@@ -61,7 +65,9 @@ from lovecs_core.refinement.features import (
     region_features,
 )
 from lovecs_core.refinement.head import (
+    ANCHOR_WEIGHT,
     L2_WEIGHT,
+    SOURCE_WEIGHT,
     HeadWeights,
     Labelled,
     corrections_weight,
@@ -89,6 +95,9 @@ VARIANTS = (
 BRUSH_RADIUS = 2
 #: Random ReLU features of the ``features`` variant.
 RANDOM_FEATURES = 256
+#: The fit's pull toward the source head's weights and the scene anchors' weight (``--l2``,
+#: ``--anchor-weight``).
+PULL, ANCHORS = L2_WEIGHT, ANCHOR_WEIGHT
 
 
 def uniform_anchors(
@@ -169,6 +178,7 @@ class VariantRefiner(Refiner):
 
     def _fit(self, clicks: Labelled, anchor_pixels: Labelled, count: int) -> HeadWeights:
         scale = 50 / max(len(clicks), 1) if "evidence" in self.parts else 1.0
+        anchor_weight, source_weight = ANCHORS * scale, SOURCE_WEIGHT * scale
         source = self.source_pixels
         if "blend" in self.parts and source is not None and source.y is not None:
             t = corrections_weight(count)
@@ -177,10 +187,10 @@ class VariantRefiner(Refiner):
             source = Labelled(source.x, p=(1 - t) * own + t * labels)
         return fit_head(
             self.source_head, clicks, anchor_pixels, source,
-            anchor_weight=0.5 * scale, source_weight=0.5 * scale,
+            anchor_weight=anchor_weight, source_weight=source_weight,
             corrections_weight=corrections_weight(count) if "ramp" in self.parts else 1.0,
             bias_l2=1.0 if "bias" in self.parts else 0.0,
-            l2=0.1 if "loose" in self.parts else L2_WEIGHT,
+            l2=0.1 if "loose" in self.parts else PULL,
         )  # fmt: skip
 
 
@@ -271,7 +281,7 @@ def table(results: dict) -> str:
 
 
 def main() -> None:
-    global RANDOM_FEATURES, BRUSH_RADIUS
+    global RANDOM_FEATURES, BRUSH_RADIUS, PULL, ANCHORS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument(
@@ -285,6 +295,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--random-features", type=int, default=RANDOM_FEATURES)
     parser.add_argument("--brush", type=int, default=BRUSH_RADIUS, help="the brush's radius")
+    parser.add_argument("--l2", type=float, default=PULL, help="pull toward the source head")
+    parser.add_argument("--anchor-weight", type=float, default=ANCHORS, help="scene anchors'")
     parser.add_argument("--table", metavar="JSON", help="only print the Markdown table of a run")
     args = parser.parse_args()
     if args.table:
@@ -292,6 +304,7 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     RANDOM_FEATURES, BRUSH_RADIUS = args.random_features, args.brush
+    PULL, ANCHORS = args.l2, args.anchor_weight
     interactive.CHECKPOINTS = tuple(int(n) for n in args.checkpoints.split(","))
     card, net = model_from_file(str(interactive.MODEL))
     refiner = VariantRefiner(card, net, torch.device("cpu"), read_source_sample(interactive.MODEL))
@@ -299,7 +312,8 @@ def main() -> None:
         "command": f"python bench/refine_variants.py {'--paired ' if args.paired else ''}"
         f"--variants {args.variants} --scenes {args.scenes} --seeds {args.seeds} "
         f"--checkpoints {args.checkpoints} --threads {args.threads}"
-        f" --random-features {args.random_features} --brush {args.brush}",
+        f" --random-features {args.random_features} --brush {args.brush}"
+        f" --l2 {args.l2} --anchor-weight {args.anchor_weight}",
         "checkpoints": list(interactive.CHECKPOINTS),
         "variants": {},
     }

@@ -1,6 +1,7 @@
 """The widened classifier: it maps as the plain one until refitted, its random projection and
 fitted weights travel in the model file, and a card that names it builds it."""
 
+import pytest
 import torch
 
 from lovecs_core.adaptation.absent_classes import switch_off
@@ -81,12 +82,13 @@ def test_a_class_switched_off_in_a_widened_head_is_never_predicted():
         assert not (net(_inputs()).argmax(1) == common).any()
 
 
-def test_the_window_mean_is_the_plain_mean_of_the_cells_inside_the_map():
+@pytest.mark.parametrize("window", [1, 5, 33])
+def test_the_window_mean_is_the_plain_mean_of_the_cells_inside_the_map(window: int):
     x = torch.randn(1, 3, 9, 12, generator=torch.Generator().manual_seed(3))
-    mean = window_mean(x, 5)
+    mean, pad = window_mean(x, window), window // 2
     for row, col in ((0, 0), (4, 6), (8, 11), (2, 10)):
-        cells = x[0, :, max(0, row - 2) : row + 3, max(0, col - 2) : col + 3]
-        assert torch.allclose(mean[0, :, row, col], cells.mean(dim=(1, 2)), atol=1e-6)
+        cells = x[0, :, max(0, row - pad) : row + pad + 1, max(0, col - pad) : col + pad + 1]
+        assert torch.allclose(mean[0, :, row, col], cells.mean(dim=(1, 2)), atol=1e-5)
 
 
 def test_the_context_lets_a_pixel_read_what_lies_around_it():
