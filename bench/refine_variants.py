@@ -296,7 +296,9 @@ def main() -> None:
     parser.add_argument("--random-features", type=int, default=RANDOM_FEATURES)
     parser.add_argument("--brush", type=int, default=BRUSH_RADIUS, help="the brush's radius")
     parser.add_argument("--l2", type=float, default=PULL, help="pull toward the source head")
-    parser.add_argument("--anchor-weight", type=float, default=ANCHORS, help="scene anchors'")
+    parser.add_argument(
+        "--anchor-weight", type=float, default=ANCHORS, help="the scene anchors' weight"
+    )
     parser.add_argument("--table", metavar="JSON", help="only print the Markdown table of a run")
     args = parser.parse_args()
     if args.table:
