@@ -23,6 +23,8 @@
   ``(1 - t) p + t y``);
 * ``brush``: each click labels the disc of ``--brush`` pixels around it with its class (the
   clicked pixel alone stays out of the scores; the disc's other pixels are scored);
+* ``loose``'s sibling ``loosen``: the pull toward the source head's weights shrinks as the
+  corrections pass 50 (``l2`` x 50 / n; the same fit up to 50);
 * several joined by ``+`` (``features+bias``): all of them at once; ``context+ramp`` is the
   refine's own fit.
 
@@ -66,6 +68,7 @@ from lovecs_core.refinement.features import (
 )
 from lovecs_core.refinement.head import (
     ANCHOR_WEIGHT,
+    FULL_WEIGHT_AT,
     L2_WEIGHT,
     SOURCE_WEIGHT,
     HeadWeights,
@@ -90,6 +93,7 @@ VARIANTS = (
     "distil",
     "brush",
     "blend",
+    "loosen",
 )
 #: Radius (region pixels) of the ``brush`` variant's disc around each click.
 BRUSH_RADIUS = 2
@@ -179,6 +183,9 @@ class VariantRefiner(Refiner):
     def _fit(self, clicks: Labelled, anchor_pixels: Labelled, count: int) -> HeadWeights:
         scale = 50 / max(len(clicks), 1) if "evidence" in self.parts else 1.0
         anchor_weight, source_weight = ANCHORS * scale, SOURCE_WEIGHT * scale
+        pull = 0.1 if "loose" in self.parts else PULL
+        if "loosen" in self.parts:
+            pull *= min(1.0, FULL_WEIGHT_AT / max(count, 1))
         source = self.source_pixels
         if "blend" in self.parts and source is not None and source.y is not None:
             t = corrections_weight(count)
@@ -190,7 +197,7 @@ class VariantRefiner(Refiner):
             anchor_weight=anchor_weight, source_weight=source_weight,
             corrections_weight=corrections_weight(count) if "ramp" in self.parts else 1.0,
             bias_l2=1.0 if "bias" in self.parts else 0.0,
-            l2=0.1 if "loose" in self.parts else PULL,
+            l2=pull,
         )  # fmt: skip
 
 
