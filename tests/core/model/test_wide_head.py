@@ -88,7 +88,7 @@ def test_the_window_mean_is_the_plain_mean_of_the_cells_inside_the_map(window: i
     mean, pad = window_mean(x, window), window // 2
     for row, col in ((0, 0), (4, 6), (8, 11), (2, 10)):
         cells = x[0, :, max(0, row - pad) : row + pad + 1, max(0, col - pad) : col + pad + 1]
-        assert torch.allclose(mean[0, :, row, col], cells.mean(dim=(1, 2)), atol=1e-5)
+        assert torch.allclose(mean[0, :, row, col], cells.mean(dim=(1, 2)), atol=1e-6)
 
 
 def test_the_context_lets_a_pixel_read_what_lies_around_it():
